@@ -1,0 +1,1 @@
+//! firedrill faults (being built)

@@ -1,0 +1,1 @@
+//! firedrill probes (being built)

@@ -1,0 +1,1 @@
+//! firedrill talk (being built)
