@@ -1,0 +1,3 @@
+//! talk-load: open-loop load, live SLIs and a Jepsen-style loss checker.
+
+pub mod checker;

@@ -1,0 +1,292 @@
+//! HTTP handlers and the JSON error type of talk-server.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+
+use super::AppState;
+use super::metrics::{ErrorLabels, Outcome, OutcomeLabels};
+use crate::room::{NameError, RoomName, validate_producer};
+use crate::store::StoreError;
+use crate::wire::{ErrorBody, ErrorDetail, MessagePayload, SendRequest, SendResponse, now_ms};
+
+/// Every error talk-server answers with; each maps to a status and a code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    #[error("message body is {size} bytes; the limit is {limit}")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("request body exceeds {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    #[error("invalid JSON body: {0}")]
+    BadJson(String),
+    #[error("invalid query: {0}")]
+    BadQuery(String),
+    #[error("no such route: {0}")]
+    NotFound(String),
+    #[error("message store not ready: {0}")]
+    NotReady(String),
+    #[error("message store timed out: {0}")]
+    Timeout(String),
+    #[error("message store failed: {0}")]
+    Store(String),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadName(NameError::BadRoom(_)) => (StatusCode::BAD_REQUEST, "bad_room"),
+            Self::BadName(NameError::BadProducer(_)) => (StatusCode::BAD_REQUEST, "bad_producer"),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::RequestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+            Self::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
+            Self::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "store_timeout"),
+            Self::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_error"),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Timeout(m) => Self::Timeout(m),
+            other => Self::Store(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+// Records the error code in metrics before replying.
+fn fail(state: &AppState, e: ApiError) -> ApiError {
+    state
+        .metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            code: e.code().to_owned(),
+        })
+        .inc();
+    e
+}
+
+fn json_error(rejection: JsonRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::RequestTooLarge { limit }
+    } else {
+        ApiError::BadJson(rejection.body_text())
+    }
+}
+
+pub async fn send_message(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> Result<Json<SendResponse>, ApiError> {
+    let started = Instant::now();
+    let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
+    let Json(req) = body.map_err(|r| fail(&state, json_error(r, state.config.max_request_bytes)))?;
+    validate_producer(&req.producer).map_err(|e| fail(&state, e.into()))?;
+    if req.body.len() > state.config.max_body_bytes {
+        return Err(fail(
+            &state,
+            ApiError::BodyTooLarge {
+                size: req.body.len(),
+                limit: state.config.max_body_bytes,
+            },
+        ));
+    }
+    let payload = MessagePayload {
+        room: room.to_string(),
+        producer: req.producer,
+        counter: req.counter,
+        body: req.body,
+        sent_at_ms: req.sent_at_ms,
+        received_at_ms: now_ms(),
+    };
+    match state.store.publish(&room, &payload).await {
+        Ok((seq, duplicate)) => {
+            let outcome = if duplicate {
+                Outcome::Duplicate
+            } else {
+                Outcome::Acked
+            };
+            state
+                .metrics
+                .sends
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
+            state
+                .metrics
+                .publish_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok(Json(SendResponse {
+                room: room.to_string(),
+                seq,
+                stream: state.config.stream.clone(),
+                duplicate,
+            }))
+        }
+        Err(e) => {
+            state
+                .metrics
+                .sends
+                .get_or_create(&OutcomeLabels {
+                    outcome: Outcome::Failed,
+                })
+                .inc();
+            tracing::warn!(%room, error = %e, "publish failed");
+            Err(fail(&state, e.into()))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
+    let Query(q) = query.map_err(|r| fail(&state, ApiError::BadQuery(r.body_text())))?;
+    let max = state.config.history_max_limit;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > max {
+        return Err(fail(
+            &state,
+            ApiError::BadQuery(format!("limit must be 1-{max}, got {limit}")),
+        ));
+    }
+    let page = state
+        .store
+        .history(&room, q.after, limit)
+        .await
+        .map_err(|e| fail(&state, e.into()))?;
+    state.metrics.history_reads.inc();
+    Ok(Json(page).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Resume after this sequence; 0 (default) = only new messages.
+    #[serde(default)]
+    after: u64,
+}
+
+/// Live messages as Server-Sent Events; each event's id is the stream
+/// sequence, so a client can resume with `?after=<last id>`.
+pub async fn live_stream(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
+    let Query(q) = query.map_err(|r| fail(&state, ApiError::BadQuery(r.body_text())))?;
+    let messages = state
+        .store
+        .follow(&room, q.after)
+        .await
+        .map_err(|e| fail(&state, e.into()))?;
+    let mut shutdown = state.shutdown.clone();
+    let gauge = state.metrics.live_streams.clone();
+    gauge.inc();
+    let guard = GaugeGuard(gauge);
+    let events = messages
+        .map(|m| {
+            Ok(match m {
+                Ok(msg) => Event::default()
+                    .id(msg.seq.to_string())
+                    .event("message")
+                    .json_data(&msg)
+                    .unwrap_or_else(|e| Event::default().event("error").data(e.to_string())),
+                Err(e) => Event::default().event("error").data(e.to_string()),
+            })
+        })
+        // End the stream on shutdown so graceful drain does not hang.
+        .take_until(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .map(move |e| {
+            let _keep = &guard;
+            e
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+// Decrements the live-stream gauge when the stream is dropped.
+struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok", "zone": state.config.zone}))
+}
+
+/// Ready only when the stream exists and JetStream answers now.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if !state.stream_ready.load(Ordering::Acquire) {
+        return ApiError::NotReady("stream not created yet".into()).into_response();
+    }
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => ApiError::NotReady(e.to_string()).into_response(),
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::Store(format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}

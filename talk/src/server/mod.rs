@@ -1,0 +1,162 @@
+//! talk-server: HTTP API for sending, reading and streaming room messages.
+
+mod api;
+pub mod config;
+mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use api::ApiError;
+pub use config::ServerConfig;
+
+use crate::store::{MessageStore, StoreError};
+use metrics::ServerMetrics;
+
+/// Errors that stop talk-server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("message store: {0}")]
+    Store(#[from] StoreError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl ServerError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Bind { .. } => "bind",
+            Self::Store(e) => e.category(),
+            Self::Serve(_) => "serve",
+        }
+    }
+}
+
+/// State shared by all handlers.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub store: MessageStore,
+    pub config: ServerConfig,
+    pub metrics: ServerMetrics,
+    /// The stream exists (set once `ensure_stream` succeeded).
+    pub stream_ready: AtomicBool,
+    /// Flips to true on shutdown so live streams end and drain can finish.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Binds `config.listen` and serves until SIGTERM/SIGINT.
+pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    serve(config, listener, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight
+/// requests (live streams are closed first).
+pub async fn serve(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate().map_err(ServerError::Config)?;
+    let store = MessageStore::connect(
+        &config.nats_urls,
+        config.stream_spec(),
+        config.nats_timeout,
+        false,
+    )
+    .await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        store,
+        metrics: ServerMetrics::new(),
+        stream_ready: AtomicBool::new(false),
+        shutdown: stop_rx,
+        config,
+    });
+    tokio::spawn(ensure_stream_loop(state.clone()));
+    let app = router(state.clone());
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(%addr, "talk-server listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing live streams, draining requests");
+            let _ = stop_tx.send(true);
+        })
+        .await
+        .map_err(ServerError::Serve)
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.max_request_bytes;
+    Router::new()
+        .route(
+            "/rooms/{room}/messages",
+            post(api::send_message).get(api::history),
+        )
+        .route("/rooms/{room}/stream", get(api::live_stream))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+// Retries until the stream exists; NATS may come up after us.
+async fn ensure_stream_loop(state: Arc<AppState>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match state.store.ensure_stream().await {
+            Ok(()) => {
+                state.stream_ready.store(true, Ordering::Release);
+                tracing::info!(stream = %state.config.stream, "stream ready");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stream not ready yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = ctrl_c.await;
+        }
+    }
+}

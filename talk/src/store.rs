@@ -1,0 +1,297 @@
+//! The JetStream-backed message store: one stream, one subject per room.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use crate::room::RoomName;
+use crate::wire::{HistoryPage, MessagePayload, StoredMessage};
+
+/// The stream that holds every room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Stream name, e.g. `TALK`.
+    pub name: String,
+    /// Subjects are `<prefix>.<room>`; the stream captures `<prefix>.>`.
+    pub subject_prefix: String,
+    /// Replication factor (1 is the weak setting).
+    pub replicas: usize,
+    /// Window in which JetStream drops a re-sent (producer, counter).
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSpec {
+    fn default() -> Self {
+        Self {
+            name: "TALK".to_owned(),
+            subject_prefix: "talk.rooms".to_owned(),
+            replicas: 3,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+impl StreamSpec {
+    pub fn subject(&self, room: &RoomName) -> String {
+        format!("{}.{}", self.subject_prefix, room)
+    }
+
+    fn config(&self) -> stream::Config {
+        stream::Config {
+            name: self.name.clone(),
+            subjects: vec![format!("{}.>", self.subject_prefix)],
+            num_replicas: self.replicas,
+            storage: stream::StorageType::File,
+            duplicate_window: self.duplicate_window,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// Errors talking to JetStream.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("connect to NATS: {0}")]
+    Connect(String),
+    #[error("ensure stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+    #[error("publish: {0}")]
+    Publish(String),
+    #[error("timed out waiting for JetStream ({0})")]
+    Timeout(String),
+    #[error("read: {0}")]
+    Read(String),
+    #[error("corrupt message at seq {seq}: {message}")]
+    Corrupt { seq: u64, message: String },
+}
+
+impl StoreError {
+    /// Stable category for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Stream { .. } => "stream",
+            Self::Publish(_) => "publish",
+            Self::Timeout(_) => "timeout",
+            Self::Read(_) => "read",
+            Self::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+/// A connection to the message store.
+#[derive(Debug, Clone)]
+pub struct MessageStore {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    spec: StreamSpec,
+}
+
+impl MessageStore {
+    /// Connects to any of `urls`. With `wait`, waits for the first
+    /// connection; without it, connects in the background (a pod may start
+    /// before NATS does; readiness reports the difference).
+    pub async fn connect(
+        urls: &[String],
+        spec: StreamSpec,
+        timeout: Duration,
+        wait: bool,
+    ) -> Result<Self, StoreError> {
+        let addrs = urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .max_reconnects(None);
+        if !wait {
+            options = options.retry_on_initial_connect();
+        }
+        let client = options
+            .connect(addrs)
+            .await
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(timeout);
+        Ok(Self { client, js, spec })
+    }
+
+    pub fn spec(&self) -> &StreamSpec {
+        &self.spec
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Creates the stream if missing (idempotent; an existing stream keeps
+    /// its replica count).
+    pub async fn ensure_stream(&self) -> Result<(), StoreError> {
+        self.js
+            .get_or_create_stream(self.spec.config())
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Stream {
+                stream: self.spec.name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Readiness: the stream answers an info request.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.stream_info().await.map(|_| ())
+    }
+
+    async fn stream_info(&self) -> Result<stream::Info, StoreError> {
+        let stream = self
+            .js
+            .get_stream(&self.spec.name)
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        Ok(stream.cached_info().clone())
+    }
+
+    /// Name of the server leading the stream (for fault injection in tests).
+    pub async fn stream_leader(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.stream_info().await?.cluster.and_then(|c| c.leader))
+    }
+
+    /// Publishes and waits for the JetStream ack; returns (seq, duplicate).
+    pub async fn publish(
+        &self,
+        room: &RoomName,
+        payload: &MessagePayload,
+    ) -> Result<(u64, bool), StoreError> {
+        let body = serde_json::to_vec(payload).map_err(|e| StoreError::Publish(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        // Lets a client retry a send without storing it twice.
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}:{}", payload.producer, payload.counter).as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(self.spec.subject(room), headers, body.into())
+            .await
+            .map_err(|e| StoreError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| {
+                if e.kind() == jetstream::context::PublishErrorKind::TimedOut {
+                    StoreError::Timeout("publish ack".into())
+                } else {
+                    StoreError::Publish(e.to_string())
+                }
+            })?;
+        Ok((ack.sequence, ack.duplicate))
+    }
+
+    /// Up to `limit` messages of `room` with sequence > `after`.
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
+        // The stream's last sequence before reading bounds what this page covers.
+        let stream = self
+            .js
+            .get_stream(&self.spec.name)
+            .await
+            .map_err(|e| read(&e))?;
+        let stream_last_seq = stream.cached_info().state.last_sequence;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after.saturating_add(1),
+                },
+                ack_policy: consumer::AckPolicy::None,
+                filter_subject: self.spec.subject(room),
+                inactive_threshold: Duration::from_secs(30),
+                num_replicas: 1,
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| read(&e))?;
+        let pending = usize::try_from(consumer.cached_info().num_pending).unwrap_or(usize::MAX);
+        let mut messages = Vec::new();
+        if pending > 0 && limit > 0 {
+            let batch = consumer
+                .fetch()
+                .max_messages(limit.min(pending))
+                .messages()
+                .await
+                .map_err(|e| read(&e))?;
+            let raw: Vec<jetstream::Message> = batch.try_collect().await.map_err(|e| read(&e))?;
+            for m in &raw {
+                messages.push(decode(m)?);
+            }
+        }
+        // Ephemeral consumers expire on their own; deleting early is a courtesy.
+        let name = consumer.cached_info().name.clone();
+        let js = self.js.clone();
+        let stream_name = self.spec.name.clone();
+        tokio::spawn(async move {
+            let _ = js.delete_consumer_from_stream(name, stream_name).await;
+        });
+        Ok(HistoryPage {
+            room: room.to_string(),
+            more: messages.len() < pending,
+            messages,
+            stream_last_seq,
+        })
+    }
+
+    /// Follows `room` from sequence > `after`, as long as the stream is polled.
+    pub async fn follow(
+        &self,
+        room: &RoomName,
+        after: u64,
+    ) -> Result<impl Stream<Item = Result<StoredMessage, StoreError>> + use<>, StoreError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.spec.name)
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        let deliver_policy = if after == 0 {
+            consumer::DeliverPolicy::New
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after.saturating_add(1),
+            }
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.spec.subject(room),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        Ok(messages.map(|m| match m {
+            Ok(m) => decode(&m),
+            Err(e) => Err(StoreError::Read(e.to_string())),
+        }))
+    }
+}
+
+fn decode(m: &jetstream::Message) -> Result<StoredMessage, StoreError> {
+    let info = m.info().map_err(|e| StoreError::Read(e.to_string()))?;
+    let seq = info.stream_sequence;
+    let payload: MessagePayload =
+        serde_json::from_slice(&m.payload).map_err(|e| StoreError::Corrupt {
+            seq,
+            message: e.to_string(),
+        })?;
+    Ok(StoredMessage { seq, payload })
+}

@@ -1,0 +1,85 @@
+//! JSON shapes of the talk HTTP API, shared by talk-server and talk-load.
+
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST /rooms/{room}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendRequest {
+    /// Unique id of the sender (one per connection in talk-load).
+    pub producer: String,
+    /// Per-producer counter; (producer, counter) identifies a message.
+    pub counter: u64,
+    pub body: String,
+    /// Sender's wall clock, for end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<u64>,
+}
+
+/// Reply to an acknowledged send: the message is in the stream at `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SendResponse {
+    pub room: String,
+    pub seq: u64,
+    pub stream: String,
+    /// JetStream saw this (producer, counter) before and did not store it again.
+    pub duplicate: bool,
+}
+
+/// What the store keeps for each message (the JetStream payload).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePayload {
+    pub room: String,
+    pub producer: String,
+    pub counter: u64,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<u64>,
+    /// talk-server's wall clock when it accepted the message.
+    pub received_at_ms: u64,
+}
+
+/// A message read back from a room, with its stream sequence.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessage {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub payload: MessagePayload,
+}
+
+/// Reply to `GET /rooms/{room}/messages?after=SEQ&limit=N`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub room: String,
+    pub messages: Vec<StoredMessage>,
+    /// More messages after the last one returned were already stored.
+    pub more: bool,
+    /// The stream's last sequence (all rooms) observed before reading; every
+    /// message of this room up to it is in `messages` unless `more` is set.
+    pub stream_last_seq: u64,
+}
+
+/// Every 4xx/5xx reply: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// Stable machine-readable category, e.g. `bad_room`.
+    pub code: String,
+    pub message: String,
+}
+
+/// Current wall clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
