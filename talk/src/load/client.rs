@@ -1,0 +1,107 @@
+//! A thin HTTP client for the talk API.
+
+use std::time::Duration;
+
+use crate::wire::{ErrorBody, HistoryPage, SendRequest, SendResponse};
+
+/// Errors calling talk-server. Any of them makes a send indeterminate.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("building HTTP client: {0}")]
+    Build(String),
+    #[error("request timed out")]
+    Timeout,
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("HTTP {status}: {code}: {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("bad reply: {0}")]
+    Decode(String),
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            Self::Timeout
+        } else if e.is_decode() {
+            Self::Decode(e.to_string())
+        } else {
+            Self::Transport(e.to_string())
+        }
+    }
+}
+
+/// One connection pool to talk-server (talk-load uses one per producer).
+#[derive(Debug, Clone)]
+pub struct TalkClient {
+    http: reqwest::Client,
+}
+
+impl TalkClient {
+    pub fn new(timeout: Duration) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(1024)
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Self { http })
+    }
+
+    pub async fn send(
+        &self,
+        base: &str,
+        room: &str,
+        req: &SendRequest,
+    ) -> Result<SendResponse, ClientError> {
+        let resp = self
+            .http
+            .post(format!("{base}/rooms/{room}/messages"))
+            .json(req)
+            .send()
+            .await?;
+        decode(resp).await
+    }
+
+    pub async fn history(
+        &self,
+        base: &str,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, ClientError> {
+        let resp = self
+            .http
+            .get(format!(
+                "{base}/rooms/{room}/messages?after={after}&limit={limit}"
+            ))
+            .send()
+            .await?;
+        decode(resp).await
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    if status.is_success() {
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    } else {
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => (
+                "unknown".to_owned(),
+                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+            ),
+        };
+        Err(ClientError::Status {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+}

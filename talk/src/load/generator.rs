@@ -1,0 +1,133 @@
+//! Open-loop sender: messages leave on schedule whatever the server does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+
+use super::checker::{SendOutcome, SendRecord};
+use super::client::{ClientError, TalkClient};
+use super::config::LoadConfig;
+use super::run::Shared;
+use crate::wire::{SendRequest, now_ms};
+
+struct Producer {
+    id: Arc<str>,
+    client: TalkClient,
+    target: String,
+    next_counter: u64,
+}
+
+/// Sends until `duration` passes (if non-zero) or `stop` flips; returns once
+/// every in-flight send has finished.
+pub async fn run_generator(
+    config: &LoadConfig,
+    run_id: &str,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ClientError> {
+    let rooms: Vec<Arc<str>> = config.room_names().into_iter().map(Arc::from).collect();
+    let n = config.profile.connections(config.connections);
+    let mut producers = (0..n)
+        .map(|i| {
+            Ok(Producer {
+                id: Arc::from(format!("{run_id}-p{i}")),
+                client: TalkClient::new(config.request_timeout)?,
+                target: config
+                    .targets
+                    .get(i % config.targets.len())
+                    .cloned()
+                    .unwrap_or_default(),
+                next_counter: 0,
+            })
+        })
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    let body: Arc<str> = Arc::from("x".repeat(config.body_bytes));
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    let surge = (config.surge_start, config.surge_length);
+    let mut next = Instant::now();
+    let mut i: usize = 0;
+    loop {
+        let elapsed = shared.start.elapsed();
+        if *stop.borrow() || (!config.duration.is_zero() && elapsed >= config.duration) {
+            break;
+        }
+        let rate = config.profile.rate_at(config.rate, elapsed, surge);
+        next += Duration::from_secs_f64(1.0 / rate);
+        // Behind schedule: send at once (open loop), never skip.
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = stop.changed() => continue,
+        }
+        let pi = i % n;
+        let room = rooms
+            .get((i / n) % rooms.len())
+            .cloned()
+            .unwrap_or_else(|| Arc::from("load-0"));
+        i = i.wrapping_add(1);
+        let Some(p) = producers.get_mut(pi) else {
+            continue;
+        };
+        p.next_counter += 1;
+        let record = SendRecord {
+            room,
+            producer: p.id.clone(),
+            counter: p.next_counter,
+            sent_at: shared.micros(),
+            outcome: SendOutcome::Indeterminate,
+        };
+        shared.sli.record_sent();
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            // Too many in flight: count as failed, never sent.
+            shared.sli.record(Instant::now(), None);
+            shared.push_send(record);
+            continue;
+        };
+        let client = p.client.clone();
+        let target = p.target.clone();
+        let body = body.to_string();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            send_one(&client, &target, record, body, &shared).await;
+        });
+    }
+    // Wait for every in-flight send (each is bounded by the request timeout).
+    let _ = in_flight
+        .acquire_many(u32::try_from(config.max_in_flight).unwrap_or(u32::MAX))
+        .await;
+    Ok(())
+}
+
+async fn send_one(client: &TalkClient, target: &str, mut record: SendRecord, body: String, shared: &Shared) {
+    let req = SendRequest {
+        producer: record.producer.to_string(),
+        counter: record.counter,
+        body,
+        sent_at_ms: Some(now_ms()),
+    };
+    let started = Instant::now();
+    let result = client.send(target, &record.room, &req).await;
+    let done = Instant::now();
+    match result {
+        Ok(resp) => {
+            record.outcome = SendOutcome::Acked {
+                seq: resp.seq,
+                acked_at: shared.micros(),
+            };
+            shared.sli.record(done, Some(done - started));
+            shared.tracker().on_ack(
+                record.room.clone(),
+                record.producer.clone(),
+                record.counter,
+                resp.seq,
+                done,
+            );
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "send failed (indeterminate)");
+            shared.sli.record(done, None);
+        }
+    }
+    shared.push_send(record);
+}

@@ -1,0 +1,88 @@
+//! Continuous checker: follows every room and feeds the live tracker.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::client::TalkClient;
+use super::run::Shared;
+
+const PAGE: usize = 1000;
+
+/// Follows `room` until `stop` flips.
+pub async fn follow_room(
+    client: TalkClient,
+    targets: Vec<String>,
+    room: Arc<str>,
+    interval: Duration,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pos = 0u64;
+    let mut t = 0usize;
+    while !*stop.borrow() {
+        let target = targets.get(t % targets.len().max(1)).cloned().unwrap_or_default();
+        let mut more = false;
+        match client.history(&target, &room, pos, PAGE).await {
+            Ok(page) => {
+                if page.stream_last_seq < pos {
+                    // The stream went back in time (recreated after data
+                    // loss): read it again from the start.
+                    tracing::warn!(%room, pos, last = page.stream_last_seq, "stream reset; rereading");
+                    pos = 0;
+                    continue;
+                }
+                let mut tracker = shared.tracker();
+                for m in &page.messages {
+                    tracker.on_read(
+                        room.clone(),
+                        Arc::from(m.payload.producer.as_str()),
+                        m.payload.counter,
+                        m.seq,
+                    );
+                    pos = pos.max(m.seq);
+                }
+                if page.more {
+                    more = true;
+                    tracker.advance(&room, pos);
+                } else {
+                    tracker.advance(&room, pos.max(page.stream_last_seq));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%room, error = %e, "history read failed");
+                t = t.wrapping_add(1);
+            }
+        }
+        if !more {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// Recomputes lost/duplicated from the tracker every `interval`.
+pub async fn publish_checks(
+    shared: Arc<Shared>,
+    interval: Duration,
+    grace: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        {
+            let tracker = shared.tracker();
+            let lost = tracker.lost(Instant::now(), grace);
+            let dup = tracker.duplicated();
+            drop(tracker);
+            shared.sli.lost.store(lost, std::sync::atomic::Ordering::Relaxed);
+            shared.sli.duplicated.store(dup, std::sync::atomic::Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Orchestrates a talk-load run: SLI endpoint, generator, reader, drain, report.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::checker::{CheckReport, SendRecord, check};
+use super::client::TalkClient;
+use super::config::{LoadConfig, Profile};
+use super::sli::{SliSnapshot, SliWindow};
+use super::tracker::LiveTracker;
+use super::{LoadError, drain, generator, reader};
+
+/// State shared by the generator, the reader and the SLI endpoint.
+#[derive(Debug)]
+pub struct Shared {
+    pub start: Instant,
+    pub sli: SliWindow,
+    sends: Mutex<Vec<SendRecord>>,
+    tracker: Mutex<LiveTracker>,
+}
+
+impl Shared {
+    fn new(window: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            sli: SliWindow::new(window),
+            sends: Mutex::new(Vec::new()),
+            tracker: Mutex::new(LiveTracker::default()),
+        }
+    }
+
+    /// Microseconds since the run started (the checker's clock).
+    pub fn micros(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub fn push_send(&self, record: SendRecord) {
+        self.sends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+
+    // A panicked holder cannot leave these half-updated in a way that
+    // matters more than losing the whole run, so poisoning is ignored.
+    pub fn tracker(&self) -> MutexGuard<'_, LiveTracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The final JSON report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadReport {
+    pub run_id: String,
+    pub profile: Profile,
+    pub targets: Vec<String>,
+    pub duration_seconds: f64,
+    /// False when some room could not be drained; `lost` is then unreliable.
+    pub complete: bool,
+    pub drain_errors: Vec<String>,
+    /// Live SLIs at the end of sending.
+    pub sli: SliSnapshot,
+    #[serde(flatten)]
+    pub check: CheckReport,
+}
+
+impl LoadReport {
+    pub fn passed(&self) -> bool {
+        self.complete && self.check.total.is_clean()
+    }
+}
+
+/// Runs the load until the configured duration passes or `shutdown`
+/// completes, then drains and checks. `on_sli_bound` learns the SLI address.
+pub async fn run(
+    config: LoadConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_sli_bound: impl FnOnce(std::net::SocketAddr),
+) -> Result<LoadReport, LoadError> {
+    config.validate().map_err(LoadError::Config)?;
+    let run_id = config.run_id.clone().unwrap_or_else(default_run_id);
+    let shared = Arc::new(Shared::new(config.sli_window));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (reader_stop_tx, reader_stop_rx) = watch::channel(false);
+
+    if let Some(addr) = config.sli_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| LoadError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| LoadError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        tracing::info!(%bound, "SLI endpoint listening");
+        on_sli_bound(bound);
+        let app = sli_router(shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "SLI endpoint failed");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let reader_client = TalkClient::new(config.request_timeout)?;
+    let mut readers = Vec::new();
+    for room in config.room_names() {
+        readers.push(tokio::spawn(reader::follow_room(
+            reader_client.clone(),
+            config.targets.clone(),
+            Arc::from(room),
+            config.check_interval,
+            shared.clone(),
+            reader_stop_rx.clone(),
+        )));
+    }
+    readers.push(tokio::spawn(reader::publish_checks(
+        shared.clone(),
+        config.check_interval,
+        config.loss_grace,
+        reader_stop_rx,
+    )));
+
+    tracing::info!(%run_id, profile = ?config.profile, rate = config.rate, "sending");
+    generator::run_generator(&config, &run_id, shared.clone(), stop_rx).await?;
+    let duration_seconds = shared.start.elapsed().as_secs_f64();
+    let sli = shared.sli.snapshot(Instant::now());
+    let _ = reader_stop_tx.send(true);
+    for r in readers {
+        let _ = r.await;
+    }
+
+    let sends = std::mem::take(&mut *shared.sends.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut drain_errors = Vec::new();
+    let mut reads = Vec::new();
+    if !config.no_drain {
+        tracing::info!(sends = sends.len(), "draining every room");
+        let deadline = Instant::now() + config.drain_timeout;
+        for room in config.room_names() {
+            let room: Arc<str> = Arc::from(room);
+            match drain::drain_room(&reader_client, &config.targets, &room, deadline).await {
+                Ok(mut r) => reads.append(&mut r),
+                Err(e) => drain_errors.push(e),
+            }
+        }
+    }
+    let check = if config.no_drain {
+        CheckReport::default()
+    } else {
+        check(&sends, &reads)
+    };
+    Ok(LoadReport {
+        run_id,
+        profile: config.profile,
+        targets: config.targets.clone(),
+        duration_seconds,
+        complete: !config.no_drain && drain_errors.is_empty(),
+        drain_errors,
+        sli,
+        check,
+    })
+}
+
+fn default_run_id() -> String {
+    format!("r{}-{}", crate::wire::now_ms(), std::process::id())
+}
+
+fn sli_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/sli", get(sli))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(shared)
+}
+
+async fn sli(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    axum::Json(shared.sli.snapshot(Instant::now()))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    let s = shared.sli.snapshot(Instant::now());
+    let mut registry = Registry::with_prefix("talk_load");
+    let gauges: [(&str, &str, f64); 9] = [
+        ("delivery_success_ratio", "Acked / completed sends over the window", s.delivery_success_ratio),
+        ("p50_latency_ms", "Median send-to-ack latency over the window", s.p50_latency_ms),
+        ("p99_latency_ms", "p99 send-to-ack latency over the window", s.p99_latency_ms),
+        ("lost_messages", "Acked messages missing behind the reader", s.lost_messages as f64),
+        ("duplicated_messages", "Messages read more than once", s.duplicated_messages as f64),
+        ("sent", "Sends attempted", s.sent as f64),
+        ("acked", "Sends acknowledged", s.acked as f64),
+        ("failed", "Sends failed or timed out", s.failed as f64),
+        ("window_seconds", "SLI window length", s.window_seconds),
+    ];
+    for (name, help, value) in gauges {
+        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        g.set(value);
+        registry.register(name, help, g);
+    }
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &registry) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// Writes `report` as pretty JSON to `path` ("-" = stdout).
+pub fn write_report(report: &LoadReport, path: &str) -> Result<(), LoadError> {
+    let text = serde_json::to_string_pretty(report)?;
+    if path == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text + "\n").map_err(|source| LoadError::Report {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
