@@ -1,0 +1,382 @@
+//! Faults as one typed request, applied under the journal and reverted idempotently.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::disk::{self, MountTarget};
+use crate::error::{Error, Result};
+use crate::id::InjectionId;
+use crate::journal::{Entry, Journal, now_unix};
+use crate::netns::{Netns, NetnsIdentity};
+use crate::nft;
+use crate::process::{self, PidResult, ProcessOutcome, ProcessRef};
+use crate::rules::RuleSet;
+
+/// A fault as asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Install `rules` in a network namespace.
+    Network { netns: Netns, rules: RuleSet },
+    /// Stop processes until reverted.
+    Freeze { pids: Vec<i32> },
+    /// Kill processes (irreversible).
+    Kill { pids: Vec<i32> },
+    /// Hide a data directory behind an empty file system until reverted.
+    TakeAway { dir: PathBuf },
+    /// Make a data directory read-only until reverted.
+    ReadOnly { dir: PathBuf },
+    /// Delete a data directory's contents (irreversible).
+    Wipe { dir: PathBuf },
+}
+
+/// A fault resolved to exactly what it touches; this is what the journal records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Network {
+        netns: Netns,
+        /// The namespace's identity when applied; `None` for [`Netns::Host`].
+        identity: Option<NetnsIdentity>,
+        rules: RuleSet,
+    },
+    Freeze {
+        processes: Vec<ProcessRef>,
+    },
+    Kill {
+        processes: Vec<ProcessRef>,
+    },
+    TakeAway(MountTarget),
+    ReadOnly(MountTarget),
+    Wipe {
+        dir: PathBuf,
+    },
+}
+
+impl Target {
+    /// The stable kind name (`network`, `freeze`, `kill`, `take_away`, `read_only`, `wipe`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Network { .. } => "network",
+            Target::Freeze { .. } => "freeze",
+            Target::Kill { .. } => "kill",
+            Target::TakeAway(_) => "take_away",
+            Target::ReadOnly(_) => "read_only",
+            Target::Wipe { .. } => "wipe",
+        }
+    }
+}
+
+impl Fault {
+    /// Validates the fault and resolves it against the live system (namespace identity,
+    /// process start times, mount ids) without changing anything. Processes that are
+    /// already gone are left out and reported by [`Injector::apply`].
+    pub fn resolve(&self) -> Result<(Target, Vec<i32>)> {
+        let procs = |pids: &[i32]| -> Result<(Vec<ProcessRef>, Vec<i32>)> {
+            let found = process::resolve(pids)?;
+            let gone = pids
+                .iter()
+                .copied()
+                .filter(|p| !found.iter().any(|f| f.pid == *p))
+                .collect();
+            Ok((found, gone))
+        };
+        Ok(match self {
+            Fault::Network { netns, rules } => {
+                let rules = rules.validated()?;
+                let identity = match netns {
+                    Netns::Host => None,
+                    Netns::Path(p) => Some(netns.identity()?.ok_or_else(|| {
+                        Error::invalid("netns", format!("{} does not exist", p.display()))
+                    })?),
+                };
+                let target = Target::Network {
+                    netns: netns.clone(),
+                    identity,
+                    rules,
+                };
+                (target, vec![])
+            }
+            Fault::Freeze { pids } => {
+                let (processes, gone) = procs(pids)?;
+                (Target::Freeze { processes }, gone)
+            }
+            Fault::Kill { pids } => {
+                let (processes, gone) = procs(pids)?;
+                (Target::Kill { processes }, gone)
+            }
+            Fault::TakeAway { dir } => (Target::TakeAway(disk::prepare(dir)?), vec![]),
+            Fault::ReadOnly { dir } => (Target::ReadOnly(disk::prepare(dir)?), vec![]),
+            Fault::Wipe { dir } => {
+                // prepare() does the path safety checks; the mount id is not needed.
+                let dir = disk::prepare(dir)?.dir;
+                (Target::Wipe { dir }, vec![])
+            }
+        })
+    }
+}
+
+/// What applying a fault did.
+#[derive(Debug)]
+pub struct Applied {
+    pub id: InjectionId,
+    pub target: Target,
+    /// Per-process results for freeze and kill (including pids already gone).
+    pub processes: Vec<PidResult>,
+    /// For a wipe: top-level entries deleted.
+    pub wiped_entries: Option<usize>,
+}
+
+/// How a revert ended; every variant is a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevertOutcome {
+    /// The fault was in place and is now undone.
+    Reverted,
+    /// Nothing was in place (already reverted, or never applied).
+    AlreadyReverted,
+    /// The target no longer exists (namespace or processes gone), so nothing is left.
+    TargetGone,
+    /// The fault cannot be undone by design (kill, wipe); nothing was done.
+    Irreversible,
+}
+
+/// What reverting a fault did.
+#[derive(Debug)]
+pub struct Reverted {
+    pub id: InjectionId,
+    pub outcome: RevertOutcome,
+    /// Per-process results for a thaw.
+    pub processes: Vec<PidResult>,
+}
+
+/// Applies and reverts faults, journalling each one first.
+#[derive(Debug, Clone)]
+pub struct Injector {
+    journal: Journal,
+}
+
+impl Injector {
+    /// An injector recording into the journal at `journal_dir`.
+    pub fn new(journal_dir: impl Into<PathBuf>) -> Result<Self> {
+        Ok(Self {
+            journal: Journal::open(journal_dir)?,
+        })
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Resolves, records, then applies `fault` as injection `id`, to be reverted by
+    /// `expires_at` (unix seconds). If applying fails, what was applied is undone and the
+    /// record removed, so a failure never leaves a partial injection.
+    pub fn apply(&self, id: &InjectionId, fault: &Fault, expires_at: u64) -> Result<Applied> {
+        let (target, gone) = fault.resolve()?;
+        if let Some(existing) = self.journal.get(id)?
+            && existing.target != target
+        {
+            return Err(Error::invalid(
+                "id",
+                format!("injection {id} is already recorded with a different target"),
+            ));
+        }
+        let entry = Entry {
+            id: id.clone(),
+            kind: target.kind().to_string(),
+            target: target.clone(),
+            created_at: now_unix(),
+            expires_at,
+        };
+        self.journal.record(&entry)?;
+        match apply_target(id, &target) {
+            Ok((mut processes, wiped_entries)) => {
+                processes.extend(gone.into_iter().map(|pid| PidResult {
+                    pid,
+                    outcome: Ok(ProcessOutcome::Gone),
+                }));
+                tracing::info!(%id, kind = target.kind(), "fault applied");
+                Ok(Applied {
+                    id: id.clone(),
+                    target,
+                    processes,
+                    wiped_entries,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "apply failed; undoing");
+                if revert_target(id, &target).is_ok() {
+                    self.journal.remove(id)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reverts injection `id` and removes its record. Reverting an id that is not recorded
+    /// is success ([`RevertOutcome::AlreadyReverted`]).
+    pub fn revert(&self, id: &InjectionId) -> Result<Reverted> {
+        match self.journal.get(id)? {
+            Some(entry) => self.revert_entry(&entry),
+            None => Ok(Reverted {
+                id: id.clone(),
+                outcome: RevertOutcome::AlreadyReverted,
+                processes: vec![],
+            }),
+        }
+    }
+
+    /// Reverts a recorded entry and removes it from the journal on success.
+    pub fn revert_entry(&self, entry: &Entry) -> Result<Reverted> {
+        let (outcome, processes) = revert_target(&entry.id, &entry.target)?;
+        self.journal.remove(&entry.id)?;
+        tracing::info!(id = %entry.id, ?outcome, "fault reverted");
+        Ok(Reverted {
+            id: entry.id.clone(),
+            outcome,
+            processes,
+        })
+    }
+
+    /// Reverts every entry past its expiry at `now`.
+    pub fn revert_expired(&self, now: u64) -> Result<Vec<Result<Reverted>>> {
+        Ok(self
+            .journal
+            .expired(now)?
+            .iter()
+            .map(|e| self.revert_entry(e))
+            .collect())
+    }
+}
+
+type ApplyDetail = (Vec<PidResult>, Option<usize>);
+
+fn apply_target(id: &InjectionId, target: &Target) -> Result<ApplyDetail> {
+    match target {
+        Target::Network { netns, rules, .. } => {
+            nft::apply(netns, id, rules).map(|()| (vec![], None))
+        }
+        Target::Freeze { processes } => Ok((process::freeze(processes), None)),
+        Target::Kill { processes } => Ok((process::kill(processes), None)),
+        Target::TakeAway(t) => disk::take_away(t, id).map(|()| (vec![], None)),
+        Target::ReadOnly(t) => disk::read_only(t).map(|()| (vec![], None)),
+        Target::Wipe { dir } => disk::wipe(dir).map(|n| (vec![], Some(n))),
+    }
+}
+
+fn revert_target(id: &InjectionId, target: &Target) -> Result<(RevertOutcome, Vec<PidResult>)> {
+    match target {
+        Target::Network {
+            netns, identity, ..
+        } => {
+            if netns_gone(netns, identity)? {
+                return Ok((RevertOutcome::TargetGone, vec![]));
+            }
+            nft::revert(netns, id)?;
+            Ok((RevertOutcome::Reverted, vec![]))
+        }
+        Target::Freeze { processes } => {
+            let results = process::thaw(processes);
+            if let Some(failed) = results.iter().position(|r| r.outcome.is_err()) {
+                let mut results = results;
+                let r = results.swap_remove(failed);
+                return Err(r
+                    .outcome
+                    .err()
+                    .unwrap_or_else(|| Error::Internal("thaw".into())));
+            }
+            let outcome = if results
+                .iter()
+                .all(|r| matches!(r.outcome, Ok(ProcessOutcome::Gone)))
+                && !results.is_empty()
+            {
+                RevertOutcome::TargetGone
+            } else {
+                RevertOutcome::Reverted
+            };
+            Ok((outcome, results))
+        }
+        Target::Kill { .. } | Target::Wipe { .. } => Ok((RevertOutcome::Irreversible, vec![])),
+        Target::TakeAway(t) | Target::ReadOnly(t) => {
+            if !t.dir.exists() && !disk_mount_present(t)? {
+                return Ok((RevertOutcome::TargetGone, vec![]));
+            }
+            let outcome = if disk::unmount_ours(t)? {
+                RevertOutcome::Reverted
+            } else {
+                RevertOutcome::AlreadyReverted
+            };
+            Ok((outcome, vec![]))
+        }
+    }
+}
+
+fn disk_mount_present(t: &MountTarget) -> Result<bool> {
+    Ok(crate::mountinfo::read()?
+        .iter()
+        .any(|m| m.mount_point == t.dir && m.parent == t.parent_mount_id))
+}
+
+/// Whether the namespace we changed no longer exists (path gone or reused by another one).
+fn netns_gone(netns: &Netns, recorded: &Option<NetnsIdentity>) -> Result<bool> {
+    match (netns, recorded) {
+        (Netns::Host, _) | (_, None) => Ok(false),
+        (Netns::Path(_), Some(recorded)) => Ok(netns.identity()?.as_ref() != Some(recorded)),
+    }
+}
+
+/// What [`cleanup_all`] did.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    pub reverted: Vec<Reverted>,
+    /// Entries that could not be reverted (they stay in the journal) and unreadable files.
+    pub errors: Vec<Error>,
+    /// Namespaces whose now-empty firedrill table was deleted.
+    pub tables_removed: usize,
+}
+
+impl CleanupReport {
+    /// True when everything recorded was reverted.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Reverts everything recorded in the journal at `journal_dir`: what an agent or lab runs
+/// when it starts after a crash. Continues past failures and reports them; then deletes
+/// firedrill's table in every touched namespace where it is left empty.
+pub fn cleanup_all(journal_dir: &Path) -> Result<CleanupReport> {
+    let injector = Injector::new(journal_dir)?;
+    let scan = injector.journal.scan()?;
+    let mut report = CleanupReport {
+        errors: scan.errors,
+        ..CleanupReport::default()
+    };
+    let mut namespaces: BTreeSet<String> = BTreeSet::new();
+    let mut touched: Vec<Netns> = Vec::new();
+    for entry in &scan.entries {
+        match injector.revert_entry(entry) {
+            Ok(r) => {
+                if let (RevertOutcome::Reverted, Target::Network { netns, .. }) =
+                    (r.outcome, &entry.target)
+                    && namespaces.insert(netns.display())
+                {
+                    touched.push(netns.clone());
+                }
+                report.reverted.push(r);
+            }
+            Err(e) => report.errors.push(e),
+        }
+    }
+    for ns in &touched {
+        match nft::remove_table_if_empty(ns) {
+            Ok(true) => report.tables_removed += 1,
+            Ok(false) => {}
+            Err(e) => report.errors.push(e),
+        }
+    }
+    Ok(report)
+}

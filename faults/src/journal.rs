@@ -1,0 +1,198 @@
+//! The crash journal: one JSON file per applied fault, written before the fault is applied
+//! and removed after it is reverted, so a restarted agent or lab knows what to undo.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fault::Target;
+use crate::id::InjectionId;
+
+/// One applied fault as recorded on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: InjectionId,
+    /// The fault kind (also implied by `target`; stored for people reading the files).
+    pub kind: String,
+    /// Everything needed to revert, resolved before applying.
+    pub target: Target,
+    /// Unix seconds when the entry was written.
+    pub created_at: u64,
+    /// Unix seconds after which the fault must be reverted even if nobody asks.
+    pub expires_at: u64,
+}
+
+/// Result of reading the journal: the entries that parsed and the files that did not.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub entries: Vec<Entry>,
+    /// Unreadable or corrupt files; they are left in place for a human to look at.
+    pub errors: Vec<Error>,
+}
+
+/// A journal directory.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+const SUFFIX: &str = ".json";
+const TMP_SUFFIX: &str = ".json.tmp";
+
+impl Journal {
+    /// Opens (creating it, mode 0700) the journal directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| Error::Journal {
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(Self { dir })
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: &InjectionId) -> PathBuf {
+        self.dir.join(format!("{id}{SUFFIX}"))
+    }
+
+    fn err(&self, path: &Path) -> impl Fn(std::io::Error) -> Error + use<> {
+        let path = path.to_path_buf();
+        move |source| Error::Journal {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    /// Writes `entry` atomically and durably: temp file, fsync, rename, fsync directory.
+    /// Once this returns, a crash cannot lose the entry or leave half of it.
+    pub fn record(&self, entry: &Entry) -> Result<()> {
+        let path = self.path(&entry.id);
+        let tmp = self.dir.join(format!(".{}{TMP_SUFFIX}", entry.id));
+        let bytes = serde_json::to_vec_pretty(entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(self.err(&tmp))?;
+        f.write_all(&bytes).map_err(self.err(&tmp))?;
+        f.sync_all().map_err(self.err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(self.err(&path))?;
+        self.sync_dir()
+    }
+
+    /// Removes the entry of `id`; absent is fine.
+    pub fn remove(&self, id: &InjectionId) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(&path)(e)),
+        }
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.err(&self.dir))
+    }
+
+    /// The entry of `id`, if recorded.
+    pub fn get(&self, id: &InjectionId) -> Result<Option<Entry>> {
+        let path = self.path(id);
+        match fs::read(&path) {
+            Ok(bytes) => parse(&path, &bytes).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(&path)(e)),
+        }
+    }
+
+    /// Reads every entry, collecting (not failing on) corrupt files. Leftover temp files
+    /// come from a crash before the rename, i.e. before the fault was applied, and are
+    /// deleted.
+    pub fn scan(&self) -> Result<Scan> {
+        let mut scan = Scan::default();
+        for dirent in fs::read_dir(&self.dir).map_err(self.err(&self.dir))? {
+            let dirent = dirent.map_err(self.err(&self.dir))?;
+            let path = dirent.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.ends_with(TMP_SUFFIX) {
+                if let Err(e) = fs::remove_file(&path) {
+                    scan.errors.push(self.err(&path)(e));
+                }
+                continue;
+            }
+            if !name.ends_with(SUFFIX) {
+                continue;
+            }
+            match fs::read(&path) {
+                Ok(bytes) => match parse(&path, &bytes) {
+                    Ok(entry) => scan.entries.push(entry),
+                    Err(e) => scan.errors.push(e),
+                },
+                Err(e) => scan.errors.push(self.err(&path)(e)),
+            }
+        }
+        scan.entries.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(scan)
+    }
+
+    /// Every entry; fails on the first corrupt file.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let mut scan = self.scan()?;
+        match scan.errors.pop() {
+            Some(e) => Err(e),
+            None => Ok(scan.entries),
+        }
+    }
+
+    /// Entries whose expiry is at or before `now` (unix seconds).
+    pub fn expired(&self, now: u64) -> Result<Vec<Entry>> {
+        Ok(self
+            .scan()?
+            .entries
+            .into_iter()
+            .filter(|e| e.expires_at <= now)
+            .collect())
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Entry> {
+    let entry: Entry = serde_json::from_slice(bytes).map_err(|source| Error::JournalCorrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The file name is the id; a mismatch means someone edited or copied it.
+    let expected = format!("{}{SUFFIX}", entry.id);
+    if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
+        return Err(Error::Journal {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(format!("file name does not match id {}", entry.id)),
+        });
+    }
+    Ok(entry)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,255 @@
+//! Installing, removing and listing firedrill's nftables chains in a network namespace.
+//!
+//! We drive the `nft` binary with JSON on stdin (`nft -j -f -`): a typed argv, no shell, no
+//! rule text built from strings, and each batch is one atomic kernel transaction.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::id::InjectionId;
+use crate::netns::{self, Netns};
+use crate::rules::{self, FAMILY, Hook, RuleSet, TABLE};
+
+/// Most namespaces worked on at once by the `*_many` functions. `nft` is short-lived and
+/// partly waits on the kernel, so a few more workers than cores pays off.
+pub const MAX_PARALLEL: usize = 8;
+
+fn nft_binary() -> &'static str {
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nft")
+}
+
+/// Runs `nft` with `args` (fixed strings only) and optional JSON input, in the calling
+/// thread's network namespace. Returns stdout.
+fn run_nft(args: &[&str], input: Option<&Value>) -> Result<Vec<u8>> {
+    let mut child = Command::new(nft_binary())
+        .args(args)
+        .env_clear()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::NftSpawn)?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let bytes = serde_json::to_vec(input).map_err(|e| Error::Internal(e.to_string()))?;
+        stdin.write_all(&bytes).map_err(Error::NftSpawn)?;
+        // Dropping stdin closes it so nft sees end of input.
+    }
+    let out = child.wait_with_output().map_err(Error::NftSpawn)?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if stderr.contains("Operation not permitted") {
+            return Err(Error::Permission(format!("nft: {stderr}")));
+        }
+        Err(Error::Nft {
+            status: out.status.to_string(),
+            stderr,
+        })
+    }
+}
+
+/// Runs one JSON batch in `ns`.
+pub fn run_batch(ns: &Netns, batch: &Value) -> Result<()> {
+    netns::run_in(ns, || run_nft(&["-j", "-f", "-"], Some(batch)))?.map(|_| ())
+}
+
+/// Installs `rules` for injection `id` in `ns` (replacing what `id` had there).
+pub fn apply(ns: &Netns, id: &InjectionId, rules: &RuleSet) -> Result<()> {
+    let rules = rules.validated()?;
+    run_batch(ns, &rules::apply_batch(id, &rules))
+}
+
+/// Removes injection `id`'s chains from `ns`. Succeeds when they are already gone.
+pub fn revert(ns: &Netns, id: &InjectionId) -> Result<()> {
+    run_batch(ns, &rules::revert_batch(id))
+}
+
+/// Deletes firedrill's table (every injection) from `ns`. Succeeds when it is absent.
+pub fn cleanup(ns: &Netns) -> Result<()> {
+    run_batch(ns, &rules::cleanup_batch())
+}
+
+/// Deletes firedrill's table from `ns` only when no chain is left in it.
+pub fn remove_table_if_empty(ns: &Netns) -> Result<bool> {
+    match list(ns)? {
+        Some(t) if t.chains.is_empty() => cleanup(ns).map(|()| true),
+        _ => Ok(false),
+    }
+}
+
+/// One chain found in firedrill's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledChain {
+    pub name: String,
+    /// The nftables hook (`prerouting`, ...), `None` for a regular chain.
+    pub hook: Option<String>,
+    pub rules: usize,
+    /// The owning injection when the name follows firedrill's scheme.
+    pub injection: Option<(InjectionId, Hook)>,
+}
+
+/// What firedrill has installed in one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    pub chains: Vec<InstalledChain>,
+}
+
+impl Installed {
+    /// Injection ids with at least one chain, and the hooks they cover.
+    pub fn injections(&self) -> BTreeMap<InjectionId, Vec<Hook>> {
+        let mut out: BTreeMap<InjectionId, Vec<Hook>> = BTreeMap::new();
+        for (id, hook) in self.chains.iter().filter_map(|c| c.injection.clone()) {
+            out.entry(id).or_default().push(hook);
+        }
+        out
+    }
+
+    /// Total number of rules over all chains.
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules).sum()
+    }
+}
+
+/// Lists firedrill's table in `ns`; `None` when the table does not exist.
+pub fn list(ns: &Netns) -> Result<Option<Installed>> {
+    let listed = netns::run_in(ns, || {
+        run_nft(&["-j", "list", "table", FAMILY, TABLE], None)
+    })?;
+    match listed {
+        Ok(stdout) => parse_listing(&stdout).map(Some),
+        Err(Error::Nft { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_listing(stdout: &[u8]) -> Result<Installed> {
+    let v: Value = serde_json::from_slice(stdout).map_err(|e| Error::NftOutput(e.to_string()))?;
+    let items = v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::NftOutput("no \"nftables\" array".into()))?;
+    let mut chains: Vec<InstalledChain> = Vec::new();
+    let mut rule_counts: BTreeMap<String, usize> = BTreeMap::new();
+    for item in items {
+        if let Some(c) = item.get("chain") {
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::NftOutput("chain without name".into()))?
+                .to_string();
+            chains.push(InstalledChain {
+                injection: rules::parse_chain_name(&name),
+                hook: c.get("hook").and_then(Value::as_str).map(str::to_string),
+                rules: 0,
+                name,
+            });
+        } else if let Some(chain) = item
+            .get("rule")
+            .and_then(|r| r.get("chain"))
+            .and_then(Value::as_str)
+        {
+            *rule_counts.entry(chain.to_string()).or_default() += 1;
+        }
+    }
+    for c in &mut chains {
+        c.rules = rule_counts.get(&c.name).copied().unwrap_or(0);
+    }
+    Ok(Installed { chains })
+}
+
+/// Runs `op` for every namespace with up to [`MAX_PARALLEL`] workers; results keep the
+/// order of `targets`.
+pub fn for_each_parallel<T, F>(targets: &[Netns], op: F) -> Vec<Result<T>>
+where
+    F: Fn(&Netns) -> Result<T> + Sync,
+    T: Send,
+{
+    let slots: Vec<Mutex<Option<Result<T>>>> = targets.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let workers = targets.len().min(MAX_PARALLEL);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(ns) = targets.get(i) else { break };
+                    let r = op(ns);
+                    if let Some(slot) = slots.get(i) {
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err(Error::Internal("worker did not finish".into())))
+        })
+        .collect()
+}
+
+/// [`apply`] over many namespaces in parallel; one result per namespace, in order.
+pub fn apply_many(targets: &[Netns], id: &InjectionId, rules: &RuleSet) -> Vec<Result<()>> {
+    let rules = match rules.validated() {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = e.to_string();
+            return targets
+                .iter()
+                .map(|_| Err(Error::invalid("rules", msg.clone())))
+                .collect();
+        }
+    };
+    let batch = rules::apply_batch(id, &rules);
+    for_each_parallel(targets, |ns| run_batch(ns, &batch))
+}
+
+/// [`revert`] over many namespaces in parallel; one result per namespace, in order.
+pub fn revert_many(targets: &[Netns], id: &InjectionId) -> Vec<Result<()>> {
+    let batch = rules::revert_batch(id);
+    for_each_parallel(targets, |ns| run_batch(ns, &batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listing() {
+        let out = br#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "inet", "name": "firedrill", "handle": 1}},
+            {"chain": {"family": "inet", "table": "firedrill", "name": "p1-in", "handle": 1,
+                "type": "filter", "hook": "prerouting", "prio": 0, "policy": "accept"}},
+            {"chain": {"family": "inet", "table": "firedrill", "name": "stray", "handle": 2}},
+            {"rule": {"family": "inet", "table": "firedrill", "chain": "p1-in", "handle": 3, "expr": []}},
+            {"rule": {"family": "inet", "table": "firedrill", "chain": "p1-in", "handle": 4, "expr": []}}]}"#;
+        let installed = parse_listing(out).unwrap();
+        assert_eq!(installed.chains.len(), 2);
+        assert_eq!(installed.chains[0].rules, 2);
+        assert_eq!(installed.chains[0].hook.as_deref(), Some("prerouting"));
+        assert_eq!(installed.chains[1].injection, None);
+        assert_eq!(installed.rule_count(), 2);
+        let ids = installed.injections();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[&InjectionId::new("p1").unwrap()], vec![Hook::In]);
+        assert!(parse_listing(b"{}").is_err());
+    }
+}
