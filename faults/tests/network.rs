@@ -1,0 +1,214 @@
+//! nftables faults proved with real traffic between network namespaces (needs root).
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::{Lab, addr, tcp_works, udp_works};
+use firedrill_faults::nft::{self, Installed};
+use firedrill_faults::{
+    Cidr, Direction, Fault, InjectionId, Injector, Ports, Protocol, RevertOutcome, RuleSet,
+};
+
+fn id(s: &str) -> InjectionId {
+    InjectionId::new(s).unwrap()
+}
+
+fn cidr(a: Ipv4Addr) -> Cidr {
+    a.to_string().parse().unwrap()
+}
+
+fn partition(peers: Vec<Cidr>, direction: Direction) -> RuleSet {
+    RuleSet::Partition {
+        peers,
+        direction,
+        ports: None,
+    }
+}
+
+fn far_future() -> u64 {
+    firedrill_faults::now_unix() + 3600
+}
+
+#[test]
+fn partition_blocks_both_ways_and_revert_restores() {
+    let lab = Lab::mesh(2);
+    let (a, b) = (lab.ns(0), lab.ns(1));
+    let (a_ip, b_ip) = (addr(0, 0), addr(0, 1));
+    assert!(tcp_works(&a, &b, b_ip, 0), "baseline a -> b");
+    assert!(tcp_works(&b, &a, a_ip, 0), "baseline b -> a");
+
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Injector::new(dir.path()).unwrap();
+    let fault = Fault::Network {
+        netns: a.clone(),
+        rules: partition(vec![cidr(b_ip)], Direction::Both),
+    };
+    injector.apply(&id("part-both"), &fault, far_future()).unwrap();
+
+    let installed = nft::list(&a).unwrap().expect("table exists");
+    assert_eq!(installed.injections().len(), 1);
+    assert_eq!(installed.chains.len(), 2);
+    assert!(!tcp_works(&a, &b, b_ip, 0), "a -> b must be cut");
+    assert!(!tcp_works(&b, &a, a_ip, 0), "b -> a must be cut");
+    assert!(!udp_works(&a, &b, b_ip));
+    assert!(!udp_works(&b, &a, a_ip));
+
+    let r = injector.revert(&id("part-both")).unwrap();
+    assert_eq!(r.outcome, RevertOutcome::Reverted);
+    assert!(tcp_works(&a, &b, b_ip, 0), "a -> b restored");
+    assert!(tcp_works(&b, &a, a_ip, 0), "b -> a restored");
+    assert_eq!(nft::list(&a).unwrap(), Some(Installed::default()));
+    assert!(injector.journal().entries().unwrap().is_empty());
+
+    // Idempotent: reverting again, and reverting the chains directly, are both fine.
+    let again = injector.revert(&id("part-both")).unwrap();
+    assert_eq!(again.outcome, RevertOutcome::AlreadyReverted);
+    nft::revert(&a, &id("part-both")).unwrap();
+}
+
+#[test]
+fn one_way_partition_blocks_one_direction_only() {
+    let lab = Lab::mesh(2);
+    let (a, b) = (lab.ns(0), lab.ns(1));
+    let (a_ip, b_ip) = (addr(0, 0), addr(0, 1));
+
+    // a stops hearing b; a can still talk to b.
+    nft::apply(&a, &id("oneway"), &partition(vec![cidr(b_ip)], Direction::Ingress)).unwrap();
+    assert!(!udp_works(&b, &a, a_ip), "b -> a must be cut");
+    assert!(udp_works(&a, &b, b_ip), "a -> b must still work");
+    nft::revert(&a, &id("oneway")).unwrap();
+    assert!(udp_works(&b, &a, a_ip));
+
+    // The mirror image: a stops sending to b.
+    nft::apply(&a, &id("oneway-out"), &partition(vec![cidr(b_ip)], Direction::Egress)).unwrap();
+    assert!(!udp_works(&a, &b, b_ip), "a -> b must be cut");
+    assert!(udp_works(&b, &a, a_ip), "b -> a must still work");
+    nft::cleanup(&a).unwrap();
+    assert!(udp_works(&a, &b, b_ip));
+}
+
+#[test]
+fn blackout_cuts_everything_but_loopback() {
+    // Links: 0 = (0,1), 1 = (0,2), 2 = (1,2).
+    let lab = Lab::mesh(3);
+    let (a, b, c) = (lab.ns(0), lab.ns(1), lab.ns(2));
+    nft::apply(&a, &id("zone-a"), &RuleSet::Blackout { ports: None }).unwrap();
+
+    assert!(!tcp_works(&b, &a, addr(0, 0), 0), "b -> a");
+    assert!(!tcp_works(&c, &a, addr(1, 0), 0), "c -> a");
+    assert!(!udp_works(&a, &b, addr(0, 1)), "a -> b");
+    assert!(!udp_works(&a, &c, addr(1, 1)), "a -> c");
+    assert!(tcp_works(&b, &c, addr(2, 1), 0), "b -> c unaffected");
+    assert!(
+        tcp_works(&a, &a, Ipv4Addr::LOCALHOST, 0),
+        "loopback inside a unaffected"
+    );
+
+    nft::revert(&a, &id("zone-a")).unwrap();
+    assert!(tcp_works(&b, &a, addr(0, 0), 0));
+    assert!(udp_works(&a, &c, addr(1, 1)));
+}
+
+#[test]
+fn port_filter_only_cuts_those_ports() {
+    let lab = Lab::mesh(2);
+    let (a, b) = (lab.ns(0), lab.ns(1));
+    let b_ip = addr(0, 1);
+    let cut = 4222;
+    let open = 8222;
+    let rules = RuleSet::Partition {
+        peers: vec![cidr(b_ip)],
+        direction: Direction::Both,
+        ports: Some(Ports {
+            protocol: Protocol::Tcp,
+            ports: vec![cut],
+        }),
+    };
+    nft::apply(&a, &id("ports"), &rules).unwrap();
+    assert!(!tcp_works(&a, &b, b_ip, cut), "port {cut} cut");
+    assert!(tcp_works(&a, &b, b_ip, open), "port {open} open");
+    assert!(udp_works(&a, &b, b_ip), "udp untouched");
+    nft::revert(&a, &id("ports")).unwrap();
+    assert!(tcp_works(&a, &b, b_ip, cut));
+}
+
+#[test]
+fn cleanup_deletes_the_table_and_injections_are_independent() {
+    let lab = Lab::mesh(2);
+    let (a, b) = (lab.ns(0), lab.ns(1));
+    let b_ip = addr(0, 1);
+    nft::apply(&a, &id("one"), &partition(vec![cidr(b_ip)], Direction::Ingress)).unwrap();
+    nft::apply(&a, &id("two"), &partition(vec![cidr(b_ip)], Direction::Egress)).unwrap();
+    // Re-applying replaces instead of duplicating.
+    nft::apply(&a, &id("two"), &partition(vec![cidr(b_ip)], Direction::Egress)).unwrap();
+    let installed = nft::list(&a).unwrap().unwrap();
+    assert_eq!(installed.injections().len(), 2);
+    assert_eq!(installed.rule_count(), 2);
+
+    nft::revert(&a, &id("one")).unwrap();
+    let installed = nft::list(&a).unwrap().unwrap();
+    assert_eq!(installed.injections().keys().collect::<Vec<_>>(), vec![&id("two")]);
+    assert!(!udp_works(&a, &b, b_ip), "two still active");
+
+    nft::cleanup(&a).unwrap();
+    assert_eq!(nft::list(&a).unwrap(), None);
+    nft::cleanup(&a).unwrap();
+    assert!(udp_works(&a, &b, b_ip));
+}
+
+#[test]
+fn apply_many_and_revert_many_over_namespaces() {
+    let lab = Lab::new(3);
+    let all = lab.all();
+    let rules = partition(vec!["10.99.0.0/16".parse().unwrap()], Direction::Both);
+    for r in nft::apply_many(&all, &id("many"), &rules) {
+        r.unwrap();
+    }
+    for ns in &all {
+        assert_eq!(nft::list(ns).unwrap().unwrap().chains.len(), 2);
+    }
+    for r in nft::revert_many(&all, &id("many")) {
+        r.unwrap();
+    }
+    for ns in &all {
+        assert!(nft::list(ns).unwrap().unwrap().chains.is_empty());
+    }
+}
+
+#[test]
+fn revert_after_namespace_is_gone_reports_target_gone() {
+    let lab = Lab::new(1);
+    let ns = lab.ns(0);
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Injector::new(dir.path()).unwrap();
+    let fault = Fault::Network {
+        netns: ns.clone(),
+        rules: RuleSet::Blackout { ports: None },
+    };
+    injector.apply(&id("gone"), &fault, far_future()).unwrap();
+    drop(lab);
+    let r = injector.revert(&id("gone")).unwrap();
+    assert_eq!(r.outcome, RevertOutcome::TargetGone);
+    assert!(injector.journal().entries().unwrap().is_empty());
+}
+
+#[test]
+fn bad_input_is_rejected_before_anything_is_recorded() {
+    let lab = Lab::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Injector::new(dir.path()).unwrap();
+    let fault = Fault::Network {
+        netns: lab.ns(0),
+        rules: partition(vec![], Direction::Both),
+    };
+    let err = injector.apply(&id("bad"), &fault, far_future()).unwrap_err();
+    assert_eq!(err.category(), "invalid_input");
+    let missing = Fault::Network {
+        netns: firedrill_faults::Netns::named("fdt-does-not-exist").unwrap(),
+        rules: RuleSet::Blackout { ports: None },
+    };
+    assert!(injector.apply(&id("bad"), &missing, far_future()).is_err());
+    assert!(injector.journal().entries().unwrap().is_empty());
+    assert_eq!(nft::list(&lab.ns(0)).unwrap(), None);
+}
