@@ -1,0 +1,312 @@
+//! The `Experiment` custom resource: one fault against selected targets, judged by a
+//! steady-state hypothesis.
+
+use chrono::{DateTime, Utc};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{Duration, Fault, Hypothesis, LabelSelector, Probe};
+
+/// Namespaces firedrill never targets, whatever a manifest says.
+pub const PROTECTED_NAMESPACES: [&str; 4] =
+    ["kube-system", "kube-public", "kube-node-lease", "firedrill-system"];
+
+/// A chaos experiment: inject one fault into selected targets for a while, and check that a
+/// steady-state hypothesis holds before, during and after.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "firedrill.dev",
+    version = "v1alpha1",
+    kind = "Experiment",
+    namespaced,
+    derive = "PartialEq",
+    status = "ExperimentStatus",
+    shortname = "exp",
+    shortname = "fdexp",
+    category = "firedrill",
+    doc = "A chaos experiment: one fault against selected targets, judged by a steady-state hypothesis checked before, during and after.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
+    printcolumn(name = "Fault", type_ = "string", json_path = ".status.fault"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("duration(self.duration) >= duration('1s') && duration(self.duration) <= duration('24h')")
+        .message("duration must be between 1s and 24h"),
+    validation = Rule::new("!has(self.recoveryDeadline) || (duration(self.recoveryDeadline) >= duration('1s') && duration(self.recoveryDeadline) <= duration('24h'))")
+        .message("recoveryDeadline must be between 1s and 24h"),
+    validation = Rule::new("!(has(self.fault.diskLoss) || has(self.fault.opsToolOutage) || has(self.fault.podKill)) || has(self.target.selector)")
+        .message("diskLoss, opsToolOutage and podKill act on the pods picked by target.selector, which is missing"),
+    validation = Rule::new("!has(self.abortConditions) || self.abortConditions.all(p, self.abortConditions.exists_one(q, q.name == p.name))")
+        .message("abort condition names must be unique"),
+)]
+pub struct ExperimentSpec {
+    /// What this experiment shows and why it matters (shown in reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub description: Option<String>,
+    /// What the fault may touch.
+    pub target: Target,
+    /// The fault to inject.
+    pub fault: Fault,
+    /// How long the fault holds once it is effective.
+    pub duration: Duration,
+    /// What "healthy" means.
+    pub hypothesis: Hypothesis,
+    /// Probes checked while the fault holds; any that fails reverts the fault at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub abort_conditions: Vec<Probe>,
+    /// How long after the revert the system has to be back in steady state.
+    #[serde(default = "default_recovery_deadline")]
+    pub recovery_deadline: Duration,
+    /// Limits on how much may be hit at once.
+    #[serde(default)]
+    pub blast_radius: BlastRadius,
+    /// Resolve and report the targets, inject nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+fn default_recovery_deadline() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// What an experiment may touch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("self.namespaces.all(n, !(n in ['kube-system', 'kube-public', 'kube-node-lease', 'firedrill-system']))")
+        .message("kube-system, kube-public, kube-node-lease and firedrill-system are never targets"),
+    validation = Rule::new("self.namespaces.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))")
+        .message("namespaces must be DNS labels (lowercase letters, digits and '-')"),
+)]
+pub struct Target {
+    /// Namespaces the fault may act in. Each must also opt in with the label
+    /// `firedrill.dev/chaos=enabled`.
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 63)))]
+    pub namespaces: Vec<String>,
+    /// The pods acted on by pod-level faults (diskLoss, opsToolOutage, podKill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Caps on the number of targets. An experiment that would exceed one is refused, never
+/// silently trimmed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlastRadius {
+    /// At most this many targets (pods or nodes).
+    #[serde(default = "default_max_targets")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_targets: u32,
+    /// At most this percentage of the candidates (1..100).
+    #[serde(default = "default_max_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_percent: u32,
+}
+
+fn default_max_targets() -> u32 {
+    10
+}
+
+fn default_max_percent() -> u32 {
+    50
+}
+
+impl Default for BlastRadius {
+    fn default() -> Self {
+        Self {
+            max_targets: default_max_targets(),
+            max_percent: default_max_percent(),
+        }
+    }
+}
+
+/// Where an experiment is in its lifecycle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    SteadyStateBefore,
+    Injecting,
+    Holding,
+    Reverting,
+    Recovering,
+    SteadyStateAfter,
+    Completed,
+}
+
+/// The outcome of a completed experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Verdict {
+    /// The hypothesis held throughout and the system recovered in time.
+    Passed,
+    /// The system did not hold or did not recover: a weakness was found.
+    Failed,
+    /// An abort condition fired or someone stopped the experiment; the fault was reverted.
+    Aborted,
+    /// The hypothesis did not hold before injection, so nothing was injected.
+    Skipped,
+}
+
+/// Whether the fault is on the system. The engine never completes while it may be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum FaultState {
+    #[default]
+    NotInjected,
+    /// Asked for; may be partly applied.
+    Injecting,
+    Injected,
+    /// Revert asked for; may still be partly applied.
+    Reverting,
+    Reverted,
+}
+
+impl FaultState {
+    /// True while any part of the fault may be on the system.
+    pub fn may_be_active(self) -> bool {
+        matches!(self, Self::Injecting | Self::Injected | Self::Reverting)
+    }
+}
+
+/// Which part of the experiment a probe sample belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Stage {
+    Before,
+    During,
+    Abort,
+    Recovery,
+    After,
+}
+
+/// Observed state of an experiment. Everything the engine needs to continue is here, so a
+/// restarted operator picks up where the last one stopped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Why the verdict is what it is, naming the probe or SLO involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The fault's kind, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    #[serde(default)]
+    pub fault_state: FaultState,
+    /// Whether an abort was asked for from outside (deletion, `chaosctl abort`, kill switch).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort_requested: bool,
+    /// Why the experiment was aborted (abort condition, request, failed injection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_because: Option<String>,
+    /// A hypothesis probe failed while the fault held (only with `during: Enforce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violated_during: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_requested_at: Option<DateTime<Utc>>,
+    /// When the platform confirmed the fault effective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_at: Option<DateTime<Utc>>,
+    /// Absolute time after which node agents revert on their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// First failing hypothesis sample after injection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_requested_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When probes were last asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sampled_at: Option<DateTime<Utc>>,
+    /// Seconds from the fault being effective to the first failing sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_impact_seconds: Option<f64>,
+    /// Seconds from the revert to the hypothesis holding again (the measured RTO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_recover_seconds: Option<f64>,
+    /// Acknowledged messages lost during the experiment (the measured RPO; must be 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_lost: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_duplicated: Option<u64>,
+    /// Workload counters when the experiment started, so figures are this experiment's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_baseline: Option<WorkloadCounters>,
+    /// Per probe and stage: how its samples went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeRecord>,
+    /// What happened, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Cumulative counters from the workload's loss checker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadCounters {
+    pub lost: u64,
+    pub duplicated: u64,
+}
+
+/// The samples of one probe in one stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRecord {
+    pub name: String,
+    pub stage: Stage,
+    pub samples: u32,
+    pub failures: u32,
+    pub consecutive_failures: u32,
+    /// Reached `failureThreshold` consecutive failures at some point in this stage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tripped: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok: Option<bool>,
+    /// The latest failure's explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+/// One line of an experiment's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub phase: Phase,
+    pub message: String,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: DateTime<Utc>,
+}

@@ -1,0 +1,139 @@
+//! The internal `Injection` resource: one typed node-level action for one node, written by the
+//! operator and carried out by that node's agent. The agent takes nothing else as input.
+
+use chrono::{DateTime, Utc};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// One node-level action for one node, with an absolute expiry after which the agent reverts
+/// it on its own timer, whether or not it can still reach the API server.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "firedrill.dev",
+    version = "v1alpha1",
+    kind = "Injection",
+    namespaced,
+    derive = "PartialEq",
+    status = "InjectionStatus",
+    shortname = "inj",
+    category = "firedrill",
+    doc = "Internal: one node-level fault action for one node, written by the firedrill operator and applied by that node's agent until expiresAt.",
+    printcolumn(name = "Node", type_ = "string", json_path = ".spec.nodeName"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("an injection is immutable; delete it to revert"))]
+pub struct InjectionSpec {
+    /// The node whose agent applies this.
+    #[schemars(length(min = 1, max = 253))]
+    pub node_name: String,
+    /// The Experiment this belongs to (namespace/name).
+    #[schemars(length(min = 1, max = 317))]
+    pub experiment: String,
+    /// What to do.
+    pub action: NodeAction,
+    /// The agent reverts at this time on its own, even if it cannot reach the API server.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A node-level action. Exactly one field is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("[has(self.network), has(self.processes), has(self.readOnlyVolume)].filter(x, x).size() == 1")
+    .message("exactly one of network, processes and readOnlyVolume must be set"))]
+pub struct NodeAction {
+    /// Drop traffic in the node's or the pods' network namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkCut>,
+    /// Freeze or kill the processes of pods on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<ProcessAction>,
+    /// Remount a pod's volume read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_volume: Option<VolumeAction>,
+}
+
+/// Traffic to drop, in the host's network namespace or in the sandboxes of the listed pods.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkCut {
+    /// Pods whose sandbox network namespace gets the rules; empty means the node itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
+    pub pods: Vec<PodRef>,
+    /// Drop everything but loopback.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    /// Drop packets going to these CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(max = 43)))]
+    pub drop_to: Vec<String>,
+    /// Drop packets coming from these CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(max = 43)))]
+    pub drop_from: Vec<String>,
+}
+
+/// Freeze or kill the processes of pods.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcessAction {
+    #[schemars(length(min = 1, max = 500))]
+    pub pods: Vec<PodRef>,
+    pub signal: ProcessSignal,
+}
+
+/// See [`ProcessAction::signal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ProcessSignal {
+    /// Stopped until revert or expiry.
+    Freeze,
+    /// Killed once (and again if restarted before expiry, as power is still off).
+    Kill,
+}
+
+/// A pod's volume to remount read-only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeAction {
+    pub pod: PodRef,
+    #[schemars(length(min = 1, max = 63))]
+    pub volume: String,
+}
+
+/// A pod, pinned by UID so a replacement pod with the same name is never hit by mistake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 64))]
+    pub uid: String,
+}
+
+/// Where an injection is, as reported by the agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum InjectionState {
+    #[default]
+    Pending,
+    Applied,
+    Reverted,
+    Failed,
+}
+
+/// Reported by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionStatus {
+    pub state: InjectionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

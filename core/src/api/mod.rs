@@ -1,0 +1,24 @@
+//! The `firedrill.dev/v1alpha1` API, defined once here; the CRD YAML is generated from it.
+
+mod duration;
+mod experiment;
+mod fault;
+mod gameday;
+mod injection;
+mod probe;
+mod schedule;
+mod selector;
+
+pub use duration::{Duration, ParseDurationError};
+pub use experiment::*;
+pub use fault::*;
+pub use gameday::*;
+pub use injection::*;
+pub use probe::*;
+pub use schedule::*;
+pub use selector::*;
+
+/// The API group.
+pub const GROUP: &str = "firedrill.dev";
+/// The API version, as written in `apiVersion`.
+pub const API_VERSION: &str = "firedrill.dev/v1alpha1";

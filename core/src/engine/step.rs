@@ -1,0 +1,562 @@
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::api::{
+    Condition, DuringPolicy, ExperimentSpec, ExperimentStatus, FaultState, Phase, Probe,
+    ProbeRecord, Stage, TimelineEntry, Verdict, WorkloadCounters,
+};
+
+/// How long a platform has to confirm a fault effective before the experiment is aborted.
+pub const INJECT_TIMEOUT: TimeDelta = TimeDelta::seconds(60);
+
+/// Added to the fault's duration to make the expiry node agents enforce on their own; long
+/// enough that a healthy operator always reverts first.
+const EXPIRY_GRACE: TimeDelta = TimeDelta::seconds(60);
+
+/// How often a platform is asked again to revert (or inject) while it has not confirmed.
+const RETRY: TimeDelta = TimeDelta::seconds(1);
+
+/// Something the platform observed since the last step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    /// One probe sample.
+    Sample {
+        probe: String,
+        stage: Stage,
+        at: DateTime<Utc>,
+        outcome: Outcome,
+    },
+    /// The fault is effective on every target.
+    FaultApplied { at: DateTime<Utc> },
+    /// The fault is gone from every target (asked for, or expired on its own).
+    FaultReverted { at: DateTime<Utc> },
+    /// The fault could not be applied; parts of it may be in place.
+    InjectionFailed { at: DateTime<Utc>, reason: String },
+    /// Someone asked to stop: deletion, `chaosctl abort`, the kill switch.
+    AbortRequested { reason: String },
+    /// The workload's cumulative loss checker counters.
+    Workload(WorkloadCounters),
+}
+
+/// What one probe sample found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// A number, judged against the probe's tolerance by the engine.
+    Measured(f64),
+    /// A check that passed (http status, Kubernetes condition).
+    Healthy,
+    /// A check that failed, or a probe that could not observe; both mean "not known healthy".
+    Unhealthy(String),
+}
+
+/// What the platform must do now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Apply the fault (idempotently). Agents revert on their own at `expires_at`.
+    Inject { expires_at: DateTime<Utc> },
+    /// Remove the fault (idempotently).
+    Revert,
+    /// Sample these probes now and report them as this stage.
+    Sample { stage: Stage, probes: Vec<String> },
+    /// Call `step` again no later than this.
+    RequeueAt(DateTime<Utc>),
+}
+
+/// The engine's decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub status: ExperimentStatus,
+    pub actions: Vec<Action>,
+}
+
+/// Advances an experiment. Deterministic: the same inputs always give the same transition, and
+/// everything needed to continue is in the returned status.
+pub fn step(
+    spec: &ExperimentSpec,
+    status: &ExperimentStatus,
+    now: DateTime<Utc>,
+    observations: &[Observation],
+) -> Transition {
+    let mut run = Run {
+        spec,
+        s: status.clone(),
+        now,
+        actions: Vec::new(),
+    };
+    run.s.fault = Some(spec.fault.name().to_owned());
+    for observation in observations {
+        run.observe(observation);
+    }
+    // Each pass either changes phase or settles; the lifecycle has eight phases.
+    for _ in 0..16 {
+        let before = run.s.phase;
+        run.advance();
+        if run.s.phase == before {
+            break;
+        }
+    }
+    run.update_conditions();
+    Transition {
+        status: run.s,
+        actions: run.actions,
+    }
+}
+
+struct Run<'a> {
+    spec: &'a ExperimentSpec,
+    s: ExperimentStatus,
+    now: DateTime<Utc>,
+    actions: Vec<Action>,
+}
+
+/// Stages whose samples count in a phase; samples for other stages arrived late and are
+/// dropped.
+fn stages_of(phase: Phase) -> &'static [Stage] {
+    match phase {
+        Phase::SteadyStateBefore => &[Stage::Before],
+        Phase::Holding => &[Stage::During, Stage::Abort],
+        Phase::Recovering => &[Stage::Recovery],
+        Phase::SteadyStateAfter => &[Stage::After],
+        _ => &[],
+    }
+}
+
+fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+impl Run<'_> {
+    fn probes_of(&self, stage: Stage) -> &[Probe] {
+        match stage {
+            Stage::Abort => &self.spec.abort_conditions,
+            _ => &self.spec.hypothesis.probes,
+        }
+    }
+
+    fn record(&self, name: &str, stage: Stage) -> Option<&ProbeRecord> {
+        self.s.probes.iter().find(|r| r.name == name && r.stage == stage)
+    }
+
+    fn note(&mut self, message: impl Into<String>) {
+        self.s.timeline.push(TimelineEntry {
+            at: self.now,
+            phase: self.s.phase,
+            message: message.into(),
+        });
+    }
+
+    fn observe(&mut self, observation: &Observation) {
+        match observation {
+            Observation::Sample {
+                probe,
+                stage,
+                at,
+                outcome,
+            } => self.observe_sample(probe, *stage, *at, outcome),
+            Observation::FaultApplied { at } => {
+                if self.s.fault_state == FaultState::Injecting {
+                    self.s.fault_state = FaultState::Injected;
+                    self.s.injected_at = Some(*at);
+                    self.note("fault effective");
+                }
+            }
+            Observation::FaultReverted { at } => {
+                if self.s.fault_state.may_be_active() {
+                    self.s.fault_state = FaultState::Reverted;
+                    self.s.reverted_at = Some(*at);
+                    self.note("fault reverted");
+                }
+            }
+            Observation::InjectionFailed { reason, .. } => {
+                if self.s.fault_state.may_be_active() && self.s.aborted_because.is_none() {
+                    self.s.aborted_because = Some(format!("injection failed: {reason}"));
+                    self.note(format!("injection failed: {reason}"));
+                }
+            }
+            Observation::AbortRequested { reason } => {
+                if self.s.phase != Phase::Completed && !self.s.abort_requested {
+                    self.s.abort_requested = true;
+                    self.s
+                        .aborted_because
+                        .get_or_insert_with(|| format!("abort requested: {reason}"));
+                    self.note(format!("abort requested: {reason}"));
+                }
+            }
+            Observation::Workload(counters) => match self.s.workload_baseline {
+                None => self.s.workload_baseline = Some(*counters),
+                Some(base) => {
+                    self.s.messages_lost = Some(counters.lost.saturating_sub(base.lost));
+                    self.s.messages_duplicated =
+                        Some(counters.duplicated.saturating_sub(base.duplicated));
+                }
+            },
+        }
+    }
+
+    fn observe_sample(&mut self, name: &str, stage: Stage, at: DateTime<Utc>, outcome: &Outcome) {
+        if !stages_of(self.s.phase).contains(&stage) {
+            return;
+        }
+        let Some(probe) = self.probes_of(stage).iter().find(|p| p.name == name) else {
+            return;
+        };
+        let threshold = probe.failure_threshold.max(1);
+        let (ok, value, failure) = match outcome {
+            Outcome::Measured(v) => match probe.tolerance {
+                Some(t) if !t.admits(*v) => {
+                    (false, Some(*v), Some(format!("measured {v}, tolerance {t}")))
+                }
+                _ => (true, Some(*v), None),
+            },
+            Outcome::Healthy => (true, None, None),
+            Outcome::Unhealthy(why) => (false, None, Some(why.clone())),
+        };
+        let index = match self.s.probes.iter().position(|r| r.name == name && r.stage == stage) {
+            Some(i) => i,
+            None => {
+                self.s.probes.push(ProbeRecord {
+                    name: name.to_owned(),
+                    stage,
+                    samples: 0,
+                    failures: 0,
+                    consecutive_failures: 0,
+                    tripped: false,
+                    last_value: None,
+                    last_ok: None,
+                    last_failure: None,
+                    last_at: None,
+                });
+                self.s.probes.len() - 1
+            }
+        };
+        let record = &mut self.s.probes[index];
+        record.samples = record.samples.saturating_add(1);
+        record.last_ok = Some(ok);
+        record.last_value = value;
+        record.last_at = Some(at);
+        if ok {
+            record.consecutive_failures = 0;
+        } else {
+            record.failures = record.failures.saturating_add(1);
+            record.consecutive_failures = record.consecutive_failures.saturating_add(1);
+            record.last_failure = failure;
+            if record.consecutive_failures >= threshold {
+                record.tripped = true;
+            }
+        }
+        if !ok && stage == Stage::During && self.s.impact_at.is_none() {
+            if let Some(injected) = self.s.injected_at {
+                self.s.impact_at = Some(at);
+                self.s.time_to_impact_seconds = Some(seconds(injected, at));
+                self.note(format!("impact: probe {name} failed"));
+            }
+        }
+    }
+
+    /// The first tripped probe of a stage, described for a reason.
+    fn tripped(&self, stage: Stage) -> Option<String> {
+        self.probes_of(stage).iter().find_map(|p| {
+            let r = self.record(&p.name, stage)?;
+            r.tripped.then(|| describe(r))
+        })
+    }
+
+    /// Whether every hypothesis probe's latest sample in `stage` (taken at or after `since`)
+    /// passed; otherwise the first that has not, described.
+    fn all_healthy(&self, stage: Stage, since: Option<DateTime<Utc>>) -> Result<(), String> {
+        for probe in &self.spec.hypothesis.probes {
+            let Some(r) = self.record(&probe.name, stage) else {
+                return Err(format!("probe {} has no sample yet", probe.name));
+            };
+            if since.is_some_and(|t| r.last_at.is_none_or(|at| at < t)) {
+                return Err(format!("probe {} has no sample since the revert", probe.name));
+            }
+            if r.last_ok != Some(true) {
+                return Err(describe(r));
+            }
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self, phase: Phase, message: impl Into<String>) {
+        self.s.phase = phase;
+        self.s.phase_since = Some(self.now);
+        self.s.last_sampled_at = None;
+        self.note(message);
+        match phase {
+            Phase::Injecting => {
+                self.s.fault_state = FaultState::Injecting;
+                self.s.inject_requested_at = Some(self.now);
+                self.s.expires_at =
+                    Some(self.now + self.spec.duration.to_chrono() + INJECT_TIMEOUT + EXPIRY_GRACE);
+            }
+            Phase::Reverting if self.s.fault_state.may_be_active() => {
+                self.s.fault_state = FaultState::Reverting;
+                self.s.revert_requested_at = Some(self.now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the experiment. Never while the fault may be active: then it reverts first.
+    fn finish(&mut self, verdict: Verdict, reason: String) {
+        if self.s.fault_state.may_be_active() {
+            self.s.aborted_because.get_or_insert(reason);
+            self.enter(Phase::Reverting, "reverting before completing");
+            return;
+        }
+        self.s.verdict = Some(verdict);
+        self.s.reason = Some(reason.clone());
+        self.s.finished_at = Some(self.now);
+        self.enter(Phase::Completed, format!("{verdict:?}: {reason}"));
+    }
+
+    fn since_phase(&self) -> TimeDelta {
+        self.now - self.s.phase_since.unwrap_or(self.now)
+    }
+
+    /// Asks for samples when the interval is due, and schedules the next step.
+    fn sample(&mut self, stages: &[Stage], deadline: DateTime<Utc>) {
+        let interval = self.spec.hypothesis.interval.to_chrono().max(TimeDelta::milliseconds(100));
+        let due = self.s.last_sampled_at.is_none_or(|t| self.now >= t + interval);
+        if due {
+            for &stage in stages {
+                let probes: Vec<String> =
+                    self.probes_of(stage).iter().map(|p| p.name.clone()).collect();
+                if !probes.is_empty() {
+                    self.actions.push(Action::Sample { stage, probes });
+                }
+            }
+            self.s.last_sampled_at = Some(self.now);
+        }
+        let next = self.s.last_sampled_at.unwrap_or(self.now) + interval;
+        self.actions.push(Action::RequeueAt(next.min(deadline).max(self.now)));
+    }
+
+    fn advance(&mut self) {
+        let window = self.spec.hypothesis.window.to_chrono();
+        match self.s.phase {
+            Phase::Pending => {
+                self.s.started_at = Some(self.now);
+                if self.spec.dry_run {
+                    self.finish(Verdict::Skipped, "dry run: nothing was injected".into());
+                } else {
+                    self.enter(Phase::SteadyStateBefore, "checking steady state before injecting");
+                }
+            }
+            Phase::SteadyStateBefore => {
+                if self.s.abort_requested {
+                    let why = self.abort_reason();
+                    return self.finish(Verdict::Aborted, format!("{why}; nothing was injected"));
+                }
+                if let Some(probe) = self.tripped(Stage::Before) {
+                    return self.finish(
+                        Verdict::Skipped,
+                        format!("steady state did not hold before injection: {probe}"),
+                    );
+                }
+                let elapsed = self.since_phase();
+                if elapsed >= window {
+                    match self.all_healthy(Stage::Before, None) {
+                        Ok(()) => return self.enter(Phase::Injecting, "steady state holds; injecting"),
+                        Err(why) if elapsed >= window * 3 => {
+                            return self.finish(
+                                Verdict::Skipped,
+                                format!("steady state not established within {}s: {why}", (window * 3).num_seconds()),
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                }
+                let deadline = self.s.phase_since.unwrap_or(self.now) + window;
+                self.sample(&[Stage::Before], deadline.max(self.now));
+            }
+            Phase::Injecting => {
+                if self.s.abort_requested || self.s.aborted_because.is_some() {
+                    return self.enter(Phase::Reverting, "reverting a partial injection");
+                }
+                if self.s.fault_state == FaultState::Injected {
+                    return self.enter(Phase::Holding, "holding the fault");
+                }
+                if self.since_phase() > INJECT_TIMEOUT {
+                    self.s.aborted_because = Some(format!(
+                        "the fault was not confirmed effective within {}s",
+                        INJECT_TIMEOUT.num_seconds()
+                    ));
+                    return self.enter(Phase::Reverting, "injection timed out");
+                }
+                if let Some(expires_at) = self.s.expires_at {
+                    self.actions.push(Action::Inject { expires_at });
+                }
+                self.actions.push(Action::RequeueAt(self.now + RETRY));
+            }
+            Phase::Holding => {
+                if self.s.abort_requested {
+                    return self.enter(Phase::Reverting, "reverting: abort requested");
+                }
+                if let Some(probe) = self.tripped(Stage::Abort) {
+                    self.s.aborted_because = Some(format!("abort condition fired: {probe}"));
+                    return self.enter(Phase::Reverting, format!("abort condition fired: {probe}"));
+                }
+                if self.s.fault_state == FaultState::Reverted {
+                    return self.enter(Phase::Recovering, "the fault ended early (expired on its own)");
+                }
+                if self.spec.hypothesis.during == DuringPolicy::Enforce
+                    && self.s.violated_during.is_none()
+                    && let Some(probe) = self.tripped(Stage::During)
+                {
+                    self.s.violated_during = Some(probe.clone());
+                    self.note(format!("hypothesis violated during the fault: {probe}"));
+                }
+                let end = self.s.injected_at.unwrap_or(self.now) + self.spec.duration.to_chrono();
+                if self.now >= end {
+                    return self.enter(Phase::Reverting, "duration elapsed; reverting");
+                }
+                self.sample(&[Stage::During, Stage::Abort], end);
+            }
+            Phase::Reverting => {
+                if !self.s.fault_state.may_be_active() {
+                    if self.s.abort_requested {
+                        let why = self.abort_reason();
+                        return self.finish(Verdict::Aborted, format!("{why}; the fault was reverted"));
+                    }
+                    return self.enter(Phase::Recovering, "waiting for the system to recover");
+                }
+                self.actions.push(Action::Revert);
+                self.actions.push(Action::RequeueAt(self.now + RETRY));
+            }
+            Phase::Recovering => {
+                if self.s.abort_requested {
+                    let why = self.abort_reason();
+                    return self.finish(Verdict::Aborted, why);
+                }
+                let reverted = self.s.reverted_at.unwrap_or(self.now);
+                if self.all_healthy(Stage::Recovery, Some(reverted)).is_ok() {
+                    let at = self.latest_sample(Stage::Recovery).unwrap_or(self.now);
+                    self.s.recovered_at = Some(at);
+                    self.s.time_to_recover_seconds = Some(seconds(reverted, at));
+                    return self.enter(Phase::SteadyStateAfter, "recovered; checking steady state");
+                }
+                let deadline = reverted + self.spec.recovery_deadline.to_chrono();
+                if self.now > deadline {
+                    let why = self
+                        .all_healthy(Stage::Recovery, Some(reverted))
+                        .err()
+                        .unwrap_or_default();
+                    let reason = format!(
+                        "did not recover within the recovery deadline of {}: {why}",
+                        self.spec.recovery_deadline
+                    );
+                    return match self.s.aborted_because.clone() {
+                        Some(aborted) => self.finish(Verdict::Aborted, format!("{aborted}; then {reason}")),
+                        None => self.finish(Verdict::Failed, reason),
+                    };
+                }
+                self.sample(&[Stage::Recovery], deadline);
+            }
+            Phase::SteadyStateAfter => {
+                if self.s.abort_requested {
+                    let why = self.abort_reason();
+                    return self.finish(Verdict::Aborted, why);
+                }
+                if let Some(probe) = self.tripped(Stage::After) {
+                    return self.finish(
+                        Verdict::Failed,
+                        format!("steady state did not hold after recovery: {probe}"),
+                    );
+                }
+                if self.since_phase() >= window && self.all_healthy(Stage::After, None).is_ok() {
+                    let (verdict, reason) = self.final_verdict();
+                    return self.finish(verdict, reason);
+                }
+                let deadline = self.s.phase_since.unwrap_or(self.now) + window;
+                self.sample(&[Stage::After], deadline.max(self.now));
+            }
+            Phase::Completed => {}
+        }
+    }
+
+    fn abort_reason(&self) -> String {
+        self.s.aborted_because.clone().unwrap_or_else(|| "abort requested".into())
+    }
+
+    fn latest_sample(&self, stage: Stage) -> Option<DateTime<Utc>> {
+        self.s.probes.iter().filter(|r| r.stage == stage).filter_map(|r| r.last_at).max()
+    }
+
+    fn final_verdict(&self) -> (Verdict, String) {
+        if let Some(aborted) = &self.s.aborted_because {
+            return (Verdict::Aborted, aborted.clone());
+        }
+        if let Some(probe) = &self.s.violated_during {
+            return (Verdict::Failed, format!("hypothesis violated during the fault: {probe}"));
+        }
+        if let Some(lost) = self.s.messages_lost.filter(|n| *n > 0) {
+            return (
+                Verdict::Failed,
+                format!("{lost} acknowledged messages lost (RPO must be 0)"),
+            );
+        }
+        let recovered = self
+            .s
+            .time_to_recover_seconds
+            .map(|t| format!("; recovered in {t:.1}s"))
+            .unwrap_or_default();
+        (Verdict::Passed, format!("the hypothesis held{recovered}"))
+    }
+
+    fn update_conditions(&mut self) {
+        let active = self.s.fault_state.may_be_active();
+        let status = if active { "True" } else { "False" };
+        let reason = format!("{:?}", self.s.fault_state);
+        let message = match self.s.fault_state {
+            FaultState::NotInjected => "nothing has been injected",
+            FaultState::Injecting => "the fault is being applied",
+            FaultState::Injected => "the fault is in effect",
+            FaultState::Reverting => "the fault is being reverted",
+            FaultState::Reverted => "the fault was reverted",
+        };
+        set_condition(&mut self.s.conditions, "FaultActive", status, &reason, message, self.now);
+        let done = self.s.phase == Phase::Completed;
+        let message = self.s.reason.clone().unwrap_or_else(|| format!("{:?}", self.s.phase));
+        let reason = self.s.verdict.map_or_else(|| format!("{:?}", self.s.phase), |v| format!("{v:?}"));
+        set_condition(&mut self.s.conditions, "Completed", if done { "True" } else { "False" }, &reason, &message, self.now);
+    }
+}
+
+fn describe(r: &ProbeRecord) -> String {
+    format!(
+        "probe {} failed {} of {} samples ({})",
+        r.name,
+        r.failures,
+        r.samples,
+        r.last_failure.as_deref().unwrap_or("no detail")
+    )
+}
+
+/// Sets a condition, moving its transition time only when its status changes.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) {
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now;
+                c.status = status.to_owned();
+            }
+            reason.clone_into(&mut c.reason);
+            message.clone_into(&mut c.message);
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            last_transition_time: now,
+        }),
+    }
+}
