@@ -110,8 +110,8 @@ pub struct LoadConfig {
     pub body_bytes: usize,
 
     /// Where to serve /sli and /metrics ("off" disables).
-    #[arg(long, env = "TALK_SLI_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_listen)]
-    pub sli_listen: Option<SocketAddr>,
+    #[arg(long, env = "TALK_SLI_LISTEN", default_value = "0.0.0.0:9090")]
+    pub sli_listen: String,
 
     /// Sliding window for delivery ratio and latency percentiles.
     #[arg(long, env = "TALK_SLI_WINDOW", default_value = "10s", value_parser = parse_duration)]
@@ -148,7 +148,8 @@ pub struct LoadConfig {
     pub fail_on_loss: bool,
 }
 
-fn parse_listen(raw: &str) -> Result<Option<SocketAddr>, String> {
+/// Parses an SLI listen address; "off" means none.
+pub fn parse_listen(raw: &str) -> Result<Option<SocketAddr>, String> {
     if raw == "off" {
         return Ok(None);
     }
@@ -170,6 +171,7 @@ impl LoadConfig {
         }
         crate::room::RoomName::parse(&format!("{}-{}", self.room_prefix, self.rooms))
             .map_err(|e| format!("--room-prefix: {e}"))?;
+        parse_listen(&self.sli_listen).map_err(|e| format!("--sli-listen: {e}"))?;
         if self.sli_window.is_zero() || self.check_interval.is_zero() {
             return Err("--sli-window and --check-interval must be > 0".into());
         }

@@ -94,7 +94,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reader_stop_tx, reader_stop_rx) = watch::channel(false);
 
-    if let Some(addr) = config.sli_listen {
+    if let Some(addr) = super::config::parse_listen(&config.sli_listen).map_err(LoadError::Config)? {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| LoadError::Bind {

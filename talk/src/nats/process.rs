@@ -68,7 +68,7 @@ impl NatsBinary {
 
 /// Parses `nats-server: v2.10.29` into (2, 10, 29).
 pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
-    let v = text.split('v').nth(1)?.trim();
+    let v = text.trim().rsplit('v').next()?.trim();
     let mut parts = v.split(['.', '-', ' ']).map(|p| p.parse::<u32>().ok());
     Some((parts.next()??, parts.next()??, parts.next()??))
 }
