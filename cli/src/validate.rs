@@ -47,7 +47,9 @@ fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     if path == Path::new("-") {
         std::io::stdin().take(limit).read_to_end(&mut bytes)?;
     } else {
-        std::fs::File::open(path)?.take(limit).read_to_end(&mut bytes)?;
+        std::fs::File::open(path)?
+            .take(limit)
+            .read_to_end(&mut bytes)?;
     }
     Ok(bytes)
 }

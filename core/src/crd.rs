@@ -1,7 +1,7 @@
 //! CRD generation: the YAML under `charts/firedrill/crds/` is this module's output.
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 use crate::api::{DrillSchedule, Experiment, GameDay, Injection};
 

@@ -12,10 +12,14 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{
-    api::{API_VERSION, DrillSchedule, DrillScheduleSpec, Experiment, ExperimentSpec, GameDay, GameDaySpec},
+    api::{
+        API_VERSION, DrillSchedule, DrillScheduleSpec, Experiment, ExperimentSpec, GameDay,
+        GameDaySpec,
+    },
     yaml::{self, Document, Limits, Position},
 };
 
+mod schema;
 mod semantic;
 
 pub use semantic::{check_experiment, check_game_day, check_schedule};
@@ -111,7 +115,11 @@ pub fn load_str(text: &str) -> Result<Vec<Manifest>, Vec<Problem>> {
             Err(mut p) => problems.append(&mut p),
         }
     }
-    if problems.is_empty() { Ok(manifests) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(problems)
+    }
 }
 
 fn whole_file(message: String) -> Problem {
@@ -144,7 +152,13 @@ fn load_document(doc: &Document) -> Result<Manifest, Vec<Problem>> {
         problems: Vec::new(),
     };
     let Value::Object(root) = &doc.value else {
-        report.add("", format!("expected a Kubernetes object, found {}", yaml::kind_of(&doc.value)));
+        report.add(
+            "",
+            format!(
+                "expected a Kubernetes object, found {}",
+                yaml::kind_of(&doc.value)
+            ),
+        );
         return Err(report.problems);
     };
     for key in root.keys() {
@@ -163,7 +177,10 @@ fn load_document(doc: &Document) -> Result<Manifest, Vec<Problem>> {
             "apiVersion",
             format!("apiVersion must be {API_VERSION}, found {}", short(other)),
         ),
-        None => report.add("", format!("apiVersion is missing; it must be {API_VERSION}")),
+        None => report.add(
+            "",
+            format!("apiVersion is missing; it must be {API_VERSION}"),
+        ),
     }
     let kind = root.get("kind").and_then(Value::as_str).unwrap_or_default();
     let metadata = check_metadata(root.get("metadata"), &mut report);
@@ -173,14 +190,34 @@ fn load_document(doc: &Document) -> Result<Manifest, Vec<Problem>> {
     }
     let manifest = match (kind, spec) {
         (_, None) => None,
-        ("Experiment", Some(spec)) => typed::<ExperimentSpec>(spec, &mut report)
-            .map(|spec| Manifest::Experiment(Experiment { metadata, spec, status: None })),
-        ("GameDay", Some(spec)) => typed::<GameDaySpec>(spec, &mut report)
-            .map(|spec| Manifest::GameDay(GameDay { metadata, spec, status: None })),
-        ("DrillSchedule", Some(spec)) => typed::<DrillScheduleSpec>(spec, &mut report)
-            .map(|spec| Manifest::DrillSchedule(DrillSchedule { metadata, spec, status: None })),
+        ("Experiment", Some(spec)) => typed::<ExperimentSpec>(spec, &mut report).map(|spec| {
+            Manifest::Experiment(Experiment {
+                metadata,
+                spec,
+                status: None,
+            })
+        }),
+        ("GameDay", Some(spec)) => typed::<GameDaySpec>(spec, &mut report).map(|spec| {
+            Manifest::GameDay(GameDay {
+                metadata,
+                spec,
+                status: None,
+            })
+        }),
+        ("DrillSchedule", Some(spec)) => {
+            typed::<DrillScheduleSpec>(spec, &mut report).map(|spec| {
+                Manifest::DrillSchedule(DrillSchedule {
+                    metadata,
+                    spec,
+                    status: None,
+                })
+            })
+        }
         ("Injection", _) => {
-            report.add("kind", "Injection objects are written by the operator, not by hand");
+            report.add(
+                "kind",
+                "Injection objects are written by the operator, not by hand",
+            );
             None
         }
         (other, _) => {
@@ -194,20 +231,32 @@ fn load_document(doc: &Document) -> Result<Manifest, Vec<Problem>> {
     let Some(manifest) = manifest else {
         return Err(report.problems);
     };
-    check_cel(&manifest, &mut report);
-    for (path, message) in match &manifest {
-        Manifest::Experiment(o) => semantic::check_experiment(&o.spec),
-        Manifest::GameDay(o) => semantic::check_game_day(&o.spec),
-        Manifest::DrillSchedule(o) => semantic::check_schedule(&o.spec),
-    } {
-        report.add(&format!("spec.{path}"), message);
+    check_admission(&manifest, &mut report);
+    // Checks beyond the CRD's own would only repeat its findings in other words.
+    if report.problems.is_empty() {
+        let found = match &manifest {
+            Manifest::Experiment(o) => semantic::check_experiment(&o.spec),
+            Manifest::GameDay(o) => semantic::check_game_day(&o.spec),
+            Manifest::DrillSchedule(o) => semantic::check_schedule(&o.spec),
+        };
+        for (path, message) in found {
+            report.add(&format!("spec.{path}"), message);
+        }
     }
-    if report.problems.is_empty() { Ok(manifest) } else { Err(report.problems) }
+    if report.problems.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(report.problems)
+    }
 }
 
 fn short(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 60 { format!("{}…", &text[..text.floor_char_boundary(60)]) } else { text }
+    if text.len() > 60 {
+        format!("{}…", &text[..text.floor_char_boundary(60)])
+    } else {
+        text
+    }
 }
 
 /// Deserializes `spec` strictly, reporting the field path of the first error.
@@ -216,7 +265,11 @@ fn typed<T: DeserializeOwned>(spec: &Value, report: &mut Report<'_>) -> Option<T
         Ok(value) => Some(value),
         Err(err) => {
             let inner = err.path().to_string();
-            let path = if inner == "." { "spec".to_owned() } else { format!("spec.{inner}") };
+            let path = if inner == "." {
+                "spec".to_owned()
+            } else {
+                format!("spec.{inner}")
+            };
             report.add(&path, err.into_inner().to_string());
             None
         }
@@ -229,7 +282,9 @@ const DNS_LABEL_HELP: &str = "lowercase letters, digits and '-', starting and en
 pub fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -241,7 +296,13 @@ fn check_metadata(metadata: Option<&Value>, report: &mut Report<'_>) -> ObjectMe
         return meta;
     };
     let Value::Object(fields) = metadata else {
-        report.add("metadata", format!("metadata must be a mapping, found {}", yaml::kind_of(metadata)));
+        report.add(
+            "metadata",
+            format!(
+                "metadata must be a mapping, found {}",
+                yaml::kind_of(metadata)
+            ),
+        );
         return meta;
     };
     for (key, value) in fields {
@@ -255,7 +316,10 @@ fn check_metadata(metadata: Option<&Value>, report: &mut Report<'_>) -> ObjectMe
                         meta.namespace = Some(text.to_owned());
                     }
                 }
-                Some(text) => report.add(&path, format!("{text:?} is not a valid {key}: {DNS_LABEL_HELP}")),
+                Some(text) => report.add(
+                    &path,
+                    format!("{text:?} is not a valid {key}: {DNS_LABEL_HELP}"),
+                ),
                 None => report.add(&path, format!("{key} must be a string")),
             },
             "labels" | "annotations" => match string_map(value) {
@@ -288,8 +352,9 @@ fn string_map(value: &Value) -> Option<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Evaluates the CRD's CEL rules on the object, as the API server would at admission.
-fn check_cel(manifest: &Manifest, report: &mut Report<'_>) {
+/// Checks the object against the CRD's schema bounds and CEL rules, as the API server would
+/// at admission.
+fn check_admission(manifest: &Manifest, report: &mut Report<'_>) {
     let (crd, object) = match manifest {
         Manifest::Experiment(o) => (Experiment::crd(), serde_json::to_value(o)),
         Manifest::GameDay(o) => (GameDay::crd(), serde_json::to_value(o)),
@@ -306,6 +371,13 @@ fn check_cel(manifest: &Manifest, report: &mut Report<'_>) {
         report.add("", "internal error: the CRD schema could not be built");
         return;
     };
+    if let Some(spec_schema) = schema.pointer("/properties/spec") {
+        let mut found = Vec::new();
+        schema::check(spec_schema, &object["spec"], "spec", &mut found);
+        for (path, message) in found {
+            report.add(&path, message);
+        }
+    }
     if let Err(errors) = kube::core::cel::Validator::new().validate(&schema, &object, None) {
         for err in errors.iter() {
             report.add(&err.field_path, err.message.clone());

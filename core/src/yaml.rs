@@ -422,7 +422,10 @@ fn to_yaml(value: &Value) -> Yaml {
 
 /// Positions sorted by path, for debugging and tests.
 pub fn positions(doc: &Document) -> BTreeMap<&str, Position> {
-    doc.positions.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+    doc.positions
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect()
 }
 
 #[cfg(test)]

@@ -93,7 +93,11 @@ fn parse_scaled(number: &str, unit_ms: u128) -> Option<u128> {
     if whole.is_empty() && frac.is_empty() || frac.contains('.') || whole.len() > 18 {
         return None;
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut ms = whole.checked_mul(unit_ms)?;
     // Fractions finer than a millisecond are dropped, as nothing here is that precise.
     let mut scale = unit_ms;
@@ -174,13 +178,27 @@ mod tests {
             ("0s", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(text.parse::<Duration>(), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(
+                text.parse::<Duration>(),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn refuses_what_go_or_cel_would_read_differently() {
-        for bad in ["", "-5s", "10", "5d", "s", "1..5s", "5 s", "1e3s", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "-5s",
+            "10",
+            "5d",
+            "s",
+            "1..5s",
+            "5 s",
+            "1e3s",
+            "99999999999999999999h",
+        ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad:?} was accepted");
         }
     }

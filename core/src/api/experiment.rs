@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::{Duration, Fault, Hypothesis, LabelSelector, Probe};
 
 /// Namespaces firedrill never targets, whatever a manifest says.
-pub const PROTECTED_NAMESPACES: [&str; 4] =
-    ["kube-system", "kube-public", "kube-node-lease", "firedrill-system"];
+pub const PROTECTED_NAMESPACES: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "firedrill-system",
+];
 
 /// A chaos experiment: inject one fault into selected targets for a while, and check that a
 /// steady-state hypothesis holds before, during and after.
@@ -28,18 +32,22 @@ pub const PROTECTED_NAMESPACES: [&str; 4] =
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
     printcolumn(name = "Fault", type_ = "string", json_path = ".status.fault"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(
     validation = Rule::new("duration(self.duration) >= duration('1s') && duration(self.duration) <= duration('24h')")
-        .message("duration must be between 1s and 24h"),
+        .message("duration must be between 1s and 24h").field_path(".duration"),
     validation = Rule::new("!has(self.recoveryDeadline) || (duration(self.recoveryDeadline) >= duration('1s') && duration(self.recoveryDeadline) <= duration('24h'))")
-        .message("recoveryDeadline must be between 1s and 24h"),
+        .message("recoveryDeadline must be between 1s and 24h").field_path(".recoveryDeadline"),
     validation = Rule::new("!(has(self.fault.diskLoss) || has(self.fault.opsToolOutage) || has(self.fault.podKill)) || has(self.target.selector)")
-        .message("diskLoss, opsToolOutage and podKill act on the pods picked by target.selector, which is missing"),
+        .message("diskLoss, opsToolOutage and podKill act on the pods picked by target.selector, which is missing").field_path(".target"),
     validation = Rule::new("!has(self.abortConditions) || self.abortConditions.all(p, self.abortConditions.exists_one(q, q.name == p.name))")
-        .message("abort condition names must be unique"),
+        .message("abort condition names must be unique").field_path(".abortConditions"),
 )]
 pub struct ExperimentSpec {
     /// What this experiment shows and why it matters (shown in reports).
@@ -78,9 +86,9 @@ fn default_recovery_deadline() -> Duration {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(
     validation = Rule::new("self.namespaces.all(n, !(n in ['kube-system', 'kube-public', 'kube-node-lease', 'firedrill-system']))")
-        .message("kube-system, kube-public, kube-node-lease and firedrill-system are never targets"),
+        .message("kube-system, kube-public, kube-node-lease and firedrill-system are never targets").field_path(".namespaces"),
     validation = Rule::new("self.namespaces.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))")
-        .message("namespaces must be DNS labels (lowercase letters, digits and '-')"),
+        .message("namespaces must be DNS labels (lowercase letters, digits and '-')").field_path(".namespaces"),
 )]
 pub struct Target {
     /// Namespaces the fault may act in. Each must also opt in with the label
@@ -125,7 +133,9 @@ impl Default for BlastRadius {
 }
 
 /// Where an experiment is in its lifecycle.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Phase {
     #[default]
     Pending,
@@ -152,7 +162,9 @@ pub enum Verdict {
 }
 
 /// Whether the fault is on the system. The engine never completes while it may be.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum FaultState {
     #[default]
     NotInjected,
@@ -259,7 +271,9 @@ pub struct ExperimentStatus {
 }
 
 /// Cumulative counters from the workload's loss checker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadCounters {
     pub lost: u64,

@@ -44,7 +44,9 @@ impl Fault {
     pub fn kind(&self) -> Option<FaultKind<'_>> {
         let kinds: Vec<FaultKind<'_>> = [
             self.zone_blackout.as_ref().map(FaultKind::ZoneBlackout),
-            self.network_partition.as_ref().map(FaultKind::NetworkPartition),
+            self.network_partition
+                .as_ref()
+                .map(FaultKind::NetworkPartition),
             self.disk_loss.as_ref().map(FaultKind::DiskLoss),
             self.ops_tool_outage.as_ref().map(FaultKind::OpsToolOutage),
             self.pod_kill.as_ref().map(FaultKind::PodKill),
@@ -85,7 +87,10 @@ impl Fault {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneBlackout {
     /// The zone, as in the `topology.kubernetes.io/zone` label.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     pub zone: String,
     /// `Freeze` the zone's processes (a hang, like a lost network with live machines) or
     /// `Kill` them (a power loss: state not on disk is gone).
@@ -101,7 +106,9 @@ fn yes() -> bool {
 }
 
 /// How a blackout treats the zone's processes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum BlackoutMode {
     #[default]
     Kill,
@@ -141,7 +148,9 @@ pub struct PeerGroup {
 }
 
 /// Which way a partition drops traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum PartitionDirection {
     /// Neither side reaches the other.
     #[default]
@@ -167,7 +176,9 @@ pub struct DiskLoss {
 }
 
 /// See [`DiskLoss::mode`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DiskLossMode {
     #[default]
     Wipe,
@@ -185,7 +196,9 @@ pub struct OpsToolOutage {
 }
 
 /// See [`OpsToolOutage::mode`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum OutageMode {
     #[default]
     Stop,

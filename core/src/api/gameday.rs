@@ -22,14 +22,18 @@ use super::{Duration, ExperimentSpec, Hypothesis, Verdict};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
     printcolumn(name = "Step", type_ = "string", json_path = ".status.progress"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(
     validation = Rule::new("self.experiments.all(e, self.experiments.exists_one(f, f.name == e.name))")
-        .message("experiment names must be unique within a game day"),
+        .message("experiment names must be unique within a game day").field_path(".experiments"),
     validation = Rule::new("!has(self.pauseBetween) || duration(self.pauseBetween) <= duration('1h')")
-        .message("pauseBetween must be at most 1h"),
+        .message("pauseBetween must be at most 1h").field_path(".pauseBetween"),
 )]
 pub struct GameDaySpec {
     /// What this game day rehearses.
@@ -61,7 +65,10 @@ fn default_pause() -> Duration {
     .message("a step takes either an inline spec or an experimentRef, not both and not neither"))]
 pub struct GameDayStep {
     /// The step's name, used for the experiment it creates and in reports.
-    #[schemars(length(min = 1, max = 50), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 50),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// The name of an Experiment in the same namespace whose spec is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,12 +82,17 @@ pub struct GameDayStep {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExperimentRef {
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
 }
 
 /// See [`GameDaySpec::failure_policy`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum FailurePolicy {
     /// Stop at the first experiment that fails or aborts; the rest are skipped.
     #[default]
@@ -90,7 +102,9 @@ pub enum FailurePolicy {
 }
 
 /// Where a game day is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum GameDayPhase {
     #[default]
     Pending,

@@ -10,11 +10,11 @@ use super::Duration;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(
     validation = Rule::new("self.probes.all(p, self.probes.exists_one(q, q.name == p.name))")
-        .message("probe names must be unique within a hypothesis"),
+        .message("probe names must be unique within a hypothesis").field_path(".probes"),
     validation = Rule::new("!has(self.interval) || (duration(self.interval) >= duration('100ms') && duration(self.interval) <= duration('5m'))")
-        .message("interval must be between 100ms and 5m"),
+        .message("interval must be between 100ms and 5m").field_path(".interval"),
     validation = Rule::new("!has(self.window) || (duration(self.window) >= duration('1s') && duration(self.window) <= duration('1h'))")
-        .message("window must be between 1s and 1h"),
+        .message("window must be between 1s and 1h").field_path(".window"),
 )]
 pub struct Hypothesis {
     /// The probes that must all be within tolerance for the system to be in steady state.
@@ -41,7 +41,9 @@ fn default_window() -> Duration {
 }
 
 /// See [`Hypothesis::during`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DuringPolicy {
     #[default]
     Enforce,
@@ -56,13 +58,16 @@ pub enum DuringPolicy {
     validation = Rule::new("[has(self.prometheus), has(self.http), has(self.kubernetes), has(self.talk)].filter(x, x).size() == 1")
         .message("a probe needs exactly one of prometheus, http, kubernetes or talk"),
     validation = Rule::new("!(has(self.prometheus) || has(self.talk)) || has(self.tolerance)")
-        .message("prometheus and talk probes measure a number and need a tolerance"),
+        .message("prometheus and talk probes measure a number and need a tolerance").field_path(".tolerance"),
     validation = Rule::new("!has(self.timeout) || (duration(self.timeout) >= duration('100ms') && duration(self.timeout) <= duration('1m'))")
-        .message("timeout must be between 100ms and 1m"),
+        .message("timeout must be between 100ms and 1m").field_path(".timeout"),
 )]
 pub struct Probe {
     /// A short name, unique in its list, used in reports and conditions.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// A PromQL instant query whose single value is compared with the tolerance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,7 +138,7 @@ impl Probe {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.endpoints.all(e, isURL(e) && (e.startsWith('http://') || e.startsWith('https://')))")
-    .message("endpoints must be http:// or https:// URLs"))]
+    .message("endpoints must be http:// or https:// URLs").field_path(".endpoints"))]
 pub struct PrometheusProbe {
     /// Prometheus base URLs, for example `http://prometheus-a.monitoring:9090`.
     #[schemars(length(min = 1, max = 8), inner(length(max = 2048)))]
@@ -148,11 +153,11 @@ pub struct PrometheusProbe {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(
     validation = Rule::new("isURL(self.url) && (self.url.startsWith('http://') || self.url.startsWith('https://'))")
-        .message("url must be an http:// or https:// URL"),
+        .message("url must be an http:// or https:// URL").field_path(".url"),
     validation = Rule::new("!has(self.expectStatus) || self.expectStatus.all(s, s >= 100 && s <= 599)")
-        .message("expectStatus codes must be between 100 and 599"),
+        .message("expectStatus codes must be between 100 and 599").field_path(".expectStatus"),
     validation = Rule::new("!has(self.maxLatency) || duration(self.maxLatency) <= duration('1m')")
-        .message("maxLatency must be at most 1m"),
+        .message("maxLatency must be at most 1m").field_path(".maxLatency"),
 )]
 pub struct HttpProbe {
     /// The URL to request.
@@ -171,7 +176,9 @@ pub struct HttpProbe {
 }
 
 /// HTTP methods a probe may use: only ones that do not change the system.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     #[default]
@@ -211,7 +218,7 @@ pub struct KubernetesProbe {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("isURL(self.url) && (self.url.startsWith('http://') || self.url.startsWith('https://'))")
-    .message("url must be an http:// or https:// URL"))]
+    .message("url must be an http:// or https:// URL").field_path(".url"))]
 pub struct TalkProbe {
     /// The prober's SLI endpoint, for example `http://talk-load.talk:8080/sli`.
     #[schemars(length(min = 1, max = 2048))]

@@ -22,16 +22,24 @@ pub const QUARTERLY: &str = "0 9 1 1,4,7,10 *";
     category = "firedrill",
     doc = "A cron schedule (quarterly by default) that runs a game day and records each drill's verdict.",
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
-    printcolumn(name = "Last Verdict", type_ = "string", json_path = ".status.lastVerdict"),
+    printcolumn(
+        name = "Last Verdict",
+        type_ = "string",
+        json_path = ".status.lastVerdict"
+    ),
     printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRunAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(
     validation = Rule::new("!has(self.schedule) || self.schedule.split(' ').filter(f, f != '').size() == 5")
-        .message("schedule must be a cron expression with five fields: minute hour day-of-month month day-of-week"),
+        .message("schedule must be a cron expression with five fields: minute hour day-of-month month day-of-week").field_path(".schedule"),
     validation = Rule::new("!has(self.startingDeadline) || (duration(self.startingDeadline) >= duration('1m') && duration(self.startingDeadline) <= duration('720h'))")
-        .message("startingDeadline must be between 1m and 720h"),
+        .message("startingDeadline must be between 1m and 720h").field_path(".startingDeadline"),
 )]
 pub struct DrillScheduleSpec {
     /// Cron expression (minute hour day-of-month month day-of-week).
@@ -72,7 +80,9 @@ fn default_history_limit() -> u32 {
 }
 
 /// See [`DrillScheduleSpec::concurrency_policy`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ConcurrencyPolicy {
     /// Skip the new run and record it as skipped.
     #[default]

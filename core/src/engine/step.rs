@@ -133,7 +133,10 @@ impl Run<'_> {
     }
 
     fn record(&self, name: &str, stage: Stage) -> Option<&ProbeRecord> {
-        self.s.probes.iter().find(|r| r.name == name && r.stage == stage)
+        self.s
+            .probes
+            .iter()
+            .find(|r| r.name == name && r.stage == stage)
     }
 
     fn note(&mut self, message: impl Into<String>) {
@@ -202,15 +205,22 @@ impl Run<'_> {
         let threshold = probe.failure_threshold.max(1);
         let (ok, value, failure) = match outcome {
             Outcome::Measured(v) => match probe.tolerance {
-                Some(t) if !t.admits(*v) => {
-                    (false, Some(*v), Some(format!("measured {v}, tolerance {t}")))
-                }
+                Some(t) if !t.admits(*v) => (
+                    false,
+                    Some(*v),
+                    Some(format!("measured {v}, tolerance {t}")),
+                ),
                 _ => (true, Some(*v), None),
             },
             Outcome::Healthy => (true, None, None),
             Outcome::Unhealthy(why) => (false, None, Some(why.clone())),
         };
-        let index = match self.s.probes.iter().position(|r| r.name == name && r.stage == stage) {
+        let index = match self
+            .s
+            .probes
+            .iter()
+            .position(|r| r.name == name && r.stage == stage)
+        {
             Some(i) => i,
             None => {
                 self.s.probes.push(ProbeRecord {
@@ -268,7 +278,10 @@ impl Run<'_> {
                 return Err(format!("probe {} has no sample yet", probe.name));
             };
             if since.is_some_and(|t| r.last_at.is_none_or(|at| at < t)) {
-                return Err(format!("probe {} has no sample since the revert", probe.name));
+                return Err(format!(
+                    "probe {} has no sample since the revert",
+                    probe.name
+                ));
             }
             if r.last_ok != Some(true) {
                 return Err(describe(r));
@@ -316,12 +329,23 @@ impl Run<'_> {
 
     /// Asks for samples when the interval is due, and schedules the next step.
     fn sample(&mut self, stages: &[Stage], deadline: DateTime<Utc>) {
-        let interval = self.spec.hypothesis.interval.to_chrono().max(TimeDelta::milliseconds(100));
-        let due = self.s.last_sampled_at.is_none_or(|t| self.now >= t + interval);
+        let interval = self
+            .spec
+            .hypothesis
+            .interval
+            .to_chrono()
+            .max(TimeDelta::milliseconds(100));
+        let due = self
+            .s
+            .last_sampled_at
+            .is_none_or(|t| self.now >= t + interval);
         if due {
             for &stage in stages {
-                let probes: Vec<String> =
-                    self.probes_of(stage).iter().map(|p| p.name.clone()).collect();
+                let probes: Vec<String> = self
+                    .probes_of(stage)
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
                 if !probes.is_empty() {
                     self.actions.push(Action::Sample { stage, probes });
                 }
@@ -329,7 +353,8 @@ impl Run<'_> {
             self.s.last_sampled_at = Some(self.now);
         }
         let next = self.s.last_sampled_at.unwrap_or(self.now) + interval;
-        self.actions.push(Action::RequeueAt(next.min(deadline).max(self.now)));
+        self.actions
+            .push(Action::RequeueAt(next.min(deadline).max(self.now)));
     }
 
     fn advance(&mut self) {
@@ -340,7 +365,10 @@ impl Run<'_> {
                 if self.spec.dry_run {
                     self.finish(Verdict::Skipped, "dry run: nothing was injected".into());
                 } else {
-                    self.enter(Phase::SteadyStateBefore, "checking steady state before injecting");
+                    self.enter(
+                        Phase::SteadyStateBefore,
+                        "checking steady state before injecting",
+                    );
                 }
             }
             Phase::SteadyStateBefore => {
@@ -357,11 +385,16 @@ impl Run<'_> {
                 let elapsed = self.since_phase();
                 if elapsed >= window {
                     match self.all_healthy(Stage::Before, None) {
-                        Ok(()) => return self.enter(Phase::Injecting, "steady state holds; injecting"),
+                        Ok(()) => {
+                            return self.enter(Phase::Injecting, "steady state holds; injecting");
+                        }
                         Err(why) if elapsed >= window * 3 => {
                             return self.finish(
                                 Verdict::Skipped,
-                                format!("steady state not established within {}s: {why}", (window * 3).num_seconds()),
+                                format!(
+                                    "steady state not established within {}s: {why}",
+                                    (window * 3).num_seconds()
+                                ),
                             );
                         }
                         Err(_) => {}
@@ -398,7 +431,10 @@ impl Run<'_> {
                     return self.enter(Phase::Reverting, format!("abort condition fired: {probe}"));
                 }
                 if self.s.fault_state == FaultState::Reverted {
-                    return self.enter(Phase::Recovering, "the fault ended early (expired on its own)");
+                    return self.enter(
+                        Phase::Recovering,
+                        "the fault ended early (expired on its own)",
+                    );
                 }
                 if self.spec.hypothesis.during == DuringPolicy::Enforce
                     && self.s.violated_during.is_none()
@@ -417,7 +453,8 @@ impl Run<'_> {
                 if !self.s.fault_state.may_be_active() {
                     if self.s.abort_requested {
                         let why = self.abort_reason();
-                        return self.finish(Verdict::Aborted, format!("{why}; the fault was reverted"));
+                        return self
+                            .finish(Verdict::Aborted, format!("{why}; the fault was reverted"));
                     }
                     return self.enter(Phase::Recovering, "waiting for the system to recover");
                 }
@@ -447,7 +484,9 @@ impl Run<'_> {
                         self.spec.recovery_deadline
                     );
                     return match self.s.aborted_because.clone() {
-                        Some(aborted) => self.finish(Verdict::Aborted, format!("{aborted}; then {reason}")),
+                        Some(aborted) => {
+                            self.finish(Verdict::Aborted, format!("{aborted}; then {reason}"))
+                        }
                         None => self.finish(Verdict::Failed, reason),
                     };
                 }
@@ -476,11 +515,19 @@ impl Run<'_> {
     }
 
     fn abort_reason(&self) -> String {
-        self.s.aborted_because.clone().unwrap_or_else(|| "abort requested".into())
+        self.s
+            .aborted_because
+            .clone()
+            .unwrap_or_else(|| "abort requested".into())
     }
 
     fn latest_sample(&self, stage: Stage) -> Option<DateTime<Utc>> {
-        self.s.probes.iter().filter(|r| r.stage == stage).filter_map(|r| r.last_at).max()
+        self.s
+            .probes
+            .iter()
+            .filter(|r| r.stage == stage)
+            .filter_map(|r| r.last_at)
+            .max()
     }
 
     fn final_verdict(&self) -> (Verdict, String) {
@@ -488,7 +535,10 @@ impl Run<'_> {
             return (Verdict::Aborted, aborted.clone());
         }
         if let Some(probe) = &self.s.violated_during {
-            return (Verdict::Failed, format!("hypothesis violated during the fault: {probe}"));
+            return (
+                Verdict::Failed,
+                format!("hypothesis violated during the fault: {probe}"),
+            );
         }
         if let Some(lost) = self.s.messages_lost.filter(|n| *n > 0) {
             return (
@@ -515,11 +565,32 @@ impl Run<'_> {
             FaultState::Reverting => "the fault is being reverted",
             FaultState::Reverted => "the fault was reverted",
         };
-        set_condition(&mut self.s.conditions, "FaultActive", status, &reason, message, self.now);
+        set_condition(
+            &mut self.s.conditions,
+            "FaultActive",
+            status,
+            &reason,
+            message,
+            self.now,
+        );
         let done = self.s.phase == Phase::Completed;
-        let message = self.s.reason.clone().unwrap_or_else(|| format!("{:?}", self.s.phase));
-        let reason = self.s.verdict.map_or_else(|| format!("{:?}", self.s.phase), |v| format!("{v:?}"));
-        set_condition(&mut self.s.conditions, "Completed", if done { "True" } else { "False" }, &reason, &message, self.now);
+        let message = self
+            .s
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("{:?}", self.s.phase));
+        let reason = self
+            .s
+            .verdict
+            .map_or_else(|| format!("{:?}", self.s.phase), |v| format!("{v:?}"));
+        set_condition(
+            &mut self.s.conditions,
+            "Completed",
+            if done { "True" } else { "False" },
+            &reason,
+            &message,
+            self.now,
+        );
     }
 }
 

@@ -2,8 +2,8 @@
 //! pairs with paths relative to `spec`; the operator reports them in an `Invalid` condition.
 
 use crate::api::{
-    DrillScheduleSpec, ExperimentSpec, GameDaySpec, Hypothesis, LabelSelector, PROTECTED_NAMESPACES,
-    Probe, ProbeKind,
+    DrillScheduleSpec, ExperimentSpec, GameDaySpec, Hypothesis, LabelSelector,
+    PROTECTED_NAMESPACES, Probe, ProbeKind,
 };
 
 type Found = Vec<(String, String)>;
@@ -13,7 +13,10 @@ pub fn check_experiment(spec: &ExperimentSpec) -> Found {
     let mut found = Found::new();
     for (i, ns) in spec.target.namespaces.iter().enumerate() {
         if PROTECTED_NAMESPACES.contains(&ns.as_str()) {
-            found.push((format!("target.namespaces[{i}]"), format!("{ns} is never a target")));
+            found.push((
+                format!("target.namespaces[{i}]"),
+                format!("{ns} is never a target"),
+            ));
         }
     }
     if spec.fault.kind().is_none() {
@@ -22,7 +25,10 @@ pub fn check_experiment(spec: &ExperimentSpec) -> Found {
     if spec.fault.needs_pod_selector() && spec.target.selector.is_none() {
         found.push((
             "target.selector".into(),
-            format!("{} acts on the pods picked by target.selector, which is missing", spec.fault.name()),
+            format!(
+                "{} acts on the pods picked by target.selector, which is missing",
+                spec.fault.name()
+            ),
         ));
     }
     if let Some(selector) = &spec.target.selector {
@@ -31,7 +37,11 @@ pub fn check_experiment(spec: &ExperimentSpec) -> Found {
     if let Some(partition) = &spec.fault.network_partition {
         for (side, group) in [("left", &partition.left), ("right", &partition.right)] {
             if let Some(selector) = &group.selector {
-                check_selector(selector, &format!("fault.networkPartition.{side}.selector"), &mut found);
+                check_selector(
+                    selector,
+                    &format!("fault.networkPartition.{side}.selector"),
+                    &mut found,
+                );
             }
         }
     }
@@ -54,10 +64,18 @@ pub fn check_game_day(spec: &GameDaySpec) -> Found {
         }
         if let Some(shared) = &spec.hypothesis {
             for probe in &shared.probes {
-                if inline.hypothesis.probes.iter().any(|p| p.name == probe.name) {
+                if inline
+                    .hypothesis
+                    .probes
+                    .iter()
+                    .any(|p| p.name == probe.name)
+                {
                     found.push((
                         format!("{prefix}.hypothesis.probes"),
-                        format!("probe {:?} is also in the game day's shared hypothesis; rename one", probe.name),
+                        format!(
+                            "probe {:?} is also in the game day's shared hypothesis; rename one",
+                            probe.name
+                        ),
                     ));
                 }
             }
@@ -107,7 +125,10 @@ fn check_probes(probes: &[Probe], path: &str, found: &mut Found) {
         let here = format!("{path}[{i}]");
         let urls: Vec<(String, &str)> = match probe.kind() {
             None => {
-                found.push((here.clone(), "a probe needs exactly one of prometheus, http, kubernetes or talk".into()));
+                found.push((
+                    here.clone(),
+                    "a probe needs exactly one of prometheus, http, kubernetes or talk".into(),
+                ));
                 continue;
             }
             Some(ProbeKind::Prometheus(p)) => p
@@ -120,7 +141,10 @@ fn check_probes(probes: &[Probe], path: &str, found: &mut Found) {
             Some(ProbeKind::Talk(t)) => vec![(format!("{here}.talk.url"), t.url.as_str())],
             Some(ProbeKind::Kubernetes(k)) => {
                 if k.condition.is_some() && k.min_ready_replicas.is_some() {
-                    found.push((format!("{here}.kubernetes"), "give condition or minReadyReplicas, not both".into()));
+                    found.push((
+                        format!("{here}.kubernetes"),
+                        "give condition or minReadyReplicas, not both".into(),
+                    ));
                 }
                 Vec::new()
             }
@@ -130,7 +154,10 @@ fn check_probes(probes: &[Probe], path: &str, found: &mut Found) {
                 found.push((url_path, why));
             }
         }
-        let numeric = matches!(probe.kind(), Some(ProbeKind::Prometheus(_) | ProbeKind::Talk(_)));
+        let numeric = matches!(
+            probe.kind(),
+            Some(ProbeKind::Prometheus(_) | ProbeKind::Talk(_))
+        );
         match (&probe.tolerance, numeric) {
             (None, true) => found.push((format!("{here}.tolerance"), "this probe measures a number and needs a tolerance, e.g. {op: \">=\", value: 0.99}".into())),
             (Some(t), _) if !t.value.is_finite() => found.push((format!("{here}.tolerance.value"), "must be a finite number".into())),
@@ -156,15 +183,24 @@ fn check_selector(selector: &LabelSelector, path: &str, found: &mut Found) {
     }
     for (key, value) in &selector.match_labels {
         if !is_label_key(key) {
-            found.push((format!("{path}.matchLabels"), format!("{key:?} is not a valid label key")));
+            found.push((
+                format!("{path}.matchLabels"),
+                format!("{key:?} is not a valid label key"),
+            ));
         }
         if !is_label_value(value) {
-            found.push((format!("{path}.matchLabels.{key}"), format!("{value:?} is not a valid label value")));
+            found.push((
+                format!("{path}.matchLabels.{key}"),
+                format!("{value:?} is not a valid label value"),
+            ));
         }
     }
     for (i, req) in selector.match_expressions.iter().enumerate() {
         if !is_label_key(&req.key) {
-            found.push((format!("{path}.matchExpressions[{i}].key"), format!("{:?} is not a valid label key", req.key)));
+            found.push((
+                format!("{path}.matchExpressions[{i}].key"),
+                format!("{:?} is not a valid label key", req.key),
+            ));
         }
     }
 }
@@ -174,13 +210,23 @@ fn is_label_key(key: &str) -> bool {
     let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
     let prefix_ok = prefix.is_empty()
         || (prefix.len() <= 253
-            && prefix.split('.').all(|part| crate::manifest::is_dns_label(part)));
+            && prefix
+                .split('.')
+                .all(|part| crate::manifest::is_dns_label(part)));
     prefix_ok && !name.is_empty() && is_label_value(name)
 }
 
 fn is_label_value(value: &str) -> bool {
     value.len() <= 63
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && value.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
-        && value.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value
+            .bytes()
+            .next()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
 }
