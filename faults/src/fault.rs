@@ -174,24 +174,37 @@ impl Injector {
     /// Resolves, records, then applies `fault` as injection `id`, to be reverted by
     /// `expires_at` (unix seconds). If applying fails, what was applied is undone and the
     /// record removed, so a failure never leaves a partial injection.
+    ///
+    /// Applying an id that is already recorded with the same fault applies the recorded
+    /// target again (the agent re-reconciling after a restart) and keeps the original
+    /// expiry; a kill only reaches processes with the recorded start times, a wipe runs
+    /// again (finishing one a crash interrupted).
     pub fn apply(&self, id: &InjectionId, fault: &Fault, expires_at: u64) -> Result<Applied> {
-        let (target, gone) = fault.resolve()?;
-        if let Some(existing) = self.journal.get(id)?
-            && existing.target != target
-        {
-            return Err(Error::invalid(
-                "id",
-                format!("injection {id} is already recorded with a different target"),
-            ));
-        }
-        let entry = Entry {
-            id: id.clone(),
-            kind: target.kind().to_string(),
-            target: target.clone(),
-            created_at: now_unix(),
-            expires_at,
+        // Applying a recorded injection again re-applies what was recorded (resolving anew
+        // would see our own mounts or stopped processes); a different fault under the same
+        // id is refused.
+        let (target, gone) = match self.journal.get(id)? {
+            Some(existing) if existing.fault == *fault => (existing.target, vec![]),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "id",
+                    format!("injection {id} is already recorded with a different fault"),
+                ));
+            }
+            None => {
+                let (target, gone) = fault.resolve()?;
+                let entry = Entry {
+                    id: id.clone(),
+                    kind: target.kind().to_string(),
+                    fault: fault.clone(),
+                    target: target.clone(),
+                    created_at: now_unix(),
+                    expires_at,
+                };
+                self.journal.record(&entry)?;
+                (target, gone)
+            }
         };
-        self.journal.record(&entry)?;
         match apply_target(id, &target) {
             Ok((mut processes, wiped_entries)) => {
                 processes.extend(gone.into_iter().map(|pid| PidResult {

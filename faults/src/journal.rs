@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fault::Target;
+use crate::fault::{Fault, Target};
 use crate::id::InjectionId;
 
 /// One applied fault as recorded on disk.
@@ -18,6 +18,8 @@ pub struct Entry {
     pub id: InjectionId,
     /// The fault kind (also implied by `target`; stored for people reading the files).
     pub kind: String,
+    /// The fault as asked for.
+    pub fault: Fault,
     /// Everything needed to revert, resolved before applying.
     pub target: Target,
     /// Unix seconds when the entry was written.

@@ -1,4 +1,6 @@
 //! nftables faults proved with real traffic between network namespaces (needs root).
+// Test helpers outside #[test] fns may unwrap too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -44,7 +46,9 @@ fn partition_blocks_both_ways_and_revert_restores() {
         netns: a.clone(),
         rules: partition(vec![cidr(b_ip)], Direction::Both),
     };
-    injector.apply(&id("part-both"), &fault, far_future()).unwrap();
+    injector
+        .apply(&id("part-both"), &fault, far_future())
+        .unwrap();
 
     let installed = nft::list(&a).unwrap().expect("table exists");
     assert_eq!(installed.injections().len(), 1);
@@ -74,14 +78,24 @@ fn one_way_partition_blocks_one_direction_only() {
     let (a_ip, b_ip) = (addr(0, 0), addr(0, 1));
 
     // a stops hearing b; a can still talk to b.
-    nft::apply(&a, &id("oneway"), &partition(vec![cidr(b_ip)], Direction::Ingress)).unwrap();
+    nft::apply(
+        &a,
+        &id("oneway"),
+        &partition(vec![cidr(b_ip)], Direction::Ingress),
+    )
+    .unwrap();
     assert!(!udp_works(&b, &a, a_ip), "b -> a must be cut");
     assert!(udp_works(&a, &b, b_ip), "a -> b must still work");
     nft::revert(&a, &id("oneway")).unwrap();
     assert!(udp_works(&b, &a, a_ip));
 
     // The mirror image: a stops sending to b.
-    nft::apply(&a, &id("oneway-out"), &partition(vec![cidr(b_ip)], Direction::Egress)).unwrap();
+    nft::apply(
+        &a,
+        &id("oneway-out"),
+        &partition(vec![cidr(b_ip)], Direction::Egress),
+    )
+    .unwrap();
     assert!(!udp_works(&a, &b, b_ip), "a -> b must be cut");
     assert!(udp_works(&b, &a, a_ip), "b -> a must still work");
     nft::cleanup(&a).unwrap();
@@ -138,17 +152,35 @@ fn cleanup_deletes_the_table_and_injections_are_independent() {
     let lab = Lab::mesh(2);
     let (a, b) = (lab.ns(0), lab.ns(1));
     let b_ip = addr(0, 1);
-    nft::apply(&a, &id("one"), &partition(vec![cidr(b_ip)], Direction::Ingress)).unwrap();
-    nft::apply(&a, &id("two"), &partition(vec![cidr(b_ip)], Direction::Egress)).unwrap();
+    nft::apply(
+        &a,
+        &id("one"),
+        &partition(vec![cidr(b_ip)], Direction::Ingress),
+    )
+    .unwrap();
+    nft::apply(
+        &a,
+        &id("two"),
+        &partition(vec![cidr(b_ip)], Direction::Egress),
+    )
+    .unwrap();
     // Re-applying replaces instead of duplicating.
-    nft::apply(&a, &id("two"), &partition(vec![cidr(b_ip)], Direction::Egress)).unwrap();
+    nft::apply(
+        &a,
+        &id("two"),
+        &partition(vec![cidr(b_ip)], Direction::Egress),
+    )
+    .unwrap();
     let installed = nft::list(&a).unwrap().unwrap();
     assert_eq!(installed.injections().len(), 2);
     assert_eq!(installed.rule_count(), 2);
 
     nft::revert(&a, &id("one")).unwrap();
     let installed = nft::list(&a).unwrap().unwrap();
-    assert_eq!(installed.injections().keys().collect::<Vec<_>>(), vec![&id("two")]);
+    assert_eq!(
+        installed.injections().keys().collect::<Vec<_>>(),
+        vec![&id("two")]
+    );
     assert!(!udp_works(&a, &b, b_ip), "two still active");
 
     nft::cleanup(&a).unwrap();
@@ -202,7 +234,9 @@ fn bad_input_is_rejected_before_anything_is_recorded() {
         netns: lab.ns(0),
         rules: partition(vec![], Direction::Both),
     };
-    let err = injector.apply(&id("bad"), &fault, far_future()).unwrap_err();
+    let err = injector
+        .apply(&id("bad"), &fault, far_future())
+        .unwrap_err();
     assert_eq!(err.category(), "invalid_input");
     let missing = Fault::Network {
         netns: firedrill_faults::Netns::named("fdt-does-not-exist").unwrap(),

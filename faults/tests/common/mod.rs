@@ -81,8 +81,24 @@ impl Lab {
         ip(&[
             "-n", na, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", nb,
         ]);
-        ip(&["-n", na, "addr", "add", &format!("10.77.{link}.1/24"), "dev", &va]);
-        ip(&["-n", nb, "addr", "add", &format!("10.77.{link}.2/24"), "dev", &vb]);
+        ip(&[
+            "-n",
+            na,
+            "addr",
+            "add",
+            &format!("10.77.{link}.1/24"),
+            "dev",
+            &va,
+        ]);
+        ip(&[
+            "-n",
+            nb,
+            "addr",
+            "add",
+            &format!("10.77.{link}.2/24"),
+            "dev",
+            &vb,
+        ]);
         ip(&["-n", na, "link", "set", &va, "up"]);
         ip(&["-n", nb, "link", "set", &vb, "up"]);
     }
@@ -106,7 +122,12 @@ impl Drop for Lab {
 
 /// Address of namespace `side` (0 = a, 1 = b) on link number `link` of a [`Lab`].
 pub fn addr(link: usize, side: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 77, u8::try_from(link).expect("small link"), side as u8 + 1)
+    Ipv4Addr::new(
+        10,
+        77,
+        u8::try_from(link).expect("small link"),
+        side as u8 + 1,
+    )
 }
 
 const WAIT: Duration = Duration::from_millis(400);
