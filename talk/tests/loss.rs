@@ -1,6 +1,8 @@
 //! The checker against real JetStream clusters: a durable configuration
 //! loses nothing when a server dies; a weak one visibly loses messages.
 
+#![allow(clippy::unwrap_used)] // test harness: a panic is the failure report
+
 mod common;
 
 use std::time::Duration;
@@ -29,8 +31,16 @@ async fn replicated_cluster_loses_nothing_when_a_server_dies() {
     assert!(status.success(), "talk-load failed: {status}");
     let report = read_report(&report_path);
     eprintln!("{report:#}");
-    assert_eq!(report["complete"], true, "drain incomplete:\n{}", cluster.logs());
-    assert!(total(&report, "acked") > 500, "too little load to mean anything");
+    assert_eq!(
+        report["complete"],
+        true,
+        "drain incomplete:\n{}",
+        cluster.logs()
+    );
+    assert!(
+        total(&report, "acked") > 500,
+        "too little load to mean anything"
+    );
     assert_eq!(total(&report, "lost"), 0, "acknowledged messages lost");
     assert_eq!(total(&report, "duplicated"), 0);
     assert_eq!(total(&report, "unexpected"), 0);
@@ -60,7 +70,12 @@ async fn unreplicated_stream_loses_acked_messages_with_its_disk() {
     assert!(status.success(), "talk-load failed: {status}");
     let report = read_report(&report_path);
     eprintln!("{report:#}");
-    assert_eq!(report["complete"], true, "drain incomplete:\n{}", cluster.logs());
+    assert_eq!(
+        report["complete"],
+        true,
+        "drain incomplete:\n{}",
+        cluster.logs()
+    );
     assert!(
         total(&report, "lost") > 0,
         "the checker did not see the loss of a wiped R1 stream"

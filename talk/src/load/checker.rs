@@ -181,7 +181,14 @@ mod tests {
         Arc::from(s)
     }
 
-    fn acked(room: &str, p: &str, counter: u64, seq: u64, sent_at: u64, acked_at: u64) -> SendRecord {
+    fn acked(
+        room: &str,
+        p: &str,
+        counter: u64,
+        seq: u64,
+        sent_at: u64,
+        acked_at: u64,
+    ) -> SendRecord {
         SendRecord {
             room: a(room),
             producer: a(p),

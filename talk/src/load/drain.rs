@@ -26,7 +26,10 @@ pub async fn drain_room(
                 reads.len()
             ));
         }
-        let target = targets.get(t % targets.len().max(1)).cloned().unwrap_or_default();
+        let target = targets
+            .get(t % targets.len().max(1))
+            .cloned()
+            .unwrap_or_default();
         match client.history(&target, room, after, PAGE).await {
             Ok(page) => {
                 for m in &page.messages {

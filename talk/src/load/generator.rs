@@ -99,7 +99,13 @@ pub async fn run_generator(
     Ok(())
 }
 
-async fn send_one(client: &TalkClient, target: &str, mut record: SendRecord, body: String, shared: &Shared) {
+async fn send_one(
+    client: &TalkClient,
+    target: &str,
+    mut record: SendRecord,
+    body: String,
+    shared: &Shared,
+) {
     let req = SendRequest {
         producer: record.producer.to_string(),
         counter: record.counter,

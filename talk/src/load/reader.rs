@@ -22,7 +22,10 @@ pub async fn follow_room(
     let mut pos = 0u64;
     let mut t = 0usize;
     while !*stop.borrow() {
-        let target = targets.get(t % targets.len().max(1)).cloned().unwrap_or_default();
+        let target = targets
+            .get(t % targets.len().max(1))
+            .cloned()
+            .unwrap_or_default();
         let mut more = false;
         match client.history(&target, &room, pos, PAGE).await {
             Ok(page) => {
@@ -77,8 +80,14 @@ pub async fn publish_checks(
             let lost = tracker.lost(Instant::now(), grace);
             let dup = tracker.duplicated();
             drop(tracker);
-            shared.sli.lost.store(lost, std::sync::atomic::Ordering::Relaxed);
-            shared.sli.duplicated.store(dup, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .sli
+                .lost
+                .store(lost, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .sli
+                .duplicated
+                .store(dup, std::sync::atomic::Ordering::Relaxed);
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -94,7 +94,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reader_stop_tx, reader_stop_rx) = watch::channel(false);
 
-    if let Some(addr) = super::config::parse_listen(&config.sli_listen).map_err(LoadError::Config)? {
+    if let Some(addr) =
+        super::config::parse_listen(&config.sli_listen).map_err(LoadError::Config)?
+    {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| LoadError::Bind {
@@ -198,11 +200,31 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> axum::response::Response 
     let s = shared.sli.snapshot(Instant::now());
     let mut registry = Registry::with_prefix("talk_load");
     let gauges: [(&str, &str, f64); 9] = [
-        ("delivery_success_ratio", "Acked / completed sends over the window", s.delivery_success_ratio),
-        ("p50_latency_ms", "Median send-to-ack latency over the window", s.p50_latency_ms),
-        ("p99_latency_ms", "p99 send-to-ack latency over the window", s.p99_latency_ms),
-        ("lost_messages", "Acked messages missing behind the reader", s.lost_messages as f64),
-        ("duplicated_messages", "Messages read more than once", s.duplicated_messages as f64),
+        (
+            "delivery_success_ratio",
+            "Acked / completed sends over the window",
+            s.delivery_success_ratio,
+        ),
+        (
+            "p50_latency_ms",
+            "Median send-to-ack latency over the window",
+            s.p50_latency_ms,
+        ),
+        (
+            "p99_latency_ms",
+            "p99 send-to-ack latency over the window",
+            s.p99_latency_ms,
+        ),
+        (
+            "lost_messages",
+            "Acked messages missing behind the reader",
+            s.lost_messages as f64,
+        ),
+        (
+            "duplicated_messages",
+            "Messages read more than once",
+            s.duplicated_messages as f64,
+        ),
         ("sent", "Sends attempted", s.sent as f64),
         ("acked", "Sends acknowledged", s.acked as f64),
         ("failed", "Sends failed or timed out", s.failed as f64),

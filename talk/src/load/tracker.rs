@@ -17,7 +17,14 @@ pub struct LiveTracker {
 }
 
 impl LiveTracker {
-    pub fn on_ack(&mut self, room: Arc<str>, producer: Arc<str>, counter: u64, seq: u64, at: Instant) {
+    pub fn on_ack(
+        &mut self,
+        room: Arc<str>,
+        producer: Arc<str>,
+        counter: u64,
+        seq: u64,
+        at: Instant,
+    ) {
         let key = (room, producer, counter);
         if !self.read.contains_key(&key) {
             self.unread.insert(key, (seq, at));
@@ -47,8 +54,7 @@ impl LiveTracker {
         self.unread
             .iter()
             .filter(|((room, _, _), (seq, at))| {
-                now.duration_since(*at) >= grace
-                    && self.horizon.get(room).is_some_and(|h| seq <= h)
+                now.duration_since(*at) >= grace && self.horizon.get(room).is_some_and(|h| seq <= h)
             })
             .count() as u64
     }
@@ -72,7 +78,11 @@ mod tests {
         t.on_ack(r.clone(), p.clone(), 2, 2, t0);
         t.on_read(r.clone(), p.clone(), 1, 1);
         let later = t0 + Duration::from_secs(5);
-        assert_eq!(t.lost(later, Duration::from_secs(1)), 0, "horizon not reached");
+        assert_eq!(
+            t.lost(later, Duration::from_secs(1)),
+            0,
+            "horizon not reached"
+        );
         t.advance(&r, 2);
         assert_eq!(t.lost(t0, Duration::from_secs(1)), 0, "within grace");
         assert_eq!(t.lost(later, Duration::from_secs(1)), 1);

@@ -113,7 +113,8 @@ pub async fn send_message(
 ) -> Result<Json<SendResponse>, ApiError> {
     let started = Instant::now();
     let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
-    let Json(req) = body.map_err(|r| fail(&state, json_error(r, state.config.max_request_bytes)))?;
+    let Json(req) =
+        body.map_err(|r| fail(&state, json_error(r, state.config.max_request_bytes)))?;
     validate_producer(&req.producer).map_err(|e| fail(&state, e.into()))?;
     if req.body.len() > state.config.max_body_bytes {
         return Err(fail(

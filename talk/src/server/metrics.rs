@@ -50,7 +50,11 @@ impl ServerMetrics {
             "Time from request to JetStream ack",
             publish_seconds.clone(),
         );
-        registry.register("history_reads", "History pages served", history_reads.clone());
+        registry.register(
+            "history_reads",
+            "History pages served",
+            history_reads.clone(),
+        );
         registry.register("live_streams", "Open live streams", live_streams.clone());
         Self {
             registry,

@@ -70,7 +70,11 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts talk-server against `urls` and waits until /readyz says ready.
-pub async fn start_talk_server(dir: &Path, urls: &[String], replicas: usize) -> (ChildGuard, String) {
+pub async fn start_talk_server(
+    dir: &Path,
+    urls: &[String],
+    replicas: usize,
+) -> (ChildGuard, String) {
     let port = free_port();
     let log = std::fs::File::create(dir.join(format!("talk-server-{port}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_talk-server"))
@@ -106,7 +110,13 @@ pub async fn start_talk_server(dir: &Path, urls: &[String], replicas: usize) -> 
 }
 
 /// Starts talk-load writing its report to `report`.
-pub fn start_load(targets: &[String], duration: &str, rate: u32, report: &Path, extra: &[&str]) -> ChildGuard {
+pub fn start_load(
+    targets: &[String],
+    duration: &str,
+    rate: u32,
+    report: &Path,
+    extra: &[&str],
+) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_talk-load"))
         .args(["--target", &targets.join(",")])
         .args(["--duration", duration])
@@ -149,7 +159,10 @@ pub async fn stream_leader(urls: &[String]) -> String {
         if let Ok(Some(leader)) = store.stream_leader().await {
             return leader;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "no stream leader");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no stream leader"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
