@@ -1,0 +1,408 @@
+//! Property tests of the experiment engine over random event sequences, plus scenario tests
+//! with a cooperative simulated platform.
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use firedrill_core::{
+    api::{ExperimentSpec, ExperimentStatus, Phase, Stage, Verdict, WorkloadCounters},
+    engine::{Action, Observation, Outcome, Transition, step},
+    manifest::{self, Manifest},
+};
+use proptest::prelude::*;
+
+fn catalog_spec(text: &str) -> ExperimentSpec {
+    match manifest::load_str(text).expect("catalog is valid").remove(0) {
+        Manifest::Experiment(e) => e.spec,
+        other => panic!("expected an Experiment, got {}", other.kind()),
+    }
+}
+
+fn spec() -> ExperimentSpec {
+    catalog_spec(include_str!("../../experiments/zone-blackout.yaml"))
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().expect("valid time")
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Sample(usize, Stage, u8),
+    Applied,
+    Reverted,
+    InjectionFailed,
+    Abort,
+    Workload(u64, u64),
+}
+
+#[derive(Clone, Debug)]
+struct Tick {
+    advance_ms: i64,
+    events: Vec<Event>,
+    restart: bool,
+}
+
+fn stage() -> impl Strategy<Value = Stage> {
+    prop_oneof![
+        Just(Stage::Before),
+        Just(Stage::During),
+        Just(Stage::Abort),
+        Just(Stage::Recovery),
+        Just(Stage::After),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => (0usize..6, stage(), 0u8..6).prop_map(|(p, s, o)| Event::Sample(p, s, o)),
+        2 => Just(Event::Applied),
+        2 => Just(Event::Reverted),
+        1 => Just(Event::InjectionFailed),
+        1 => Just(Event::Abort),
+        1 => (0u64..3, 0u64..3).prop_map(|(l, d)| Event::Workload(l, d)),
+    ]
+}
+
+fn tick() -> impl Strategy<Value = Tick> {
+    (0i64..20_000, prop::collection::vec(event(), 0..5), prop::bool::weighted(0.2)).prop_map(
+        |(advance_ms, events, restart)| Tick {
+            advance_ms,
+            events,
+            restart,
+        },
+    )
+}
+
+/// The probe names a sample may name: the spec's, plus one it does not know.
+fn probe_name(spec: &ExperimentSpec, i: usize) -> String {
+    let names: Vec<&str> = spec
+        .hypothesis
+        .probes
+        .iter()
+        .chain(&spec.abort_conditions)
+        .map(|p| p.name.as_str())
+        .collect();
+    names.get(i).map_or_else(|| "unknown-probe".to_owned(), |n| (*n).to_owned())
+}
+
+fn outcome(o: u8) -> Outcome {
+    match o {
+        0 => Outcome::Healthy,
+        1 => Outcome::Unhealthy("connection refused".into()),
+        2 => Outcome::Measured(0.0),
+        3 => Outcome::Measured(1.0),
+        4 => Outcome::Measured(0.4),
+        _ => Outcome::Measured(f64::NAN),
+    }
+}
+
+fn observations(spec: &ExperimentSpec, events: &[Event], now: DateTime<Utc>) -> Vec<Observation> {
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Sample(p, stage, o) => Observation::Sample {
+                probe: probe_name(spec, *p),
+                stage: *stage,
+                at: now,
+                outcome: outcome(*o),
+            },
+            Event::Applied => Observation::FaultApplied { at: now },
+            Event::Reverted => Observation::FaultReverted { at: now },
+            Event::InjectionFailed => Observation::InjectionFailed {
+                at: now,
+                reason: "node unreachable".into(),
+            },
+            Event::Abort => Observation::AbortRequested {
+                reason: "kill switch".into(),
+            },
+            Event::Workload(lost, duplicated) => Observation::Workload(WorkloadCounters {
+                lost: *lost,
+                duplicated: *duplicated,
+            }),
+        })
+        .collect()
+}
+
+fn round_trip(status: &ExperimentStatus) -> ExperimentStatus {
+    let json = serde_json::to_string(status).expect("status serializes");
+    serde_json::from_str(&json).expect("status deserializes")
+}
+
+/// Runs the ticks; returns every transition. With `restarts`, the status is persisted and
+/// reloaded wherever a tick asks, as a restarted operator would.
+fn run(spec: &ExperimentSpec, ticks: &[Tick], restarts: bool) -> Vec<Transition> {
+    let mut status = ExperimentStatus::default();
+    let mut now = t0();
+    let mut out = Vec::new();
+    for tick in ticks {
+        now += TimeDelta::milliseconds(tick.advance_ms);
+        if restarts && tick.restart {
+            status = round_trip(&status);
+        }
+        let t = step(spec, &status, now, &observations(spec, &tick.events, now));
+        status = t.status.clone();
+        out.push(t);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn safety_invariants_hold_on_every_path(ticks in prop::collection::vec(tick(), 1..80)) {
+        let spec = spec();
+        let mut injected_ever = false;
+        let mut reverting_seen_after_inject = false;
+        let mut completed = false;
+        for t in run(&spec, &ticks, false) {
+            let s = &t.status;
+            if t.actions.iter().any(|a| matches!(a, Action::Inject { .. })) {
+                injected_ever = true;
+            }
+            if injected_ever && s.phase == Phase::Reverting {
+                reverting_seen_after_inject = true;
+            }
+            if completed {
+                prop_assert_eq!(s.phase, Phase::Completed, "left Completed");
+            }
+            if s.phase == Phase::Completed {
+                completed = true;
+                prop_assert!(!s.fault_state.may_be_active(), "completed with the fault {:?}", s.fault_state);
+                prop_assert!(s.verdict.is_some(), "completed without a verdict");
+                prop_assert!(t.actions.is_empty(), "actions after completion: {:?}", t.actions);
+                if injected_ever {
+                    prop_assert!(reverting_seen_after_inject, "completed after injecting without reverting");
+                }
+            }
+            if s.verdict == Some(Verdict::Skipped) {
+                prop_assert!(!injected_ever, "a skipped experiment injected");
+                prop_assert!(s.inject_requested_at.is_none());
+            }
+            if s.aborted_because.is_some() && s.fault_state.may_be_active() {
+                prop_assert!(
+                    matches!(s.phase, Phase::Reverting | Phase::Injecting | Phase::Holding) ,
+                    "aborted with the fault active in {:?}", s.phase
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_abort_while_the_fault_is_active_reverts_first(ticks in prop::collection::vec(tick(), 1..80)) {
+        let spec = spec();
+        let mut abort_pending = false;
+        for t in run(&spec, &ticks, false) {
+            let s = &t.status;
+            if s.aborted_because.is_some() && s.fault_state.may_be_active() {
+                abort_pending = true;
+            }
+            if abort_pending && s.phase == Phase::Holding {
+                prop_assert!(false, "kept holding after an abort");
+            }
+            if abort_pending && s.phase == Phase::Reverting {
+                abort_pending = false;
+            }
+            prop_assert!(!(abort_pending && s.phase == Phase::Completed), "completed an abort without Reverting");
+        }
+    }
+
+    #[test]
+    fn a_restart_from_any_persisted_status_continues_identically(ticks in prop::collection::vec(tick(), 1..80)) {
+        let spec = spec();
+        let straight = run(&spec, &ticks, false);
+        let restarted = run(&spec, &ticks, true);
+        prop_assert_eq!(straight, restarted);
+    }
+}
+
+/// A platform that does what it is asked: applies and reverts at once and answers probes
+/// with `health(stage)`.
+fn simulate(
+    spec: &ExperimentSpec,
+    health: impl Fn(Stage) -> Outcome,
+    revert_works: bool,
+    limit: TimeDelta,
+) -> ExperimentStatus {
+    let mut status = ExperimentStatus::default();
+    let mut now = t0();
+    let mut pending = Vec::new();
+    while now - t0() < limit {
+        let t = step(spec, &status, now, &std::mem::take(&mut pending));
+        status = t.status;
+        let mut next = now + TimeDelta::seconds(1);
+        for action in t.actions {
+            match action {
+                Action::Inject { expires_at } => {
+                    assert!(expires_at > now + spec.duration.to_chrono(), "expiry before the end of the fault");
+                    pending.push(Observation::FaultApplied { at: now });
+                }
+                Action::Revert if revert_works => pending.push(Observation::FaultReverted { at: now }),
+                Action::Revert => {}
+                Action::Sample { stage, probes } => {
+                    for probe in probes {
+                        pending.push(Observation::Sample { probe, stage, at: now, outcome: health(stage) });
+                    }
+                }
+                Action::RequeueAt(at) => next = next.min(at.max(now + TimeDelta::milliseconds(100))),
+            }
+        }
+        if status.phase == Phase::Completed {
+            break;
+        }
+        now = next;
+    }
+    status
+}
+
+fn healthy(_: Stage) -> Outcome {
+    Outcome::Measured(0.0)
+}
+
+/// Zero suits every probe of the network-partition experiment except the delivery ratio.
+fn partition_spec() -> ExperimentSpec {
+    let mut spec = catalog_spec(include_str!("../../experiments/network-partition.yaml"));
+    for probe in spec.hypothesis.probes.iter_mut().chain(spec.abort_conditions.iter_mut()) {
+        probe.tolerance = Some(firedrill_core::api::Tolerance {
+            op: firedrill_core::api::Comparison::AtMost,
+            value: 0.5,
+        });
+    }
+    spec
+}
+
+#[test]
+fn a_healthy_system_passes_with_figures() {
+    let spec = partition_spec();
+    let status = simulate(&spec, healthy, true, TimeDelta::minutes(10));
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
+    assert!(status.time_to_recover_seconds.is_some());
+    assert!(status.time_to_impact_seconds.is_none());
+    assert!(status.timeline.iter().any(|e| e.phase == Phase::Holding));
+}
+
+#[test]
+fn failing_before_injection_skips_and_names_the_probe() {
+    let spec = partition_spec();
+    let status = simulate(&spec, |_| Outcome::Unhealthy("503".into()), true, TimeDelta::minutes(10));
+    assert_eq!(status.verdict, Some(Verdict::Skipped));
+    assert!(status.inject_requested_at.is_none());
+    let reason = status.reason.unwrap_or_default();
+    assert!(reason.starts_with("steady state did not hold before injection: probe "), "{reason}");
+    assert!(reason.contains("(503)"), "{reason}");
+}
+
+#[test]
+fn a_violation_while_holding_fails_and_measures_impact() {
+    let spec = partition_spec();
+    let status = simulate(
+        &spec,
+        |stage| if stage == Stage::During { Outcome::Measured(0.8) } else { Outcome::Measured(0.0) },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed), "{:?}", status.reason);
+    assert!(status.reason.as_deref().is_some_and(|r| r.contains("during the fault")));
+    assert!(status.time_to_impact_seconds.is_some_and(|t| t < 3.0));
+}
+
+#[test]
+fn an_abort_condition_reverts_at_once() {
+    let spec = partition_spec();
+    let status = simulate(
+        &spec,
+        |stage| if stage == Stage::Abort { Outcome::Measured(1.0) } else { Outcome::Measured(0.0) },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Aborted), "{:?}", status.reason);
+    let held = (status.revert_requested_at.expect("reverted") - status.injected_at.expect("injected")).num_seconds();
+    assert!(held < spec.duration.to_chrono().num_seconds(), "held {held}s despite the abort");
+}
+
+#[test]
+fn never_recovering_fails_at_the_deadline() {
+    let spec = partition_spec();
+    let status = simulate(
+        &spec,
+        |stage| match stage {
+            Stage::Recovery | Stage::After => Outcome::Unhealthy("still down".into()),
+            _ => Outcome::Measured(0.0),
+        },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed));
+    assert!(status.reason.as_deref().is_some_and(|r| r.contains("recovery deadline")), "{:?}", status.reason);
+}
+
+#[test]
+fn an_unconfirmed_revert_never_completes() {
+    let spec = partition_spec();
+    let status = simulate(&spec, healthy, false, TimeDelta::minutes(30));
+    assert_eq!(status.phase, Phase::Reverting);
+    assert!(status.fault_state.may_be_active());
+    assert!(status.verdict.is_none());
+}
+
+#[test]
+fn an_operator_back_after_long_downtime_reverts_immediately() {
+    let spec = partition_spec();
+    let mut status = ExperimentStatus::default();
+    let mut now = t0();
+    let mut pending = Vec::new();
+    while status.phase != Phase::Holding {
+        let t = step(&spec, &status, now, &std::mem::take(&mut pending));
+        for action in &t.actions {
+            match action {
+                Action::Inject { .. } => pending.push(Observation::FaultApplied { at: now }),
+                Action::Sample { stage, probes } => pending.extend(probes.iter().map(|p| Observation::Sample {
+                    probe: p.clone(),
+                    stage: *stage,
+                    at: now,
+                    outcome: Outcome::Measured(0.0),
+                })),
+                _ => {}
+            }
+        }
+        status = round_trip(&t.status);
+        now += TimeDelta::seconds(1);
+    }
+    let later = step(&spec, &status, now + TimeDelta::hours(1), &[]);
+    assert_eq!(later.status.phase, Phase::Reverting);
+    assert!(later.actions.contains(&Action::Revert));
+}
+
+#[test]
+fn lost_messages_fail_an_otherwise_healthy_run() {
+    let spec = partition_spec();
+    let mut status = ExperimentStatus::default();
+    let mut now = t0();
+    let mut pending = vec![Observation::Workload(WorkloadCounters { lost: 5, duplicated: 0 })];
+    for _ in 0..600 {
+        let t = step(&spec, &status, now, &std::mem::take(&mut pending));
+        for action in &t.actions {
+            match action {
+                Action::Inject { .. } => pending.push(Observation::FaultApplied { at: now }),
+                Action::Revert => {
+                    pending.push(Observation::FaultReverted { at: now });
+                    pending.push(Observation::Workload(WorkloadCounters { lost: 8, duplicated: 1 }));
+                }
+                Action::Sample { stage, probes } => pending.extend(probes.iter().map(|p| Observation::Sample {
+                    probe: p.clone(),
+                    stage: *stage,
+                    at: now,
+                    outcome: Outcome::Measured(0.0),
+                })),
+                _ => {}
+            }
+        }
+        status = t.status;
+        if status.phase == Phase::Completed {
+            break;
+        }
+        now += TimeDelta::seconds(1);
+    }
+    assert_eq!(status.verdict, Some(Verdict::Failed));
+    assert_eq!(status.messages_lost, Some(3));
+    assert_eq!(status.messages_duplicated, Some(1));
+}
