@@ -261,6 +261,13 @@ fn short(value: &Value) -> String {
 
 /// Deserializes `spec` strictly, reporting the field path of the first error.
 fn typed<T: DeserializeOwned>(spec: &Value, report: &mut Report<'_>) -> Option<T> {
+    if !spec.is_object() {
+        report.add(
+            "spec",
+            format!("must be a mapping, found {}", yaml::kind_of(spec)),
+        );
+        return None;
+    }
     match serde_path_to_error::deserialize::<_, T>(spec) {
         Ok(value) => Some(value),
         Err(err) => {
@@ -371,9 +378,13 @@ fn check_admission(manifest: &Manifest, report: &mut Report<'_>) {
         report.add("", "internal error: the CRD schema could not be built");
         return;
     };
-    if let Some(spec_schema) = schema.pointer("/properties/spec") {
+    // Bounds and types are checked on the spec as written, before decoding could reshape it.
+    if let (Some(spec_schema), Some(written)) = (
+        schema.pointer("/properties/spec"),
+        report.doc.value.get("spec"),
+    ) {
         let mut found = Vec::new();
-        schema::check(spec_schema, &object["spec"], "spec", &mut found);
+        schema::check(spec_schema, written, "spec", &mut found);
         for (path, message) in found {
             report.add(&path, message);
         }

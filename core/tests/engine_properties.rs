@@ -10,7 +10,10 @@ use firedrill_core::{
 use proptest::prelude::*;
 
 fn catalog_spec(text: &str) -> ExperimentSpec {
-    match manifest::load_str(text).expect("catalog is valid").remove(0) {
+    match manifest::load_str(text)
+        .expect("catalog is valid")
+        .remove(0)
+    {
         Manifest::Experiment(e) => e.spec,
         other => panic!("expected an Experiment, got {}", other.kind()),
     }
@@ -21,7 +24,9 @@ fn spec() -> ExperimentSpec {
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 #[derive(Clone, Debug)]
@@ -63,13 +68,16 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn tick() -> impl Strategy<Value = Tick> {
-    (0i64..20_000, prop::collection::vec(event(), 0..5), prop::bool::weighted(0.2)).prop_map(
-        |(advance_ms, events, restart)| Tick {
+    (
+        0i64..20_000,
+        prop::collection::vec(event(), 0..5),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(advance_ms, events, restart)| Tick {
             advance_ms,
             events,
             restart,
-        },
-    )
+        })
 }
 
 /// The probe names a sample may name: the spec's, plus one it does not know.
@@ -81,7 +89,9 @@ fn probe_name(spec: &ExperimentSpec, i: usize) -> String {
         .chain(&spec.abort_conditions)
         .map(|p| p.name.as_str())
         .collect();
-    names.get(i).map_or_else(|| "unknown-probe".to_owned(), |n| (*n).to_owned())
+    names
+        .get(i)
+        .map_or_else(|| "unknown-probe".to_owned(), |n| (*n).to_owned())
 }
 
 fn outcome(o: u8) -> Outcome {
@@ -233,17 +243,29 @@ fn simulate(
         for action in t.actions {
             match action {
                 Action::Inject { expires_at } => {
-                    assert!(expires_at > now + spec.duration.to_chrono(), "expiry before the end of the fault");
+                    assert!(
+                        expires_at > now + spec.duration.to_chrono(),
+                        "expiry before the end of the fault"
+                    );
                     pending.push(Observation::FaultApplied { at: now });
                 }
-                Action::Revert if revert_works => pending.push(Observation::FaultReverted { at: now }),
+                Action::Revert if revert_works => {
+                    pending.push(Observation::FaultReverted { at: now })
+                }
                 Action::Revert => {}
                 Action::Sample { stage, probes } => {
                     for probe in probes {
-                        pending.push(Observation::Sample { probe, stage, at: now, outcome: health(stage) });
+                        pending.push(Observation::Sample {
+                            probe,
+                            stage,
+                            at: now,
+                            outcome: health(stage),
+                        });
                     }
                 }
-                Action::RequeueAt(at) => next = next.min(at.max(now + TimeDelta::milliseconds(100))),
+                Action::RequeueAt(at) => {
+                    next = next.min(at.max(now + TimeDelta::milliseconds(100)))
+                }
             }
         }
         if status.phase == Phase::Completed {
@@ -261,7 +283,12 @@ fn healthy(_: Stage) -> Outcome {
 /// Zero suits every probe of the network-partition experiment except the delivery ratio.
 fn partition_spec() -> ExperimentSpec {
     let mut spec = catalog_spec(include_str!("../../experiments/network-partition.yaml"));
-    for probe in spec.hypothesis.probes.iter_mut().chain(spec.abort_conditions.iter_mut()) {
+    for probe in spec
+        .hypothesis
+        .probes
+        .iter_mut()
+        .chain(spec.abort_conditions.iter_mut())
+    {
         probe.tolerance = Some(firedrill_core::api::Tolerance {
             op: firedrill_core::api::Comparison::AtMost,
             value: 0.5,
@@ -283,11 +310,19 @@ fn a_healthy_system_passes_with_figures() {
 #[test]
 fn failing_before_injection_skips_and_names_the_probe() {
     let spec = partition_spec();
-    let status = simulate(&spec, |_| Outcome::Unhealthy("503".into()), true, TimeDelta::minutes(10));
+    let status = simulate(
+        &spec,
+        |_| Outcome::Unhealthy("503".into()),
+        true,
+        TimeDelta::minutes(10),
+    );
     assert_eq!(status.verdict, Some(Verdict::Skipped));
     assert!(status.inject_requested_at.is_none());
     let reason = status.reason.unwrap_or_default();
-    assert!(reason.starts_with("steady state did not hold before injection: probe "), "{reason}");
+    assert!(
+        reason.starts_with("steady state did not hold before injection: probe "),
+        "{reason}"
+    );
     assert!(reason.contains("(503)"), "{reason}");
 }
 
@@ -296,12 +331,23 @@ fn a_violation_while_holding_fails_and_measures_impact() {
     let spec = partition_spec();
     let status = simulate(
         &spec,
-        |stage| if stage == Stage::During { Outcome::Measured(0.8) } else { Outcome::Measured(0.0) },
+        |stage| {
+            if stage == Stage::During {
+                Outcome::Measured(0.8)
+            } else {
+                Outcome::Measured(0.0)
+            }
+        },
         true,
         TimeDelta::minutes(10),
     );
     assert_eq!(status.verdict, Some(Verdict::Failed), "{:?}", status.reason);
-    assert!(status.reason.as_deref().is_some_and(|r| r.contains("during the fault")));
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("during the fault"))
+    );
     assert!(status.time_to_impact_seconds.is_some_and(|t| t < 3.0));
 }
 
@@ -310,13 +356,29 @@ fn an_abort_condition_reverts_at_once() {
     let spec = partition_spec();
     let status = simulate(
         &spec,
-        |stage| if stage == Stage::Abort { Outcome::Measured(1.0) } else { Outcome::Measured(0.0) },
+        |stage| {
+            if stage == Stage::Abort {
+                Outcome::Measured(1.0)
+            } else {
+                Outcome::Measured(0.0)
+            }
+        },
         true,
         TimeDelta::minutes(10),
     );
-    assert_eq!(status.verdict, Some(Verdict::Aborted), "{:?}", status.reason);
-    let held = (status.revert_requested_at.expect("reverted") - status.injected_at.expect("injected")).num_seconds();
-    assert!(held < spec.duration.to_chrono().num_seconds(), "held {held}s despite the abort");
+    assert_eq!(
+        status.verdict,
+        Some(Verdict::Aborted),
+        "{:?}",
+        status.reason
+    );
+    let held = (status.revert_requested_at.expect("reverted")
+        - status.injected_at.expect("injected"))
+    .num_seconds();
+    assert!(
+        held < spec.duration.to_chrono().num_seconds(),
+        "held {held}s despite the abort"
+    );
 }
 
 #[test]
@@ -332,7 +394,14 @@ fn never_recovering_fails_at_the_deadline() {
         TimeDelta::minutes(10),
     );
     assert_eq!(status.verdict, Some(Verdict::Failed));
-    assert!(status.reason.as_deref().is_some_and(|r| r.contains("recovery deadline")), "{:?}", status.reason);
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("recovery deadline")),
+        "{:?}",
+        status.reason
+    );
 }
 
 #[test]
@@ -355,12 +424,14 @@ fn an_operator_back_after_long_downtime_reverts_immediately() {
         for action in &t.actions {
             match action {
                 Action::Inject { .. } => pending.push(Observation::FaultApplied { at: now }),
-                Action::Sample { stage, probes } => pending.extend(probes.iter().map(|p| Observation::Sample {
-                    probe: p.clone(),
-                    stage: *stage,
-                    at: now,
-                    outcome: Outcome::Measured(0.0),
-                })),
+                Action::Sample { stage, probes } => {
+                    pending.extend(probes.iter().map(|p| Observation::Sample {
+                        probe: p.clone(),
+                        stage: *stage,
+                        at: now,
+                        outcome: Outcome::Measured(0.0),
+                    }))
+                }
                 _ => {}
             }
         }
@@ -377,7 +448,10 @@ fn lost_messages_fail_an_otherwise_healthy_run() {
     let spec = partition_spec();
     let mut status = ExperimentStatus::default();
     let mut now = t0();
-    let mut pending = vec![Observation::Workload(WorkloadCounters { lost: 5, duplicated: 0 })];
+    let mut pending = vec![Observation::Workload(WorkloadCounters {
+        lost: 5,
+        duplicated: 0,
+    })];
     for _ in 0..600 {
         let t = step(&spec, &status, now, &std::mem::take(&mut pending));
         for action in &t.actions {
@@ -385,14 +459,19 @@ fn lost_messages_fail_an_otherwise_healthy_run() {
                 Action::Inject { .. } => pending.push(Observation::FaultApplied { at: now }),
                 Action::Revert => {
                     pending.push(Observation::FaultReverted { at: now });
-                    pending.push(Observation::Workload(WorkloadCounters { lost: 8, duplicated: 1 }));
+                    pending.push(Observation::Workload(WorkloadCounters {
+                        lost: 8,
+                        duplicated: 1,
+                    }));
                 }
-                Action::Sample { stage, probes } => pending.extend(probes.iter().map(|p| Observation::Sample {
-                    probe: p.clone(),
-                    stage: *stage,
-                    at: now,
-                    outcome: Outcome::Measured(0.0),
-                })),
+                Action::Sample { stage, probes } => {
+                    pending.extend(probes.iter().map(|p| Observation::Sample {
+                        probe: p.clone(),
+                        stage: *stage,
+                        at: now,
+                        outcome: Outcome::Measured(0.0),
+                    }))
+                }
                 _ => {}
             }
         }

@@ -205,9 +205,11 @@ impl Run<'_> {
         let threshold = probe.failure_threshold.max(1);
         let (ok, value, failure) = match outcome {
             // A non-number is no evidence of health, and a JSON status could not hold it.
-            Outcome::Measured(v) if !v.is_finite() => {
-                (false, None, Some(format!("measured {v}, not a finite number")))
-            }
+            Outcome::Measured(v) if !v.is_finite() => (
+                false,
+                None,
+                Some(format!("measured {v}, not a finite number")),
+            ),
             Outcome::Measured(v) => match probe.tolerance {
                 Some(t) if !t.admits(*v) => (
                     false,

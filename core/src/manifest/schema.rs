@@ -7,6 +7,32 @@ use serde_json::Value;
 /// Appends `(path, message)` for every constraint `value` breaks.
 pub fn check(schema: &Value, value: &Value, path: &str, found: &mut Vec<(String, String)>) {
     let mut add = |message: String| found.push((path.to_owned(), message));
+    if let Some(want) = schema.get("type").and_then(Value::as_str) {
+        let nullable = schema.get("nullable").and_then(Value::as_bool) == Some(true);
+        let fits = match value {
+            Value::Null => nullable,
+            Value::Bool(_) => want == "boolean",
+            Value::Number(n) => {
+                want == "number" || (want == "integer" && (n.is_i64() || n.is_u64()))
+            }
+            Value::String(_) => want == "string",
+            Value::Array(_) => want == "array",
+            Value::Object(_) => want == "object",
+        };
+        if !fits {
+            let want = match want {
+                "object" => "a mapping",
+                "array" => "a list",
+                "integer" => "a whole number",
+                other => other,
+            };
+            add(format!(
+                "must be {want}, found {}",
+                crate::yaml::kind_of(value)
+            ));
+            return;
+        }
+    }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !value.is_null()
         && !allowed.contains(value)

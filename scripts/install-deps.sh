@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what firedrill's builds and tests need on a fresh Debian machine. Idempotent:
+# does nothing when everything is already there.
+set -euo pipefail
+
+packages=(nats-server prometheus nftables iproute2 procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The workspace pins Rust 1.95.0 (rust-toolchain.toml). Machines that ship it as "stable"
+# but not under its version name get it linked instead of downloaded.
+want=1.95.0
+if ! rustup run "$want" rustc --version >/dev/null 2>&1; then
+  if rustc +stable --version 2>/dev/null | grep -q "rustc $want "; then
+    rustup toolchain link "$want" "$(rustc +stable --print sysroot)"
+  else
+    rustup toolchain install "$want" --profile minimal --component rustfmt,clippy
+  fi
+fi
+rustup component add --toolchain "$want" rustfmt clippy >/dev/null 2>&1 || true
