@@ -112,16 +112,23 @@ async fn main() {
 }
 
 async fn raw_jetstream(urls: &[String], workers: usize, run: Duration) -> f64 {
-    let client = async_nats::connect(urls.join(",")).await.unwrap();
+    let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let client = async_nats::connect(addrs).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: "RAW".into(),
-        subjects: vec!["raw.>".into()],
-        num_replicas: 3,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    // The JetStream meta leader may still be electing right after start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "RAW".into(),
+            subjects: vec!["raw.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+    {
+        assert!(Instant::now() < deadline, "creating RAW stream: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
