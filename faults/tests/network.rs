@@ -246,3 +246,30 @@ fn bad_input_is_rejected_before_anything_is_recorded() {
     assert!(injector.journal().entries().unwrap().is_empty());
     assert_eq!(nft::list(&lab.ns(0)).unwrap(), None);
 }
+
+#[test]
+fn run_in_moves_only_the_worker_thread_and_its_children() {
+    use std::os::unix::fs::MetadataExt;
+    let lab = Lab::new(1);
+    let ns = lab.ns(0);
+    let target = ns.identity().unwrap().unwrap();
+    let own_ino = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+    let before = own_ino();
+    assert_ne!(before, target.ino);
+
+    let (thread_ino, child_link) = firedrill_faults::run_in(&ns, || {
+        let child = std::process::Command::new("readlink")
+            .arg("/proc/self/ns/net")
+            .output()
+            .unwrap();
+        (own_ino(), String::from_utf8(child.stdout).unwrap())
+    })
+    .unwrap();
+    assert_eq!(thread_ino, target.ino, "worker thread is inside");
+    assert_eq!(
+        child_link.trim(),
+        format!("net:[{}]", target.ino),
+        "child inherits"
+    );
+    assert_eq!(own_ino(), before, "caller thread never moved");
+}
