@@ -30,9 +30,9 @@ pub const MAX_BYTES: usize = 1 << 20;
 /// A validated object from a manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Manifest {
-    Experiment(Experiment),
-    GameDay(GameDay),
-    DrillSchedule(DrillSchedule),
+    Experiment(Box<Experiment>),
+    GameDay(Box<GameDay>),
+    DrillSchedule(Box<DrillSchedule>),
 }
 
 impl Manifest {
@@ -191,26 +191,26 @@ fn load_document(doc: &Document) -> Result<Manifest, Vec<Problem>> {
     let manifest = match (kind, spec) {
         (_, None) => None,
         ("Experiment", Some(spec)) => typed::<ExperimentSpec>(spec, &mut report).map(|spec| {
-            Manifest::Experiment(Experiment {
+            Manifest::Experiment(Box::new(Experiment {
                 metadata,
                 spec,
                 status: None,
-            })
+            }))
         }),
         ("GameDay", Some(spec)) => typed::<GameDaySpec>(spec, &mut report).map(|spec| {
-            Manifest::GameDay(GameDay {
+            Manifest::GameDay(Box::new(GameDay {
                 metadata,
                 spec,
                 status: None,
-            })
+            }))
         }),
         ("DrillSchedule", Some(spec)) => {
             typed::<DrillScheduleSpec>(spec, &mut report).map(|spec| {
-                Manifest::DrillSchedule(DrillSchedule {
+                Manifest::DrillSchedule(Box::new(DrillSchedule {
                     metadata,
                     spec,
                     status: None,
-                })
+                }))
             })
         }
         ("Injection", _) => {

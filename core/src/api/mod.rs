@@ -1,5 +1,8 @@
 //! The `firedrill.dev/v1alpha1` API, defined once here; the CRD YAML is generated from it.
 
+// kube-derive's `printcolumn(...)` repeats `type_ = ...` per column, which this lint misreads.
+#![allow(clippy::duplicated_attributes)]
+
 mod duration;
 mod experiment;
 mod fault;

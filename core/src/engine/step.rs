@@ -259,12 +259,14 @@ impl Run<'_> {
                 record.tripped = true;
             }
         }
-        if !ok && stage == Stage::During && self.s.impact_at.is_none() {
-            if let Some(injected) = self.s.injected_at {
-                self.s.impact_at = Some(at);
-                self.s.time_to_impact_seconds = Some(seconds(injected, at));
-                self.note(format!("impact: probe {name} failed"));
-            }
+        if !ok
+            && stage == Stage::During
+            && self.s.impact_at.is_none()
+            && let Some(injected) = self.s.injected_at
+        {
+            self.s.impact_at = Some(at);
+            self.s.time_to_impact_seconds = Some(seconds(injected, at));
+            self.note(format!("impact: probe {name} failed"));
         }
     }
 
