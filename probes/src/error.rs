@@ -64,15 +64,20 @@ impl fmt::Display for Attempts<'_> {
 /// without the URL, which the caller names itself.
 pub(crate) fn describe(error: reqwest::Error) -> String {
     let error = error.without_url();
-    let mut text = error.to_string();
+    let mut chain = vec![error.to_string()];
     let mut cause = std::error::Error::source(&error);
     while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
+        chain.push(c.to_string());
         cause = c.source();
     }
-    text
+    let root = chain.last().cloned().unwrap_or_default();
+    if error.is_connect() {
+        return format!("cannot connect: {root}");
+    }
+    // The outermost message ("error sending request") says nothing the causes do not.
+    match chain.as_slice() {
+        [only] => only.clone(),
+        [_, causes @ ..] => causes.join(": "),
+        [] => root,
+    }
 }

@@ -29,18 +29,19 @@ pub(crate) async fn query(
     let endpoints = &probe.endpoints;
     let count = endpoints.len();
     let mut said: Vec<Option<String>> = vec![None; count];
+    let mut launched: Vec<Option<Instant>> = vec![None; count];
     let ask = |i: usize| async move {
         let result = ask_one(client, routes, &endpoints[i], &probe.query, deadline).await;
         (i, result)
     };
     let mut running = FuturesUnordered::new();
     let mut next = 0;
-    let started = Instant::now();
     loop {
         if running.is_empty() {
             if next == count {
                 break;
             }
+            launched[next] = Some(Instant::now());
             running.push(ask(next));
             next += 1;
             continue;
@@ -57,24 +58,24 @@ pub(crate) async fn query(
                 Err(why) => said[i] = Some(why),
             },
             () = sleep_until(hedge_at.unwrap_or(deadline)), if hedge_at.is_some() => {
+                launched[next] = Some(Instant::now());
                 running.push(ask(next));
                 next += 1;
             }
             () = sleep_until(deadline) => break,
         }
     }
-    let waited = deadline.saturating_duration_since(started).as_millis();
     let attempts = endpoints
         .iter()
         .zip(said)
-        .enumerate()
-        .map(|(i, (endpoint, said))| {
-            let said = said.unwrap_or_else(|| {
-                if i < next {
-                    format!("no answer within {waited}ms")
-                } else {
-                    "not tried: out of time".into()
-                }
+        .zip(launched)
+        .map(|((endpoint, said), launched)| {
+            let said = said.unwrap_or_else(|| match launched {
+                Some(at) => format!(
+                    "no answer within {}ms",
+                    deadline.saturating_duration_since(at).as_millis()
+                ),
+                None => "not tried: out of time".into(),
             });
             (endpoint.clone(), said)
         })
@@ -90,12 +91,15 @@ async fn ask_one(
     promql: &str,
     deadline: Instant,
 ) -> Result<f64, String> {
-    let url = query_url(endpoint, promql).map_err(|e| e.to_string())?;
+    let url = query_url(endpoint, promql).map_err(|e| match e {
+        Error::BadUrl { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
     let (response, _) = send(client, routes, HttpMethod::Get, &url, deadline)
         .await
         .map_err(|e| match e {
             // The endpoint is already named by the caller; the URL with the query is noise.
-            Error::Request { reason, .. } => reason,
+            Error::Request { reason, .. } | Error::BadUrl { reason, .. } => reason,
             Error::Timeout { ms, .. } => format!("no answer within {ms}ms"),
             other => other.to_string(),
         })?;
