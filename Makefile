@@ -1,6 +1,9 @@
 # The two entry points a fresh machine needs; everything else is cargo.
 .PHONY: game-day test deps
 
+# See scripts/install-deps.sh: a JetStream new enough to honour fsync policies.
+export TALK_NATS_SERVER ?= /var/cache/firedrill/nats-server-v2.10.29/nats-server
+
 deps:
 	@scripts/install-deps.sh
 

@@ -15,6 +15,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# JetStream's fsync policy (sync_interval, "always") needs nats-server >= 2.10; Debian
+# bookworm ships 2.9. Build the pinned release from its Go module once, cached by version
+# outside the repo; the Makefile points TALK_NATS_SERVER at it.
+nats_version=v2.10.29
+nats_dir=/var/cache/firedrill/nats-server-$nats_version
+if [ ! -x "$nats_dir/nats-server" ]; then
+  echo "building nats-server $nats_version from its Go module (once)"
+  mkdir -p "$nats_dir"
+  GOBIN="$nats_dir" GOFLAGS=-mod=mod go install "github.com/nats-io/nats-server/v2@$nats_version"
+fi
+
 # The workspace pins Rust 1.95.0 (rust-toolchain.toml). Machines that ship it as "stable"
 # but not under its version name get it linked instead of downloaded.
 want=1.95.0
