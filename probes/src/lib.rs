@@ -162,3 +162,22 @@ impl Prober {
         result.unwrap_or_else(|e| Outcome::Unhealthy(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The operator samples probes on spawned tasks.
+    #[test]
+    fn prober_and_its_samples_are_send() {
+        let prober = Prober::builder().build().expect("prober");
+        let probe: Probe = serde_json::from_value(serde_json::json!({
+            "name": "p", "http": {"url": "http://127.0.0.1:1/"}
+        }))
+        .expect("probe");
+        is_send(&prober);
+        is_send(&prober.sample(&probe));
+    }
+}
