@@ -5,6 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 mod crds;
+mod gameday;
+mod lab;
 mod validate;
 
 /// firedrill's command line: check experiment manifests, print the CRDs, and (with the lab or
@@ -45,6 +47,36 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "write")]
         check: Option<PathBuf>,
     },
+    /// Build, inspect and tear down the lab: talk in three zones of network namespaces on
+    /// this machine (needs root).
+    Lab {
+        /// The lab's directory: state, logs and data of every process, the fault journal.
+        #[arg(long, env = "FIREDRILL_LAB_DIR", default_value = firedrill_lab::state::DEFAULT_DIR, global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
+    /// Run a game day for real. With no cluster given, in the lab (needs root).
+    ///
+    /// Brings the lab up (cleaning up an earlier one), runs every experiment of the game day
+    /// through the engine — steady state before, fault, hold, revert, recovery, steady state
+    /// after — with live progress on stderr, prints a summary table, writes a report
+    /// directory, and takes the lab down again. Exits 0 when every experiment passed, 1 when
+    /// any did not, 2 when the game day could not run. Ctrl-C reverts the running fault
+    /// before stopping; a killed chaosctl's fault is reverted at its expiry by the lab's
+    /// supervisor, and `chaosctl lab down` removes everything.
+    ///
+    /// Examples:
+    ///   sudo chaosctl game-day
+    ///   sudo chaosctl game-day --weaken single-zone --only zone-blackout --output json
+    #[command(verbatim_doc_comment)]
+    GameDay {
+        /// The lab's directory.
+        #[arg(long, env = "FIREDRILL_LAB_DIR", default_value = firedrill_lab::state::DEFAULT_DIR)]
+        lab_dir: PathBuf,
+        #[command(flatten)]
+        args: gameday::GameDayArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +84,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { files, quiet } => validate::run(&files, quiet),
         Command::Crds { write, check } => crds::run(write.as_deref(), check.as_deref()),
+        Command::Lab { dir, command } => lab::run(command, &dir).map_err(CliError::from),
+        Command::GameDay { lab_dir, args } => gameday::run(args, &lab_dir).map_err(CliError::from),
     };
     match result {
         Ok(code) => code,
@@ -73,4 +107,6 @@ pub enum CliError {
     },
     #[error("could not render the CRDs: {0}")]
     Render(#[from] serde_json::Error),
+    #[error("{0}")]
+    Lab(#[from] firedrill_lab::LabError),
 }

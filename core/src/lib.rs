@@ -6,4 +6,5 @@ pub mod api;
 pub mod crd;
 pub mod engine;
 pub mod manifest;
+pub mod report;
 pub mod yaml;

@@ -87,7 +87,7 @@ impl ProcessRef {
     }
 
     /// Whether the pid still names this very process.
-    fn alive(&self) -> Result<bool> {
+    pub fn alive(&self) -> Result<bool> {
         Ok(stat(self.pid)?.is_some_and(|s| s.start_time == self.start_time))
     }
 }

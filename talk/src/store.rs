@@ -20,6 +20,8 @@ pub struct StreamSpec {
     pub replicas: usize,
     /// Window in which JetStream drops a re-sent (producer, counter).
     pub duplicate_window: Duration,
+    /// Server tags the stream's replicas must carry; empty lets JetStream choose.
+    pub placement_tags: Vec<String>,
 }
 
 impl Default for StreamSpec {
@@ -29,6 +31,7 @@ impl Default for StreamSpec {
             subject_prefix: "talk.rooms".to_owned(),
             replicas: 3,
             duplicate_window: Duration::from_secs(120),
+            placement_tags: Vec::new(),
         }
     }
 }
@@ -46,6 +49,10 @@ impl StreamSpec {
             storage: stream::StorageType::File,
             duplicate_window: self.duplicate_window,
             allow_direct: true,
+            placement: (!self.placement_tags.is_empty()).then(|| stream::Placement {
+                tags: self.placement_tags.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

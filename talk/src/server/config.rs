@@ -51,6 +51,15 @@ pub struct ServerConfig {
     #[arg(long, env = "TALK_REPLICAS", default_value_t = 3)]
     pub replicas: usize,
 
+    /// Server tags the stream must be placed on when talk-server creates it
+    /// (e.g. `zone:zone-a`), comma-separated; empty lets JetStream choose.
+    #[arg(
+        long = "placement-tag",
+        env = "TALK_PLACEMENT_TAGS",
+        value_delimiter = ','
+    )]
+    pub placement_tags: Vec<String>,
+
     /// How long to wait for JetStream (publish ack, reads) before answering 504.
     #[arg(long, env = "TALK_NATS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub nats_timeout: Duration,
@@ -78,6 +87,7 @@ impl ServerConfig {
             name: self.stream.clone(),
             subject_prefix: self.subject_prefix.clone(),
             replicas: self.replicas,
+            placement_tags: self.placement_tags.clone(),
             ..StreamSpec::default()
         }
     }

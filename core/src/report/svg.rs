@@ -1,0 +1,697 @@
+//! SVG, for the picture: one experiment's SLIs over time against its fault and recovery
+//! windows, so a reader sees at a glance when the system broke and when it came back.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use super::junit::{escape_attr, escape_text};
+use super::{ExperimentReport, Point, Series};
+use crate::api::Verdict;
+
+const WIDTH: f64 = 800.0;
+/// Room for the value labels left of the plots.
+const LEFT: f64 = 80.0;
+const RIGHT: f64 = 24.0;
+/// Room for the title, the legend and the marker labels above the first plot.
+const TOP: f64 = 76.0;
+/// One series: its name, its plot, and a gap before the next.
+const SLOT: f64 = 108.0;
+const LABEL: f64 = 16.0;
+const PLOT: f64 = 80.0;
+/// Room for the time axis below the last plot.
+const BOTTOM: f64 = 36.0;
+/// Keeps lines off the plot's frame.
+const PAD: f64 = 4.0;
+const PALETTE: [&str; 6] = [
+    "#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2",
+];
+
+/// One experiment's timeline as a self-contained SVG: every [`Series`] as its own small line
+/// chart, stacked on a shared time axis in seconds from the experiment's start, with the
+/// fault window (injection to revert) and the recovery window (revert to recovery) shaded.
+///
+/// Deterministic: the same experiment always gives the same bytes, so reports can be
+/// diffed and committed. Missing timestamps, values and series draw less, never panic.
+pub fn timeline_svg(experiment: &ExperimentReport) -> String {
+    let axis = Axis::of(experiment);
+    let panels = experiment.series.len().max(1);
+    let plots_bottom = TOP + panels as f64 * SLOT - (SLOT - LABEL - PLOT);
+    let height = plots_bottom + BOTTOM;
+    let verdict = verdict_name(experiment.verdict);
+    let name = escape_text(&experiment.name);
+
+    let mut out = String::new();
+    // `write!` into a `String` cannot fail, so its results are ignored throughout.
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"Timeline of {}: {verdict}\">",
+        escape_attr(&experiment.name),
+        w = num(WIDTH),
+        h = num(height),
+    );
+    let _ = writeln!(out, "<title>Timeline of {name}: {verdict}</title>");
+    out.push_str(
+        "<style>text{font-family:sans-serif;font-size:11px;fill:#333}\
+         .title{font-size:15px;font-weight:bold}.small{font-size:10px;fill:#666}\
+         .line{fill:none;stroke-width:1.5;stroke-linejoin:round}\
+         .frame{fill:none;stroke:#bbb}.grid{stroke:#eee}\
+         .marker{stroke:#555;stroke-dasharray:4 3}</style>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#fff\"/>",
+        num(WIDTH),
+        num(height)
+    );
+
+    // Title and legend.
+    let _ = writeln!(
+        out,
+        "<text class=\"title\" x=\"{}\" y=\"22\">{name} · {} · <tspan fill=\"{}\">{verdict}</tspan></text>",
+        num(LEFT),
+        escape_text(&experiment.fault),
+        verdict_color(experiment.verdict),
+    );
+    legend(&mut out);
+
+    // Grid, windows and markers span the whole column of plots.
+    let top = TOP;
+    for (x, label) in axis.ticks() {
+        let x = axis.x(x);
+        let _ = writeln!(
+            out,
+            "<line class=\"grid\" x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\"/>",
+            num(top),
+            num(plots_bottom),
+            x = num(x)
+        );
+        let _ = writeln!(
+            out,
+            "<line class=\"frame\" x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\"/>\n\
+             <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            num(plots_bottom),
+            num(plots_bottom + 4.0),
+            num(plots_bottom + 15.0),
+            x = num(x)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text class=\"small\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">seconds since {}</text>",
+        num(LEFT + (WIDTH - LEFT - RIGHT) / 2.0),
+        num(plots_bottom + 30.0),
+        if experiment.started_at.is_some() {
+            "experiment start"
+        } else {
+            "first sample"
+        },
+    );
+    let injected = axis.offset(experiment.injected_at);
+    let reverted = axis.offset(experiment.reverted_at);
+    let recovered = axis.offset(experiment.recovered_at);
+    if let Some(start) = injected {
+        // Without a revert the fault may still have been on at the end.
+        band(
+            &mut out,
+            &axis,
+            "fault",
+            start,
+            reverted.unwrap_or(axis.max),
+            plots_bottom,
+        );
+    }
+    if let Some(start) = reverted {
+        band(
+            &mut out,
+            &axis,
+            "recovery",
+            start,
+            recovered.unwrap_or(axis.max),
+            plots_bottom,
+        );
+    }
+    let markers = [
+        ("inject", injected),
+        ("revert", reverted),
+        ("recovered", recovered),
+    ];
+    for (i, (label, at)) in markers.into_iter().enumerate() {
+        if let Some(at) = at {
+            let x = num(axis.x(at));
+            let _ = writeln!(
+                out,
+                "<line class=\"marker\" x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\"/>\n\
+                 <text class=\"small\" x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+                num(top - 2.0),
+                num(plots_bottom),
+                num(top - 14.0 + 10.0 * (i % 2) as f64),
+            );
+        }
+    }
+
+    if experiment.series.is_empty() {
+        let plot_top = TOP + LABEL;
+        frame(&mut out, plot_top);
+        let _ = writeln!(
+            out,
+            "<text class=\"small\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no SLI series recorded</text>",
+            num(LEFT + (WIDTH - LEFT - RIGHT) / 2.0),
+            num(plot_top + PLOT / 2.0),
+        );
+    }
+    for (i, series) in experiment.series.iter().enumerate() {
+        panel(&mut out, &axis, i, series);
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// The shared time axis: seconds from the experiment's start (or, without one, from the
+/// earliest timestamp), covering every timestamp the experiment has.
+struct Axis {
+    origin: Option<DateTime<Utc>>,
+    min: f64,
+    max: f64,
+}
+
+impl Axis {
+    fn of(e: &ExperimentReport) -> Self {
+        let stamps = [
+            e.started_at,
+            e.injected_at,
+            e.reverted_at,
+            e.recovered_at,
+            e.finished_at,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(e.timeline.iter().map(|t| t.at))
+        .chain(e.series.iter().flat_map(|s| s.points.iter().map(|p| p.at)));
+        let origin = e.started_at.or_else(|| stamps.clone().min());
+        let mut axis = Self {
+            origin,
+            min: 0.0,
+            max: 0.0,
+        };
+        for at in stamps {
+            if let Some(offset) = axis.offset(Some(at)) {
+                axis.min = axis.min.min(offset);
+                axis.max = axis.max.max(offset);
+            }
+        }
+        // A zero-length axis would divide by zero; give it a second.
+        if axis.max - axis.min < 0.001 {
+            axis.max = axis.min + 1.0;
+        }
+        axis
+    }
+
+    fn offset(&self, at: Option<DateTime<Utc>>) -> Option<f64> {
+        Some((at? - self.origin?).num_milliseconds() as f64 / 1000.0)
+    }
+
+    fn x(&self, seconds: f64) -> f64 {
+        LEFT + (seconds - self.min) / (self.max - self.min) * (WIDTH - LEFT - RIGHT)
+    }
+
+    /// About six round ticks (1, 2 or 5 times a power of ten) with their labels.
+    fn ticks(&self) -> Vec<(f64, String)> {
+        let span = self.max - self.min;
+        let mut step = None;
+        'search: for exponent in -3..=13 {
+            for mantissa in [1.0, 2.0, 5.0] {
+                let candidate = mantissa * 10f64.powi(exponent);
+                if candidate * 6.0 >= span {
+                    step = Some((candidate, usize::try_from(-exponent).unwrap_or(0)));
+                    break 'search;
+                }
+            }
+        }
+        let Some((step, decimals)) = step else {
+            return Vec::new();
+        };
+        let first = (self.min / step).ceil() as i64;
+        let last = (self.max / step).floor() as i64;
+        (first..=last.min(first + 20))
+            .map(|k| {
+                let at = k as f64 * step;
+                (at, format!("{at:.decimals$}"))
+            })
+            .collect()
+    }
+}
+
+fn legend(out: &mut String) {
+    let items = [
+        ("fault", "fault window (inject → revert)"),
+        ("recovery", "recovery window (revert → recovered)"),
+    ];
+    let mut x = LEFT;
+    for (class, label) in items {
+        let (fill, _) = band_colors(class);
+        let _ = writeln!(
+            out,
+            "<rect x=\"{}\" y=\"34\" width=\"12\" height=\"10\" fill=\"{fill}\" fill-opacity=\"0.25\"/>\n\
+             <text class=\"small\" x=\"{}\" y=\"43\">{}</text>",
+            num(x),
+            num(x + 16.0),
+            escape_text(label),
+        );
+        x += 220.0;
+    }
+}
+
+fn band_colors(class: &str) -> (&'static str, &'static str) {
+    match class {
+        "fault" => ("#d62728", "fault window"),
+        _ => ("#ff7f0e", "recovery window"),
+    }
+}
+
+fn band(out: &mut String, axis: &Axis, class: &str, from: f64, to: f64, bottom: f64) {
+    let (fill, title) = band_colors(class);
+    let (a, b) = (axis.x(from.min(to)), axis.x(from.max(to)));
+    let _ = writeln!(
+        out,
+        "<rect class=\"{class}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\" \
+         fill-opacity=\"0.15\"><title>{title}: {}s to {}s</title></rect>",
+        num(a),
+        num(TOP),
+        num(b - a),
+        num(bottom - TOP),
+        value(from),
+        value(to),
+    );
+}
+
+fn frame(out: &mut String, plot_top: f64) {
+    let _ = writeln!(
+        out,
+        "<rect class=\"frame\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>",
+        num(LEFT),
+        num(plot_top),
+        num(WIDTH - LEFT - RIGHT),
+        num(PLOT),
+    );
+}
+
+/// One series' chart: its name, its frame, its min and max, and its line with gaps where
+/// the SLI could not be read.
+fn panel(out: &mut String, axis: &Axis, index: usize, series: &Series) {
+    let slot_top = TOP + index as f64 * SLOT;
+    let plot_top = slot_top + LABEL;
+    let plot_bottom = plot_top + PLOT;
+    let color = PALETTE[index % PALETTE.len()];
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" style=\"fill:{color}\">{}</text>",
+        num(LEFT),
+        num(slot_top + 12.0),
+        escape_text(&series.name),
+    );
+    frame(out, plot_top);
+
+    let mut points: Vec<&Point> = series.points.iter().collect();
+    points.sort_by_key(|p| p.at);
+    let finite = |p: &Point| p.value.filter(|v| v.is_finite());
+    let values: Vec<f64> = points.iter().filter_map(|p| finite(p)).collect();
+    let (Some(lo), Some(hi)) = (
+        values.iter().copied().reduce(f64::min),
+        values.iter().copied().reduce(f64::max),
+    ) else {
+        let _ = writeln!(
+            out,
+            "<text class=\"small\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no data</text>",
+            num(LEFT + (WIDTH - LEFT - RIGHT) / 2.0),
+            num(plot_top + PLOT / 2.0),
+        );
+        return;
+    };
+
+    let y = |v: f64| {
+        // Halves first, so that a range near f64::MAX cannot overflow to infinity.
+        let range = hi / 2.0 - lo / 2.0;
+        let fraction = if range > 0.0 {
+            ((v / 2.0 - lo / 2.0) / range).clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        plot_bottom - PAD - fraction * (PLOT - 2.0 * PAD)
+    };
+    let label_x = num(LEFT - 6.0);
+    if hi > lo {
+        let _ = writeln!(
+            out,
+            "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"end\">{}</text>\n\
+             <text x=\"{label_x}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            num(plot_top + PAD + 4.0),
+            value(hi),
+            num(plot_bottom - PAD),
+            value(lo),
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            num(plot_top + PLOT / 2.0 + 4.0),
+            value(lo),
+        );
+    }
+
+    // Runs of readable points become subpaths; a lone point between gaps becomes a dot.
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for point in &points {
+        match (finite(point), axis.offset(Some(point.at))) {
+            (Some(v), Some(t)) => {
+                if let Some(run) = runs.last_mut() {
+                    run.push((axis.x(t), y(v)));
+                }
+            }
+            _ => {
+                if runs.last().is_some_and(|run| !run.is_empty()) {
+                    runs.push(Vec::new());
+                }
+            }
+        }
+    }
+    let mut d = String::new();
+    let mut dots = String::new();
+    for run in runs.iter().filter(|run| !run.is_empty()) {
+        for (i, (x, y)) in run.iter().enumerate() {
+            let _ = write!(
+                d,
+                "{}{} {}",
+                if i == 0 { "M" } else { " L" },
+                num(*x),
+                num(*y)
+            );
+        }
+        d.push(' ');
+        if let [(x, y)] = run.as_slice() {
+            let _ = writeln!(
+                dots,
+                "<circle cx=\"{}\" cy=\"{}\" r=\"2\" fill=\"{color}\"/>",
+                num(*x),
+                num(*y)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "<path class=\"line\" stroke=\"{color}\" d=\"{}\"/>",
+        d.trim_end()
+    );
+    out.push_str(&dots);
+}
+
+/// A coordinate with one fixed decimal, never `-0.0`.
+fn num(v: f64) -> String {
+    if v.abs() < 0.05 || !v.is_finite() {
+        "0.0".to_owned()
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// A data value for a label: three decimals without trailing zeros, or scientific
+/// notation when that would hide it.
+fn value(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return if v.is_nan() || v == 0.0 {
+            "0".to_owned()
+        } else if v > 0.0 {
+            "∞".to_owned()
+        } else {
+            "-∞".to_owned()
+        };
+    }
+    if v.abs() >= 1e6 || v.abs() < 1e-3 {
+        return format!("{v:.2e}");
+    }
+    let fixed = format!("{v:.3}");
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    if trimmed == "-0" {
+        "0".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Passed => "Passed",
+        Verdict::Failed => "Failed",
+        Verdict::Aborted => "Aborted",
+        Verdict::Skipped => "Skipped",
+    }
+}
+
+fn verdict_color(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Passed => "#2ca02c",
+        Verdict::Failed => "#d62728",
+        Verdict::Aborted => "#ff7f0e",
+        Verdict::Skipped => "#7f7f7f",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::api::{Phase, TimelineEntry};
+    use crate::report::junit::tests::well_formed;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + seconds, 0)
+            .single()
+            .unwrap()
+    }
+
+    fn series(name: &str, points: &[(i64, Option<f64>)]) -> Series {
+        Series {
+            name: name.to_owned(),
+            points: points
+                .iter()
+                .map(|&(t, value)| Point { at: at(t), value })
+                .collect(),
+        }
+    }
+
+    /// An experiment whose series cover the awkward cases: a gap, all-`None`, no points,
+    /// a constant, a single point, a lone point between gaps, and huge values.
+    fn experiment() -> ExperimentReport {
+        ExperimentReport {
+            name: "zone <a> & 'b'".to_owned(),
+            fault: "zoneBlackout".to_owned(),
+            verdict: Verdict::Failed,
+            reason: Some("SLO broken".to_owned()),
+            time_to_impact_seconds: Some(2.0),
+            time_to_recover_seconds: None,
+            messages_lost: Some(3),
+            messages_duplicated: None,
+            failed_probes: Vec::new(),
+            started_at: Some(at(0)),
+            injected_at: Some(at(10)),
+            reverted_at: Some(at(40)),
+            recovered_at: Some(at(55)),
+            finished_at: Some(at(60)),
+            timeline: vec![TimelineEntry {
+                at: at(0),
+                phase: Phase::SteadyStateBefore,
+                message: "steady".to_owned(),
+            }],
+            series: vec![
+                series(
+                    "deliverySuccessRatio",
+                    &[
+                        (0, Some(1.0)),
+                        (10, Some(0.99)),
+                        (20, None),
+                        (30, Some(0.41)),
+                        (50, Some(0.97)),
+                    ],
+                ),
+                series("unreadable", &[(0, None), (30, None)]),
+                series("empty", &[]),
+                series(
+                    "constant",
+                    &[(0, Some(5.0)), (30, Some(5.0)), (60, Some(5.0))],
+                ),
+                series("single", &[(25, Some(-3.5))]),
+                series(
+                    "lone",
+                    &[
+                        (0, Some(1.0)),
+                        (10, None),
+                        (20, Some(f64::NAN)),
+                        (25, Some(2.0)),
+                        (30, None),
+                    ],
+                ),
+                series(
+                    "huge",
+                    &[
+                        (0, Some(f64::MAX)),
+                        (30, Some(-f64::MAX)),
+                        (35, Some(f64::INFINITY)),
+                    ],
+                ),
+            ],
+        }
+    }
+
+    fn assert_sane(svg: &str) {
+        well_formed(svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.ends_with("</svg>\n"));
+        for bad in [
+            "NaN",
+            "inf",
+            "<script",
+            "href",
+            "url(",
+            "@import",
+            "@font-face",
+        ] {
+            assert!(!svg.contains(bad), "{bad} in\n{svg}");
+        }
+    }
+
+    #[test]
+    fn one_path_per_series_with_data() {
+        let svg = timeline_svg(&experiment());
+        assert_sane(&svg);
+        // deliverySuccessRatio, constant, single, lone, huge; not unreadable or empty.
+        assert_eq!(svg.matches("<path ").count(), 5, "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 0);
+        assert_eq!(svg.matches(">no data</text>").count(), 2);
+        for name in [
+            "deliverySuccessRatio",
+            "unreadable",
+            "empty",
+            "constant",
+            "single",
+        ] {
+            assert!(svg.contains(&format!(">{name}</text>")), "{name}");
+        }
+    }
+
+    #[test]
+    fn gaps_split_the_line() {
+        let svg = timeline_svg(&experiment());
+        let paths: Vec<&str> = svg.lines().filter(|l| l.starts_with("<path ")).collect();
+        // The gap at 20s splits the first series in two subpaths.
+        assert_eq!(paths[0].matches('M').count(), 2, "{}", paths[0]);
+        assert_eq!(paths[0].matches('L').count(), 2, "{}", paths[0]);
+        // Lone points (single, and both points of lone) are dots.
+        assert_eq!(svg.matches("<circle ").count(), 3, "{svg}");
+    }
+
+    #[test]
+    fn labels_show_min_and_max() {
+        let svg = timeline_svg(&experiment());
+        assert!(svg.contains("text-anchor=\"end\">1</text>"));
+        assert!(svg.contains("text-anchor=\"end\">0.41</text>"));
+        assert!(svg.contains("text-anchor=\"end\">5</text>"));
+        assert!(svg.contains("text-anchor=\"end\">-3.5</text>"));
+        assert!(svg.contains("text-anchor=\"end\">1.80e308</text>"));
+        assert!(svg.contains(">seconds since experiment start</text>"));
+        assert!(
+            svg.contains(">0</text>") && svg.contains(">60</text>"),
+            "{svg}"
+        );
+    }
+
+    #[test]
+    fn windows_markers_and_title() {
+        let svg = timeline_svg(&experiment());
+        // 10s..40s and 40s..55s on a 0..60s axis 696px wide from x=80.
+        assert!(
+            svg.contains("<rect class=\"fault\" x=\"196.0\" y=\"76.0\" width=\"348.0\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<rect class=\"recovery\" x=\"544.0\" y=\"76.0\" width=\"174.0\""),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<line class=\"marker\"").count(), 3);
+        assert!(
+            svg.contains("<title>Timeline of zone &lt;a&gt; &amp; &apos;b&apos;: Failed</title>")
+        );
+        assert!(svg.contains(">Failed</tspan>"));
+    }
+
+    #[test]
+    fn same_input_same_bytes() {
+        assert_eq!(
+            timeline_svg(&experiment()),
+            timeline_svg(&experiment().clone())
+        );
+    }
+
+    #[test]
+    fn degenerate_experiments_do_not_panic() {
+        let mut bare = experiment();
+        bare.series.clear();
+        bare.timeline.clear();
+        for stamp in [
+            &mut bare.started_at,
+            &mut bare.injected_at,
+            &mut bare.reverted_at,
+            &mut bare.recovered_at,
+            &mut bare.finished_at,
+        ] {
+            *stamp = None;
+        }
+        let svg = timeline_svg(&bare);
+        assert_sane(&svg);
+        assert!(svg.contains("no SLI series recorded"));
+        assert!(!svg.contains("class=\"fault\"") && !svg.contains("class=\"marker\""));
+
+        // No start, only samples: the axis starts at the first sample.
+        let mut unanchored = bare.clone();
+        unanchored.series = vec![series("late", &[(100, Some(1.0)), (130, Some(2.0))])];
+        let svg = timeline_svg(&unanchored);
+        assert_sane(&svg);
+        assert!(svg.contains("seconds since first sample"));
+        assert!(svg.contains(">30</text>"));
+
+        // Injected but never reverted: the fault window runs to the end, no recovery window.
+        let mut stuck = experiment();
+        stuck.reverted_at = None;
+        stuck.recovered_at = None;
+        let svg = timeline_svg(&stuck);
+        assert_sane(&svg);
+        assert!(svg.contains("<rect class=\"fault\" x=\"196.0\" y=\"76.0\" width=\"580.0\""));
+        assert!(!svg.contains("class=\"recovery\""));
+
+        // Everything at one instant, points out of order, points before the start.
+        let mut instant = bare.clone();
+        instant.started_at = Some(at(0));
+        instant.series = vec![
+            series("same", &[(0, Some(1.0)), (0, Some(2.0))]),
+            series("backwards", &[(5, Some(1.0)), (-5, Some(2.0)), (0, None)]),
+        ];
+        assert_sane(&timeline_svg(&instant));
+        instant.series.truncate(1);
+        assert_sane(&timeline_svg(&instant));
+    }
+
+    #[test]
+    fn value_labels_are_fixed_precision() {
+        assert_eq!(value(0.0), "0");
+        assert_eq!(value(-0.0), "0");
+        assert_eq!(value(0.95), "0.95");
+        assert_eq!(value(-0.0001), "-1.00e-4");
+        assert_eq!(value(1234.5678), "1234.568");
+        assert_eq!(value(2_000_000.0), "2.00e6");
+        assert_eq!(value(-0.0004), "-4.00e-4");
+        assert_eq!(num(-0.01), "0.0");
+        assert_eq!(num(f64::NAN), "0.0");
+        assert_eq!(num(12.345), "12.3");
+    }
+}

@@ -1,0 +1,419 @@
+//! Runs experiments and game days in the lab: the engine decides, this shell carries out its
+//! actions (inject, revert, sample) and records the SLIs for the report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use firedrill_core::api::{
+    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, Verdict, WorkloadCounters,
+};
+use firedrill_core::engine::{Action, Observation, step};
+use firedrill_core::report::{ExperimentReport, GameDayReport, Point, Series};
+use firedrill_probes::Prober;
+use futures_util::future::join_all;
+
+use crate::error::{LabError, Result};
+use crate::platform::{LabPlatform, Plan, plan};
+
+/// The SLIs drawn in the report, as named in talk-load's `/sli`.
+const SERIES: [&str; 4] = [
+    "deliverySuccessRatio",
+    "p99LatencyMs",
+    "lostMessages",
+    "duplicatedMessages",
+];
+
+/// Something worth telling the person watching.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// An experiment starts (index from 1, of total).
+    ExperimentStarted {
+        name: String,
+        index: usize,
+        total: usize,
+        targets: Vec<String>,
+    },
+    /// A new timeline entry.
+    Timeline {
+        name: String,
+        phase: Phase,
+        message: String,
+    },
+    /// The live SLIs, every few seconds.
+    Slis {
+        name: String,
+        phase: Phase,
+        values: BTreeMap<String, Option<f64>>,
+    },
+    ExperimentFinished {
+        report: Box<ExperimentReport>,
+    },
+    Pause {
+        seconds: u64,
+    },
+}
+
+/// Runs experiments against an up lab.
+#[derive(Debug)]
+pub struct Runner {
+    platform: Arc<LabPlatform>,
+    prober: Prober,
+    http: reqwest::Client,
+    sli_url: String,
+    abort: Arc<AtomicBool>,
+}
+
+impl Runner {
+    /// A runner whose probes reach the lab's host names (`talk-load.talk`, ...). Setting
+    /// `abort` asks the running experiment to stop and revert.
+    pub fn new(platform: LabPlatform, abort: Arc<AtomicBool>) -> Result<Self> {
+        let mut builder = Prober::builder().default_namespace(crate::topology::NAMESPACE);
+        for (host, addr) in &platform.topology().hosts {
+            builder = builder.resolve(host, *addr);
+        }
+        let sli = platform
+            .topology()
+            .hosts
+            .get("talk-load.talk")
+            .ok_or_else(|| LabError::State("the lab has no talk-load".to_owned()))?;
+        let sli_url = format!("http://{sli}/sli");
+        Ok(Self {
+            platform: Arc::new(platform),
+            prober: builder.build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(1))
+                .no_proxy()
+                .build()
+                .map_err(|e| LabError::State(format!("http client: {e}")))?,
+            sli_url,
+            abort,
+        })
+    }
+
+    async fn read_slis(&self) -> Option<serde_json::Value> {
+        let response = self.http.get(&self.sli_url).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    async fn sample(
+        &self,
+        spec: &ExperimentSpec,
+        stage: Stage,
+        names: &[String],
+    ) -> Vec<Observation> {
+        let probes = match stage {
+            Stage::Abort => &spec.abort_conditions,
+            _ => &spec.hypothesis.probes,
+        };
+        let wanted: Vec<_> = probes.iter().filter(|p| names.contains(&p.name)).collect();
+        let outcomes = join_all(wanted.iter().map(|p| self.prober.sample(p))).await;
+        let at = Utc::now();
+        wanted
+            .iter()
+            .zip(outcomes)
+            .map(|(p, outcome)| Observation::Sample {
+                probe: p.name.clone(),
+                stage,
+                at,
+                outcome,
+            })
+            .collect()
+    }
+
+    async fn inject(&self, id: &str, plan: &Plan, expires_at: DateTime<Utc>) -> Observation {
+        let platform = self.platform.clone();
+        let (id, plan) = (id.to_owned(), plan.clone());
+        let expiry = u64::try_from(expires_at.timestamp()).unwrap_or(0);
+        let result = tokio::task::spawn_blocking(move || platform.apply(&id, &plan, expiry)).await;
+        match result {
+            Ok(Ok(())) => Observation::FaultApplied { at: Utc::now() },
+            Ok(Err(e)) => Observation::InjectionFailed {
+                at: Utc::now(),
+                reason: e.to_string(),
+            },
+            Err(e) => Observation::InjectionFailed {
+                at: Utc::now(),
+                reason: format!("the injection task failed: {e}"),
+            },
+        }
+    }
+
+    async fn revert(&self, id: &str) -> Option<Observation> {
+        let platform = self.platform.clone();
+        let id = id.to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            platform.revert(&id)?;
+            platform.is_active(&id)
+        })
+        .await;
+        match result {
+            Ok(Ok(false)) => Some(Observation::FaultReverted { at: Utc::now() }),
+            // Not confirmed: the engine asks again.
+            Ok(Ok(true)) | Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
+    /// Runs one experiment to completion. The fault is reverted before this returns, whatever
+    /// happens; a plan the lab cannot carry out is an error before anything starts.
+    pub async fn run_experiment(
+        &self,
+        name: &str,
+        spec: &ExperimentSpec,
+        index: usize,
+        total: usize,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ExperimentReport> {
+        let plan = plan(spec, self.platform.topology())?;
+        let id = injection_id(name);
+        progress(Progress::ExperimentStarted {
+            name: name.to_owned(),
+            index,
+            total,
+            targets: plan.targets.clone(),
+        });
+        let mut series: BTreeMap<&str, Vec<Point>> =
+            SERIES.iter().map(|s| (*s, Vec::new())).collect();
+        let mut status = firedrill_core::api::ExperimentStatus::default();
+        let mut pending: Vec<Observation> = Vec::new();
+        let mut told = 0;
+        let mut abort_sent = false;
+        let mut last_sli_report = Utc::now() - TimeDelta::seconds(60);
+        loop {
+            if self.abort.load(Ordering::SeqCst) && !abort_sent {
+                pending.push(Observation::AbortRequested {
+                    reason: "interrupted (Ctrl-C)".to_owned(),
+                });
+                abort_sent = true;
+            }
+            let now = Utc::now();
+            let transition = step(spec, &status, now, &std::mem::take(&mut pending));
+            status = transition.status;
+            for entry in status.timeline.iter().skip(told) {
+                progress(Progress::Timeline {
+                    name: name.to_owned(),
+                    phase: entry.phase,
+                    message: entry.message.clone(),
+                });
+            }
+            told = status.timeline.len();
+            if status.phase == Phase::Completed {
+                break;
+            }
+            let mut next = now + TimeDelta::seconds(1);
+            for action in transition.actions {
+                match action {
+                    Action::Inject { expires_at } => {
+                        pending.push(self.inject(&id, &plan, expires_at).await);
+                    }
+                    Action::Revert => pending.extend(self.revert(&id).await),
+                    Action::Sample { stage, probes } => {
+                        pending.extend(self.sample(spec, stage, &probes).await);
+                    }
+                    Action::RequeueAt(at) => {
+                        next = next.min(at.max(now + TimeDelta::milliseconds(100)));
+                    }
+                }
+            }
+            // SLIs for the picture and the loss counters for RPO, once per pass.
+            let slis = self.read_slis().await;
+            let at = Utc::now();
+            let mut values = BTreeMap::new();
+            for (key, points) in &mut series {
+                let value = slis
+                    .as_ref()
+                    .and_then(|v| v.get(*key))
+                    .and_then(|v| v.as_f64());
+                points.push(Point { at, value });
+                values.insert((*key).to_owned(), value);
+            }
+            if let Some(v) = &slis {
+                let count = |k: &str| v.get(k).and_then(|x| x.as_u64());
+                if let (Some(lost), Some(duplicated)) =
+                    (count("lostMessages"), count("duplicatedMessages"))
+                {
+                    pending.push(Observation::Workload(WorkloadCounters { lost, duplicated }));
+                }
+            }
+            if at - last_sli_report >= TimeDelta::seconds(5) {
+                last_sli_report = at;
+                progress(Progress::Slis {
+                    name: name.to_owned(),
+                    phase: status.phase,
+                    values,
+                });
+            }
+            let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+        }
+        // Belt and braces: the engine never completes with the fault in place, but nothing
+        // of this experiment may outlive it.
+        let platform = self.platform.clone();
+        let cleanup_id = id.clone();
+        let _ = tokio::task::spawn_blocking(move || platform.revert(&cleanup_id)).await;
+        let series = series
+            .into_iter()
+            .map(|(name, points)| Series {
+                name: name.to_owned(),
+                points,
+            })
+            .collect();
+        let fault = spec.fault.name();
+        let report = ExperimentReport::from_status(name, fault, &status, series);
+        progress(Progress::ExperimentFinished {
+            report: Box::new(report.clone()),
+        });
+        Ok(report)
+    }
+
+    /// Runs a game day's steps in order. `experiments` resolves `experimentRef`s by name;
+    /// `only`, when not empty, runs just those steps.
+    pub async fn run_game_day(
+        &self,
+        name: &str,
+        game_day: &GameDaySpec,
+        experiments: &BTreeMap<String, ExperimentSpec>,
+        only: &[String],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<ExperimentReport>> {
+        let steps: Vec<_> = game_day
+            .experiments
+            .iter()
+            .filter(|s| only.is_empty() || only.contains(&s.name))
+            .collect();
+        if steps.is_empty() {
+            return Err(LabError::Plan(format!(
+                "game day {name} has no step named {}",
+                only.join(", ")
+            )));
+        }
+        // Resolve everything first: a missing reference fails before any fault.
+        let mut specs = Vec::new();
+        for s in &steps {
+            let spec = match (&s.spec, &s.experiment_ref) {
+                (Some(spec), _) => spec.clone(),
+                (None, Some(r)) => experiments.get(&r.name).cloned().ok_or_else(|| {
+                    LabError::Plan(format!(
+                        "step {} refers to experiment {}, which is not among the loaded \
+                         manifests",
+                        s.name, r.name
+                    ))
+                })?,
+                (None, None) => {
+                    return Err(LabError::Plan(format!("step {} has no experiment", s.name)));
+                }
+            };
+            let spec = with_shared_hypothesis(spec, game_day);
+            plan(&spec, self.platform.topology())
+                .map_err(|e| LabError::Plan(format!("step {}: {e}", s.name)))?;
+            specs.push((s.name.clone(), spec));
+        }
+        let total = specs.len();
+        let mut reports: Vec<ExperimentReport> = Vec::new();
+        let mut stop_reason: Option<String> = None;
+        for (i, (step_name, spec)) in specs.iter().enumerate() {
+            if let Some(reason) = &stop_reason {
+                reports.push(not_run(step_name, spec, reason));
+                continue;
+            }
+            if i > 0 && !game_day.pause_between.as_std().is_zero() {
+                progress(Progress::Pause {
+                    seconds: game_day.pause_between.as_std().as_secs(),
+                });
+                tokio::time::sleep(game_day.pause_between.as_std()).await;
+            }
+            let report = self
+                .run_experiment(step_name, spec, i + 1, total, progress)
+                .await?;
+            if self.abort.load(Ordering::SeqCst) {
+                stop_reason = Some("not run: the game day was interrupted".to_owned());
+            } else if report.verdict != Verdict::Passed
+                && game_day.failure_policy == FailurePolicy::Stop
+            {
+                stop_reason = Some(format!(
+                    "not run: {step_name} did not pass and the failure policy is Stop"
+                ));
+            }
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}
+
+/// The game day's shared probes join every experiment's hypothesis, unless the experiment
+/// has a probe of the same name.
+fn with_shared_hypothesis(mut spec: ExperimentSpec, game_day: &GameDaySpec) -> ExperimentSpec {
+    if let Some(shared) = &game_day.hypothesis {
+        for probe in &shared.probes {
+            if !spec.hypothesis.probes.iter().any(|p| p.name == probe.name) {
+                spec.hypothesis.probes.push(probe.clone());
+            }
+        }
+    }
+    spec
+}
+
+fn not_run(name: &str, spec: &ExperimentSpec, reason: &str) -> ExperimentReport {
+    let status = firedrill_core::api::ExperimentStatus {
+        verdict: Some(Verdict::Skipped),
+        reason: Some(reason.to_owned()),
+        ..Default::default()
+    };
+    ExperimentReport::from_status(name, spec.fault.name(), &status, vec![])
+}
+
+/// A journal-safe injection id unique to this run of `name`.
+fn injection_id(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(24)
+        .collect();
+    let clean = clean.trim_matches('-');
+    let clean = if clean.is_empty() { "exp" } else { clean };
+    format!("{clean}-{}", Utc::now().timestamp())
+}
+
+/// Builds the game-day report from its experiment reports.
+pub fn game_day_report(
+    name: &str,
+    weakness: Option<String>,
+    started_at: DateTime<Utc>,
+    experiments: Vec<ExperimentReport>,
+) -> GameDayReport {
+    GameDayReport {
+        name: name.to_owned(),
+        platform: "lab".to_owned(),
+        weakness,
+        started_at,
+        finished_at: Utc::now(),
+        verdict: GameDayReport::overall(&experiments),
+        experiments,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injection_ids_are_valid_for_the_journal() {
+        for name in [
+            "zone-blackout",
+            "Disk_Loss!!",
+            "",
+            "a-very-long-experiment-name-indeed-yes",
+        ] {
+            let id = injection_id(name);
+            firedrill_faults::InjectionId::new(format!("{id}-12")).expect("valid id");
+        }
+    }
+}
