@@ -7,14 +7,16 @@ export TALK_NATS_SERVER ?= /var/cache/firedrill/nats-server-v2.10.29/nats-server
 deps:
 	@scripts/install-deps.sh
 
-# The main job. Until the lab runner lands (issue: the lab), this checks the quarterly
-# disaster-recovery game day and every experiment it runs, exactly as admission would.
+# The main job: the quarterly disaster-recovery game day, for real, in the lab (root).
 game-day: deps
-	cargo run -q --locked -p chaosctl -- validate experiments/*.yaml
+	cargo build -q --release --locked -p chaosctl -p talk --bins
+	target/release/chaosctl validate -q experiments/*.yaml
+	target/release/chaosctl game-day experiments/gameday-quarterly-dr.yaml
 
 test: deps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo run -q --locked -p chaosctl -- crds --check charts/firedrill/crds
 	cargo run -q --locked -p chaosctl -- validate experiments/*.yaml
+	cargo build -q --workspace --bins --locked
 	cargo test --workspace --locked

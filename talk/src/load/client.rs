@@ -35,6 +35,8 @@ impl From<reqwest::Error> for ClientError {
     }
 }
 
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// One connection pool to talk-server (talk-load uses one per producer).
 #[derive(Debug, Clone)]
 pub struct TalkClient {
@@ -45,22 +47,27 @@ impl TalkClient {
     pub fn new(timeout: Duration) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            // Peers are on one LAN: a connect that takes longer is to a node that is gone.
+            .connect_timeout(timeout.min(CONNECT_TIMEOUT))
             .pool_max_idle_per_host(1024)
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self { http })
     }
 
-    pub async fn send(
+    /// Sends one message; `timeout` bounds this attempt (the client's own timeout applies
+    /// to everything else).
+    pub async fn send_within(
         &self,
         base: &str,
         room: &str,
         req: &SendRequest,
+        timeout: Duration,
     ) -> Result<SendResponse, ClientError> {
         let resp = self
             .http
             .post(format!("{base}/rooms/{room}/messages"))
+            .timeout(timeout)
             .json(req)
             .send()
             .await?;

@@ -5,16 +5,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
+use super::balancer::Balancer;
 use super::checker::{SendOutcome, SendRecord};
 use super::client::{ClientError, TalkClient};
 use super::config::LoadConfig;
 use super::run::Shared;
-use crate::wire::{SendRequest, now_ms};
+use crate::wire::{SendRequest, SendResponse, now_ms};
 
 struct Producer {
     id: Arc<str>,
     client: TalkClient,
-    target: String,
+    /// The target this producer prefers while it is healthy.
+    target: usize,
     next_counter: u64,
 }
 
@@ -33,15 +35,13 @@ pub async fn run_generator(
             Ok(Producer {
                 id: Arc::from(format!("{run_id}-p{i}")),
                 client: TalkClient::new(config.request_timeout)?,
-                target: config
-                    .targets
-                    .get(i % config.targets.len())
-                    .cloned()
-                    .unwrap_or_default(),
+                target: i % config.targets.len().max(1),
                 next_counter: 0,
             })
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
+    let balancer = Arc::new(Balancer::new(config.targets.clone()));
+    let deadline = config.request_timeout;
     let body: Arc<str> = Arc::from("x".repeat(config.body_bytes));
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let surge = (config.surge_start, config.surge_length);
@@ -84,12 +84,18 @@ pub async fn run_generator(
             continue;
         };
         let client = p.client.clone();
-        let target = p.target.clone();
+        let target = p.target;
         let body = body.to_string();
         let shared = shared.clone();
+        let balancer = balancer.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            send_one(&client, &target, record, body, &shared).await;
+            let route = Route {
+                balancer: &balancer,
+                preferred: target,
+                deadline,
+            };
+            send_one(&client, route, record, body, &shared).await;
         });
     }
     // Wait for every in-flight send (each is bounded by the request timeout).
@@ -99,9 +105,61 @@ pub async fn run_generator(
     Ok(())
 }
 
+/// Where a send may go.
+struct Route<'a> {
+    balancer: &'a Balancer,
+    preferred: usize,
+    /// The whole send, retries included, ends by then.
+    deadline: Duration,
+}
+
+/// How long one attempt may take before the send moves on to the next target; an ack
+/// normally takes milliseconds.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends on the preferred target, failing over to the others while time remains. Only
+/// transport failures, timeouts and 5xx answers are retried; the message id makes a retry
+/// of a send that was stored a duplicate JetStream drops.
+async fn send_with_failover(
+    client: &TalkClient,
+    route: &Route<'_>,
+    room: &str,
+    req: &SendRequest,
+) -> Result<SendResponse, ClientError> {
+    let started = Instant::now();
+    let mut last = ClientError::Timeout;
+    for i in route.balancer.order(route.preferred, started) {
+        let left = route.deadline.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        match client
+            .send_within(
+                route.balancer.target(i),
+                room,
+                req,
+                left.min(ATTEMPT_TIMEOUT),
+            )
+            .await
+        {
+            Ok(resp) => {
+                route.balancer.succeeded(i);
+                return Ok(resp);
+            }
+            Err(e @ (ClientError::Timeout | ClientError::Transport(_))) => {
+                route.balancer.failed(i, Instant::now());
+                last = e;
+            }
+            Err(e @ ClientError::Status { status, .. }) if status >= 500 => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
 async fn send_one(
     client: &TalkClient,
-    target: &str,
+    route: Route<'_>,
     mut record: SendRecord,
     body: String,
     shared: &Shared,
@@ -113,7 +171,7 @@ async fn send_one(
         sent_at_ms: Some(now_ms()),
     };
     let started = Instant::now();
-    let result = client.send(target, &record.room, &req).await;
+    let result = send_with_failover(client, &route, &record.room, &req).await;
     let done = Instant::now();
     match result {
         Ok(resp) => {

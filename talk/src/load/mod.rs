@@ -4,6 +4,7 @@
 //! check, [`sli`] keeps the sliding window behind `GET /sli`, [`drain`]
 //! reads everything back at the end and [`checker`] gives the verdict.
 
+pub mod balancer;
 pub mod checker;
 pub mod client;
 pub mod config;

@@ -1,0 +1,311 @@
+//! Lab tier: the default game day end to end, each weakness caught, and crash safety.
+//!
+//! Needs root, nats-server, prometheus and alertmanager (scripts/install-deps.sh) and the
+//! talk binaries next to chaosctl (`cargo build --workspace --bins`). The lab uses fixed
+//! namespace names and addresses, so these tests take turns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static LAB: Mutex<()> = Mutex::new(());
+
+fn chaosctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chaosctl"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn preflight() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the lab tests need root (network namespaces, nftables, mounts)"
+    );
+    let bin_dir = chaosctl().parent().expect("bin dir").to_path_buf();
+    for bin in ["talk-server", "talk-load"] {
+        assert!(
+            bin_dir.join(bin).exists(),
+            "{bin} is missing from {}: run `cargo build --workspace --bins` first",
+            bin_dir.display()
+        );
+    }
+}
+
+fn game_day(lab_dir: &Path, report_dir: &Path, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(chaosctl());
+    cmd.current_dir(repo())
+        .args(["game-day", "--output", "json", "--lab-dir"])
+        .arg(lab_dir)
+        .arg("--report-dir")
+        .arg(report_dir)
+        .args(extra);
+    let out = cmd.output().expect("run chaosctl game-day");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn report_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not the JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn experiment<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["experiments"]
+        .as_array()
+        .expect("experiments")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no experiment {name} in {report:#}"))
+}
+
+/// Nothing of the lab is left on the machine.
+fn assert_nothing_left(lab_dir: &Path, pids: &[i32]) {
+    let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("fdlab-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(namespaces.is_empty(), "namespaces left: {namespaces:?}");
+    assert!(
+        !Path::new("/sys/class/net/fdlab-host").exists(),
+        "host link left"
+    );
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "lab process {pid} still running"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = lab_dir.canonicalize().expect("lab dir");
+    assert!(
+        !mounts.contains(&dir.display().to_string()),
+        "mounts left under {}: {mounts}",
+        dir.display()
+    );
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("firedrill"),
+        "firedrill table left in the host namespace"
+    );
+    let journal = dir.join("journal");
+    let left: Vec<_> = std::fs::read_dir(&journal)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "journal entries left: {left:?}");
+}
+
+#[test]
+fn default_game_day_passes_all_four_experiments() {
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    preflight();
+    let lab = tempfile::tempdir().expect("lab dir");
+    let reports = tempfile::tempdir().expect("report dir");
+    let started = Instant::now();
+    let out = game_day(lab.path(), reports.path(), &[]);
+    let report = report_of(&out);
+    eprintln!(
+        "default game day: {:.0}s wall",
+        started.elapsed().as_secs_f64()
+    );
+    for name in [
+        "zone-blackout",
+        "network-partition",
+        "disk-loss",
+        "ops-tool-outage",
+    ] {
+        let e = experiment(&report, name);
+        for key in [
+            "name",
+            "fault",
+            "verdict",
+            "timeToImpactSeconds",
+            "timeToRecoverSeconds",
+            "messagesLost",
+            "messagesDuplicated",
+            "failedProbes",
+        ] {
+            assert!(e.get(key).is_some(), "{name} has no {key}: {e:#}");
+        }
+        assert_eq!(e["verdict"], "Passed", "{name}: {e:#}");
+        assert_eq!(e["messagesLost"], 0, "{name}: {e:#}");
+    }
+    assert_eq!(report["verdict"], "Passed");
+    assert_eq!(out.status.code(), Some(0));
+    for file in [
+        "report.md",
+        "report.json",
+        "junit.xml",
+        "timeline-zone-blackout.svg",
+    ] {
+        assert!(reports.path().join(file).exists(), "{file} not written");
+    }
+    assert_nothing_left(lab.path(), &[]);
+}
+
+/// Runs the experiment that should catch `weakness` against a lab deployed with it.
+fn weakened(weakness: &str, experiment_name: &str, broken_probes: &[&str]) {
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    preflight();
+    let lab = tempfile::tempdir().expect("lab dir");
+    let reports = tempfile::tempdir().expect("report dir");
+    let out = game_day(
+        lab.path(),
+        reports.path(),
+        &["--weaken", weakness, "--only", experiment_name],
+    );
+    let report = report_of(&out);
+    let e = experiment(&report, experiment_name);
+    assert!(
+        e["verdict"] == "Failed" || e["verdict"] == "Aborted",
+        "{weakness} was not caught: {e:#}"
+    );
+    let reason = e["reason"].as_str().unwrap_or_default();
+    let failed: Vec<&str> = e["failedProbes"]
+        .as_array()
+        .expect("failedProbes")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        broken_probes
+            .iter()
+            .any(|p| reason.contains(p) || failed.contains(p)),
+        "{weakness}: the failure names none of {broken_probes:?}: reason {reason:?}, failed \
+         probes {failed:?}"
+    );
+    assert_eq!(report["verdict"], "Failed");
+    assert_eq!(out.status.code(), Some(1));
+    assert_nothing_left(lab.path(), &[]);
+}
+
+#[test]
+fn weakness_stream_r1_is_caught_by_disk_loss() {
+    weakened("stream-r1", "disk-loss", &["no-acked-loss", "delivery"]);
+}
+
+#[test]
+fn weakness_single_zone_is_caught_by_zone_blackout() {
+    weakened(
+        "single-zone",
+        "zone-blackout",
+        &["delivery", "delivery-collapsed", "p99-latency"],
+    );
+}
+
+#[test]
+fn weakness_single_monitor_is_caught_by_ops_tool_outage() {
+    weakened("single-monitor", "ops-tool-outage", &["metrics-queryable"]);
+}
+
+/// Waits until the lab's journal holds an injection (the fault is being applied).
+fn wait_for_fault(lab_dir: &Path, timeout: Duration) {
+    let journal = lab_dir.join("journal");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let n = std::fs::read_dir(&journal)
+            .map(|d| d.filter_map(|e| e.ok()).count())
+            .unwrap_or(0);
+        if n > 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no fault was applied within {timeout:?}");
+}
+
+fn lab_pids(lab_dir: &Path) -> Vec<i32> {
+    let procs = lab_dir.join("procs");
+    std::fs::read_dir(procs)
+        .map(|d| {
+            d.filter_map(|e| {
+                let text = std::fs::read_to_string(e.ok()?.path().join("pid.json")).ok()?;
+                let v: Value = serde_json::from_str(&text).ok()?;
+                v["process"]["pid"].as_i64().map(|p| p as i32)
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// kill -9 chaosctl while `experiment`'s fault is in place; `lab down` must leave nothing.
+fn crash_mid_fault(experiment_file: &str, step: &str, expect_mount: bool) {
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    preflight();
+    let lab = tempfile::tempdir().expect("lab dir");
+    let reports = tempfile::tempdir().expect("report dir");
+    let catalog = tempfile::tempdir().expect("catalog");
+    std::fs::copy(
+        repo().join("experiments").join(experiment_file),
+        catalog.path().join(experiment_file),
+    )
+    .expect("copy experiment");
+    let game_day_file = catalog.path().join("gameday.yaml");
+    std::fs::write(
+        &game_day_file,
+        format!(
+            "apiVersion: firedrill.dev/v1alpha1\nkind: GameDay\nmetadata: {{name: crash, \
+             namespace: talk}}\nspec:\n  experiments:\n    - name: {step}\n      \
+             experimentRef: {{name: {step}}}\n"
+        ),
+    )
+    .expect("write game day");
+    let mut child = Command::new(chaosctl())
+        .arg("game-day")
+        .arg(&game_day_file)
+        .arg("--lab-dir")
+        .arg(lab.path())
+        .arg("--report-dir")
+        .arg(reports.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chaosctl");
+    wait_for_fault(lab.path(), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    let pids = lab_pids(lab.path());
+    assert!(!pids.is_empty(), "no lab process recorded");
+    child.kill().expect("kill -9 chaosctl");
+    let _ = child.wait();
+    let dir = lab.path().canonicalize().expect("lab dir");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert_eq!(
+        mounts.contains(&dir.display().to_string()),
+        expect_mount,
+        "the fault's mount under the lab dir"
+    );
+    let down = Command::new(chaosctl())
+        .args(["lab", "down", "--dir"])
+        .arg(lab.path())
+        .output()
+        .expect("lab down");
+    eprintln!("{}", String::from_utf8_lossy(&down.stderr));
+    assert!(down.status.success(), "lab down failed");
+    assert_nothing_left(lab.path(), &pids);
+}
+
+#[test]
+fn killed_mid_partition_leaves_nothing_after_lab_down() {
+    crash_mid_fault("network-partition.yaml", "network-partition", false);
+}
+
+#[test]
+fn killed_mid_read_only_disk_leaves_nothing_after_lab_down() {
+    crash_mid_fault("disk-read-only.yaml", "disk-read-only", true);
+}
