@@ -117,7 +117,9 @@ pub fn launch(
                 format!("--rate={LOAD_RATE}"),
                 "--connections=6".to_owned(),
                 "--duration=0s".to_owned(),
-                "--request-timeout=3s".to_owned(),
+                // Like a phone that keeps retrying "sending...": a send rides out a stream
+                // leader election (NATS takes 4-9 s) by failing over between servers.
+                "--request-timeout=10s".to_owned(),
                 "--no-drain".to_owned(),
                 format!("--report={}", data_dir.join("report.json").display()),
             ],

@@ -62,7 +62,8 @@ pub struct ExperimentReport {
     pub series: Vec<Series>,
 }
 
-/// A probe that broke its tolerance `failureThreshold` times in a row in some stage.
+/// A probe that broke its tolerance `failureThreshold` times in a row in a stage where that
+/// counts (failing while recovering only means "not recovered yet").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedProbe {
@@ -114,7 +115,7 @@ impl ExperimentReport {
         let failed_probes = status
             .probes
             .iter()
-            .filter(|p| p.tripped)
+            .filter(|p| p.tripped && p.stage != Stage::Recovery)
             .map(|p| FailedProbe {
                 name: p.name.clone(),
                 stage: p.stage,

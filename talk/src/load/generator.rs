@@ -116,6 +116,8 @@ struct Route<'a> {
 /// How long one attempt may take before the send moves on to the next target; an ack
 /// normally takes milliseconds.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between rounds over every target.
+const ROUND_PAUSE: Duration = Duration::from_millis(250);
 
 /// Sends on the preferred target, failing over to the others while time remains. Only
 /// transport failures, timeouts and 5xx answers are retried; the message id makes a retry
@@ -128,33 +130,41 @@ async fn send_with_failover(
 ) -> Result<SendResponse, ClientError> {
     let started = Instant::now();
     let mut last = ClientError::Timeout;
-    for i in route.balancer.order(route.preferred, started) {
+    // Round after round until the deadline: a stream electing a new leader answers 5xx on
+    // every server for a few seconds.
+    loop {
+        for i in route.balancer.order(route.preferred, Instant::now()) {
+            let left = route.deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(last);
+            }
+            match client
+                .send_within(
+                    route.balancer.target(i),
+                    room,
+                    req,
+                    left.min(ATTEMPT_TIMEOUT),
+                )
+                .await
+            {
+                Ok(resp) => {
+                    route.balancer.succeeded(i);
+                    return Ok(resp);
+                }
+                Err(e @ (ClientError::Timeout | ClientError::Transport(_))) => {
+                    route.balancer.failed(i, Instant::now());
+                    last = e;
+                }
+                Err(e @ ClientError::Status { status, .. }) if status >= 500 => last = e,
+                Err(e) => return Err(e),
+            }
+        }
         let left = route.deadline.saturating_sub(started.elapsed());
         if left.is_zero() {
-            break;
+            return Err(last);
         }
-        match client
-            .send_within(
-                route.balancer.target(i),
-                room,
-                req,
-                left.min(ATTEMPT_TIMEOUT),
-            )
-            .await
-        {
-            Ok(resp) => {
-                route.balancer.succeeded(i);
-                return Ok(resp);
-            }
-            Err(e @ (ClientError::Timeout | ClientError::Transport(_))) => {
-                route.balancer.failed(i, Instant::now());
-                last = e;
-            }
-            Err(e @ ClientError::Status { status, .. }) if status >= 500 => last = e,
-            Err(e) => return Err(e),
-        }
+        tokio::time::sleep(left.min(ROUND_PAUSE)).await;
     }
-    Err(last)
 }
 
 async fn send_one(

@@ -46,12 +46,12 @@ pub async fn follow_room(
                     );
                     pos = pos.max(m.seq);
                 }
-                if page.more {
-                    more = true;
-                    tracker.advance(&room, pos);
-                } else {
-                    tracker.advance(&room, pos.max(page.stream_last_seq));
-                }
+                // Only what was read counts as passed: a replica still catching up (after a
+                // restart or a new disk) serves a prefix of the room while the stream's last
+                // sequence is already further, and messages beyond the prefix are late, not
+                // lost.
+                more = page.more;
+                tracker.advance(&room, pos);
             }
             Err(e) => {
                 tracing::debug!(%room, error = %e, "history read failed");
