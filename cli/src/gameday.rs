@@ -233,11 +233,7 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
     )?;
 
     let abort = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| LabError::State(format!("tokio runtime: {e}")))?;
+    let runtime = crate::lab::runtime()?;
     let outcome: Result<Vec<ExperimentReport>, LabError> = runtime.block_on(async {
         let flag = abort.clone();
         tokio::spawn(async move {

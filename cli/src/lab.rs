@@ -54,7 +54,9 @@ pub fn progress_line(line: &str) {
     eprintln!("lab: {line}");
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, LabError> {
+/// The runtime every lab command runs its async work on (two workers: the machine has two
+/// cores and the lab's processes need them).
+pub fn runtime() -> Result<tokio::runtime::Runtime, LabError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -17,6 +17,8 @@ use nix::mount::{MntFlags, umount2};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use os_path::locate;
+use talk::nats::process::BINARY_ENV;
+use talk::nats::{NatsBinary, SyncPolicy};
 
 use crate::error::{LabError, Result};
 use crate::net;
@@ -87,18 +89,19 @@ impl Programs {
                 ))
             }
         };
-        let nats_server = std::env::var_os("TALK_NATS_SERVER")
+        let nats_hint = "run scripts/install-deps.sh (builds the pinned 2.10.29), or set \
+                         TALK_NATS_SERVER";
+        let nats_path = std::env::var_os(BINARY_ENV)
             .map(PathBuf::from)
             .filter(|p| os_path::is_executable(p))
             .or_else(|| Some(PathBuf::from(PINNED_NATS)).filter(|p| os_path::is_executable(p)))
             .or_else(|| locate(&["nats-server"]))
-            .ok_or_else(|| {
-                missing(
-                    "nats-server",
-                    "run scripts/install-deps.sh (builds the pinned 2.10.29), or set \
-                     TALK_NATS_SERVER",
-                )
-            })?;
+            .ok_or_else(|| missing("nats-server", nats_hint))?;
+        // The lab promises fsync on every write; a server too old to honour it is refused,
+        // not run with weaker durability than the game day assumes.
+        let nats_server = NatsBinary::at(nats_path)
+            .and_then(|b| b.check(SyncPolicy::Always).map(|()| b.path))
+            .map_err(|e| missing("a usable nats-server", &format!("{e}; {nats_hint}")))?;
         for tool in ["ip", "nft"] {
             locate(&[tool]).ok_or_else(|| {
                 missing(
