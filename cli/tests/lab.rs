@@ -5,7 +5,7 @@
 //! namespace names and addresses, so these tests take turns.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -112,8 +112,6 @@ fn assert_nothing_left(lab_dir: &Path, pids: &[i32]) {
 }
 
 #[test]
-#[ignore = "not yet reliable: see issue 4's note (a lost-message count after the partition \
-            heal, slow sends right after lab up); run with --ignored"]
 fn default_game_day_passes_all_four_experiments() {
     let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
     preflight();
@@ -216,10 +214,12 @@ fn weakness_single_monitor_is_caught_by_ops_tool_outage() {
     weakened("single-monitor", "ops-tool-outage", &["metrics-queryable"]);
 }
 
-/// Waits until the lab's journal holds an injection (the fault is being applied).
-fn wait_for_fault(lab_dir: &Path, timeout: Duration) {
+/// Waits until the lab's journal holds an injection (the fault is being applied). Fails at
+/// once, with chaosctl's own account, if chaosctl ends before any fault.
+fn wait_for_fault(lab_dir: &Path, child: &mut Child, stderr_file: &Path, timeout: Duration) {
     let journal = lab_dir.join("journal");
     let deadline = Instant::now() + timeout;
+    let account = || std::fs::read_to_string(stderr_file).unwrap_or_default();
     while Instant::now() < deadline {
         let n = std::fs::read_dir(&journal)
             .map(|d| d.filter_map(|e| e.ok()).count())
@@ -227,9 +227,16 @@ fn wait_for_fault(lab_dir: &Path, timeout: Duration) {
         if n > 0 {
             return;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "chaosctl ended ({status}) before any fault was applied:\n{}",
+                account()
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("no fault was applied within {timeout:?}");
+    let _ = child.kill();
+    panic!("no fault was applied within {timeout:?}:\n{}", account());
 }
 
 fn lab_pids(lab_dir: &Path) -> Vec<i32> {
@@ -259,6 +266,7 @@ fn crash_mid_fault(experiment_file: &str, step: &str, expect_mount: bool) {
     )
     .expect("copy experiment");
     let game_day_file = catalog.path().join("gameday.yaml");
+    let stderr_file = reports.path().join("chaosctl.stderr");
     std::fs::write(
         &game_day_file,
         format!(
@@ -276,10 +284,10 @@ fn crash_mid_fault(experiment_file: &str, step: &str, expect_mount: bool) {
         .arg("--report-dir")
         .arg(reports.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
         .spawn()
         .expect("spawn chaosctl");
-    wait_for_fault(lab.path(), Duration::from_secs(120));
+    wait_for_fault(lab.path(), &mut child, &stderr_file, Duration::from_secs(240));
     std::thread::sleep(Duration::from_millis(500));
     let pids = lab_pids(lab.path());
     assert!(!pids.is_empty(), "no lab process recorded");

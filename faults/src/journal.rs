@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fault::{Fault, Target};
 use crate::id::InjectionId;
+use crate::process::stat;
 
 /// One applied fault as recorded on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +82,11 @@ impl Journal {
     /// Once this returns, a crash cannot lose the entry or leave half of it.
     pub fn record(&self, entry: &Entry) -> Result<()> {
         let path = self.path(&entry.id);
-        let tmp = self.dir.join(format!(".{}{TMP_SUFFIX}", entry.id));
+        // The writer's pid is in the name so a concurrent `scan` (the lab supervisor's, say)
+        // can tell a write in flight from a crashed one.
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}{TMP_SUFFIX}", entry.id, std::process::id()));
         let bytes = serde_json::to_vec_pretty(entry).map_err(|e| Error::Internal(e.to_string()))?;
         let mut f = OpenOptions::new()
             .write(true)
@@ -123,9 +128,9 @@ impl Journal {
         }
     }
 
-    /// Reads every entry, collecting (not failing on) corrupt files. Leftover temp files
-    /// come from a crash before the rename, i.e. before the fault was applied, and are
-    /// deleted.
+    /// Reads every entry, collecting (not failing on) corrupt files. Temp files whose writer
+    /// is gone come from a crash before the rename, i.e. before the fault was applied, and
+    /// are deleted; those of a live writer are a write in flight and are left alone.
     pub fn scan(&self) -> Result<Scan> {
         let mut scan = Scan::default();
         for dirent in fs::read_dir(&self.dir).map_err(self.err(&self.dir))? {
@@ -135,6 +140,9 @@ impl Journal {
                 continue;
             };
             if name.ends_with(TMP_SUFFIX) {
+                if writer_alive(name) {
+                    continue;
+                }
                 if let Err(e) = fs::remove_file(&path) {
                     scan.errors.push(self.err(&path)(e));
                 }
@@ -173,6 +181,14 @@ impl Journal {
             .filter(|e| e.expires_at <= now)
             .collect())
     }
+}
+
+/// Whether the process that named temp file `name` (`.<id>.<pid>.json.tmp`) still runs.
+fn writer_alive(name: &str) -> bool {
+    name.strip_suffix(TMP_SUFFIX)
+        .and_then(|stem| stem.rsplit_once('.'))
+        .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        .is_some_and(|pid| pid > 0 && matches!(stat(pid), Ok(Some(_))))
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Entry> {

@@ -138,8 +138,13 @@ fn journal_is_atomic_readable_and_reports_expiry() {
     journal.record(&entry("late", 200)).unwrap();
     // Re-recording replaces atomically.
     journal.record(&entry("late", 300)).unwrap();
-    // A crash before the rename leaves only a temp file, which means "not applied".
+    // A crash before the rename leaves only a temp file, which means "not applied". A temp
+    // file of a live writer is a write in flight that a concurrent scan must not delete.
     fs::write(journal.dir().join(".half.json.tmp"), b"{").unwrap();
+    let dead_writer = format!(".crashed.{}.json.tmp", i32::MAX);
+    fs::write(journal.dir().join(&dead_writer), b"{").unwrap();
+    let in_flight = format!(".writing.{}.json.tmp", std::process::id());
+    fs::write(journal.dir().join(&in_flight), b"{").unwrap();
 
     let expired: Vec<_> = journal
         .expired(150)
@@ -151,6 +156,8 @@ fn journal_is_atomic_readable_and_reports_expiry() {
     assert_eq!(journal.expired(300).unwrap().len(), 2);
     assert_eq!(journal.get(&id("late")).unwrap().unwrap().expires_at, 300);
     assert!(!journal.dir().join(".half.json.tmp").exists());
+    assert!(!journal.dir().join(&dead_writer).exists());
+    assert!(journal.dir().join(&in_flight).exists());
 
     let on_disk: serde_json::Value =
         serde_json::from_slice(&fs::read(journal.dir().join("early.json")).unwrap()).unwrap();
