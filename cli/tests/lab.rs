@@ -287,7 +287,12 @@ fn crash_mid_fault(experiment_file: &str, step: &str, expect_mount: bool) {
         .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
         .spawn()
         .expect("spawn chaosctl");
-    wait_for_fault(lab.path(), &mut child, &stderr_file, Duration::from_secs(240));
+    wait_for_fault(
+        lab.path(),
+        &mut child,
+        &stderr_file,
+        Duration::from_secs(240),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let pids = lab_pids(lab.path());
     assert!(!pids.is_empty(), "no lab process recorded");
