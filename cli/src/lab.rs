@@ -164,7 +164,7 @@ fn status(run: &RunDir, json: bool) -> Result<ExitCode, LabError> {
                 if p.running { "running" } else { "down" },
                 p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 p.restarts.saturating_sub(1),
-                p.endpoint.to_string(),
+                p.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
                 p.held_by
                     .as_ref()
                     .map(|h| format!("held: {h}"))

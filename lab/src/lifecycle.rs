@@ -24,7 +24,7 @@ use crate::error::{LabError, Result};
 use crate::net;
 use crate::render::Binaries;
 use crate::state::{LabState, RunDir};
-use crate::topology::{Kind, Topology, Weakness};
+use crate::topology::{Kind, Process, Topology, Weakness};
 
 mod os_path {
     use std::path::{Path, PathBuf};
@@ -53,7 +53,8 @@ mod os_path {
 /// Where `lab up` finds its programs.
 #[derive(Debug, Clone, Default)]
 pub struct Programs {
-    /// Directory holding talk-server and talk-load (default: next to chaosctl).
+    /// Directory holding talk-server, talk-load and firedrill-powerloss (default: next to
+    /// chaosctl).
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -82,8 +83,8 @@ impl Programs {
                 Err(missing(
                     name,
                     &format!(
-                        "expected at {} (build it with `cargo build --release -p talk`, or set \
-                         --bin-dir)",
+                        "expected at {} (build it with `cargo build --release --workspace \
+                         --bins`, or set --bin-dir)",
                         p.display()
                     ),
                 ))
@@ -114,6 +115,7 @@ impl Programs {
             nats_server,
             talk_server: ours("talk-server")?,
             talk_load: ours("talk-load")?,
+            powerloss: ours("firedrill-powerloss")?,
             prometheus: locate(&["prometheus"])
                 .ok_or_else(|| missing("prometheus", "apt-get install prometheus"))?,
             alertmanager: locate(&["prometheus-alertmanager", "alertmanager"]).ok_or_else(
@@ -217,15 +219,25 @@ fn spawn_supervisor(run: &RunDir, exe: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The URL that answers when a process is ready.
-pub fn ready_url(kind: &Kind) -> String {
-    match kind {
+/// The URL that answers when a process is ready; `None` for a page cache, which is ready
+/// once its volume is mounted.
+pub fn ready_url(kind: &Kind) -> Option<String> {
+    Some(match kind {
         Kind::Nats { monitor, .. } => format!("http://{monitor}/healthz?js-enabled-only=true"),
         Kind::TalkServer { listen, .. } => format!("http://{listen}/readyz"),
         Kind::TalkLoad { listen, .. } => format!("http://{listen}/sli"),
         Kind::Prometheus { listen, .. } | Kind::Alertmanager { listen } => {
             format!("http://{listen}/-/ready")
         }
+        Kind::PageCache { .. } => return None,
+    })
+}
+
+async fn is_ready(client: &reqwest::Client, run: &RunDir, p: &Process) -> bool {
+    match (&p.kind, ready_url(&p.kind)) {
+        (_, Some(url)) => answers(client, &url).await,
+        (Kind::PageCache { volume_of }, None) => run.page_cache_mounted(volume_of),
+        (_, None) => false,
     }
 }
 
@@ -257,7 +269,7 @@ async fn wait_ready(
     let total = state.topology.processes.len();
     while ready.len() < total {
         for p in &state.topology.processes {
-            if !ready.contains(&p.name) && answers(&client, &ready_url(&p.kind)).await {
+            if !ready.contains(&p.name) && is_ready(&client, run, p).await {
                 ready.insert(p.name.clone());
                 progress(&format!("  ready: {} ({}/{total})", p.name, ready.len()));
             }
@@ -283,13 +295,13 @@ async fn wait_ready(
     }
     // Sends made before every talk-server answered count as failed for one SLI window; the
     // first steady-state check must not see them.
-    if let Some(load) = state
+    if let Some(url) = state
         .topology
         .processes
         .iter()
         .find(|p| matches!(p.kind, Kind::TalkLoad { .. }))
+        .and_then(|load| ready_url(&load.kind))
     {
-        let url = ready_url(&load.kind);
         loop {
             let slis = match client.get(&url).send().await {
                 Ok(r) => r.json::<serde_json::Value>().await.ok(),
@@ -514,7 +526,7 @@ pub struct ProcessStatus {
     pub restarts: u32,
     /// Why it is kept down, if it is.
     pub held_by: Option<String>,
-    pub endpoint: SocketAddr,
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// `lab status`.
@@ -538,16 +550,6 @@ impl LabStatus {
                 .processes
                 .iter()
                 .all(|p| p.running || p.held_by.is_some())
-    }
-}
-
-fn endpoint(kind: &Kind) -> SocketAddr {
-    match kind {
-        Kind::Nats { client, .. } => *client,
-        Kind::TalkServer { listen, .. }
-        | Kind::TalkLoad { listen, .. }
-        | Kind::Prometheus { listen, .. }
-        | Kind::Alertmanager { listen } => *listen,
     }
 }
 
@@ -576,7 +578,7 @@ pub fn status(run: &RunDir) -> Result<LabStatus> {
                 .iter()
                 .find(|h| h.process == p.name && h.expires_at > now)
                 .map(|h| format!("{} ({})", h.injection, h.reason)),
-            endpoint: endpoint(&p.kind),
+            endpoint: p.kind.endpoint(),
         });
     }
     let active_faults = firedrill_faults::Journal::open(run.journal_dir())?

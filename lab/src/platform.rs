@@ -20,7 +20,7 @@ use firedrill_faults::{
 use crate::error::{LabError, Result};
 use crate::net::netns_path;
 use crate::state::{Hold, LabState, PidRecord, RunDir};
-use crate::topology::{Kind, NAMESPACE, Process, Topology};
+use crate::topology::{NAMESPACE, Process, Topology};
 
 /// One thing to do to the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,16 +85,6 @@ fn cidrs(topology: &Topology, nodes: &[String]) -> Result<Vec<Cidr>> {
         .collect()
 }
 
-fn listen_port(p: &Process) -> u16 {
-    match &p.kind {
-        Kind::Nats { client, .. } => client.port(),
-        Kind::TalkServer { listen, .. }
-        | Kind::TalkLoad { listen, .. }
-        | Kind::Prometheus { listen, .. }
-        | Kind::Alertmanager { listen } => listen.port(),
-    }
-}
-
 /// Plans `spec`'s fault against the lab. Refuses (never trims) a plan over the blast radius.
 pub fn plan(spec: &ExperimentSpec, topology: &Topology) -> Result<Plan> {
     if !spec.target.namespaces.iter().any(|n| n == NAMESPACE) {
@@ -112,9 +102,13 @@ pub fn plan(spec: &ExperimentSpec, topology: &Topology) -> Result<Plan> {
     let mut steps = Vec::new();
     let (targets, candidates) = match kind {
         FaultKind::ZoneBlackout(b) => {
-            let nodes = topology.nodes_in(&b.zone);
-            if nodes.is_empty() {
-                return Err(plan_err(format!("the lab has no zone {:?}", b.zone)));
+            let mut nodes = Vec::new();
+            for zone in b.all_zones() {
+                let in_zone = topology.nodes_in(zone);
+                if in_zone.is_empty() {
+                    return Err(plan_err(format!("the lab has no zone {zone:?}")));
+                }
+                nodes.extend(in_zone);
             }
             for node in &nodes {
                 for p in topology.processes_on(&node.name) {
@@ -194,13 +188,17 @@ pub fn plan(spec: &ExperimentSpec, topology: &Topology) -> Result<Plan> {
                 let process = p.name.clone();
                 match d.mode {
                     DiskLossMode::Wipe => {
-                        steps.push(Step::Hold {
-                            process: process.clone(),
-                            reason: "waiting for a new volume".to_owned(),
-                        });
-                        steps.push(Step::Kill {
-                            process: process.clone(),
-                        });
+                        // A new disk comes with an empty page cache: the old one goes too.
+                        let cache = topology.page_cache_for(&process).map(|c| c.name.clone());
+                        for down in std::iter::once(&process).chain(cache.as_ref()) {
+                            steps.push(Step::Hold {
+                                process: down.clone(),
+                                reason: "waiting for a new volume".to_owned(),
+                            });
+                            steps.push(Step::Kill {
+                                process: down.clone(),
+                            });
+                        }
                         steps.push(Step::Wipe { process });
                     }
                     DiskLossMode::ReadOnly => steps.push(Step::ReadOnly { process }),
@@ -222,15 +220,20 @@ pub fn plan(spec: &ExperimentSpec, topology: &Topology) -> Result<Plan> {
                     }
                     OutageMode::Freeze => steps.push(Step::Freeze { process }),
                     // The node may run other processes: cut only the tool's own port.
-                    OutageMode::Isolate => steps.push(Step::Network {
-                        node: p.node.clone(),
-                        rules: RuleSet::Blackout {
-                            ports: Some(Ports {
-                                protocol: Protocol::Tcp,
-                                ports: vec![listen_port(p)],
-                            }),
-                        },
-                    }),
+                    OutageMode::Isolate => {
+                        let endpoint = p.kind.endpoint().ok_or_else(|| {
+                            plan_err(format!("{} serves nothing to isolate", p.name))
+                        })?;
+                        steps.push(Step::Network {
+                            node: p.node.clone(),
+                            rules: RuleSet::Blackout {
+                                ports: Some(Ports {
+                                    protocol: Protocol::Tcp,
+                                    ports: vec![endpoint.port()],
+                                }),
+                            },
+                        });
+                    }
                 }
             }
             (
@@ -353,8 +356,13 @@ impl LabPlatform {
                         rules: rules.clone(),
                     }
                 }
+                // Behind a page cache the volume's bytes live on its disk.
                 Step::Wipe { process } => Fault::Wipe {
-                    dir: self.run.data_dir(process),
+                    dir: if self.state.topology.page_cache_for(process).is_some() {
+                        self.run.disk_dir(process)
+                    } else {
+                        self.run.data_dir(process)
+                    },
                 },
                 Step::ReadOnly { process } => Fault::ReadOnly {
                     dir: self.run.data_dir(process),
@@ -503,6 +511,47 @@ mod tests {
         }));
         let ops = plan(&catalog("ops-tool-outage"), &t).expect("plan");
         assert_eq!(ops.targets, vec!["prometheus-a"]);
+    }
+
+    fn killed(plan: &Plan) -> Vec<&str> {
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Kill { process } => Some(process.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_disk_comes_with_an_empty_page_cache() {
+        let t = Topology::new(None);
+        let disk = plan(&catalog("disk-loss"), &t).expect("plan");
+        assert_eq!(killed(&disk), vec!["nats-0", "nats-0-page-cache"]);
+        // The page cache is not a target of its own: the blast radius counts volumes.
+        assert_eq!(disk.targets, vec!["nats-0"]);
+    }
+
+    #[test]
+    fn a_site_power_loss_takes_every_zone_and_every_page_cache() {
+        let t = Topology::new(None);
+        let site = plan(&catalog("site-power-loss"), &t).expect("plan");
+        assert_eq!(site.targets.len(), 6);
+        let down = killed(&site);
+        for i in 0..3 {
+            assert!(down.contains(&format!("nats-{i}").as_str()), "{down:?}");
+            assert!(
+                down.contains(&format!("nats-{i}-page-cache").as_str()),
+                "{down:?}"
+            );
+        }
+        assert!(
+            !down.contains(&"talk-load"),
+            "the client is outside the site"
+        );
+        // A single-zone blackout leaves the other zones' memory alone.
+        let zone = plan(&catalog("zone-blackout"), &t).expect("plan");
+        assert!(!killed(&zone).contains(&"nats-1-page-cache"));
     }
 
     #[test]

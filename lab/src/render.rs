@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use talk::nats::config::{ServerSpec, SyncPolicy, render as render_nats};
 
+use crate::state::disk_beside;
 use crate::topology::{Kind, Process, Topology};
 
 /// Where the lab's programs are.
@@ -17,6 +18,8 @@ pub struct Binaries {
     pub talk_load: PathBuf,
     pub prometheus: PathBuf,
     pub alertmanager: PathBuf,
+    /// The page cache that loses unsynced writes on a power cut (`firedrill-powerloss`).
+    pub powerloss: PathBuf,
 }
 
 /// A process's command and the files it needs written first.
@@ -150,6 +153,15 @@ pub fn launch(
                 ],
             }
         }
+        // `data_dir` is here the volume's mount point; the disk behind it sits beside it.
+        Kind::PageCache { .. } => Launch {
+            program: bin.powerloss.clone(),
+            args: vec![
+                format!("--backing={}", disk_beside(data_dir).display()),
+                format!("--mountpoint={}", data_dir.display()),
+            ],
+            files: vec![],
+        },
         Kind::Alertmanager { listen } => {
             let conf = config_dir.join("alertmanager.yml");
             Launch {
@@ -243,6 +255,7 @@ mod tests {
             talk_load: "/bin/talk-load".into(),
             prometheus: "/bin/prometheus".into(),
             alertmanager: "/bin/alertmanager".into(),
+            powerloss: "/bin/firedrill-powerloss".into(),
         }
     }
 

@@ -78,6 +78,11 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| LabError::State(e.to_string()))
 }
 
+/// The disk behind the volume mounted at `data_dir` (`procs/<name>/disk`).
+pub fn disk_beside(data_dir: &Path) -> PathBuf {
+    data_dir.with_file_name("disk")
+}
+
 impl RunDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
@@ -119,8 +124,23 @@ impl RunDir {
         self.proc_dir(process).join("config")
     }
 
+    /// What the process sees as its volume (a page cache's mount point when it has one).
     pub fn data_dir(&self, process: &str) -> PathBuf {
         self.proc_dir(process).join("data")
+    }
+
+    /// Whether a page cache has mounted `process`'s volume (its data dir is a FUSE mount).
+    pub fn page_cache_mounted(&self, process: &str) -> bool {
+        let data = self.data_dir(process);
+        firedrill_faults::mountinfo::read().is_ok_and(|mounts| {
+            firedrill_faults::mountinfo::top_at(&mounts, &data)
+                .is_some_and(|m| m.fs_type.starts_with("fuse"))
+        })
+    }
+
+    /// The disk behind a page cache: what survives a power cut.
+    pub fn disk_dir(&self, process: &str) -> PathBuf {
+        disk_beside(&self.data_dir(process))
     }
 
     pub fn log_file(&self, process: &str) -> PathBuf {

@@ -4,16 +4,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firedrill_faults::{Injector, ProcessRef, now_unix, process, run_in};
+use nix::mount::{MntFlags, umount2};
 
 use crate::error::{LabError, Result};
 use crate::net::netns_path;
 use crate::render::launch;
 use crate::state::{LabState, PidRecord, RunDir};
-use crate::topology::Process;
+use crate::topology::{Kind, Process};
 
 const TICK: Duration = Duration::from_millis(200);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -73,7 +75,10 @@ pub fn supervise(run: &RunDir) -> Result<()> {
                 continue;
             };
             reap(run, p, slot);
-            if slot.child.is_none() && !held.contains(&p.name) && Instant::now() >= slot.not_before
+            if slot.child.is_none()
+                && !held.contains(&p.name)
+                && Instant::now() >= slot.not_before
+                && volume_ready(run, &state, p)
             {
                 start(run, &state, p, slot);
             }
@@ -171,12 +176,36 @@ fn start(run: &RunDir, state: &LabState, p: &Process, slot: &mut Slot) {
     }
 }
 
+/// Whether `p`'s volume can be used: always, unless it sits behind a page cache, which must
+/// have mounted it first (a process must not write into the bare mount point).
+fn volume_ready(run: &RunDir, state: &LabState, p: &Process) -> bool {
+    if state.topology.page_cache_for(&p.name).is_none() {
+        return true;
+    }
+    run.page_cache_mounted(&p.name)
+}
+
+/// Readies a page cache's mount point: detaches the mount a killed predecessor left (its
+/// memory, and the writes in it, are gone) and makes sure disk and mount point exist.
+fn prepare_page_cache(run: &RunDir, volume_of: &str) -> Result<PathBuf> {
+    let data = run.data_dir(volume_of);
+    // EINVAL (nothing mounted there) is the usual answer and fine.
+    let _ = umount2(&data, MntFlags::MNT_DETACH);
+    for dir in [&data, &run.disk_dir(volume_of)] {
+        fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
+    }
+    Ok(data)
+}
+
 /// Starts `p` inside its node's network namespace, output appended to its log.
 fn spawn(run: &RunDir, state: &LabState, p: &Process) -> Result<Child> {
     let node = state.topology.node(&p.node).ok_or_else(|| {
         LabError::State(format!("{} is placed on unknown node {}", p.name, p.node))
     })?;
-    let data = run.data_dir(&p.name);
+    let data = match &p.kind {
+        Kind::PageCache { volume_of } => prepare_page_cache(run, volume_of)?,
+        _ => run.data_dir(&p.name),
+    };
     let launch = launch(
         &state.topology,
         p,
@@ -185,7 +214,9 @@ fn spawn(run: &RunDir, state: &LabState, p: &Process) -> Result<Child> {
         &data,
     );
     // A wiped or taken-away volume comes back empty; the process gets a fresh directory.
-    fs::create_dir_all(&data).map_err(|e| LabError::io(&data, e))?;
+    if !matches!(p.kind, Kind::PageCache { .. }) {
+        fs::create_dir_all(&data).map_err(|e| LabError::io(&data, e))?;
+    }
     for (path, contents) in &launch.files {
         fs::write(path, contents).map_err(|e| LabError::io(path, e))?;
     }

@@ -66,7 +66,9 @@ impl Weakness {
     pub fn caught_by(self) -> &'static str {
         match self {
             Weakness::StreamR1 => "disk-loss",
-            Weakness::SingleZone | Weakness::NoFsync => "zone-blackout",
+            Weakness::SingleZone => "zone-blackout",
+            // Only a power cut of a quorum of replicas at once loses what was not fsynced.
+            Weakness::NoFsync => "site-power-loss",
             Weakness::SingleMonitor => "ops-tool-outage",
         }
     }
@@ -138,6 +140,26 @@ pub enum Kind {
     Alertmanager {
         listen: SocketAddr,
     },
+    /// The node's page cache for `volume_of`'s data volume (a FUSE filesystem): writes stay
+    /// in its memory until fsynced, so killing it with the node's power loses them, as a
+    /// real power cut does. A process crash alone does not touch it.
+    PageCache {
+        volume_of: String,
+    },
+}
+
+impl Kind {
+    /// The address the process serves on; `None` for a page cache.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        match self {
+            Kind::Nats { client, .. } => Some(*client),
+            Kind::TalkServer { listen, .. }
+            | Kind::TalkLoad { listen, .. }
+            | Kind::Prometheus { listen, .. }
+            | Kind::Alertmanager { listen } => Some(*listen),
+            Kind::PageCache { .. } => None,
+        }
+    }
 }
 
 /// One process of the deployment ("pod"), placed on a node.
@@ -237,6 +259,19 @@ impl Topology {
             let node = &nats_nodes[i].0;
             let placed_zone = if single_zone { "zone-a" } else { zone };
             let name = format!("nats-{i}");
+            processes.push(Process {
+                name: page_cache_of(&name),
+                node: node.clone(),
+                labels: labels(&[
+                    ("app.kubernetes.io/name", "page-cache"),
+                    ("firedrill.dev/volume-of", &name),
+                    ("topology.kubernetes.io/zone", placed_zone),
+                ]),
+                kind: Kind::PageCache {
+                    volume_of: name.clone(),
+                },
+                has_data: false,
+            });
             processes.push(Process {
                 name: name.clone(),
                 node: node.clone(),
@@ -365,6 +400,13 @@ impl Topology {
         self.processes.iter().find(|p| p.name == name)
     }
 
+    /// The page cache in front of `process`'s data volume, if it has one.
+    pub fn page_cache_for(&self, process: &str) -> Option<&Process> {
+        self.processes
+            .iter()
+            .find(|p| matches!(&p.kind, Kind::PageCache { volume_of } if volume_of == process))
+    }
+
     /// Nodes of `zone`.
     pub fn nodes_in(&self, zone: &str) -> Vec<&Node> {
         self.nodes
@@ -389,6 +431,11 @@ impl Topology {
         }
         out
     }
+}
+
+/// The name of the page cache in front of `process`'s volume.
+pub fn page_cache_of(process: &str) -> String {
+    format!("{process}-page-cache")
 }
 
 /// The bridge (in the router namespace) a node is attached to: one per zone, one for clients.
@@ -453,6 +500,9 @@ mod tests {
                     | Kind::TalkLoad { listen, .. }
                     | Kind::Prometheus { listen, .. }
                     | Kind::Alertmanager { listen } => listens.push(*listen),
+                    Kind::PageCache { volume_of } => {
+                        assert!(t.process(volume_of).is_some_and(|v| v.has_data));
+                    }
                 }
                 assert!(t.node(&p.node).is_some(), "{} on unknown node", p.name);
             }

@@ -82,16 +82,24 @@ impl Fault {
 }
 
 /// Every node labelled `topology.kubernetes.io/zone=<zone>` (every lab node of the zone)
-/// loses power or connectivity.
+/// loses power or connectivity. With `zones`, several zones go dark at the same moment: a
+/// site-wide power cut, the failure that only data already on disk survives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.zone) != (has(self.zones) && size(self.zones) > 0)")
+    .message("a zone blackout takes either zone or zones, not both and not neither"))]
 pub struct ZoneBlackout {
     /// The zone, as in the `topology.kubernetes.io/zone` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
     )]
-    pub zone: String,
+    pub zone: Option<String>,
+    /// Several zones that go dark together (instead of `zone`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    pub zones: Vec<String>,
     /// `Freeze` the zone's processes (a hang, like a lost network with live machines) or
     /// `Kill` them (a power loss: state not on disk is gone).
     #[serde(default)]
@@ -99,6 +107,17 @@ pub struct ZoneBlackout {
     /// Also cut every network link of the zone's nodes (default true), so they go NotReady.
     #[serde(default = "yes")]
     pub cut_network: bool,
+}
+
+impl ZoneBlackout {
+    /// Every zone that goes dark: `zone`, or each of `zones`.
+    pub fn all_zones(&self) -> Vec<&str> {
+        self.zone
+            .iter()
+            .chain(&self.zones)
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 fn yes() -> bool {
