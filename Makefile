@@ -9,7 +9,7 @@ deps:
 
 # The main job: the quarterly disaster-recovery game day, for real, in the lab (root).
 game-day: deps
-	cargo build -q --release --locked -p chaosctl -p talk --bins
+	cargo build -q --release --locked -p chaosctl -p talk -p firedrill-powerloss --bins
 	target/release/chaosctl validate -q experiments/*.yaml
 	target/release/chaosctl game-day experiments/gameday-quarterly-dr.yaml
 
