@@ -515,7 +515,16 @@ fn refuses_live_and_dead_mounts_and_ignores_stray_sigusr2() {
 fn external_umount_is_a_clean_shutdown() {
     let mut m = Mounted::start();
     drop(write_new(&m.m("f"), b"flushed on umount"));
-    nix::mount::umount2(m.mnt.path(), nix::mount::MntFlags::empty()).unwrap();
+    // The kernel releases the closed file asynchronously; until then umount says EBUSY.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match nix::mount::umount2(m.mnt.path(), nix::mount::MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            other => break other.unwrap(),
+        }
+    }
     let status = m.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(fs::read(m.b("f")).unwrap(), b"flushed on umount");
