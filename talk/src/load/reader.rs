@@ -74,12 +74,26 @@ pub async fn publish_checks(
     grace: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut last_lost = 0;
     while !*stop.borrow() {
         {
             let tracker = shared.tracker();
-            let lost = tracker.lost(Instant::now(), grace);
+            let now = Instant::now();
+            let lost = tracker.lost(now, grace);
             let dup = tracker.duplicated();
+            // Which messages are missing, each time the count changes: a message that later
+            // reappears was late, one that never does was lost.
+            let examples = (lost != last_lost).then(|| tracker.lost_examples(now, grace, 10));
             drop(tracker);
+            if let Some(examples) = examples {
+                tracing::warn!(
+                    lost,
+                    was = last_lost,
+                    ?examples,
+                    "acknowledged messages unread"
+                );
+                last_lost = lost;
+            }
             shared
                 .sli
                 .lost

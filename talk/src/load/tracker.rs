@@ -59,6 +59,24 @@ impl LiveTracker {
             .count() as u64
     }
 
+    /// Up to `max` of the messages [`lost`](Self::lost) counts, as
+    /// `room/producer:counter@seq (horizon H)`, for the log: which ones, and whether they
+    /// come back later, is what an investigation starts from.
+    pub fn lost_examples(&self, now: Instant, grace: Duration, max: usize) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .unread
+            .iter()
+            .filter_map(|((room, producer, counter), (seq, at))| {
+                let horizon = *self.horizon.get(room)?;
+                (now.duration_since(*at) >= grace && *seq <= horizon)
+                    .then(|| format!("{room}/{producer}:{counter}@{seq} (horizon {horizon})"))
+            })
+            .collect();
+        out.sort();
+        out.truncate(max);
+        out
+    }
+
     pub fn duplicated(&self) -> u64 {
         self.duplicated
     }
@@ -86,6 +104,11 @@ mod tests {
         t.advance(&r, 2);
         assert_eq!(t.lost(t0, Duration::from_secs(1)), 0, "within grace");
         assert_eq!(t.lost(later, Duration::from_secs(1)), 1);
+        assert_eq!(
+            t.lost_examples(later, Duration::from_secs(1), 5),
+            vec!["r/p:2@2 (horizon 2)".to_string()]
+        );
+        assert!(t.lost_examples(t0, Duration::from_secs(1), 5).is_empty());
         t.on_read(r.clone(), p.clone(), 1, 7);
         assert_eq!(t.duplicated(), 1);
     }
