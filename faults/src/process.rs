@@ -86,9 +86,10 @@ impl ProcessRef {
         }))
     }
 
-    /// Whether the pid still names this very process.
+    /// Whether the pid still names this very process, and it has not exited: a zombie
+    /// waiting for its parent to reap it counts as gone.
     pub fn alive(&self) -> Result<bool> {
-        Ok(stat(self.pid)?.is_some_and(|s| s.start_time == self.start_time))
+        Ok(stat(self.pid)?.is_some_and(|s| s.start_time == self.start_time && s.state != 'Z'))
     }
 }
 

@@ -23,6 +23,14 @@ pub enum LabError {
     /// The lab is not up (no state file), or its state cannot be read.
     #[error("{0}")]
     State(String),
+    /// Another run directory's lab is up; the lab's names are fixed, so only one fits.
+    #[error(
+        "a lab is already up in {}: only one lab fits on a machine; take it down first with \
+         `chaosctl lab down --dir {}`",
+        .0.display(),
+        .0.display()
+    )]
+    OtherLabUp(PathBuf),
     /// A process did not become ready in time.
     #[error("{0}")]
     NotReady(String),
@@ -44,6 +52,7 @@ impl LabError {
             LabError::Command { .. } => "command",
             LabError::Io { .. } => "io",
             LabError::State(_) => "state",
+            LabError::OtherLabUp(_) => "other_lab_up",
             LabError::NotReady(_) => "not_ready",
             LabError::Plan(_) => "plan",
             LabError::Fault(e) => e.category(),

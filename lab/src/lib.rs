@@ -10,6 +10,7 @@ pub mod render;
 pub mod runner;
 pub mod state;
 pub mod supervisor;
+pub mod sweep;
 pub mod topology;
 
 pub use error::{LabError, Result};

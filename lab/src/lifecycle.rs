@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use firedrill_faults::netns::NetnsIdentity;
-use firedrill_faults::{Netns, ProcessRef, mountinfo, process};
+use firedrill_faults::{ProcessRef, mountinfo, process};
 use nix::mount::{MntFlags, umount2};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -24,6 +23,7 @@ use crate::error::{LabError, Result};
 use crate::net;
 use crate::render::Binaries;
 use crate::state::{LabState, RunDir};
+use crate::sweep;
 use crate::topology::{Kind, Process, Topology, Weakness};
 
 mod os_path {
@@ -155,6 +155,9 @@ pub struct UpOptions {
 /// receives one line per step.
 pub async fn up(run: &RunDir, opts: &UpOptions, progress: &dyn Fn(&str)) -> Result<LabState> {
     check_privileges()?;
+    if let Some(other) = sweep::other_live_labs(run)?.into_iter().next() {
+        return Err(LabError::OtherLabUp(other));
+    }
     let binaries = opts.programs.locate()?;
     let leftovers = down(run)?;
     if !leftovers.is_empty() {
@@ -400,10 +403,14 @@ impl DownReport {
 pub fn down(run: &RunDir) -> Result<DownReport> {
     check_privileges()?;
     let mut report = DownReport::default();
-    // 1. The supervisor first, or it restarts what we stop.
-    if let Some(sup) = run.read_supervisor()?
-        && sup.alive()?
-    {
+    // 1. The supervisor first, or it restarts what we stop: the recorded one, and any other
+    //    found by its command line.
+    let mut supervisors = sweep::supervisors_of(run)?;
+    supervisors.extend(
+        run.read_supervisor()?
+            .filter(|s| s.alive().unwrap_or(false)),
+    );
+    for sup in &supervisors {
         let _ = kill(Pid::from_raw(sup.pid), Signal::SIGKILL);
         report.supervisor = true;
     }
@@ -415,59 +422,30 @@ pub fn down(run: &RunDir) -> Result<DownReport> {
             .problems
             .extend(cleanup.errors.iter().map(|e| e.to_string()));
     }
-    // 3. Every process living in a lab namespace, recorded or not.
-    report.processes_killed = stop_processes(&lab_processes()?);
+    // 3. Every process of this lab: recorded, working in its directories, or living in a
+    //    lab namespace. The namespaces are shared by name, so while another run
+    //    directory's lab is up they and their processes are that lab's to take down.
+    let others = sweep::other_live_labs(run)?;
+    let shared = others.is_empty();
+    report.processes_killed = stop_processes(&sweep::processes_of(run, shared)?);
     // 4. Any mount left under the run directory (belt and braces: the journal covers ours).
     report.mounts_removed = unmount_under(run.root(), &mut report.problems);
     // 5. Namespaces, and with them links, bridges and nftables tables.
-    report.namespaces_deleted = net::delete_all()?;
+    if shared {
+        report.namespaces_deleted = net::delete_all()?;
+    } else {
+        report.problems.extend(others.iter().map(|dir| {
+            format!(
+                "left the network namespaces to the lab that is up in {}",
+                dir.display()
+            )
+        }));
+    }
     if run.holds_dir().exists() {
         let _ = fs::remove_dir_all(run.holds_dir());
     }
     run.remove_state()?;
     Ok(report)
-}
-
-fn lab_identities() -> Result<Vec<NetnsIdentity>> {
-    let mut ids = Vec::new();
-    for name in net::existing_namespaces() {
-        if let Some(id) = net::netns_path(&name).identity()? {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
-}
-
-/// Processes whose network namespace is one of the lab's.
-fn lab_processes() -> Result<Vec<ProcessRef>> {
-    let ids = lab_identities()?;
-    if ids.is_empty() {
-        return Ok(vec![]);
-    }
-    let me = std::process::id();
-    let entries = fs::read_dir("/proc").map_err(|e| LabError::io("/proc", e))?;
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid as u32 == me || pid <= 1 {
-            continue;
-        }
-        let Ok(Some(id)) = Netns::of_pid(pid).identity() else {
-            continue;
-        };
-        if ids.contains(&id)
-            && let Ok(Some(p)) = ProcessRef::of(pid)
-        {
-            found.push(p);
-        }
-    }
-    Ok(found)
 }
 
 /// SIGTERM (and SIGCONT, in case they are frozen), then SIGKILL after a grace period.
