@@ -68,7 +68,7 @@ node_exec() {
 cgroup_hierarchies() {
 	local d
 	for d in /sys/fs/cgroup/*/; do
-		[[ -f $d/cgroup.procs ]] && echo "${d%/}"
+		if [[ -f $d/cgroup.procs ]]; then echo "${d%/}"; fi
 	done
 }
 

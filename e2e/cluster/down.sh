@@ -36,18 +36,19 @@ our_pids() {
 	for p in /proc/[0-9]*; do
 		p=${p#/proc/}
 		[[ $p == "$$" || $p == "$PPID" ]] && continue
-		cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+		cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
 		case $cmd in
 		*"$RUN_DIR/"* | *"$STATE_DIR/"* | "$K8S_BIN/"* | "$ETCD_BIN/"*) echo "$p" ;;
 		esac
 	done
+	return 0
 }
 # Every process in a node's cgroups (the pods' processes), in any hierarchy.
 cgroup_pids() {
 	local h n
 	for h in $(cgroup_hierarchies); do
 		for n in $(node_names); do
-			[[ -d $h/$n ]] && find "$h/$n" -name cgroup.procs -exec cat {} + 2>/dev/null
+			if [[ -d $h/$n ]]; then find "$h/$n" -name cgroup.procs -exec cat {} + 2>/dev/null || true; fi
 		done
 	done | sort -u
 }
@@ -122,7 +123,7 @@ for n in $(node_names); do
 done
 grep -q " $NS_DIR " /proc/self/mountinfo && { umount "$NS_DIR" || umount -l "$NS_DIR"; }
 # Anything of ours still mounted on the host (from a run that went wrong), deepest first.
-awk '{print $5}' /proc/self/mountinfo | grep -e "^$RUN_DIR" -e "^$STATE_DIR" | sort -r | while read -r m; do
+awk '{print $5}' /proc/self/mountinfo | { grep -e "^$RUN_DIR" -e "^$STATE_DIR" || true; } | sort -r | while read -r m; do
 	umount "$m" 2>/dev/null || umount -l "$m" || true
 done
 
@@ -137,7 +138,8 @@ ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link del "$NODE_BRIDGE"
 
 # 7. Files.
 if [[ -f $RUN_DIR/created-dirs ]]; then
-	while read -r d; do rmdir "$d" 2>/dev/null || true; done <"$RUN_DIR/created-dirs"
+	# Only empty directories: a host ctr may have left its empty fifo directory inside.
+	while read -r d; do find "$d" -depth -type d -empty -delete 2>/dev/null || true; done <"$RUN_DIR/created-dirs"
 fi
 rm -rf "$RUN_DIR"
 ((KEEP)) || rm -rf "$STATE_DIR"

@@ -73,7 +73,7 @@ else
 		[[ -x $bin && -f $bin ]] || die "not an executable file: $bin"
 		cp "$bin" "$ROOT/$(basename "$bin")"
 		# A dynamic binary needs its loader and libraries at the same paths.
-		ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+		{ ldd "$bin" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
 			[[ -e $lib ]] || continue
 			mkdir -p "$ROOT$(dirname "$lib")"
 			cp -L "$lib" "$ROOT$lib"

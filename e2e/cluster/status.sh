@@ -44,7 +44,7 @@ shims=0
 pods=0
 for p in /proc/[0-9]*; do
 	p=${p#/proc/}
-	cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
 	[[ $cmd == *containerd-shim*"$RUN_DIR/"* ]] && shims=$((shims + $(rss_kib "$p")))
 done
 for n in $(node_names); do
