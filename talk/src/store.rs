@@ -58,6 +58,16 @@ impl StreamSpec {
     }
 }
 
+/// How long to wait before publishing again after a duplicate-at-sequence-0 answer: six
+/// tries within about 0.75 s, inside the one-second attempt a client gives a send.
+const UNCOMMITTED_DUPLICATE_PAUSES: [Duration; 5] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(150),
+    Duration::from_millis(200),
+    Duration::from_millis(250),
+];
+
 /// Errors talking to JetStream.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,6 +79,9 @@ pub enum StoreError {
     Publish(String),
     #[error("timed out waiting for JetStream ({0})")]
     Timeout(String),
+    /// The store answered a send as a duplicate of a copy it has not committed.
+    #[error("not committed yet: {0}")]
+    Uncommitted(String),
     #[error("read: {0}")]
     Read(String),
     #[error("corrupt message at seq {seq}: {message}")]
@@ -83,6 +96,7 @@ impl StoreError {
             Self::Stream { .. } => "stream",
             Self::Publish(_) => "publish",
             Self::Timeout(_) => "timeout",
+            Self::Uncommitted(_) => "uncommitted",
             Self::Read(_) => "read",
             Self::Corrupt { .. } => "corrupt",
         }
@@ -169,12 +183,50 @@ impl MessageStore {
     }
 
     /// Publishes and waits for the JetStream ack; returns (seq, duplicate).
+    ///
+    /// A retry of a send whose first copy is still being replicated is answered by the
+    /// stream leader as a duplicate at sequence 0: nothing is committed yet, and if the
+    /// leader loses its term (a healed partition often does that) the first copy is
+    /// dropped and never stored. Acknowledging that would lose an acknowledged message, so
+    /// the publish is repeated until the copy is committed (a duplicate with its real
+    /// sequence) or stored anew; when neither happens in time the send fails, which the
+    /// client sees as indeterminate and retries.
     pub async fn publish(
         &self,
         room: &RoomName,
         payload: &MessagePayload,
     ) -> Result<(u64, bool), StoreError> {
         let body = serde_json::to_vec(payload).map_err(|e| StoreError::Publish(e.to_string()))?;
+        let mut pauses = UNCOMMITTED_DUPLICATE_PAUSES.iter();
+        loop {
+            match self.publish_once(room, payload, &body).await? {
+                (0, true) => match pauses.next() {
+                    Some(pause) => {
+                        tracing::warn!(
+                            producer = %payload.producer,
+                            counter = payload.counter,
+                            "JetStream answered a duplicate of an uncommitted copy; publishing again"
+                        );
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => {
+                        return Err(StoreError::Uncommitted(format!(
+                            "{}:{} is a duplicate of a copy JetStream has not committed",
+                            payload.producer, payload.counter
+                        )));
+                    }
+                },
+                confirmed => return Ok(confirmed),
+            }
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        room: &RoomName,
+        payload: &MessagePayload,
+        body: &[u8],
+    ) -> Result<(u64, bool), StoreError> {
         let mut headers = HeaderMap::new();
         // Lets a client retry a send without storing it twice.
         headers.insert(
@@ -183,7 +235,7 @@ impl MessageStore {
         );
         let ack = self
             .js
-            .publish_with_headers(self.spec.subject(room), headers, body.into())
+            .publish_with_headers(self.spec.subject(room), headers, body.to_vec().into())
             .await
             .map_err(|e| StoreError::Publish(e.to_string()))?
             .await

@@ -67,7 +67,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Timeout(m) => Self::Timeout(m),
+            StoreError::Timeout(m) | StoreError::Uncommitted(m) => Self::Timeout(m),
             other => Self::Store(other.to_string()),
         }
     }
