@@ -1,0 +1,106 @@
+//! `firedrill-operator`: the Experiment controller, with leader election and metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use firedrill_operator::lease::LeaseConfig;
+use firedrill_operator::metrics::{self, Metrics};
+use firedrill_operator::reconcile::{self, Context};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+/// firedrill's Kubernetes operator.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where /metrics and /healthz are served.
+    #[arg(long, env = "FIREDRILL_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// The operator's own namespace: never a target, and where the leader Lease lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "firedrill-system")]
+    namespace: String,
+    /// This replica's name in the Lease and in Events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// The leader Lease's name.
+    #[arg(long, default_value = "firedrill-operator")]
+    lease_name: String,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Run without leader election (one replica only).
+    #[arg(long)]
+    no_leader_election: bool,
+}
+
+fn identity(args: &Args) -> String {
+    args.identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("firedrill-operator-{}", std::process::id()))
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+    tx.send_replace(true);
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let identity = identity(&args);
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes client configuration");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let metrics = Arc::new(Metrics::default());
+    let ctx = match Context::new(client, metrics.clone(), &args.namespace, &identity) {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            tracing::error!(error = %e, "could not start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(shutdown_signal(shutdown_tx));
+    tracing::info!(%identity, namespace = %args.namespace, "firedrill-operator starting");
+    if args.no_leader_election {
+        ctx.metrics.leader.set(1);
+        let mut stop = shutdown.clone();
+        reconcile::run(ctx, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    } else {
+        let mut lease = LeaseConfig::new(&args.namespace, &args.lease_name, &identity);
+        lease.lease_duration = Duration::from_secs(args.lease_duration.max(3));
+        lease.renew_deadline = lease.lease_duration * 2 / 3;
+        lease.retry_period = (lease.lease_duration / 7).max(Duration::from_secs(1));
+        reconcile::run_with_election(ctx, lease, shutdown).await;
+    }
+    server.abort();
+    std::process::ExitCode::SUCCESS
+}

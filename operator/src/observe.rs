@@ -1,0 +1,272 @@
+//! What the Injections' status (written by the node agents) tells the engine, without I/O.
+
+use chrono::{DateTime, Utc};
+use firedrill_core::api::{FaultState, Injection, InjectionState};
+use firedrill_core::engine::Observation;
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+
+use crate::{AGENT_FINALIZER, PLAN_SIZE_ANNOTATION};
+
+fn state(injection: &Injection) -> InjectionState {
+    injection
+        .status
+        .as_ref()
+        .map(|s| s.state)
+        .unwrap_or_default()
+}
+
+/// How many Injections the plan had, as recorded on them; the count present if none says.
+fn plan_size(injections: &[Injection]) -> usize {
+    injections
+        .iter()
+        .filter_map(|i| i.annotations().get(PLAN_SIZE_ANNOTATION)?.parse().ok())
+        .max()
+        .unwrap_or(injections.len())
+}
+
+/// The engine's observations from the experiment's Injections (those still present; deleted
+/// ones are gone), given the fault state the engine last recorded.
+///
+/// - While injecting: any `Failed` is an injection failure; every planned Injection present
+///   and `Applied` is the fault applied, at the latest `appliedAt`.
+/// - While injected or reverting: every Injection gone or `Reverted` is the fault reverted
+///   (asked for, or expired on the agent's own timer), at the latest `revertedAt`. A `Failed`
+///   one is an injection failure (the engine then aborts).
+pub fn observations(
+    fault_state: FaultState,
+    injections: &[Injection],
+    now: DateTime<Utc>,
+) -> Vec<Observation> {
+    let failed = injections
+        .iter()
+        .find(|i| state(i) == InjectionState::Failed);
+    let failure = failed.map(|i| Observation::InjectionFailed {
+        at: now,
+        reason: format!(
+            "injection {} on node {} failed: {}",
+            i.name_any(),
+            i.spec.node_name,
+            i.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .unwrap_or("the agent gave no reason")
+        ),
+    });
+    match fault_state {
+        FaultState::Injecting => {
+            if let Some(failure) = failure {
+                return vec![failure];
+            }
+            let all_applied = !injections.is_empty()
+                && injections.len() >= plan_size(injections)
+                && injections
+                    .iter()
+                    .all(|i| state(i) == InjectionState::Applied);
+            if all_applied {
+                let at = injections
+                    .iter()
+                    .filter_map(|i| i.status.as_ref()?.applied_at)
+                    .max()
+                    .unwrap_or(now);
+                return vec![Observation::FaultApplied { at }];
+            }
+            vec![]
+        }
+        FaultState::Injected | FaultState::Reverting => {
+            let reverted = injections
+                .iter()
+                .all(|i| state(i) == InjectionState::Reverted);
+            if reverted {
+                let at = injections
+                    .iter()
+                    .filter_map(|i| i.status.as_ref()?.reverted_at)
+                    .max()
+                    .unwrap_or(now);
+                return vec![Observation::FaultReverted { at }];
+            }
+            failure.into_iter().collect()
+        }
+        FaultState::NotInjected | FaultState::Reverted => vec![],
+    }
+}
+
+/// Injections being deleted that only their node's agent could finish, on a node that no
+/// longer exists: nothing runs there any more, so their agent finalizer may be removed.
+pub fn orphaned<'a>(injections: &'a [Injection], nodes: &[Node]) -> Vec<&'a Injection> {
+    injections
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_some())
+        .filter(|i| i.finalizers().iter().any(|f| f == AGENT_FINALIZER))
+        .filter(|i| {
+            !nodes
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(i.spec.node_name.as_str()))
+        })
+        .collect()
+}
+
+/// Injections still to be deleted (not already being deleted).
+pub fn to_delete(injections: &[Injection]) -> Vec<&Injection> {
+    injections
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// A short list of what is still in place, for messages.
+pub fn describe(injections: &[Injection]) -> String {
+    let mut names: Vec<String> = injections
+        .iter()
+        .take(5)
+        .map(|i| format!("{} on {} ({:?})", i.name_any(), i.spec.node_name, state(i)))
+        .collect();
+    if injections.len() > 5 {
+        names.push(format!("and {} more", injections.len() - 5));
+    }
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+    use firedrill_core::api::{InjectionSpec, InjectionStatus, NetworkCut, NodeAction};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn inj(name: &str, node: &str, state: InjectionState, plan_size: usize) -> Injection {
+        Injection {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(BTreeMap::from([(
+                    PLAN_SIZE_ANNOTATION.to_owned(),
+                    plan_size.to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec: InjectionSpec {
+                node_name: node.into(),
+                experiment: "talk/x".into(),
+                action: NodeAction {
+                    network: Some(NetworkCut {
+                        pods: vec![],
+                        all: true,
+                        drop_to: vec![],
+                        drop_from: vec![],
+                    }),
+                    processes: None,
+                    read_only_volume: None,
+                },
+                expires_at: at(100),
+            },
+            status: Some(InjectionStatus {
+                state,
+                applied_at: (state != InjectionState::Pending).then(|| at(3)),
+                reverted_at: (state == InjectionState::Reverted).then(|| at(50)),
+                message: (state == InjectionState::Failed).then(|| "no such pod".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn applied_only_when_every_planned_injection_reports_applied() {
+        let a = inj("a", "n1", InjectionState::Applied, 2);
+        let b = inj("b", "n2", InjectionState::Pending, 2);
+        assert!(observations(FaultState::Injecting, &[], at(5)).is_empty());
+        assert!(observations(FaultState::Injecting, &[a.clone(), b], at(5)).is_empty());
+        // One of two created so far: not applied, even though it reports Applied.
+        assert!(observations(FaultState::Injecting, std::slice::from_ref(&a), at(5)).is_empty());
+        let mut b = inj("b", "n2", InjectionState::Applied, 2);
+        if let Some(s) = b.status.as_mut() {
+            s.applied_at = Some(at(4));
+        }
+        assert_eq!(
+            observations(FaultState::Injecting, &[a, b], at(5)),
+            vec![Observation::FaultApplied { at: at(4) }]
+        );
+    }
+
+    #[test]
+    fn a_failed_injection_is_reported_with_the_agents_reason() {
+        let obs = observations(
+            FaultState::Injecting,
+            &[
+                inj("a", "n1", InjectionState::Applied, 2),
+                inj("b", "n2", InjectionState::Failed, 2),
+            ],
+            at(5),
+        );
+        match obs.as_slice() {
+            [Observation::InjectionFailed { reason, .. }] => {
+                assert!(reason.contains("b on node n2") && reason.contains("no such pod"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reverted_when_all_are_gone_or_report_reverted() {
+        // All gone (deleted, the agents removed their finalizers).
+        assert_eq!(
+            observations(FaultState::Reverting, &[], at(60)),
+            vec![Observation::FaultReverted { at: at(60) }]
+        );
+        // Expired on the agent's own timer while holding.
+        assert_eq!(
+            observations(
+                FaultState::Injected,
+                &[inj("a", "n1", InjectionState::Reverted, 1)],
+                at(60)
+            ),
+            vec![Observation::FaultReverted { at: at(50) }]
+        );
+        // One still applied: not reverted.
+        assert!(
+            observations(
+                FaultState::Reverting,
+                &[
+                    inj("a", "n1", InjectionState::Reverted, 2),
+                    inj("b", "n2", InjectionState::Applied, 2)
+                ],
+                at(60)
+            )
+            .is_empty()
+        );
+        // Nothing is observed before injecting or after the revert.
+        assert!(observations(FaultState::NotInjected, &[], at(1)).is_empty());
+        assert!(observations(FaultState::Reverted, &[], at(1)).is_empty());
+    }
+
+    #[test]
+    fn only_deleted_injections_of_vanished_nodes_are_orphans() {
+        let mut gone = inj("a", "gone-node", InjectionState::Applied, 2);
+        gone.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        gone.metadata.finalizers = Some(vec![AGENT_FINALIZER.to_owned()]);
+        let mut here = gone.clone();
+        here.spec.node_name = "n1".into();
+        let mut not_deleted = gone.clone();
+        not_deleted.metadata.deletion_timestamp = None;
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let all = [gone, here, not_deleted];
+        let orphans = orphaned(&all, &[node]);
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].spec.node_name, "gone-node");
+        assert_eq!(to_delete(&all).len(), 1);
+    }
+}

@@ -1,0 +1,698 @@
+//! The Experiment controller: the thin shell that runs the engine against the API server.
+//!
+//! One reconciliation reads the experiment's Injections, steps the engine with what they
+//! and the probes say, carries out the engine's actions (sample, inject, revert), steps again
+//! with what those produced, and writes the status once, by server-side apply. Everything the
+//! engine needs to continue is in that status, so any replica picks up where another left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use firedrill_core::api::{
+    Experiment, ExperimentSpec, ExperimentStatus, Injection, Phase, ProbeKind, Stage,
+    WorkloadCounters,
+};
+use firedrill_core::engine::{Action as EngineAction, Observation, step};
+use firedrill_core::manifest::check_experiment;
+use firedrill_probes::Prober;
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::watch;
+
+use crate::lease::{LeaderElector, LeaseConfig};
+use crate::metrics::{Metrics, VerdictLabels};
+use crate::objects::KubeObjects;
+use crate::plan::{self, Policy};
+use crate::status::{self, INVALID, Note, TARGETS};
+use crate::{
+    ABORT_ANNOTATION, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, PLAN_SIZE_ANNOTATION,
+    cluster, observe,
+};
+
+/// Steps per reconciliation: each absorbs what the previous one's actions produced.
+const MAX_ROUNDS: usize = 4;
+/// How often a refused plan is tried again (a namespace may opt in meanwhile).
+const PLAN_RETRY: Duration = Duration::from_secs(30);
+
+/// What a reconciliation needs.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub policy: Policy,
+    objects: Arc<KubeObjects>,
+    probers: Mutex<HashMap<String, Prober>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// `operator_namespace` is protected; `identity` names this replica in Events.
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        operator_namespace: &str,
+        identity: &str,
+    ) -> Result<Self, Error> {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(identity.to_owned()),
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Setup(format!("http client: {e}")))?;
+        Ok(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            objects: Arc::new(KubeObjects::new(client.clone())),
+            client,
+            metrics,
+            policy: Policy::new(operator_namespace),
+            probers: Mutex::new(HashMap::new()),
+            http,
+        })
+    }
+
+    /// The prober for experiments of `namespace` (the default namespace of their
+    /// `kubernetes` probes).
+    fn prober(&self, namespace: &str) -> Result<Prober, Error> {
+        let cached = self
+            .probers
+            .lock()
+            .ok()
+            .and_then(|p| p.get(namespace).cloned());
+        if let Some(prober) = cached {
+            return Ok(prober);
+        }
+        let prober = Prober::builder()
+            .objects(self.objects.clone())
+            .default_namespace(namespace)
+            .build()
+            .map_err(|e| Error::Setup(format!("prober: {e}")))?;
+        if let Ok(mut probers) = self.probers.lock() {
+            probers.insert(namespace.to_owned(), prober.clone());
+        }
+        Ok(prober)
+    }
+
+    async fn publish(&self, experiment: &Experiment, note: &Note) {
+        let event = Event {
+            type_: note.type_,
+            reason: note.reason.clone(),
+            note: Some(note.note.clone()),
+            action: note.action.clone(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &experiment.object_ref(&()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+}
+
+fn api(ctx: &Context, experiment: &Experiment) -> Result<Api<Experiment>, Error> {
+    let namespace = experiment
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
+    Ok(Api::namespaced(ctx.client.clone(), &namespace))
+}
+
+fn uid(experiment: &Experiment) -> Result<String, Error> {
+    experiment.uid().ok_or(Error::MissingField("uid"))
+}
+
+async fn write_status(
+    ctx: &Context,
+    experiment: &Experiment,
+    before: &ExperimentStatus,
+    after: &ExperimentStatus,
+) -> Result<(), Error> {
+    if before == after {
+        return Ok(());
+    }
+    let patch = status::patch(after)?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api(ctx, experiment)?
+        .patch_status(&experiment.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    for note in status::notes(before, after) {
+        ctx.publish(experiment, &note).await;
+    }
+    if before.verdict.is_none()
+        && let Some(verdict) = after.verdict
+    {
+        ctx.metrics
+            .verdicts
+            .get_or_create(&VerdictLabels {
+                verdict: format!("{verdict:?}"),
+            })
+            .inc();
+    }
+    Ok(())
+}
+
+/// Samples the named probes of a stage.
+async fn sample(
+    prober: &Prober,
+    spec: &ExperimentSpec,
+    stage: Stage,
+    names: &[String],
+) -> Vec<Observation> {
+    let probes = match stage {
+        Stage::Abort => &spec.abort_conditions,
+        _ => &spec.hypothesis.probes,
+    };
+    let wanted: Vec<_> = probes.iter().filter(|p| names.contains(&p.name)).collect();
+    let outcomes = join_all(wanted.iter().map(|p| prober.sample(p))).await;
+    let at = Utc::now();
+    wanted
+        .iter()
+        .zip(outcomes)
+        .map(|(p, outcome)| Observation::Sample {
+            probe: p.name.clone(),
+            stage,
+            at,
+            outcome,
+        })
+        .collect()
+}
+
+/// The talk prober's SLI endpoint, when the hypothesis has a talk probe: its loss counters
+/// measure the experiment's RPO.
+pub fn workload_url(spec: &ExperimentSpec) -> Option<&str> {
+    spec.hypothesis.probes.iter().find_map(|p| match p.kind() {
+        Some(ProbeKind::Talk(t)) => Some(t.url.as_str()),
+        _ => None,
+    })
+}
+
+/// Reads the workload's cumulative loss counters from a talk SLI document.
+pub fn workload_counters(sli: &serde_json::Value) -> Option<WorkloadCounters> {
+    Some(WorkloadCounters {
+        lost: sli.get("lostMessages")?.as_u64()?,
+        duplicated: sli.get("duplicatedMessages")?.as_u64()?,
+    })
+}
+
+async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
+    let url = workload_url(spec)?;
+    let response = ctx.http.get(url).send().await.ok()?;
+    let sli: serde_json::Value = response.json().await.ok()?;
+    workload_counters(&sli).map(Observation::Workload)
+}
+
+/// Carries out `Inject`: plans against the cluster as it is now and creates the Injections
+/// that are missing, or deletes the pods of a one-shot fault. A plan that is refused now is
+/// an injection failure (the engine reverts whatever may be in place).
+async fn inject(
+    ctx: &Context,
+    experiment: &Experiment,
+    expires_at: DateTime<Utc>,
+) -> Result<Vec<Observation>, Error> {
+    let spec = &experiment.spec;
+    let candidates = cluster::candidates(&ctx.client, spec).await?;
+    let planned = match plan::plan(spec, &candidates, &ctx.policy) {
+        Ok(planned) => planned,
+        Err(e) => {
+            return Ok(vec![Observation::InjectionFailed {
+                at: Utc::now(),
+                reason: format!("{}: {e}", e.field()),
+            }]);
+        }
+    };
+    if !plan::uses_injections(spec) {
+        cluster::delete_pods(&ctx.client, &planned.deletions).await?;
+        return Ok(vec![Observation::FaultApplied { at: Utc::now() }]);
+    }
+    let namespace = experiment
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
+    let existing = cluster::injections(&ctx.client, &namespace, &uid(experiment)?).await?;
+    // Once the plan's Injections all exist it is fixed; a retry only completes a partial
+    // creation (Injections are immutable, so existing ones are never rewritten).
+    let recorded = existing
+        .iter()
+        .filter_map(|i| {
+            i.annotations()
+                .get(PLAN_SIZE_ANNOTATION)?
+                .parse::<usize>()
+                .ok()
+        })
+        .max();
+    let complete = recorded.is_some_and(|size| existing.len() >= size);
+    let wanted: Vec<Injection> = if complete {
+        vec![]
+    } else {
+        plan::injections(experiment, &planned, expires_at)?
+            .into_iter()
+            .filter(|w| !existing.iter().any(|e| e.name_any() == w.name_any()))
+            .collect()
+    };
+    let created = cluster::create_injections(&ctx.client, &namespace, &wanted).await?;
+    ctx.metrics.injections_created.inc_by(created as u64);
+    if created > 0 {
+        ctx.publish(
+            experiment,
+            &Note::new(
+                EventType::Normal,
+                "Injecting",
+                &format!("created {created} injection(s): {}", planned.summary()),
+                "Inject",
+            ),
+        )
+        .await;
+    }
+    Ok(vec![])
+}
+
+/// Asks for every Injection of the experiment to be reverted (deleted), frees those whose
+/// node is gone, and returns those still present.
+async fn revert_all(ctx: &Context, experiment: &Experiment) -> Result<Vec<Injection>, Error> {
+    let namespace = experiment
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
+    let uid = uid(experiment)?;
+    let present = cluster::injections(&ctx.client, &namespace, &uid).await?;
+    if present.is_empty() {
+        return Ok(present);
+    }
+    cluster::delete_injections(&ctx.client, &namespace, &observe::to_delete(&present)).await?;
+    let present = cluster::injections(&ctx.client, &namespace, &uid).await?;
+    if present
+        .iter()
+        .any(|i| i.metadata.deletion_timestamp.is_some())
+    {
+        let nodes = cluster::nodes(&ctx.client).await?;
+        let orphans = observe::orphaned(&present, &nodes);
+        if !orphans.is_empty() {
+            cluster::release_orphans(&ctx.client, &namespace, &orphans).await?;
+            return cluster::injections(&ctx.client, &namespace, &uid).await;
+        }
+    }
+    Ok(present)
+}
+
+/// Runs the engine until its actions produce nothing new (or [`MAX_ROUNDS`]); returns when
+/// it wants to be called again.
+async fn drive(
+    ctx: &Context,
+    experiment: &Experiment,
+    status: &mut ExperimentStatus,
+    mut observations: Vec<Observation>,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    let spec = &experiment.spec;
+    let namespace = experiment
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
+    let uid = uid(experiment)?;
+    let uses_injections = plan::uses_injections(spec);
+    let prober = ctx.prober(&namespace)?;
+    let mut next = None;
+    let mut reverted = false;
+    for round in 0..=MAX_ROUNDS {
+        let now = Utc::now();
+        if uses_injections && status.fault_state.may_be_active() {
+            let present = cluster::injections(&ctx.client, &namespace, &uid).await?;
+            observations.extend(observe::observations(status.fault_state, &present, now));
+        }
+        let transition = step(spec, status, now, &observations);
+        observations.clear();
+        *status = transition.status;
+        next = None;
+        let last = round == MAX_ROUNDS;
+        let mut again = false;
+        for action in transition.actions {
+            match action {
+                EngineAction::RequeueAt(at) => {
+                    next = Some(next.map_or(at, |n: DateTime<Utc>| n.min(at)))
+                }
+                // The last round only absorbs; its other actions come at the next call.
+                _ if last => next = Some(now),
+                EngineAction::Sample { stage, probes } => {
+                    observations.extend(sample(&prober, spec, stage, &probes).await);
+                    if let Some(workload) = read_workload(ctx, spec).await {
+                        observations.push(workload);
+                    }
+                }
+                EngineAction::Inject { expires_at } => {
+                    observations.extend(inject(ctx, experiment, expires_at).await?);
+                }
+                EngineAction::Revert => {
+                    if uses_injections {
+                        revert_all(ctx, experiment).await?;
+                        // Look once more: Injections no agent held are gone already.
+                        again |= !reverted;
+                        reverted = true;
+                    } else {
+                        observations.push(Observation::FaultReverted { at: Utc::now() });
+                    }
+                }
+            }
+        }
+        if status.phase == Phase::Completed || (observations.is_empty() && !again) {
+            break;
+        }
+    }
+    Ok(next)
+}
+
+fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+    match next {
+        Some(at) => Action::requeue(
+            (at - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(100)),
+        ),
+        None => Action::requeue(Duration::from_secs(60)),
+    }
+}
+
+/// Refuses the experiment with an `Invalid` condition naming the field, and a Warning Event
+/// when that is news.
+async fn refuse(
+    ctx: &Context,
+    experiment: &Experiment,
+    before: &ExperimentStatus,
+    mut status: ExperimentStatus,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let news = !status::is_true(before, INVALID)
+        || before
+            .conditions
+            .iter()
+            .any(|c| c.type_ == INVALID && c.message != message);
+    status::set(
+        &mut status.conditions,
+        INVALID,
+        true,
+        reason,
+        message,
+        Utc::now(),
+    );
+    write_status(ctx, experiment, before, &status).await?;
+    if news {
+        ctx.publish(
+            experiment,
+            &Note::new(EventType::Warning, reason, message, "Plan"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Reconciles a live (not deleted) experiment.
+async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> {
+    let before = experiment.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    status.observed_generation = experiment.meta().generation;
+    if status.phase == Phase::Completed {
+        // Belt and braces: nothing of a completed experiment stays in place.
+        let left = revert_all(ctx, experiment).await?;
+        write_status(ctx, experiment, &before, &status).await?;
+        return Ok(if left.is_empty() {
+            Action::await_change()
+        } else {
+            Action::requeue(Duration::from_secs(1))
+        });
+    }
+    if status.phase == Phase::Pending {
+        if let Some((path, message)) = check_experiment(&experiment.spec).first() {
+            let message = format!("spec.{path}: {message}");
+            refuse(ctx, experiment, &before, status, "InvalidSpec", &message).await?;
+            return Ok(Action::await_change());
+        }
+        // Plan before starting: a refused plan never starts, and a dry run shows its targets.
+        let candidates = cluster::candidates(&ctx.client, &experiment.spec).await?;
+        match plan::plan(&experiment.spec, &candidates, &ctx.policy) {
+            Err(e) => {
+                let message = format!("{}: {e}", e.field());
+                refuse(ctx, experiment, &before, status, e.reason(), &message).await?;
+                return Ok(Action::requeue(PLAN_RETRY));
+            }
+            Ok(planned) => {
+                let now = Utc::now();
+                let dry = experiment.spec.dry_run;
+                let reason = if dry { "DryRun" } else { "Resolved" };
+                let summary = if dry {
+                    format!("dry run, nothing injected; would hit {}", planned.summary())
+                } else {
+                    planned.summary()
+                };
+                status::set(&mut status.conditions, INVALID, false, "Valid", "", now);
+                status::set(&mut status.conditions, TARGETS, true, reason, &summary, now);
+                ctx.publish(
+                    experiment,
+                    &Note::new(EventType::Normal, reason, &summary, "Plan"),
+                )
+                .await;
+            }
+        }
+    }
+    let mut observations = Vec::new();
+    if let Some(reason) = experiment.annotations().get(ABORT_ANNOTATION) {
+        observations.push(Observation::AbortRequested {
+            reason: format!("{ABORT_ANNOTATION}: {reason}"),
+        });
+    }
+    let next = drive(ctx, experiment, &mut status, observations).await?;
+    write_status(ctx, experiment, &before, &status).await?;
+    if status.phase == Phase::Completed {
+        return Ok(Action::await_change());
+    }
+    Ok(requeue_at(next, Utc::now()))
+}
+
+/// Cleanup before the finalizer goes: every Injection reverted and gone. Idempotent; fails
+/// (keeping the finalizer) while anything remains.
+async fn cleanup(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> {
+    let remaining = revert_all(ctx, experiment).await?;
+    if !remaining.is_empty() {
+        return Err(Error::RevertPending {
+            remaining: remaining.len(),
+            what: observe::describe(&remaining),
+        });
+    }
+    Ok(Action::await_change())
+}
+
+/// A deleted experiment is aborted through the engine (so its status says so while the
+/// agents revert) and its Injections are deleted. Returns what is still in place.
+async fn abort_on_delete(experiment: &Experiment, ctx: &Context) -> Result<Vec<Injection>, Error> {
+    let before = experiment.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    if status.phase != Phase::Completed {
+        let abort = Observation::AbortRequested {
+            reason: "the Experiment was deleted".to_owned(),
+        };
+        drive(ctx, experiment, &mut status, vec![abort]).await?;
+        write_status(ctx, experiment, &before, &status).await?;
+    }
+    revert_all(ctx, experiment).await
+}
+
+async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<Action, Error> {
+    let deleting = experiment.meta().deletion_timestamp.is_some();
+    if deleting && experiment.finalizers().iter().any(|f| f == FINALIZER) {
+        let remaining = abort_on_delete(&experiment, ctx).await?;
+        if !remaining.is_empty() {
+            tracing::info!(
+                experiment = %experiment.name_any(),
+                remaining = remaining.len(),
+                "deleted; waiting for the agents to revert"
+            );
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+    let api = api(ctx, &experiment)?;
+    finalizer(&api, FINALIZER, experiment, |event| async move {
+        match event {
+            Finalized::Apply(experiment) => apply(&experiment, ctx).await,
+            Finalized::Cleanup(experiment) => cleanup(&experiment, ctx).await,
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+/// Reconciles one Experiment: metrics, and a Warning Event for a failure.
+pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile();
+    let result = reconcile_inner(experiment.clone(), &ctx).await;
+    if let Err(error) = &result {
+        ctx.metrics.failure(error);
+        // A plan refusal has its own condition and Event; conflicts just retry.
+        if !matches!(error.category(), "plan" | "conflict" | "not_found") {
+            let note = Note::new(
+                EventType::Warning,
+                error.reason(),
+                &error.to_string(),
+                "Reconcile",
+            );
+            ctx.publish(&experiment, &note).await;
+        }
+    }
+    result
+}
+
+/// How soon a failed reconciliation is retried, by category.
+pub fn retry_after(error: &Error) -> Duration {
+    match error.category() {
+        "revert_pending" | "conflict" => Duration::from_secs(1),
+        "plan" => PLAN_RETRY,
+        _ => Duration::from_secs(5),
+    }
+}
+
+pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        experiment = %experiment.name_any(),
+        namespace = ?experiment.namespace(),
+        category = error.category(),
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(retry_after(error))
+}
+
+/// The controller: Experiments, and the Injections they own (an agent's status report
+/// triggers its experiment at once).
+pub fn controller(client: Client) -> Controller<Experiment> {
+    let experiments: Api<Experiment> = Api::all(client.clone());
+    let injections: Api<Injection> = Api::all(client);
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    Controller::new(experiments, watcher::Config::default()).owns(injections, owned)
+}
+
+/// Runs the controller until `stop` completes; reconciliations in flight finish first.
+pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    controller(ctx.client.clone())
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "controller"),
+            }
+        })
+        .await;
+}
+
+/// Runs the controller only while this replica holds the leader lease; a standby waits and
+/// takes over when the leader's lease expires. Returns when `shutdown` turns true.
+pub async fn run_with_election(
+    ctx: Arc<Context>,
+    lease: LeaseConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (leading_tx, leading) = watch::channel(false);
+    let elector = LeaderElector::new(ctx.client.clone(), lease);
+    let election = tokio::spawn(elector.run(leading_tx, shutdown.clone()));
+    loop {
+        let mut to_lead = leading.clone();
+        let mut stopping = shutdown.clone();
+        tokio::select! {
+            r = to_lead.wait_for(|l| *l) => if r.is_err() { break },
+            _ = stopping.wait_for(|s| *s) => break,
+        }
+        ctx.metrics.leader.set(1);
+        let mut lost = leading.clone();
+        let mut stopping = shutdown.clone();
+        let stop = async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+        };
+        run(ctx.clone(), stop).await;
+        ctx.metrics.leader.set(0);
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    if let Err(e) = election.await {
+        tracing::warn!(error = %e, "the election task failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_follow_the_error_category() {
+        let pending = Error::RevertPending {
+            remaining: 1,
+            what: "x".into(),
+        };
+        assert_eq!(retry_after(&pending), Duration::from_secs(1));
+        let plan: Error = plan::PlanError::NoFault.into();
+        assert_eq!(retry_after(&plan), PLAN_RETRY);
+        assert_eq!(
+            retry_after(&Error::MissingField("uid")),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn requeue_is_at_the_engines_time_and_never_a_busy_loop() {
+        let now = Utc::now();
+        assert_eq!(
+            requeue_at(Some(now + chrono::TimeDelta::seconds(2)), now),
+            Action::requeue(Duration::from_secs(2))
+        );
+        assert_eq!(
+            requeue_at(Some(now - chrono::TimeDelta::seconds(2)), now),
+            Action::requeue(Duration::from_millis(100))
+        );
+        assert_eq!(
+            requeue_at(None, now),
+            Action::requeue(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn workload_counters_come_from_the_talk_probes_sli() {
+        let spec: ExperimentSpec = serde_json::from_value(serde_json::json!({
+            "target": {"namespaces": ["talk"]},
+            "fault": {"zoneBlackout": {"zone": "a"}},
+            "duration": "10s",
+            "hypothesis": {"probes": [
+                {"name": "up", "http": {"url": "http://x/"}},
+                {"name": "loss", "talk": {"url": "http://talk-load.talk:8080/sli", "sli": "LostMessages"},
+                 "tolerance": {"op": "==", "value": 0}}
+            ]}
+        }))
+        .expect("spec");
+        assert_eq!(workload_url(&spec), Some("http://talk-load.talk:8080/sli"));
+        let sli = serde_json::json!({"lostMessages": 3, "duplicatedMessages": 1});
+        assert_eq!(
+            workload_counters(&sli),
+            Some(WorkloadCounters {
+                lost: 3,
+                duplicated: 1
+            })
+        );
+        assert_eq!(workload_counters(&serde_json::json!({})), None);
+    }
+}
