@@ -303,15 +303,9 @@ impl LeaderElector {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
-
-    fn at(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0)
-            .single()
-            .expect("time")
-    }
+    use crate::testing::at;
+    use chrono::TimeZone;
 
     fn held_by(holder: &str, renewed: DateTime<Utc>) -> LeaseSpec {
         LeaseSpec {

@@ -71,3 +71,15 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const PLAN_SIZE_ANNOTATION: &str = "firedrill.dev/plan-size";
 /// Set on an Experiment (to a reason) to abort it: the fault is reverted at once.
 pub const ABORT_ANNOTATION: &str = "firedrill.dev/abort";
+
+#[cfg(test)]
+mod testing {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    /// A fixed time, `s` seconds after a fixed origin.
+    pub fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0)
+            .single()
+            .expect("time")
+    }
+}

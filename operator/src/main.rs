@@ -30,6 +30,9 @@ struct Args {
     /// Seconds a leader's lease lasts without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Watch only this namespace's Experiments (default: all namespaces).
+    #[arg(long, env = "FIREDRILL_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Run without leader election (one replica only).
     #[arg(long)]
     no_leader_election: bool,
@@ -77,7 +80,10 @@ async fn main() -> std::process::ExitCode {
     };
     let metrics = Arc::new(Metrics::default());
     let ctx = match Context::new(client, metrics.clone(), &args.namespace, &identity) {
-        Ok(ctx) => Arc::new(ctx),
+        Ok(mut ctx) => {
+            ctx.watch_namespace = args.watch_namespace.clone();
+            Arc::new(ctx)
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not start");
             return std::process::ExitCode::FAILURE;

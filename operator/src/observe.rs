@@ -131,18 +131,12 @@ pub fn describe(injections: &[Injection]) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use chrono::TimeZone;
-    use firedrill_core::api::{InjectionSpec, InjectionStatus, NetworkCut, NodeAction};
+    use firedrill_core::api::{InjectionSpec, InjectionStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ObjectMeta;
 
     use super::*;
-
-    fn at(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0)
-            .single()
-            .expect("time")
-    }
+    use crate::testing::at;
 
     fn inj(name: &str, node: &str, state: InjectionState, plan_size: usize) -> Injection {
         Injection {
@@ -157,16 +151,7 @@ mod tests {
             spec: InjectionSpec {
                 node_name: node.into(),
                 experiment: "talk/x".into(),
-                action: NodeAction {
-                    network: Some(NetworkCut {
-                        pods: vec![],
-                        all: true,
-                        drop_to: vec![],
-                        drop_from: vec![],
-                    }),
-                    processes: None,
-                    read_only_volume: None,
-                },
+                action: crate::plan::isolate(vec![]),
                 expires_at: at(100),
             },
             status: Some(InjectionStatus {

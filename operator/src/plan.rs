@@ -406,16 +406,7 @@ pub fn plan(
                         plan.work.push(NodeWork {
                             node: name.clone(),
                             key: "network".into(),
-                            action: NodeAction {
-                                network: Some(NetworkCut {
-                                    pods: vec![],
-                                    all: true,
-                                    drop_to: vec![],
-                                    drop_from: vec![],
-                                }),
-                                processes: None,
-                                read_only_volume: None,
-                            },
+                            action: isolate(vec![]),
                         });
                     }
                 }
@@ -461,16 +452,12 @@ pub fn plan(
                     plan.work.push(NodeWork {
                         node: node.to_owned(),
                         key: name.into(),
-                        action: NodeAction {
-                            network: Some(NetworkCut {
-                                pods,
-                                all: false,
-                                drop_to,
-                                drop_from,
-                            }),
-                            processes: None,
-                            read_only_volume: None,
-                        },
+                        action: network(NetworkCut {
+                            pods,
+                            all: false,
+                            drop_to,
+                            drop_from,
+                        }),
                     });
                 }
             }
@@ -521,16 +508,7 @@ pub fn plan(
                     OutageMode::Isolate => NodeWork {
                         node: node.to_owned(),
                         key: "network".into(),
-                        action: NodeAction {
-                            network: Some(NetworkCut {
-                                pods,
-                                all: true,
-                                drop_to: vec![],
-                                drop_from: vec![],
-                            }),
-                            processes: None,
-                            read_only_volume: None,
-                        },
+                        action: isolate(pods),
                     },
                 });
             }
@@ -575,6 +553,24 @@ pub fn check_blast_radius(spec: &ExperimentSpec, plan: &Plan) -> Result<(), Plan
         });
     }
     Ok(())
+}
+
+fn network(cut: NetworkCut) -> NodeAction {
+    NodeAction {
+        network: Some(cut),
+        processes: None,
+        read_only_volume: None,
+    }
+}
+
+/// Drops all traffic of the pods, or of the node itself when `pods` is empty.
+pub fn isolate(pods: Vec<PodRef>) -> NodeAction {
+    network(NetworkCut {
+        pods,
+        all: true,
+        drop_to: vec![],
+        drop_from: vec![],
+    })
 }
 
 fn check_pods(node: &str, count: usize) -> Result<(), PlanError> {

@@ -48,6 +48,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
+    /// Watch only this namespace's Experiments (all when `None`).
+    pub watch_namespace: Option<String>,
     objects: Arc<KubeObjects>,
     probers: Mutex<HashMap<String, Prober>>,
     http: reqwest::Client,
@@ -84,6 +86,7 @@ impl Context {
             client,
             metrics,
             policy: Policy::new(operator_namespace),
+            watch_namespace: None,
             probers: Mutex::new(HashMap::new()),
             http,
         })
@@ -340,6 +343,7 @@ async fn drive(
         next = None;
         let last = round == MAX_ROUNDS;
         let mut again = false;
+        let mut read_counters = false;
         for action in transition.actions {
             match action {
                 EngineAction::RequeueAt(at) => {
@@ -349,9 +353,11 @@ async fn drive(
                 _ if last => next = Some(now),
                 EngineAction::Sample { stage, probes } => {
                     observations.extend(sample(&prober, spec, stage, &probes).await);
-                    if let Some(workload) = read_workload(ctx, spec).await {
+                    // The loss counters, once a round in which probes were sampled.
+                    if !read_counters && let Some(workload) = read_workload(ctx, spec).await {
                         observations.push(workload);
                     }
+                    read_counters = true;
                 }
                 EngineAction::Inject { expires_at } => {
                     observations.extend(inject(ctx, experiment, expires_at).await?);
@@ -575,18 +581,23 @@ pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Contex
     Action::requeue(retry_after(error))
 }
 
-/// The controller: Experiments, and the Injections they own (an agent's status report
-/// triggers its experiment at once).
-pub fn controller(client: Client) -> Controller<Experiment> {
-    let experiments: Api<Experiment> = Api::all(client.clone());
-    let injections: Api<Injection> = Api::all(client);
+/// The controller: Experiments (of one namespace, or all), and the Injections they own (an
+/// agent's status report triggers its experiment at once).
+pub fn controller(client: Client, namespace: Option<&str>) -> Controller<Experiment> {
+    let (experiments, injections): (Api<Experiment>, Api<Injection>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     Controller::new(experiments, watcher::Config::default()).owns(injections, owned)
 }
 
 /// Runs the controller until `stop` completes; reconciliations in flight finish first.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(ctx.client.clone())
+    controller(ctx.client.clone(), ctx.watch_namespace.as_deref())
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

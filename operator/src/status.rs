@@ -141,15 +141,8 @@ pub fn notes(before: &ExperimentStatus, after: &ExperimentStatus) -> Vec<Note> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
-
-    fn at(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0)
-            .single()
-            .expect("time")
-    }
+    use crate::testing::at;
 
     #[test]
     fn conditions_move_their_time_only_on_a_status_change() {

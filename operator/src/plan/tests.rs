@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 
-use chrono::TimeZone;
 use firedrill_core::api::{ExperimentStatus, ProcessSignal};
 use firedrill_core::manifest::{Manifest, load_str};
 use k8s_openapi::api::core::v1::{
@@ -548,7 +547,7 @@ fn injections_are_owned_labelled_expiring_and_deterministically_named() {
     let spec = catalog("zone-blackout");
     let planned = plan(&spec, &cluster(), &policy()).expect("plan");
     let exp = experiment("zone-blackout", spec);
-    let expires = Utc.timestamp_opt(1_700_000_000, 0).single().expect("t");
+    let expires = crate::testing::at(0);
     let built = injections(&exp, &planned, expires).expect("injections");
     assert_eq!(built.len(), planned.work.len());
     assert_eq!(built.len(), 4, "processes and network on a1 and a2");
@@ -636,7 +635,7 @@ fn unsaved_experiments_get_no_injections() {
     let planned = plan(&spec, &cluster(), &policy()).expect("plan");
     let mut exp = experiment("zone-blackout", spec);
     exp.metadata.uid = None;
-    let expires = Utc.timestamp_opt(1_700_000_000, 0).single().expect("t");
+    let expires = crate::testing::at(0);
     assert_eq!(
         injections(&exp, &planned, expires),
         Err(PlanError::Unsaved("uid"))

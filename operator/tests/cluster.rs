@@ -1,0 +1,465 @@
+//! The operator against a real API server (`KUBECONFIG`); each test skips, saying so, when
+//! there is none. The controller runs in this process, scoped to a temporary namespace; a
+//! stand-in agent plays the node agent's part of the Injection contract.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{FakeAgent, TestNamespace, cluster, eventually, install_crds, victim, worker};
+use firedrill_core::api::{Condition, Experiment, Injection, Phase, Verdict};
+use firedrill_operator::lease::{LeaderElector, LeaseConfig};
+use firedrill_operator::metrics::Metrics;
+use firedrill_operator::reconcile::{self, Context};
+use firedrill_operator::{FINALIZER, status};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The operator, in this process, for one namespace.
+struct Operator {
+    ctx: Arc<Context>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    fn start(client: &Client, namespace: &str) -> Self {
+        let mut ctx = Context::new(
+            client.clone(),
+            Arc::new(Metrics::default()),
+            "firedrill-system",
+            "operator-tests",
+        )
+        .unwrap();
+        ctx.watch_namespace = Some(namespace.to_owned());
+        let ctx = Arc::new(ctx);
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(reconcile::run(ctx.clone(), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        Self { ctx, stop, task }
+    }
+
+    async fn shutdown(self) {
+        self.stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+/// An experiment on the `app=victim` pods of `namespace`, judged by `node` being Ready
+/// (a real `kubernetes` probe through the operator's object source).
+fn experiment(name: &str, namespace: &str, node: &str, fault: Value, extra: Value) -> Experiment {
+    let mut spec = json!({
+        "target": {"namespaces": [namespace], "selector": {"matchLabels": {"app": "victim"}}},
+        "fault": fault,
+        "duration": "3s",
+        "hypothesis": {
+            "interval": "500ms",
+            "window": "1s",
+            "probes": [{"name": "node-ready", "kubernetes": {"apiVersion": "v1", "kind": "Node", "name": node}}]
+        },
+        "recoveryDeadline": "30s",
+        "blastRadius": {"maxTargets": 1, "maxPercent": 100}
+    });
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "firedrill.dev/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn create(client: &Client, exp: &Experiment) -> Api<Experiment> {
+    let api: Api<Experiment> = Api::namespaced(client.clone(), &exp.namespace().unwrap());
+    api.create(&PostParams::default(), exp).await.unwrap();
+    api
+}
+
+async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase, secs: u64) -> Experiment {
+    let found = eventually(Duration::from_secs(secs), || async {
+        let e = api.get(name).await.ok()?;
+        (e.status.as_ref()?.phase == phase).then_some(e)
+    })
+    .await;
+    match found {
+        Some(e) => e,
+        None => {
+            let now = api.get(name).await.ok();
+            panic!(
+                "{name} did not reach {phase:?} in {secs}s; status: {:#?}",
+                now.and_then(|e| e.status)
+            )
+        }
+    }
+}
+
+/// The experiment's `Invalid` condition once it is `True`.
+async fn invalid_condition(api: &Api<Experiment>, name: &str) -> Condition {
+    eventually(Duration::from_secs(30), || async {
+        let e = api.get(name).await.ok()?;
+        e.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == status::INVALID && c.status == "True")
+    })
+    .await
+    .unwrap_or_else(|| panic!("{name} has no Invalid condition"))
+}
+
+async fn injections(client: &Client, namespace: &str) -> Vec<Injection> {
+    Api::<Injection>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+/// Common setup: a cluster with the CRDs and a worker, or a printed reason to skip.
+async fn setup(test: &str) -> Option<(Client, String)> {
+    let client = cluster(test).await?;
+    install_crds(&client).await;
+    let Some(node) = worker(&client).await else {
+        common::skip(test, "the cluster has no unprotected worker node");
+        return None;
+    };
+    Some((client, node.name_any()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_runs_to_a_verdict_and_leaves_nothing_behind() {
+    let Some((client, node)) = setup("an_experiment_runs_to_a_verdict").await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "run", true).await;
+    victim(&client, &ns.name, "victim", &node).await;
+    let agent = FakeAgent::start(&client, &ns.name);
+    let operator = Operator::start(&client, &ns.name);
+    let exp = experiment(
+        "freeze",
+        &ns.name,
+        &node,
+        json!({"opsToolOutage": {"mode": "Freeze"}}),
+        json!({}),
+    );
+    let api = create(&client, &exp).await;
+
+    let done = wait_for_phase(&api, "freeze", Phase::Completed, 120).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{status:#?}");
+    assert!(done.finalizers().iter().any(|f| f == FINALIZER));
+    let messages: Vec<&str> = status.timeline.iter().map(|t| t.message.as_str()).collect();
+    assert!(messages.contains(&"fault effective"), "{messages:?}");
+    assert!(messages.contains(&"fault reverted"), "{messages:?}");
+    let targets = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::TARGETS)
+        .expect("targets condition");
+    assert!(targets.message.contains("victim"), "{targets:?}");
+    assert!(agent.applied.load(Ordering::SeqCst) >= 1);
+    assert!(
+        status.probes.iter().all(|p| p.failures == 0),
+        "{:#?}",
+        status.probes
+    );
+    assert_eq!(status.observed_generation, done.metadata.generation);
+    // Reverted means deleted: nothing of the experiment is left.
+    assert!(injections(&client, &ns.name).await.is_empty());
+    // Its story is told in Events.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let told = eventually(Duration::from_secs(10), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        let reasons: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("freeze"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        (reasons.iter().any(|r| r == "Passed") && reasons.iter().any(|r| r == "Resolved"))
+            .then_some(reasons)
+    })
+    .await;
+    assert!(told.is_some(), "no Passed and Resolved events");
+    let metrics = operator.ctx.metrics.render();
+    assert!(
+        metrics.contains("firedrill_operator_experiments_completed_total{verdict=\"Passed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("firedrill_operator_injections_created_total 1"),
+        "{metrics}"
+    );
+
+    // Deleting a completed experiment is immediate: there is nothing to revert.
+    api.delete("freeze", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = eventually(Duration::from_secs(20), || async {
+        api.get_opt("freeze").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the experiment was not deleted");
+    operator.shutdown().await;
+    drop(agent);
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
+    let Some((client, node)) = setup("deleting_mid_fault").await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "delete", true).await;
+    victim(&client, &ns.name, "victim", &node).await;
+    let agent = FakeAgent::start(&client, &ns.name);
+    let operator = Operator::start(&client, &ns.name);
+    let exp = experiment(
+        "long",
+        &ns.name,
+        &node,
+        json!({"opsToolOutage": {"mode": "Isolate"}}),
+        json!({"duration": "10m"}),
+    );
+    let api = create(&client, &exp).await;
+    wait_for_phase(&api, "long", Phase::Holding, 90).await;
+    assert_eq!(injections(&client, &ns.name).await.len(), 1);
+
+    // The agent is slow to revert: the experiment must wait for it.
+    agent.hold.store(true, Ordering::SeqCst);
+    api.delete("long", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waiting = api
+        .get("long")
+        .await
+        .expect("still there while the fault may be active");
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    let status = waiting.status.unwrap();
+    assert_eq!(status.phase, Phase::Reverting, "{status:#?}");
+    assert!(status.abort_requested);
+    let left = injections(&client, &ns.name).await;
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0].metadata.deletion_timestamp.is_some(),
+        "revert asked for"
+    );
+
+    agent.hold.store(false, Ordering::SeqCst);
+    let gone = eventually(Duration::from_secs(30), || async {
+        api.get_opt("long").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the experiment outlived its revert");
+    assert!(injections(&client, &ns.name).await.is_empty());
+    operator.shutdown().await;
+    drop(agent);
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_dry_run_experiments_inject_nothing() {
+    let Some((client, node)) = setup("refused_and_dry_run").await else {
+        return;
+    };
+    let closed = TestNamespace::new(&client, "closed", false).await;
+    let open = TestNamespace::new(&client, "dry", true).await;
+    victim(&client, &closed.name, "victim", &node).await;
+    victim(&client, &open.name, "victim", &node).await;
+    let op_closed = Operator::start(&client, &closed.name);
+    let op_open = Operator::start(&client, &open.name);
+    let freeze = json!({"opsToolOutage": {"mode": "Freeze"}});
+
+    let refused = experiment("refused", &closed.name, &node, freeze.clone(), json!({}));
+    let api = create(&client, &refused).await;
+    let invalid = invalid_condition(&api, "refused").await;
+    assert_eq!(invalid.reason, "NamespaceNotOptedIn");
+    assert!(
+        invalid.message.contains("spec.target.namespaces[0]"),
+        "{invalid:?}"
+    );
+    assert_eq!(
+        api.get("refused").await.unwrap().status.unwrap().phase,
+        Phase::Pending
+    );
+
+    let open_api: Api<Experiment> = Api::namespaced(client.clone(), &open.name);
+    let over = experiment(
+        "over",
+        &open.name,
+        &node,
+        freeze.clone(),
+        json!({"blastRadius": {"maxTargets": 1, "maxPercent": 50}}),
+    );
+    create(&client, &over).await;
+    let over_reason = invalid_condition(&open_api, "over").await;
+    assert_eq!(over_reason.reason, "BlastRadiusExceeded");
+
+    let dry = experiment("dry", &open.name, &node, freeze, json!({"dryRun": true}));
+    create(&client, &dry).await;
+    let done = wait_for_phase(&open_api, "dry", Phase::Completed, 30).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.verdict, Some(Verdict::Skipped));
+    let targets = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::TARGETS)
+        .expect("targets");
+    assert_eq!(targets.reason, "DryRun");
+    assert!(
+        targets.message.contains(&format!("{}/victim", open.name)),
+        "{targets:?}"
+    );
+
+    assert!(injections(&client, &closed.name).await.is_empty());
+    assert!(injections(&client, &open.name).await.is_empty());
+    op_closed.shutdown().await;
+    op_open.shutdown().await;
+    closed.delete().await;
+    open.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_kill_deletes_the_target_pod_it_resolved() {
+    let Some((client, node)) = setup("pod_kill").await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "kill", true).await;
+    let pod = victim(&client, &ns.name, "victim", &node).await;
+    let operator = Operator::start(&client, &ns.name);
+    let exp = experiment(
+        "kill",
+        &ns.name,
+        &node,
+        json!({"podKill": {"gracePeriodSeconds": 0}}),
+        json!({"duration": "2s"}),
+    );
+    let api = create(&client, &exp).await;
+    let done = wait_for_phase(&api, "kill", Phase::Completed, 90).await;
+    assert_eq!(done.status.unwrap().verdict, Some(Verdict::Passed));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let gone = eventually(Duration::from_secs(30), || async {
+        match pods.get_opt("victim").await.ok()? {
+            None => Some(()),
+            Some(p) if p.uid() != pod.uid() => Some(()),
+            Some(_) => None,
+        }
+    })
+    .await;
+    assert!(gone.is_some(), "the victim pod was not deleted");
+    // A one-shot fault never needs an Injection.
+    assert!(injections(&client, &ns.name).await.is_empty());
+    operator.shutdown().await;
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_leaders_lease_expires() {
+    let Some(client) = cluster("a_standby_takes_over").await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "lease", false).await;
+    let config = |identity: &str| {
+        let mut c = LeaseConfig::new(&ns.name, "firedrill-operator", identity);
+        c.lease_duration = Duration::from_secs(3);
+        c.renew_deadline = Duration::from_secs(2);
+        c.retry_period = Duration::from_millis(300);
+        c
+    };
+    let mut a = LeaderElector::new(client.clone(), config("a"));
+    let mut b = LeaderElector::new(client.clone(), config("b"));
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a creates the lease"
+    );
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "b follows");
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    // a dies without releasing: b waits out the lease by its own clock, then takes over.
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(15);
+    while !b.try_acquire_or_renew().await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "b never took over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2800),
+        "took over early: {waited:?}"
+    );
+    let lease: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let spec = lease.get("firedrill-operator").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+    // a comes back: it must follow, not fight.
+    assert!(!a.try_acquire_or_renew().await.unwrap());
+
+    // The running loop: c releases on shutdown, and d takes over without waiting it out.
+    b.release().await.unwrap();
+    let (c_tx, c_leading) = watch::channel(false);
+    let (c_stop_tx, c_stop) = watch::channel(false);
+    let c = tokio::spawn(LeaderElector::new(client.clone(), config("c")).run(c_tx, c_stop));
+    let mut leading = c_leading.clone();
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
+        .await
+        .expect("c leads")
+        .unwrap();
+    let (d_tx, mut d_leading) = watch::channel(false);
+    let (_d_stop_tx, d_stop) = watch::channel(false);
+    let d = tokio::spawn(LeaderElector::new(client.clone(), config("d")).run(d_tx, d_stop));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!*d_leading.borrow(), "d must not lead while c renews");
+    c_stop_tx.send_replace(true);
+    c.await.unwrap();
+    assert!(!*c_leading.borrow());
+    let start = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), d_leading.wait_for(|l| *l))
+        .await
+        .expect("d leads")
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "a released lease is taken at once"
+    );
+    d.abort();
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_passes_the_real_api_servers_validation() {
+    let Some(client) = cluster("the_catalog_passes_validation").await else {
+        return;
+    };
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "catalog", true).await;
+    let dir = format!("{}/../experiments", env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for manifest in firedrill_core::manifest::load_str(&text).unwrap() {
+            if let firedrill_core::manifest::Manifest::Experiment(mut e) = manifest {
+                e.metadata.namespace = Some(ns.name.clone());
+                let api: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
+                let params = PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                };
+                api.create(&params, &e)
+                    .await
+                    .unwrap_or_else(|err| panic!("{}: {err}", e.name_any()));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} experiments in the catalog");
+    ns.delete().await;
+}
