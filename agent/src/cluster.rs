@@ -1,0 +1,171 @@
+//! The agent's calls to the API server, and nothing else: watching this node's Injections,
+//! writing their status, adding and removing the agent's finalizer. Every call has a short
+//! deadline so an unreachable API server (a zone blackout) never holds up the timer.
+
+use std::time::Duration;
+
+use firedrill_core::api::Injection;
+use futures_util::Stream;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::contract::{AGENT_FINALIZER, FIELD_MANAGER, next_status, node_selector, status_patch};
+use crate::error::{Error, Result};
+use crate::planner::Report;
+
+/// How long one API call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The API server, for one node's agent.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    node: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish()
+    }
+}
+
+async fn deadline<T>(call: impl Future<Output = kube::Result<T>>) -> Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::Kube(kube::Error::Service(
+            format!("no answer from the API server in {CALL_TIMEOUT:?}").into(),
+        ))),
+    }
+}
+
+fn is_gone(e: &Error) -> bool {
+    matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 404)
+}
+
+impl Cluster {
+    pub fn new(client: Client, node: impl Into<String>) -> Self {
+        Self {
+            client,
+            node: node.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn api(&self, injection: &Injection) -> Api<Injection> {
+        match injection.namespace() {
+            Some(ns) => Api::namespaced(self.client.clone(), &ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// This node's Injections in every namespace, by the node label; when the node's name
+    /// cannot be a label value (so the operator sets none), every Injection (the caller
+    /// filters by `spec.nodeName` in any case).
+    pub fn watch(
+        &self,
+    ) -> impl Stream<Item = std::result::Result<watcher::Event<Injection>, watcher::Error>> + Send + use<>
+    {
+        let api: Api<Injection> = Api::all(self.client.clone());
+        let config = match node_selector(&self.node) {
+            Some(selector) => watcher::Config::default().labels(&selector),
+            None => {
+                tracing::warn!(node = %self.node, "the node name is no label value: watching every Injection");
+                watcher::Config::default()
+            }
+        };
+        watcher(api, config).default_backoff()
+    }
+
+    /// Writes the status after `report` by server-side apply. An Injection that is gone
+    /// needs no status.
+    pub async fn report(&self, injection: &Injection, report: &Report) -> Result<()> {
+        let status = next_status(injection.status.as_ref(), report);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = status_patch(&status);
+        let api = self.api(injection);
+        let name = injection.name_any();
+        let patch = Patch::Apply(&patch);
+        match deadline(api.patch_status(&name, &params, &patch)).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the finalizer list of the freshest copy of `injection` to what `change` makes
+    /// of it; the resourceVersion makes a concurrent change fail (and be retried) rather
+    /// than be lost. `Ok(false)` when the Injection is gone.
+    async fn finalizers(
+        &self,
+        injection: &Injection,
+        adding: bool,
+        change: impl Fn(&[String]) -> Option<Vec<String>>,
+    ) -> Result<bool> {
+        let api = self.api(injection);
+        let name = injection.name_any();
+        for _ in 0..3 {
+            let Some(fresh) = deadline(api.get_opt(&name)).await? else {
+                return Ok(false);
+            };
+            // A replaced object is another Injection; one being deleted takes no new
+            // finalizer (and must not be applied).
+            if fresh.uid() != injection.uid()
+                || (adding && fresh.metadata.deletion_timestamp.is_some())
+            {
+                return Ok(false);
+            }
+            let Some(wanted) = change(fresh.finalizers()) else {
+                return Ok(true);
+            };
+            let patch = json!({
+                "metadata": {"finalizers": wanted, "resourceVersion": fresh.resource_version()}
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            match deadline(api.patch(&name, &params, &Patch::Merge(&patch))).await {
+                Ok(_) => return Ok(true),
+                Err(Error::Kube(kube::Error::Api(s))) if s.code == 409 => continue,
+                Err(e) if is_gone(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Config(format!(
+            "the finalizers of {name} kept changing under the agent"
+        )))
+    }
+
+    /// Adds the agent's finalizer (before applying). `Ok(false)` when the Injection is gone
+    /// or being deleted, so it must not be applied.
+    pub async fn add_finalizer(&self, injection: &Injection) -> Result<bool> {
+        self.finalizers(injection, true, |current| {
+            (!current.iter().any(|f| f == AGENT_FINALIZER)).then(|| {
+                let mut list = current.to_vec();
+                list.push(AGENT_FINALIZER.to_owned());
+                list
+            })
+        })
+        .await
+    }
+
+    /// Removes the agent's finalizer (once nothing is in place).
+    pub async fn release(&self, injection: &Injection) -> Result<()> {
+        self.finalizers(injection, false, |current| {
+            current.iter().any(|f| f == AGENT_FINALIZER).then(|| {
+                current
+                    .iter()
+                    .filter(|f| f.as_str() != AGENT_FINALIZER)
+                    .cloned()
+                    .collect()
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+}

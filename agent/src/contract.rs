@@ -1,0 +1,264 @@
+//! The agent's side of the Injection contract with the operator (pure): the names both
+//! sides use, what the planner needs of an Injection, and the status the agent writes.
+//!
+//! The operator labels each Injection with its node ([`NODE_LABEL`]) when the node's name
+//! fits a label value, and asks for a revert by deleting the Injection; the agent adds
+//! [`AGENT_FINALIZER`] before applying, writes `status` with server-side apply under the one
+//! field manager [`FIELD_MANAGER`], and removes its finalizer once nothing is in place.
+
+use chrono::{DateTime, Utc};
+use firedrill_core::api::{Injection, InjectionState, InjectionStatus, ProcessSignal};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::error::Result;
+use crate::planner::{Report, Wanted};
+use crate::translate::key_of;
+
+/// The label the operator puts on every Injection with its node's name.
+pub const NODE_LABEL: &str = "firedrill.dev/node";
+/// The agent's finalizer on Injections.
+pub const AGENT_FINALIZER: &str = "firedrill.dev/agent";
+/// The one field manager of everything the agent writes.
+pub const FIELD_MANAGER: &str = "firedrill-agent";
+
+/// Whether `value` can be a label value (63 characters of `[A-Za-z0-9._-]`, alphanumeric at
+/// both ends) — when the node name cannot, the operator sets no node label and the agent
+/// has to list every Injection and filter.
+pub fn is_label_value(value: &str) -> bool {
+    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && edge(value.chars().next())
+        && edge(value.chars().last())
+}
+
+/// The label selector that lists this node's Injections, if the node name fits a label.
+pub fn node_selector(node: &str) -> Option<String> {
+    is_label_value(node).then(|| format!("{NODE_LABEL}={node}"))
+}
+
+/// `namespace/name`, for logs and messages.
+pub fn display_name(injection: &Injection) -> String {
+    format!(
+        "{}/{}",
+        injection.namespace().unwrap_or_default(),
+        injection.name_any()
+    )
+}
+
+/// What the planner needs of `injection`; `Ok(None)` when it is for another node.
+pub fn wanted(injection: &Injection, node: &str) -> Result<Option<Wanted>> {
+    if injection.spec.node_name != node {
+        return Ok(None);
+    }
+    let key = key_of(injection.meta().uid.as_deref().unwrap_or_default())?;
+    Ok(Some(Wanted {
+        key,
+        expires_at: injection.spec.expires_at,
+        deleting: injection.meta().deletion_timestamp.is_some(),
+        finalized: injection.finalizers().iter().any(|f| f == AGENT_FINALIZER),
+        state: injection
+            .status
+            .as_ref()
+            .map(|s| s.state)
+            .unwrap_or_default(),
+        kill: injection
+            .spec
+            .action
+            .processes
+            .as_ref()
+            .is_some_and(|p| p.signal == ProcessSignal::Kill),
+    }))
+}
+
+/// The status after `report`, keeping what earlier reports established (the first
+/// `appliedAt` and `revertedAt`). Server-side apply replaces the fields the agent owns, so
+/// every write carries the whole status.
+pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> InjectionStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    match report {
+        Report::Applied { at } => InjectionStatus {
+            state: InjectionState::Applied,
+            applied_at: previous.applied_at.or(Some(*at)),
+            reverted_at: None,
+            message: None,
+        },
+        Report::Reverted { at, why } => InjectionStatus {
+            state: InjectionState::Reverted,
+            applied_at: previous.applied_at,
+            reverted_at: previous.reverted_at.or(Some(*at)),
+            message: Some(why.clone()),
+        },
+        Report::Failed { message } => InjectionStatus {
+            state: InjectionState::Failed,
+            applied_at: previous.applied_at,
+            reverted_at: previous.reverted_at,
+            message: Some(message.clone()),
+        },
+    }
+}
+
+/// The server-side-apply patch of the status subresource (apiVersion and kind included, as
+/// apply patches need them).
+pub fn status_patch(status: &InjectionStatus) -> Value {
+    json!({
+        "apiVersion": Injection::api_version(&()),
+        "kind": Injection::kind(&()),
+        "status": status,
+    })
+}
+
+/// A time as the API server shows it, for messages.
+pub fn show(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use firedrill_core::api::{InjectionSpec, NetworkCut, NodeAction, PodRef, ProcessAction};
+    use kube::api::ObjectMeta;
+
+    const UID: &str = "6f1c2a3b-0d4e-4f5a-8b9c-0123456789ab";
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn injection(node: &str, action: NodeAction) -> Injection {
+        Injection {
+            metadata: ObjectMeta {
+                name: Some("exp-node-1".into()),
+                namespace: Some("chaos".into()),
+                uid: Some(UID.into()),
+                ..ObjectMeta::default()
+            },
+            spec: InjectionSpec {
+                node_name: node.into(),
+                experiment: "chaos/exp".into(),
+                action,
+                expires_at: at(100),
+            },
+            status: None,
+        }
+    }
+
+    fn kill() -> NodeAction {
+        NodeAction {
+            network: None,
+            processes: Some(ProcessAction {
+                pods: vec![PodRef {
+                    namespace: "a".into(),
+                    name: "b".into(),
+                    uid: "c".into(),
+                }],
+                signal: ProcessSignal::Kill,
+            }),
+            read_only_volume: None,
+        }
+    }
+
+    #[test]
+    fn names_match_the_operators() {
+        assert_eq!(NODE_LABEL, firedrill_operator::NODE_LABEL);
+        assert_eq!(AGENT_FINALIZER, firedrill_operator::AGENT_FINALIZER);
+        assert_ne!(FIELD_MANAGER, firedrill_operator::FIELD_MANAGER);
+        for v in ["", "node-1", "a.b_c", "-x", "x-", &"n".repeat(64), "a/b"] {
+            assert_eq!(
+                is_label_value(v),
+                firedrill_operator::plan::is_label_value(v),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_selector_is_the_node_label_when_the_name_fits() {
+        assert_eq!(
+            node_selector("zone-a-1").as_deref(),
+            Some("firedrill.dev/node=zone-a-1")
+        );
+        assert_eq!(node_selector(&format!("{}.example", "n".repeat(60))), None);
+    }
+
+    #[test]
+    fn wanted_reads_what_the_planner_needs() {
+        let mut inj = injection("node-1", kill());
+        assert_eq!(wanted(&inj, "node-2").unwrap(), None, "another node's");
+        let w = wanted(&inj, "node-1").unwrap().unwrap();
+        assert_eq!(w.key, "6f1c2a3b0d4e4f5a8b9c0123456789ab");
+        assert!(w.kill && !w.deleting && !w.finalized);
+        assert_eq!(w.state, InjectionState::Pending);
+        inj.metadata.finalizers = Some(vec![AGENT_FINALIZER.into()]);
+        inj.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        inj.spec.action = NodeAction {
+            network: Some(NetworkCut {
+                pods: vec![],
+                all: true,
+                drop_to: vec![],
+                drop_from: vec![],
+            }),
+            processes: None,
+            read_only_volume: None,
+        };
+        inj.status = Some(InjectionStatus {
+            state: InjectionState::Applied,
+            ..InjectionStatus::default()
+        });
+        let w = wanted(&inj, "node-1").unwrap().unwrap();
+        assert!(!w.kill && w.deleting && w.finalized);
+        assert_eq!(w.state, InjectionState::Applied);
+        inj.metadata.uid = None;
+        assert_eq!(wanted(&inj, "node-1").unwrap_err().category(), "invalid");
+    }
+
+    #[test]
+    fn status_keeps_the_first_times_and_says_why() {
+        let applied = next_status(None, &Report::Applied { at: at(1) });
+        assert_eq!(applied.state, InjectionState::Applied);
+        assert_eq!(applied.applied_at, Some(at(1)));
+        let again = next_status(Some(&applied), &Report::Applied { at: at(9) });
+        assert_eq!(again.applied_at, Some(at(1)), "first appliedAt kept");
+        let reverted = next_status(
+            Some(&applied),
+            &Report::Reverted {
+                at: at(60),
+                why: "reverted: the Injection was deleted".into(),
+            },
+        );
+        assert_eq!(reverted.state, InjectionState::Reverted);
+        assert_eq!(reverted.applied_at, Some(at(1)));
+        assert_eq!(reverted.reverted_at, Some(at(60)));
+        assert!(reverted.message.unwrap().contains("deleted"));
+        let failed = next_status(
+            None,
+            &Report::Failed {
+                message: "pod a/b has no running process on this node".into(),
+            },
+        );
+        assert_eq!(failed.state, InjectionState::Failed);
+        assert_eq!(failed.applied_at, None);
+    }
+
+    #[test]
+    fn the_patch_is_a_complete_apply_patch() {
+        let status = next_status(None, &Report::Applied { at: at(1) });
+        let patch = status_patch(&status);
+        assert_eq!(patch["apiVersion"], "firedrill.dev/v1alpha1");
+        assert_eq!(patch["kind"], "Injection");
+        assert_eq!(patch["status"]["state"], "Applied");
+        assert_eq!(patch["status"]["appliedAt"], "2023-11-14T22:13:21Z");
+        assert!(
+            patch["status"].get("revertedAt").is_none(),
+            "None is skipped"
+        );
+        assert!(patch["status"].get("message").is_none());
+    }
+}

@@ -1,0 +1,424 @@
+//! The fault shell: resolves an Injection's pods on this node and carries out its faults
+//! with the shared primitives (`firedrill-faults`), journalled, exactly as the lab does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use firedrill_core::api::{InjectionSpec, PodRef, ProcessSignal};
+use firedrill_faults::fault::Target;
+use firedrill_faults::journal::Entry;
+use firedrill_faults::{Fault, InjectionId, Injector, Netns, RevertOutcome, nft, process};
+
+use crate::error::{Error, Result};
+use crate::planner::{Held, Key};
+use crate::pods::ProcFs;
+use crate::translate::{key_of_id, network_faults, sub_id};
+use crate::volume::volume_dir;
+
+fn pod_name(pod: &PodRef) -> String {
+    format!("{}/{}", pod.namespace, pod.name)
+}
+
+fn unix(at: DateTime<Utc>) -> u64 {
+    u64::try_from(at.timestamp()).unwrap_or(0)
+}
+
+fn time(unix: u64) -> DateTime<Utc> {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .unwrap_or_default()
+}
+
+/// Applies and reverts Injections on this node.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    injector: Injector,
+    procfs: ProcFs,
+    kubelet_root: PathBuf,
+}
+
+impl Executor {
+    /// An executor journalling into `journal_dir` (a hostPath, so it outlives the agent).
+    pub fn new(journal_dir: &Path, kubelet_root: &Path, procfs: ProcFs) -> Result<Self> {
+        Ok(Self {
+            injector: Injector::new(journal_dir)?,
+            procfs,
+            kubelet_root: kubelet_root.to_path_buf(),
+        })
+    }
+
+    pub fn procfs(&self) -> &ProcFs {
+        &self.procfs
+    }
+
+    /// What the journal holds, by Injection, and the journal files that cannot be read
+    /// (left in place for a human; they are logged).
+    pub fn held(&self) -> Result<(Vec<Held>, Vec<firedrill_faults::Error>)> {
+        let scan = self.injector.journal().scan()?;
+        let mut by_key: BTreeMap<Key, Held> = BTreeMap::new();
+        for entry in scan.entries {
+            let key = key_of_id(&entry.id).to_owned();
+            let held = by_key.entry(key.clone()).or_insert_with(|| Held {
+                key,
+                ids: vec![],
+                created_at: time(entry.created_at),
+                expires_at: time(entry.expires_at),
+            });
+            held.created_at = held.created_at.min(time(entry.created_at));
+            held.expires_at = held.expires_at.min(time(entry.expires_at));
+            held.ids.push(entry.id);
+        }
+        Ok((by_key.into_values().collect(), scan.errors))
+    }
+
+    /// The faults `spec` becomes on this node now (resolving its pods), without applying.
+    pub fn faults(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<(InjectionId, Fault)>> {
+        let action = &spec.action;
+        match (&action.network, &action.processes, &action.read_only_volume) {
+            (Some(cut), None, None) => {
+                let targets = if cut.pods.is_empty() {
+                    // The agent runs with hostNetwork: its namespace is the node's.
+                    vec![Netns::Host]
+                } else {
+                    let mut targets = Vec::with_capacity(cut.pods.len());
+                    for pod in &cut.pods {
+                        let name = pod_name(pod);
+                        let sandbox = self
+                            .procfs
+                            .sandbox(&pod.uid, &name)?
+                            .ok_or(Error::PodNotFound { pod: name })?;
+                        targets.push(Netns::Path(sandbox.netns));
+                    }
+                    targets
+                };
+                network_faults(key, cut, &targets)
+            }
+            (None, Some(p), None) => {
+                let pids: Vec<i32> = self
+                    .procfs
+                    .pids_of_pods(p.pods.iter().map(|p| p.uid.as_str()))?
+                    .into_values()
+                    .flatten()
+                    .collect();
+                let fault = match p.signal {
+                    ProcessSignal::Freeze => Fault::Freeze { pids },
+                    ProcessSignal::Kill => Fault::Kill { pids },
+                };
+                Ok(vec![(sub_id(key, 0)?, fault)])
+            }
+            (None, None, Some(v)) => {
+                let dir = volume_dir(&self.kubelet_root, &v.pod.uid, &pod_name(&v.pod), &v.volume)?;
+                Ok(vec![(sub_id(key, 0)?, Fault::ReadOnly { dir })])
+            }
+            _ => Err(Error::Invalid(
+                "exactly one of network, processes and readOnlyVolume must be set".into(),
+            )),
+        }
+    }
+
+    /// Applies `spec` as Injection `key`: every fault or none (a failure part-way reverts
+    /// what was applied before returning the error). Returns a summary for the logs.
+    pub fn apply(&self, key: &str, spec: &InjectionSpec) -> Result<String> {
+        let faults = self.faults(key, spec)?;
+        let expires_at = unix(spec.expires_at);
+        let mut processes = 0;
+        for (n, (id, fault)) in faults.iter().enumerate() {
+            let result = self
+                .injector
+                .apply(id, fault, expires_at)
+                .and_then(|applied| {
+                    // A process that would not stop (or could not be signalled) is a failure.
+                    processes += applied.target_len();
+                    let mut failed = applied
+                        .processes
+                        .into_iter()
+                        .filter_map(|r| r.outcome.err());
+                    failed.next().map_or(Ok(()), Err)
+                });
+            if let Err(e) = result {
+                for (id, _) in faults.iter().take(n + 1) {
+                    if let Err(undo) = self.injector.revert(id) {
+                        tracing::error!(%id, error = %undo, "undoing a failed apply failed");
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(match faults.first() {
+            Some((_, Fault::Network { .. })) => {
+                format!("{} network namespace rule set(s)", faults.len())
+            }
+            Some((_, Fault::ReadOnly { dir })) => format!("{} read-only", dir.display()),
+            _ => format!("{processes} process(es)"),
+        })
+    }
+
+    /// Kills again whatever processes of a kill's pods are running; returns how many.
+    pub fn enforce(&self, spec: &InjectionSpec) -> Result<usize> {
+        let Some(p) = &spec.action.processes else {
+            return Ok(0);
+        };
+        let pids: Vec<i32> = self
+            .procfs
+            .pids_of_pods(p.pods.iter().map(|p| p.uid.as_str()))?
+            .into_values()
+            .flatten()
+            .collect();
+        let found = process::resolve(&pids)?;
+        let results = process::kill(&found);
+        let killed = results
+            .iter()
+            .filter(|r| matches!(r.outcome, Ok(process::ProcessOutcome::Done)))
+            .count();
+        if let Some(e) = results.into_iter().find_map(|r| r.outcome.err()) {
+            return Err(e.into());
+        }
+        Ok(killed)
+    }
+
+    /// Reverts everything the journal holds for `key`, removing each record once undone.
+    /// Carries on past failures (they stay recorded, to be tried again) and returns the
+    /// first. Returns how many faults were reverted.
+    pub fn revert(&self, key: &str) -> Result<usize> {
+        let entries: Vec<Entry> = self
+            .injector
+            .journal()
+            .scan()?
+            .entries
+            .into_iter()
+            .filter(|e| key_of_id(&e.id) == key)
+            .collect();
+        let mut first_error = None;
+        let mut reverted = 0;
+        for entry in &entries {
+            match self.revert_entry(entry) {
+                Ok(()) => reverted += 1,
+                Err(e) => {
+                    tracing::error!(id = %entry.id, category = e.category(), error = %e, "revert failed; will try again");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(reverted), Err)
+    }
+
+    fn revert_entry(&self, entry: &Entry) -> Result<()> {
+        let mut touched = None;
+        if let Target::Network {
+            netns,
+            identity: Some(identity),
+            ..
+        } = &entry.target
+            && netns.identity()?.as_ref() != Some(identity)
+        {
+            // The recorded process (the sandbox) is gone, but the namespace may live on,
+            // held by another process: find it by identity and take our chains out.
+            if let Some(path) = self.procfs.find_netns(*identity)? {
+                let ns = Netns::Path(path);
+                nft::revert(&ns, &entry.id)?;
+                tracing::info!(id = %entry.id, netns = %ns.display(), "reverted in a namespace found again by identity");
+                touched = Some(ns);
+            }
+        }
+        let reverted = self.injector.revert_entry(entry)?;
+        if let (RevertOutcome::Reverted, Target::Network { netns, .. }) =
+            (reverted.outcome, &entry.target)
+        {
+            touched = Some(netns.clone());
+        }
+        if let Some(ns) = touched {
+            // Leave no empty firedrill table behind (other injections' chains stay).
+            nft::remove_table_if_empty(&ns)?;
+        }
+        Ok(())
+    }
+
+    /// Reverts everything the journal holds (shutdown). Returns the first error.
+    pub fn revert_all(&self) -> Result<usize> {
+        let (held, _) = self.held()?;
+        let mut first_error = None;
+        let mut reverted = 0;
+        for h in held {
+            match self.revert(&h.key) {
+                Ok(n) => reverted += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(reverted), Err)
+    }
+}
+
+/// How many things an applied fault reached (processes for freeze/kill).
+trait TargetLen {
+    fn target_len(&self) -> usize;
+}
+
+impl TargetLen for firedrill_faults::Applied {
+    fn target_len(&self) -> usize {
+        match &self.target {
+            Target::Freeze { processes } | Target::Kill { processes } => processes.len(),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use firedrill_core::api::{NetworkCut, NodeAction, ProcessAction, VolumeAction};
+
+    fn spec(action: NodeAction) -> InjectionSpec {
+        InjectionSpec {
+            node_name: "n".into(),
+            experiment: "a/b".into(),
+            action,
+            expires_at: Utc.timestamp_opt(2_000_000_000, 0).unwrap(),
+        }
+    }
+
+    fn pod(uid: &str) -> PodRef {
+        PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: uid.into(),
+        }
+    }
+
+    fn executor(dir: &Path) -> Executor {
+        std::fs::create_dir_all(dir.join("proc")).unwrap();
+        Executor::new(
+            &dir.join("journal"),
+            &dir.join("kubelet"),
+            ProcFs::new(dir.join("proc")),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_network_cut_of_a_pod_with_no_process_fails_before_anything_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let action = NodeAction {
+            network: Some(NetworkCut {
+                pods: vec![pod("u1")],
+                all: true,
+                drop_to: vec![],
+                drop_from: vec![],
+            }),
+            processes: None,
+            read_only_volume: None,
+        };
+        let err = exec.apply("k", &spec(action)).unwrap_err();
+        assert_eq!(err.category(), "pod_not_found");
+        assert!(err.to_string().contains("ns/p"));
+        assert!(exec.held().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn the_node_itself_is_the_host_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let action = NodeAction {
+            network: Some(NetworkCut {
+                pods: vec![],
+                all: true,
+                drop_to: vec![],
+                drop_from: vec![],
+            }),
+            processes: None,
+            read_only_volume: None,
+        };
+        let faults = exec.faults("k", &spec(action)).unwrap();
+        assert!(matches!(
+            &faults[..],
+            [(
+                _,
+                Fault::Network {
+                    netns: Netns::Host,
+                    ..
+                }
+            )]
+        ));
+    }
+
+    #[test]
+    fn processes_and_volumes_become_one_fault_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let action = NodeAction {
+            network: None,
+            processes: Some(ProcessAction {
+                pods: vec![pod("u1")],
+                signal: ProcessSignal::Freeze,
+            }),
+            read_only_volume: None,
+        };
+        let faults = exec.faults("k", &spec(action)).unwrap();
+        assert_eq!(
+            faults,
+            vec![(sub_id("k", 0).unwrap(), Fault::Freeze { pids: vec![] })]
+        );
+        let vol = dir
+            .path()
+            .join("kubelet/pods/u1/volumes/kubernetes.io~empty-dir/data");
+        std::fs::create_dir_all(&vol).unwrap();
+        let action = NodeAction {
+            network: None,
+            processes: None,
+            read_only_volume: Some(VolumeAction {
+                pod: pod("u1"),
+                volume: "data".into(),
+            }),
+        };
+        let faults = exec.faults("k", &spec(action)).unwrap();
+        assert_eq!(
+            faults,
+            vec![(sub_id("k", 0).unwrap(), Fault::ReadOnly { dir: vol })]
+        );
+    }
+
+    #[test]
+    fn an_action_with_two_parts_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let action = NodeAction {
+            network: None,
+            processes: None,
+            read_only_volume: None,
+        };
+        assert_eq!(
+            exec.faults("k", &spec(action)).unwrap_err().category(),
+            "invalid"
+        );
+    }
+
+    #[test]
+    fn held_groups_journal_entries_by_injection() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        // An empty freeze is a real, harmless journalled fault.
+        for n in 0..2 {
+            exec.injector
+                .apply(
+                    &sub_id("k1", n).unwrap(),
+                    &Fault::Freeze { pids: vec![] },
+                    2_000_000_100 + n as u64,
+                )
+                .unwrap();
+        }
+        let (held, errors) = exec.held().unwrap();
+        assert!(errors.is_empty());
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].key, "k1");
+        assert_eq!(held[0].ids.len(), 2);
+        assert_eq!(held[0].expires_at, time(2_000_000_100));
+        assert_eq!(exec.revert("k1").unwrap(), 2);
+        assert!(exec.held().unwrap().0.is_empty());
+        assert_eq!(exec.revert("k1").unwrap(), 0, "idempotent");
+    }
+}

@@ -1,0 +1,523 @@
+//! The pure core of the agent: given this node's Injections (as last seen), what the journal
+//! holds, what this process remembers and the time, decide what to apply, what to revert,
+//! which status to report and when to wake up next. No I/O; the shell in [`crate::run`]
+//! carries the steps out and asks again.
+//!
+//! The rules, in order of precedence for one Injection:
+//!
+//! 1. **Deleted** (revert asked for): revert what is held; then report `Reverted` (if it was
+//!    applied) and remove the agent's finalizer.
+//! 2. **Expired, or ended** (`Reverted`/`Failed`): revert what is held; report `Reverted`
+//!    (or `Failed` if it expired before it could be applied); remove the finalizer.
+//! 3. **Live**: held and complete → report `Applied` if not yet, and for a kill keep the
+//!    pods down; held but not known complete (a crash during apply) → revert, to apply it
+//!    whole again; not held → apply (once: a failure is reported, never retried).
+//!
+//! Held faults with no Injection: reverted when the Injection list is known (it was
+//! deleted, perhaps while the agent was down); while it is not known (the API server is
+//! unreachable, e.g. during a zone blackout) they stay until their own expiry and are
+//! reverted then. That is the agent's own timer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use firedrill_core::api::InjectionState;
+use firedrill_faults::InjectionId;
+
+/// An Injection's journal key (see [`crate::translate::key_of`]).
+pub type Key = String;
+
+/// How often a kill is enforced again while it lasts (a restarted container is killed
+/// again: the power is still off).
+pub const ENFORCE_EVERY: TimeDelta = TimeDelta::seconds(2);
+
+/// What the planner needs of one Injection of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub key: Key,
+    pub expires_at: DateTime<Utc>,
+    /// Being deleted: the operator asks for a revert.
+    pub deleting: bool,
+    /// Carries the agent's finalizer.
+    pub finalized: bool,
+    /// `status.state` as last seen.
+    pub state: InjectionState,
+    /// A kill, which is enforced again while it lasts.
+    pub kill: bool,
+}
+
+/// What the journal holds of one Injection (all of its faults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub key: Key,
+    pub ids: Vec<InjectionId>,
+    /// When the first of its faults was recorded.
+    pub created_at: DateTime<Utc>,
+    /// The earliest expiry recorded.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What this agent process did that the API server may not show yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Applied completely by this process (every fault journalled and in place).
+    pub complete: BTreeSet<Key>,
+    /// Failed to apply in this process, with the reason; never tried again.
+    pub failed: BTreeMap<Key, String>,
+    /// The state this process last wrote to each status.
+    pub reported: BTreeMap<Key, InjectionState>,
+}
+
+/// Why something is reverted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevertReason {
+    /// The Injection is being deleted.
+    Deleted,
+    /// Its `expiresAt` has passed.
+    Expired,
+    /// Its status says it ended (`Reverted` or `Failed`) yet something is held.
+    Ended,
+    /// No Injection wants it any more (deleted while the agent was away).
+    Gone,
+    /// An apply was interrupted (the agent crashed part-way); it is applied again after.
+    Interrupted,
+}
+
+impl RevertReason {
+    /// Plain words for status messages and logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RevertReason::Deleted => "reverted: the Injection was deleted",
+            RevertReason::Expired => "reverted at expiresAt by the agent's own timer",
+            RevertReason::Ended => "reverted: the Injection had already ended",
+            RevertReason::Gone => "reverted: no Injection wants it any more",
+            RevertReason::Interrupted => "reverted an interrupted apply, to apply it again",
+        }
+    }
+}
+
+/// A status to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Applied { at: DateTime<Utc> },
+    Reverted { at: DateTime<Utc>, why: String },
+    Failed { message: String },
+}
+
+impl Report {
+    pub fn state(&self) -> InjectionState {
+        match self {
+            Report::Applied { .. } => InjectionState::Applied,
+            Report::Reverted { .. } => InjectionState::Reverted,
+            Report::Failed { .. } => InjectionState::Failed,
+        }
+    }
+}
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Revert everything held for the key.
+    Revert { key: Key, reason: RevertReason },
+    /// Write the status.
+    Report { key: Key, report: Report },
+    /// Remove the agent's finalizer.
+    Release(Key),
+    /// Add the agent's finalizer, then apply, then report.
+    Apply(Key),
+    /// Kill again whatever of the pods came back.
+    Enforce(Key),
+}
+
+impl Step {
+    pub fn key(&self) -> &str {
+        match self {
+            Step::Revert { key, .. } | Step::Report { key, .. } => key,
+            Step::Release(key) | Step::Apply(key) | Step::Enforce(key) => key,
+        }
+    }
+
+    /// Reverts first (safety), applies last.
+    fn rank(&self) -> u8 {
+        match self {
+            Step::Revert { .. } => 0,
+            Step::Report { .. } => 1,
+            Step::Release(_) => 2,
+            Step::Enforce(_) => 3,
+            Step::Apply(_) => 4,
+        }
+    }
+}
+
+/// What to do now and when to look again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// The next time something falls due (an expiry, a kill to enforce), if any.
+    pub wake: Option<DateTime<Utc>>,
+}
+
+impl Plan {
+    fn wake_at(&mut self, at: DateTime<Utc>) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+}
+
+/// Decides. `view` is `None` while the Injection list is not known (not listed yet since
+/// the agent started); then only expiry reverts anything.
+pub fn plan(view: Option<&[Wanted]>, held: &[Held], memory: &Memory, now: DateTime<Utc>) -> Plan {
+    let held: BTreeMap<&str, &Held> = held.iter().map(|h| (h.key.as_str(), h)).collect();
+    let mut out = Plan::default();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for w in view.unwrap_or_default() {
+        seen.insert(w.key.as_str());
+        let h = held.get(w.key.as_str()).copied();
+        let state = memory.reported.get(&w.key).copied().unwrap_or(w.state);
+        decide(&mut out, w, h, state, memory, now);
+    }
+    for (key, h) in &held {
+        if seen.contains(key) {
+            continue;
+        }
+        if view.is_some() {
+            out.steps.push(Step::Revert {
+                key: (*key).to_owned(),
+                reason: RevertReason::Gone,
+            });
+        } else if h.expires_at <= now {
+            out.steps.push(Step::Revert {
+                key: (*key).to_owned(),
+                reason: RevertReason::Expired,
+            });
+        } else {
+            out.wake_at(h.expires_at);
+        }
+    }
+    out.steps.sort_by_key(Step::rank);
+    out
+}
+
+fn decide(
+    out: &mut Plan,
+    w: &Wanted,
+    h: Option<&Held>,
+    state: InjectionState,
+    memory: &Memory,
+    now: DateTime<Utc>,
+) {
+    let key = || w.key.clone();
+    let expires_at = h.map_or(w.expires_at, |h| h.expires_at.min(w.expires_at));
+    let expired = expires_at <= now;
+    let ended = matches!(state, InjectionState::Reverted | InjectionState::Failed);
+    if w.deleting || expired || ended {
+        let reason = if w.deleting {
+            RevertReason::Deleted
+        } else if expired {
+            RevertReason::Expired
+        } else {
+            RevertReason::Ended
+        };
+        if h.is_some() {
+            // Report and release once nothing is held any more (the next plan).
+            out.steps.push(Step::Revert { key: key(), reason });
+            return;
+        }
+        let report = match state {
+            InjectionState::Applied => Some(Report::Reverted {
+                at: now,
+                why: reason.describe().to_owned(),
+            }),
+            InjectionState::Pending if !w.deleting => Some(Report::Failed {
+                message: memory.failed.get(&w.key).cloned().unwrap_or_else(|| {
+                    format!(
+                        "expired at {} before the agent could apply it",
+                        w.expires_at
+                    )
+                }),
+            }),
+            _ => None,
+        };
+        if let Some(report) = report {
+            out.steps.push(Step::Report { key: key(), report });
+        }
+        if w.finalized {
+            out.steps.push(Step::Release(key()));
+        }
+        return;
+    }
+    out.wake_at(expires_at);
+    match h {
+        Some(h) => {
+            let complete = state == InjectionState::Applied || memory.complete.contains(&w.key);
+            if !complete {
+                out.steps.push(Step::Revert {
+                    key: key(),
+                    reason: RevertReason::Interrupted,
+                });
+                return;
+            }
+            if state != InjectionState::Applied {
+                out.steps.push(Step::Report {
+                    key: key(),
+                    report: Report::Applied { at: h.created_at },
+                });
+            }
+            if w.kill {
+                out.steps.push(Step::Enforce(key()));
+                out.wake_at(now + ENFORCE_EVERY);
+            }
+        }
+        None => match memory.failed.get(&w.key) {
+            Some(message) => out.steps.push(Step::Report {
+                key: key(),
+                report: Report::Failed {
+                    message: message.clone(),
+                },
+            }),
+            None => out.steps.push(Step::Apply(key())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InjectionState::*;
+    use chrono::TimeZone;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn wanted(key: &str, state: InjectionState) -> Wanted {
+        Wanted {
+            key: key.into(),
+            expires_at: at(100),
+            deleting: false,
+            finalized: state != Pending,
+            state,
+            kill: false,
+        }
+    }
+
+    fn held(key: &str) -> Held {
+        Held {
+            key: key.into(),
+            ids: vec![InjectionId::new(format!("{key}-0")).unwrap()],
+            created_at: at(5),
+            expires_at: at(100),
+        }
+    }
+
+    fn revert(key: &str, reason: RevertReason) -> Step {
+        Step::Revert {
+            key: key.into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn a_new_injection_is_applied_and_wakes_at_its_expiry() {
+        let p = plan(
+            Some(&[wanted("a", Pending)]),
+            &[],
+            &Memory::default(),
+            at(10),
+        );
+        assert_eq!(p.steps, vec![Step::Apply("a".into())]);
+        assert_eq!(p.wake, Some(at(100)));
+    }
+
+    #[test]
+    fn applied_and_held_needs_nothing_until_expiry_then_reverts_and_reports() {
+        let view = [wanted("a", Applied)];
+        let p = plan(Some(&view), &[held("a")], &Memory::default(), at(50));
+        assert_eq!(p.steps, vec![]);
+        assert_eq!(p.wake, Some(at(100)));
+        let p = plan(Some(&view), &[held("a")], &Memory::default(), at(100));
+        assert_eq!(p.steps, vec![revert("a", RevertReason::Expired)]);
+        // Once reverted: report and release.
+        let p = plan(Some(&view), &[], &Memory::default(), at(101));
+        assert!(matches!(
+            &p.steps[..],
+            [Step::Report { report: Report::Reverted { at: t, why }, .. }, Step::Release(k)]
+                if *t == at(101) && why.contains("own timer") && k == "a"
+        ));
+        assert_eq!(p.wake, None);
+    }
+
+    #[test]
+    fn deletion_reverts_then_reports_and_releases() {
+        let mut w = wanted("a", Applied);
+        w.deleting = true;
+        let p = plan(Some(&[w.clone()]), &[held("a")], &Memory::default(), at(20));
+        assert_eq!(p.steps, vec![revert("a", RevertReason::Deleted)]);
+        let p = plan(Some(&[w.clone()]), &[], &Memory::default(), at(21));
+        assert!(matches!(
+            &p.steps[..],
+            [
+                Step::Report {
+                    report: Report::Reverted { .. },
+                    ..
+                },
+                Step::Release(_)
+            ]
+        ));
+        // Deleted before it was ever applied: just let it go.
+        let mut pending = wanted("b", Pending);
+        pending.deleting = true;
+        pending.finalized = true;
+        let p = plan(Some(&[pending]), &[], &Memory::default(), at(21));
+        assert_eq!(p.steps, vec![Step::Release("b".into())]);
+        // Without our finalizer there is nothing left to do.
+        w.finalized = false;
+        w.state = Reverted;
+        assert_eq!(
+            plan(Some(&[w]), &[], &Memory::default(), at(22)).steps,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn what_this_process_reported_wins_over_a_stale_view() {
+        let view = [wanted("a", Applied)];
+        let mut memory = Memory::default();
+        memory.reported.insert("a".into(), Reverted);
+        let p = plan(Some(&view), &[], &memory, at(101));
+        assert_eq!(p.steps, vec![Step::Release("a".into())]);
+    }
+
+    #[test]
+    fn held_faults_of_no_injection_are_reverted_once_the_list_is_known() {
+        let p = plan(Some(&[]), &[held("gone")], &Memory::default(), at(10));
+        assert_eq!(p.steps, vec![revert("gone", RevertReason::Gone)]);
+    }
+
+    #[test]
+    fn while_the_api_is_unknown_only_expiry_reverts() {
+        let p = plan(None, &[held("a")], &Memory::default(), at(10));
+        assert_eq!(p.steps, vec![]);
+        assert_eq!(p.wake, Some(at(100)));
+        let p = plan(None, &[held("a")], &Memory::default(), at(100));
+        assert_eq!(p.steps, vec![revert("a", RevertReason::Expired)]);
+        assert_eq!(p.wake, None);
+    }
+
+    #[test]
+    fn an_interrupted_apply_is_reverted_then_applied_again() {
+        let view = [wanted("a", Pending)];
+        let p = plan(Some(&view), &[held("a")], &Memory::default(), at(10));
+        assert_eq!(p.steps, vec![revert("a", RevertReason::Interrupted)]);
+        let p = plan(Some(&view), &[], &Memory::default(), at(10));
+        assert_eq!(p.steps, vec![Step::Apply("a".into())]);
+    }
+
+    #[test]
+    fn applied_here_but_not_yet_reported_is_reported_with_the_journal_time() {
+        let view = [wanted("a", Pending)];
+        let mut memory = Memory::default();
+        memory.complete.insert("a".into());
+        let p = plan(Some(&view), &[held("a")], &memory, at(10));
+        assert_eq!(
+            p.steps,
+            vec![Step::Report {
+                key: "a".into(),
+                report: Report::Applied { at: at(5) }
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failure_is_reported_and_never_retried() {
+        let view = [wanted("a", Pending)];
+        let mut memory = Memory::default();
+        memory
+            .failed
+            .insert("a".into(), "pod x/y has no process".into());
+        let p = plan(Some(&view), &[], &memory, at(10));
+        assert_eq!(
+            p.steps,
+            vec![Step::Report {
+                key: "a".into(),
+                report: Report::Failed {
+                    message: "pod x/y has no process".into()
+                }
+            }]
+        );
+        memory.reported.insert("a".into(), Failed);
+        let p = plan(Some(&view), &[], &memory, at(11));
+        assert_eq!(p.steps, vec![], "ended: no report again, no retry");
+        // A failed injection with our finalizer has it removed.
+        let mut w = wanted("a", Failed);
+        w.finalized = true;
+        let p = plan(Some(&[w]), &[], &Memory::default(), at(11));
+        assert_eq!(p.steps, vec![Step::Release("a".into())]);
+    }
+
+    #[test]
+    fn an_ended_injection_that_still_holds_something_is_reverted() {
+        let p = plan(
+            Some(&[wanted("a", Failed)]),
+            &[held("a")],
+            &Memory::default(),
+            at(10),
+        );
+        assert_eq!(p.steps, vec![revert("a", RevertReason::Ended)]);
+    }
+
+    #[test]
+    fn expired_before_it_was_applied_is_a_plain_failure_never_an_apply() {
+        let p = plan(
+            Some(&[wanted("a", Pending)]),
+            &[],
+            &Memory::default(),
+            at(100),
+        );
+        assert!(matches!(
+            &p.steps[..],
+            [Step::Report { report: Report::Failed { message }, .. }]
+                if message.contains("before the agent could apply it")
+        ));
+    }
+
+    #[test]
+    fn a_kill_is_enforced_while_it_lasts() {
+        let mut w = wanted("k", Applied);
+        w.kill = true;
+        let p = plan(Some(&[w.clone()]), &[held("k")], &Memory::default(), at(10));
+        assert_eq!(p.steps, vec![Step::Enforce("k".into())]);
+        assert_eq!(p.wake, Some(at(10) + ENFORCE_EVERY));
+        let p = plan(Some(&[w]), &[held("k")], &Memory::default(), at(100));
+        assert_eq!(p.steps, vec![revert("k", RevertReason::Expired)]);
+    }
+
+    #[test]
+    fn reverts_come_before_applies_and_wake_is_the_earliest() {
+        let mut soon = wanted("b", Pending);
+        soon.expires_at = at(30);
+        let view = [wanted("a", Pending), soon];
+        let p = plan(Some(&view), &[held("z")], &Memory::default(), at(10));
+        assert_eq!(
+            p.steps,
+            vec![
+                revert("z", RevertReason::Gone),
+                Step::Apply("a".into()),
+                Step::Apply("b".into())
+            ]
+        );
+        assert_eq!(p.wake, Some(at(30)));
+    }
+
+    #[test]
+    fn the_journal_expiry_counts_when_it_is_earlier() {
+        let mut h = held("a");
+        h.expires_at = at(40);
+        let p = plan(
+            Some(&[wanted("a", Applied)]),
+            &[h],
+            &Memory::default(),
+            at(40),
+        );
+        assert_eq!(p.steps, vec![revert("a", RevertReason::Expired)]);
+    }
+}

@@ -1,0 +1,416 @@
+//! Finding a pod's processes and its sandbox's network namespace from the host's `/proc`,
+//! without a container runtime client.
+//!
+//! Every process of a pod lives in a cgroup whose path names the pod's UID: with the
+//! cgroupfs driver `.../kubepods/besteffort/pod<uid>/<container>`, with the systemd driver
+//! `.../kubepods-besteffort-pod<uid with _ for ->.slice/cri-containerd-<id>.scope`, on
+//! cgroup v1 (one line per hierarchy) and v2 (one line) alike. The agent runs with
+//! `hostPID: true`, so its `/proc` shows every process of the node.
+//!
+//! A network cut goes into the namespace of the pod's *sandbox* (the pause process): an
+//! application container that crash-loops comes back into the same namespace, and the
+//! path `/proc/<pause>/ns/net` stays valid as long as the sandbox does.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use firedrill_faults::netns::NetnsIdentity;
+
+use crate::error::{Error, Result};
+
+/// One process of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodProcess {
+    pub pid: i32,
+    /// `/proc/PID/comm` without the newline.
+    pub comm: String,
+    /// Start time in clock ticks after boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+}
+
+/// A pod's sandbox: the process that holds its network namespace, and that namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub pid: i32,
+    /// `<proc>/<pid>/ns/net`.
+    pub netns: PathBuf,
+    pub identity: NetnsIdentity,
+}
+
+/// Whether a `/proc/PID/cgroup` file puts the process in the pod with `uid`.
+pub fn cgroup_names_pod(cgroup: &str, uid: &str) -> bool {
+    if uid.is_empty() {
+        return false;
+    }
+    let plain = format!("pod{uid}");
+    let systemd = format!("pod{}", uid.replace('-', "_"));
+    cgroup
+        .lines()
+        // "hierarchy-id:controllers:path"; the path may itself contain ':'.
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.split('/'))
+        .map(|segment| segment.strip_suffix(".slice").unwrap_or(segment))
+        .any(|segment| {
+            [&plain, &systemd].iter().any(|name| {
+                segment
+                    .strip_suffix(name.as_str())
+                    .is_some_and(|before| before.is_empty() || before.ends_with('-'))
+            })
+        })
+}
+
+/// Field 22 (start time) of a `/proc/PID/stat` line.
+fn start_time(stat: &str) -> Option<u64> {
+    // The command (field 2) is in parentheses and may contain ") "; fields after the last
+    // ')' start at field 3.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// A view of a `/proc` tree: the real one, or a fake one in tests.
+#[derive(Debug, Clone)]
+pub struct ProcFs {
+    root: PathBuf,
+}
+
+impl Default for ProcFs {
+    fn default() -> Self {
+        Self::new("/proc")
+    }
+}
+
+impl ProcFs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every numeric entry of the tree.
+    fn pids(&self) -> Result<Vec<i32>> {
+        let mut pids = Vec::new();
+        for dirent in std::fs::read_dir(&self.root).map_err(Error::read(&self.root))? {
+            let dirent = dirent.map_err(Error::read(&self.root))?;
+            if let Some(pid) = dirent.file_name().to_str().and_then(|n| n.parse().ok()) {
+                pids.push(pid);
+            }
+        }
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// Reads a file of a process; `None` when the process has gone meanwhile.
+    fn read(&self, pid: i32, file: &str) -> Result<Option<String>> {
+        let path = self.root.join(pid.to_string()).join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s)),
+            // ESRCH shows up when the process exits while the file is read.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(nix::libc::ESRCH) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::read(path)(e)),
+        }
+    }
+
+    /// The path of a process's network namespace link.
+    pub fn netns_path(&self, pid: i32) -> PathBuf {
+        self.root.join(pid.to_string()).join("ns/net")
+    }
+
+    /// The identity of a process's network namespace; `None` when it has gone.
+    pub fn netns_identity(&self, pid: i32) -> Result<Option<NetnsIdentity>> {
+        let path = self.netns_path(pid);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(NetnsIdentity {
+                dev: m.dev(),
+                ino: m.ino(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::read(path)(e)),
+        }
+    }
+
+    /// The namespaces that are the node's own: this agent's (it runs with `hostNetwork`)
+    /// and PID 1's (the host's init, with `hostPID`). On a machine that runs several
+    /// nodes as network namespaces (the e2e cluster) they differ, and both are off limits.
+    pub fn node_netns(&self) -> Result<Vec<NetnsIdentity>> {
+        let mut out = Vec::new();
+        for who in ["self", "1"] {
+            let path = self.root.join(who).join("ns/net");
+            match std::fs::metadata(&path) {
+                Ok(m) => out.push(NetnsIdentity {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::read(path)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every running process of the pod with `uid`, oldest first; never this agent itself.
+    pub fn pod_processes(&self, uid: &str) -> Result<Vec<PodProcess>> {
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        let mut out = Vec::new();
+        for pid in self.pids()? {
+            if pid <= 1 || pid == me {
+                continue;
+            }
+            let Some(cgroup) = self.read(pid, "cgroup")? else {
+                continue;
+            };
+            if !cgroup_names_pod(&cgroup, uid) {
+                continue;
+            }
+            let Some(stat) = self.read(pid, "stat")? else {
+                continue;
+            };
+            // A zombie has exited already: nothing to signal, no namespace to enter.
+            if stat
+                .get(stat.rfind(')').unwrap_or(0)..)
+                .is_some_and(|rest| rest.split_whitespace().nth(1) == Some("Z"))
+            {
+                continue;
+            }
+            let comm = self.read(pid, "comm")?.unwrap_or_default();
+            out.push(PodProcess {
+                pid,
+                comm: comm.trim_end().to_owned(),
+                start_time: start_time(&stat).unwrap_or(u64::MAX),
+            });
+        }
+        out.sort_by_key(|p| (p.start_time, p.pid));
+        Ok(out)
+    }
+
+    /// The pod's sandbox: the `pause` process if there is one, else its oldest process
+    /// (the sandbox starts first). `Ok(None)` when the pod has no process here. Fails when
+    /// the sandbox shares the node's network namespace (a `hostNetwork` pod).
+    pub fn sandbox(&self, uid: &str, pod: &str) -> Result<Option<Sandbox>> {
+        let processes = self.pod_processes(uid)?;
+        let pick = processes
+            .iter()
+            .find(|p| p.comm == "pause")
+            .or_else(|| processes.first());
+        let Some(pick) = pick else {
+            return Ok(None);
+        };
+        let Some(identity) = self.netns_identity(pick.pid)? else {
+            return Ok(None);
+        };
+        if self.node_netns()?.contains(&identity) {
+            return Err(Error::HostNetworkPod {
+                pod: pod.to_owned(),
+            });
+        }
+        Ok(Some(Sandbox {
+            pid: pick.pid,
+            netns: self.netns_path(pick.pid),
+            identity,
+        }))
+    }
+
+    /// A path to the network namespace with `identity`, through any process still in it:
+    /// how a revert finds a namespace whose recorded process has gone while the namespace
+    /// lives on (held by another process or a bind mount).
+    pub fn find_netns(&self, identity: NetnsIdentity) -> Result<Option<PathBuf>> {
+        for pid in self.pids()? {
+            if self.netns_identity(pid)? == Some(identity) {
+                return Ok(Some(self.netns_path(pid)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every pid of every listed pod (pods with no process are skipped).
+    pub fn pids_of_pods<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeMap<String, Vec<i32>>> {
+        let mut out = BTreeMap::new();
+        for uid in uids {
+            let pids: Vec<i32> = self.pod_processes(uid)?.iter().map(|p| p.pid).collect();
+            out.insert(uid.to_owned(), pids);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const UID: &str = "6f1c2a3b-0d4e-4f5a-8b9c-0123456789ab";
+
+    fn stat_line(pid: i32, comm: &str, state: char, start: u64) -> String {
+        // Field 3 is the state, 4..=21 are filler, 22 is the start time.
+        let filler = vec!["0"; 18].join(" ");
+        format!("{pid} ({comm}) {state} {filler} {start} 1000 10\n")
+    }
+
+    /// A fake `/proc` tree. Each process's `ns/net` is a symlink to a file standing for a
+    /// namespace, so processes in one namespace share an identity, as in the real one.
+    struct FakeProc {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeProc {
+        fn new() -> Self {
+            let fake = Self {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            fs::create_dir(fake.dir.path().join("namespaces")).unwrap();
+            fake.process(1, "systemd", "0::/init.scope\n", 'S', 1, "host");
+            fake
+        }
+
+        fn namespace(&self, name: &str) -> PathBuf {
+            let path = self.dir.path().join("namespaces").join(name);
+            if !path.exists() {
+                fs::write(&path, name).unwrap();
+            }
+            path
+        }
+
+        fn process(&self, pid: i32, comm: &str, cgroup: &str, state: char, start: u64, ns: &str) {
+            let dir = self.dir.path().join(pid.to_string());
+            fs::create_dir_all(dir.join("ns")).unwrap();
+            fs::write(dir.join("cgroup"), cgroup).unwrap();
+            fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            fs::write(dir.join("stat"), stat_line(pid, comm, state, start)).unwrap();
+            std::os::unix::fs::symlink(self.namespace(ns), dir.join("ns/net")).unwrap();
+        }
+
+        fn procfs(&self) -> ProcFs {
+            ProcFs::new(self.dir.path())
+        }
+    }
+
+    fn v1_cgroup(uid: &str, container: &str) -> String {
+        format!(
+            "12:pids:/kubepods/besteffort/pod{uid}/{container}\n\
+             11:memory:/kubepods/besteffort/pod{uid}/{container}\n\
+             1:name=systemd:/kubepods/besteffort/pod{uid}/{container}\n"
+        )
+    }
+
+    #[test]
+    fn cgroup_paths_of_both_drivers_and_versions_name_the_pod() {
+        assert!(cgroup_names_pod(&v1_cgroup(UID, "abc"), UID));
+        let systemd = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-abc.scope\n",
+            UID.replace('-', "_")
+        );
+        assert!(cgroup_names_pod(&systemd, UID));
+        let guaranteed = format!("0::/kubepods/pod{UID}/abc\n");
+        assert!(cgroup_names_pod(&guaranteed, UID));
+        // Another pod, a UID that only shares a prefix, the host, an empty UID.
+        assert!(!cgroup_names_pod(&v1_cgroup("11111111-2222", "abc"), UID));
+        let longer = format!("0::/kubepods/pod{UID}0/abc\n");
+        assert!(!cgroup_names_pod(&longer, UID));
+        let embedded = format!("0::/kubepods/xpod{UID}/abc\n");
+        assert!(!cgroup_names_pod(&embedded, UID));
+        assert!(!cgroup_names_pod("0::/system.slice/kubelet.service\n", UID));
+        assert!(!cgroup_names_pod(&v1_cgroup(UID, "abc"), ""));
+    }
+
+    #[test]
+    fn finds_the_pods_processes_and_its_pause_sandbox() {
+        let fake = FakeProc::new();
+        // The app started before pause only in this fake; pause still wins by name.
+        fake.process(40, "nats-server", &v1_cgroup(UID, "app"), 'S', 90, "pod-a");
+        fake.process(30, "pause", &v1_cgroup(UID, "sandbox"), 'S', 100, "pod-a");
+        fake.process(50, "defunct", &v1_cgroup(UID, "app"), 'Z', 95, "pod-a");
+        fake.process(60, "other", &v1_cgroup("aaaa-bbbb", "x"), 'S', 10, "pod-b");
+        let procfs = fake.procfs();
+        let found = procfs.pod_processes(UID).unwrap();
+        let pids: Vec<i32> = found.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![40, 30], "oldest first, zombie left out");
+        let sandbox = procfs.sandbox(UID, "ns/pod").unwrap().unwrap();
+        assert_eq!(sandbox.pid, 30);
+        assert_eq!(sandbox.netns, fake.dir.path().join("30/ns/net"));
+        assert_eq!(procfs.netns_identity(40).unwrap(), Some(sandbox.identity));
+        assert_ne!(procfs.netns_identity(60).unwrap(), Some(sandbox.identity));
+    }
+
+    #[test]
+    fn without_pause_the_oldest_process_is_the_sandbox() {
+        let fake = FakeProc::new();
+        fake.process(70, "worker", &v1_cgroup(UID, "b"), 'S', 300, "pod-a");
+        fake.process(71, "init", &v1_cgroup(UID, "a"), 'S', 200, "pod-a");
+        assert_eq!(
+            fake.procfs().sandbox(UID, "ns/pod").unwrap().unwrap().pid,
+            71
+        );
+    }
+
+    #[test]
+    fn a_pod_with_no_process_has_no_sandbox() {
+        let fake = FakeProc::new();
+        assert_eq!(fake.procfs().sandbox(UID, "ns/pod").unwrap(), None);
+        assert!(fake.procfs().pod_processes(UID).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_host_network_pod_is_refused() {
+        let fake = FakeProc::new();
+        fake.process(80, "pause", &v1_cgroup(UID, "s"), 'S', 5, "host");
+        let err = fake.procfs().sandbox(UID, "ns/hostnet").unwrap_err();
+        assert_eq!(err.category(), "host_network_pod");
+        assert!(err.to_string().contains("ns/hostnet"));
+    }
+
+    #[test]
+    fn a_pod_in_the_agents_own_namespace_is_refused_too() {
+        // The e2e cluster: a node is a network namespace that is not PID 1's.
+        let fake = FakeProc::new();
+        let me = fake.dir.path().join("self/ns");
+        fs::create_dir_all(&me).unwrap();
+        std::os::unix::fs::symlink(fake.namespace("node-x"), me.join("net")).unwrap();
+        fake.process(81, "pause", &v1_cgroup(UID, "s"), 'S', 5, "node-x");
+        let err = fake.procfs().sandbox(UID, "ns/hostnet").unwrap_err();
+        assert_eq!(err.category(), "host_network_pod");
+        assert_eq!(fake.procfs().node_netns().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_namespace_is_found_again_through_any_process_in_it() {
+        let fake = FakeProc::new();
+        fake.process(90, "pause", &v1_cgroup(UID, "s"), 'S', 5, "pod-a");
+        fake.process(91, "app", &v1_cgroup(UID, "a"), 'S', 6, "pod-a");
+        let procfs = fake.procfs();
+        let identity = procfs.netns_identity(90).unwrap().unwrap();
+        // The sandbox process is gone; the namespace lives on in 91.
+        fs::remove_dir_all(fake.dir.path().join("90")).unwrap();
+        assert_eq!(
+            procfs.find_netns(identity).unwrap(),
+            Some(fake.dir.path().join("91/ns/net"))
+        );
+        fs::remove_dir_all(fake.dir.path().join("91")).unwrap();
+        assert_eq!(procfs.find_netns(identity).unwrap(), None);
+    }
+
+    #[test]
+    fn pids_of_pods_lists_each_pod() {
+        let fake = FakeProc::new();
+        fake.process(10, "a", &v1_cgroup(UID, "a"), 'S', 5, "pod-a");
+        let other = "0000-1111";
+        let got = fake.procfs().pids_of_pods([UID, other]).unwrap();
+        assert_eq!(got[UID], vec![10]);
+        assert!(got[other].is_empty());
+    }
+
+    #[test]
+    fn start_time_parses_awkward_names() {
+        assert_eq!(start_time(&stat_line(5, "a) b (c", 'S', 777)), Some(777));
+        assert_eq!(start_time("garbage"), None);
+    }
+}

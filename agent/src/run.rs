@@ -1,0 +1,373 @@
+//! The agent's loop: keeps the view of this node's Injections from the watch, asks the
+//! planner what to do whenever something changes or falls due, and does it.
+//!
+//! The timer is the agent's own: the loop wakes at the planner's next due time whether or
+//! not the watch delivers anything, and every API call has a short deadline, so expiry
+//! reverts happen on time while the API server is unreachable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use firedrill_core::api::Injection;
+use futures_util::StreamExt;
+use kube::runtime::watcher;
+
+use crate::cluster::Cluster;
+use crate::contract::{display_name, show, wanted};
+use crate::error::Result;
+use crate::exec::Executor;
+use crate::planner::{self, Key, Memory, Report, RevertReason, Step, Wanted};
+use crate::translate::key_of;
+
+/// The longest the loop sleeps without looking at the clock again (wall-clock jumps).
+pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// How long the agent leaves the API alone after a call failed.
+pub const API_BACKOFF: Duration = Duration::from_secs(5);
+
+/// This node's Injections as the watch last showed them, by journal key.
+#[derive(Debug, Default)]
+pub struct Store {
+    objects: BTreeMap<Key, Injection>,
+    /// A relist in progress (the previous complete list stays in use until it is done).
+    relist: Option<BTreeMap<Key, Injection>>,
+    /// Whether a complete list has been seen since the agent started.
+    known: bool,
+}
+
+impl Store {
+    /// Takes in one watch event. Objects without a usable UID are ignored (logged).
+    pub fn apply(&mut self, event: watcher::Event<Injection>) {
+        let keyed = |i: Injection| match key_of(i.metadata.uid.as_deref().unwrap_or_default()) {
+            Ok(key) => Some((key, i)),
+            Err(e) => {
+                tracing::warn!(injection = %display_name(&i), error = %e, "ignored");
+                None
+            }
+        };
+        match event {
+            watcher::Event::Init => self.relist = Some(BTreeMap::new()),
+            watcher::Event::InitApply(i) => {
+                if let (Some(list), Some((k, i))) = (self.relist.as_mut(), keyed(i)) {
+                    list.insert(k, i);
+                }
+            }
+            watcher::Event::InitDone => {
+                self.objects = self.relist.take().unwrap_or_default();
+                self.known = true;
+            }
+            watcher::Event::Apply(i) => {
+                if let Some((k, i)) = keyed(i) {
+                    self.objects.insert(k, i);
+                }
+            }
+            watcher::Event::Delete(i) => {
+                if let Some((k, _)) = keyed(i) {
+                    self.objects.remove(&k);
+                }
+            }
+        }
+    }
+
+    pub fn known(&self) -> bool {
+        self.known
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Injection> {
+        self.objects.get(key)
+    }
+
+    /// What the planner needs of this node's Injections; `None` until a list is complete.
+    pub fn view(&self, node: &str) -> Option<Vec<Wanted>> {
+        if !self.known {
+            return None;
+        }
+        Some(
+            self.objects
+                .values()
+                .filter_map(|i| match wanted(i, node) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!(injection = %display_name(i), error = %e, "ignored");
+                        None
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The agent: executor, API, view and memory.
+#[derive(Debug)]
+pub struct Agent {
+    node: String,
+    exec: Executor,
+    cluster: Cluster,
+    store: Store,
+    memory: Memory,
+    /// No API writes before this (after a failure).
+    api_quiet_until: Option<tokio::time::Instant>,
+}
+
+impl Agent {
+    pub fn new(node: impl Into<String>, exec: Executor, cluster: Cluster) -> Self {
+        Self {
+            node: node.into(),
+            exec,
+            cluster,
+            store: Store::default(),
+            memory: Memory::default(),
+            api_quiet_until: None,
+        }
+    }
+
+    /// Runs until `shutdown` completes; then reverts everything it holds (a new agent
+    /// applies again what is still wanted; an agent that is uninstalled leaves nothing).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let mut events = std::pin::pin!(self.cluster.watch());
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let wake = self.tick().await;
+            let now = Utc::now();
+            let sleep = wake
+                .and_then(|w| (w - now).to_std().ok())
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(event)) => self.store.apply(event),
+                    Some(Err(e)) => tracing::warn!(category = "kube", error = %e, "watch failed; retrying"),
+                    None => {
+                        tracing::warn!("watch ended; starting it again");
+                        events.set(self.cluster.watch());
+                    }
+                },
+                () = tokio::time::sleep(sleep) => {}
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::info!("shutting down: reverting everything this agent holds");
+        let reverted = self.exec.revert_all()?;
+        tracing::info!(reverted, "shut down");
+        Ok(())
+    }
+
+    /// Plans and executes until nothing more is due now; returns the next due time.
+    pub async fn tick(&mut self) -> Option<DateTime<Utc>> {
+        let mut wake = None;
+        // A revert or apply changes the journal, which can make more due at once (report,
+        // release, apply again); a few passes settle it.
+        for _ in 0..4 {
+            let (held, unreadable) = match self.exec.held() {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(category = e.category(), error = %e, "cannot read the journal");
+                    return Some(Utc::now() + chrono::TimeDelta::seconds(1));
+                }
+            };
+            for e in unreadable {
+                tracing::error!(category = "journal_corrupt", error = %e, "journal file left for a human");
+            }
+            let view = self.store.view(&self.node);
+            let plan = planner::plan(view.as_deref(), &held, &self.memory, Utc::now());
+            wake = plan.wake;
+            let mut changed = false;
+            for step in plan.steps {
+                changed |= self.execute(step).await;
+            }
+            if !changed {
+                break;
+            }
+        }
+        wake
+    }
+
+    fn api_quiet(&self) -> bool {
+        self.api_quiet_until
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+    }
+
+    fn api_failed(&mut self, what: &str, key: &str, e: &crate::Error) {
+        tracing::warn!(key, category = e.category(), error = %e, "{what} failed; trying again later");
+        self.api_quiet_until = Some(tokio::time::Instant::now() + API_BACKOFF);
+    }
+
+    /// Carries out one step; returns whether the journal changed.
+    async fn execute(&mut self, step: Step) -> bool {
+        let key = step.key().to_owned();
+        let injection = self.store.get(&key).cloned();
+        let name = injection
+            .as_ref()
+            .map(display_name)
+            .unwrap_or_else(|| key.clone());
+        match step {
+            Step::Revert { reason, .. } => match self.exec.revert(&key) {
+                Ok(n) => {
+                    tracing::info!(injection = %name, faults = n, "{}", reason.describe());
+                    self.memory.complete.remove(&key);
+                    if reason == RevertReason::Interrupted {
+                        self.memory.reported.remove(&key);
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(injection = %name, category = e.category(), error = %e, "revert failed");
+                    false
+                }
+            },
+            Step::Report { report, .. } => {
+                let Some(injection) = injection else {
+                    return false;
+                };
+                if self.api_quiet() {
+                    return false;
+                }
+                match self.cluster.report(&injection, &report).await {
+                    Ok(()) => {
+                        tracing::info!(injection = %name, state = ?report.state(), "status reported");
+                        self.memory.reported.insert(key, report.state());
+                    }
+                    Err(e) => self.api_failed("status report", &name, &e),
+                }
+                false
+            }
+            Step::Release(_) => {
+                let Some(injection) = injection else {
+                    return false;
+                };
+                if self.api_quiet() {
+                    return false;
+                }
+                if let Err(e) = self.cluster.release(&injection).await {
+                    self.api_failed("finalizer removal", &name, &e);
+                }
+                false
+            }
+            Step::Enforce(_) => {
+                let Some(injection) = injection else {
+                    return false;
+                };
+                match self.exec.enforce(&injection.spec) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(injection = %name, killed = n, "killed again: the power is still off")
+                    }
+                    Err(e) => {
+                        tracing::warn!(injection = %name, category = e.category(), error = %e, "enforcing a kill failed")
+                    }
+                }
+                false
+            }
+            Step::Apply(_) => {
+                let Some(injection) = injection else {
+                    return false;
+                };
+                self.apply(&key, &name, &injection).await
+            }
+        }
+    }
+
+    async fn apply(&mut self, key: &str, name: &str, injection: &Injection) -> bool {
+        if self.api_quiet() {
+            return false;
+        }
+        // The finalizer first: an Injection deleted from now on waits for our revert.
+        match self.cluster.add_finalizer(injection).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                self.api_failed("adding the finalizer", name, &e);
+                return false;
+            }
+        }
+        let result = if injection.spec.expires_at <= Utc::now() {
+            Err(crate::Error::Invalid(format!(
+                "expired at {} before it could be applied",
+                show(injection.spec.expires_at)
+            )))
+        } else {
+            self.exec.apply(key, &injection.spec)
+        };
+        let report = match result {
+            Ok(summary) => {
+                tracing::info!(injection = %name, expires_at = %show(injection.spec.expires_at), "applied: {summary}");
+                self.memory.complete.insert(key.to_owned());
+                Report::Applied { at: Utc::now() }
+            }
+            Err(e) => {
+                tracing::error!(injection = %name, category = e.category(), error = %e, "apply failed; nothing left applied");
+                let message = format!("{} failed on node {}: {e}", name, self.node);
+                self.memory.failed.insert(key.to_owned(), message.clone());
+                Report::Failed { message }
+            }
+        };
+        match self.cluster.report(injection, &report).await {
+            Ok(()) => {
+                self.memory.reported.insert(key.to_owned(), report.state());
+            }
+            Err(e) => self.api_failed("status report", name, &e),
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use firedrill_core::api::{InjectionSpec, NetworkCut, NodeAction};
+    use kube::api::ObjectMeta;
+
+    fn inj(uid: &str, node: &str) -> Injection {
+        Injection {
+            metadata: ObjectMeta {
+                name: Some(format!("i-{uid}")),
+                namespace: Some("chaos".into()),
+                uid: Some(uid.into()),
+                ..ObjectMeta::default()
+            },
+            spec: InjectionSpec {
+                node_name: node.into(),
+                experiment: "chaos/e".into(),
+                action: NodeAction {
+                    network: Some(NetworkCut {
+                        pods: vec![],
+                        all: true,
+                        drop_to: vec![],
+                        drop_from: vec![],
+                    }),
+                    processes: None,
+                    read_only_volume: None,
+                },
+                expires_at: Utc.timestamp_opt(2_000_000_000, 0).unwrap(),
+            },
+            status: None,
+        }
+    }
+
+    #[test]
+    fn the_store_is_unknown_until_a_list_completes_and_keeps_it_through_a_relist() {
+        let mut store = Store::default();
+        assert_eq!(store.view("n1"), None);
+        store.apply(watcher::Event::Init);
+        store.apply(watcher::Event::InitApply(inj("aaaa", "n1")));
+        store.apply(watcher::Event::InitApply(inj("bbbb", "n2")));
+        assert_eq!(store.view("n1"), None, "not complete yet");
+        store.apply(watcher::Event::InitDone);
+        let view = store.view("n1").unwrap();
+        assert_eq!(view.len(), 1, "another node's is filtered out");
+        assert_eq!(view[0].key, "aaaa");
+        // A relist: the old list stays in use until the new one is complete.
+        store.apply(watcher::Event::Init);
+        assert_eq!(store.view("n1").unwrap().len(), 1);
+        store.apply(watcher::Event::InitDone);
+        assert_eq!(store.view("n1").unwrap().len(), 0);
+        store.apply(watcher::Event::Apply(inj("cccc", "n1")));
+        assert!(store.get("cccc").is_some());
+        store.apply(watcher::Event::Delete(inj("cccc", "n1")));
+        assert!(store.get("cccc").is_none());
+        // No usable UID: ignored, not a panic.
+        store.apply(watcher::Event::Apply(inj("not a uid!", "n1")));
+        assert_eq!(store.view("n1").unwrap().len(), 0);
+    }
+}
