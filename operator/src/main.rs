@@ -33,6 +33,9 @@ struct Args {
     /// Watch only this namespace's Experiments (default: all namespaces).
     #[arg(long, env = "FIREDRILL_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// Watch only Experiments matching this label selector, e.g. `!firedrill.dev/test`.
+    #[arg(long, env = "FIREDRILL_EXPERIMENT_SELECTOR")]
+    experiment_selector: Option<String>,
     /// Run without leader election (one replica only).
     #[arg(long)]
     no_leader_election: bool,
@@ -82,6 +85,7 @@ async fn main() -> std::process::ExitCode {
     let ctx = match Context::new(client, metrics.clone(), &args.namespace, &identity) {
         Ok(mut ctx) => {
             ctx.watch_namespace = args.watch_namespace.clone();
+            ctx.experiment_selector = args.experiment_selector.clone();
             Arc::new(ctx)
         }
         Err(e) => {

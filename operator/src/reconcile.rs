@@ -50,6 +50,8 @@ pub struct Context {
     pub policy: Policy,
     /// Watch only this namespace's Experiments (all when `None`).
     pub watch_namespace: Option<String>,
+    /// Watch only Experiments matching this label selector (all when `None`).
+    pub experiment_selector: Option<String>,
     objects: Arc<KubeObjects>,
     probers: Mutex<HashMap<String, Prober>>,
     http: reqwest::Client,
@@ -87,6 +89,7 @@ impl Context {
             metrics,
             policy: Policy::new(operator_namespace),
             watch_namespace: None,
+            experiment_selector: None,
             probers: Mutex::new(HashMap::new()),
             http,
         })
@@ -581,9 +584,14 @@ pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Contex
     Action::requeue(retry_after(error))
 }
 
-/// The controller: Experiments (of one namespace, or all), and the Injections they own (an
-/// agent's status report triggers its experiment at once).
-pub fn controller(client: Client, namespace: Option<&str>) -> Controller<Experiment> {
+/// The controller: Experiments (of one namespace or all, matching a label selector or
+/// not), and the Injections they own (an agent's status report triggers its experiment at
+/// once).
+pub fn controller(
+    client: Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> Controller<Experiment> {
     let (experiments, injections): (Api<Experiment>, Api<Injection>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -592,21 +600,29 @@ pub fn controller(client: Client, namespace: Option<&str>) -> Controller<Experim
         None => (Api::all(client.clone()), Api::all(client)),
     };
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
-    Controller::new(experiments, watcher::Config::default()).owns(injections, owned)
+    let mut watched = watcher::Config::default();
+    if let Some(selector) = selector {
+        watched = watched.labels(selector);
+    }
+    Controller::new(experiments, watched).owns(injections, owned)
 }
 
 /// Runs the controller until `stop` completes; reconciliations in flight finish first.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(ctx.client.clone(), ctx.watch_namespace.as_deref())
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "controller"),
-            }
-        })
-        .await;
+    controller(
+        ctx.client.clone(),
+        ctx.watch_namespace.as_deref(),
+        ctx.experiment_selector.as_deref(),
+    )
+    .graceful_shutdown_on(stop)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "controller"),
+        }
+    })
+    .await;
 }
 
 /// Runs the controller only while this replica holds the leader lease; a standby waits and

@@ -23,6 +23,10 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+/// Marks the tests' Experiments. A firedrill operator deployed in the same cluster should
+/// leave them alone: run it with `--experiment-selector '!firedrill.dev/test'`.
+const TEST_LABEL: &str = "firedrill.dev/test";
+
 /// The operator, in this process, for one namespace.
 struct Operator {
     ctx: Arc<Context>,
@@ -40,6 +44,7 @@ impl Operator {
         )
         .unwrap();
         ctx.watch_namespace = Some(namespace.to_owned());
+        ctx.experiment_selector = Some(TEST_LABEL.to_owned());
         let ctx = Arc::new(ctx);
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(reconcile::run(ctx.clone(), async move {
@@ -75,7 +80,7 @@ fn experiment(name: &str, namespace: &str, node: &str, fault: Value, extra: Valu
     serde_json::from_value(json!({
         "apiVersion": "firedrill.dev/v1alpha1",
         "kind": "Experiment",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": {TEST_LABEL: "operator"}},
         "spec": spec,
     }))
     .unwrap()
