@@ -18,5 +18,6 @@ test: deps
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo run -q --locked -p chaosctl -- crds --check charts/firedrill/crds
 	cargo run -q --locked -p chaosctl -- validate experiments/*.yaml
+	scripts/lint-charts.sh
 	cargo build -q --workspace --bins --locked
 	cargo test --workspace --locked

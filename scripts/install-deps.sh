@@ -26,6 +26,16 @@ if [ ! -x "$nats_dir/nats-server" ]; then
   GOBIN="$nats_dir" GOFLAGS=-mod=mod go install "github.com/nats-io/nats-server/v2@$nats_version"
 fi
 
+# Chart linting (scripts/lint-charts.sh) needs helm v3; Debian does not package it. Build
+# the pinned release from its Go module once, cached by version outside the repo.
+helm_version=v3.22.0
+helm_dir=/var/cache/firedrill/helm-$helm_version
+if [ ! -x "$helm_dir/helm" ]; then
+  echo "building helm $helm_version from its Go module (once)"
+  mkdir -p "$helm_dir"
+  GOBIN="$helm_dir" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$helm_version"
+fi
+
 # The workspace pins Rust 1.95.0 (rust-toolchain.toml). Machines that ship it as "stable"
 # but not under its version name get it linked instead of downloaded.
 want=1.95.0
