@@ -1,0 +1,234 @@
+//! The agent against a real API server: the cluster in `KUBECONFIG`, or the e2e cluster's
+//! `/var/lib/firedrill-cluster/kubeconfig`. Prints `SKIPPED` and passes when neither
+//! answers. The agent runs in-process for a made-up node name, so the Injections it sees
+//! name pods that do not exist and nothing real is touched: a freeze of no process is a
+//! real, harmless journalled fault.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use firedrill_agent::contract::{AGENT_FINALIZER, NODE_LABEL};
+use firedrill_agent::{Agent, Cluster, Executor, ProcFs};
+use firedrill_core::api::{
+    Injection, InjectionSpec, InjectionState, NodeAction, PodRef, ProcessAction, ProcessSignal,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+
+const E2E_KUBECONFIG: &str = "/var/lib/firedrill-cluster/kubeconfig";
+
+fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+async fn client(test: &str) -> Option<Client> {
+    let path = match std::env::var("KUBECONFIG") {
+        Ok(p) => p,
+        Err(_) if std::path::Path::new(E2E_KUBECONFIG).exists() => E2E_KUBECONFIG.to_owned(),
+        Err(_) => {
+            skip(
+                test,
+                &format!("neither KUBECONFIG nor {E2E_KUBECONFIG} is there"),
+            );
+            return None;
+        }
+    };
+    let kubeconfig = match Kubeconfig::read_from(&path) {
+        Ok(k) => k,
+        Err(e) => {
+            skip(test, &format!("cannot read {path}: {e}"));
+            return None;
+        }
+    };
+    let config =
+        match Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await {
+            Ok(c) => c,
+            Err(e) => {
+                skip(test, &format!("bad kubeconfig {path}: {e}"));
+                return None;
+            }
+        };
+    let client = match Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => {
+            skip(test, &format!("no client for {path}: {e}"));
+            return None;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+        Ok(Ok(_)) => Some(client),
+        Ok(Err(e)) => {
+            skip(
+                test,
+                &format!("the API server of {path} does not answer: {e}"),
+            );
+            None
+        }
+        Err(_) => {
+            skip(
+                test,
+                &format!("the API server of {path} did not answer in 10 s"),
+            );
+            None
+        }
+    }
+}
+
+async fn ensure_crd(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = <Injection as kube::CustomResourceExt>::crd();
+    if api.get_opt(&crd.name_any()).await.unwrap().is_none() {
+        let params = PatchParams::apply("firedrill-agent-tests").force();
+        api.patch(&crd.name_any(), &params, &Patch::Apply(&crd))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+async fn eventually<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn injection(name: &str, node: &str, ttl: i64) -> Injection {
+    let mut i = Injection::new(
+        name,
+        InjectionSpec {
+            node_name: node.into(),
+            experiment: "none/agent-test".into(),
+            action: NodeAction {
+                network: None,
+                processes: Some(ProcessAction {
+                    pods: vec![PodRef {
+                        namespace: "none".into(),
+                        name: "no-such-pod".into(),
+                        uid: "00000000-0000-4000-8000-000000000000".into(),
+                    }],
+                    signal: ProcessSignal::Freeze,
+                }),
+                read_only_volume: None,
+            },
+            expires_at: Utc::now() + TimeDelta::seconds(ttl),
+        },
+    );
+    i.metadata.labels = Some([(NODE_LABEL.to_owned(), node.to_owned())].into());
+    i
+}
+
+fn state(i: &Injection) -> InjectionState {
+    i.status.as_ref().map(|s| s.state).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_agent_applies_reports_and_reverts_on_deletion_and_on_expiry() {
+    let test = "the_agent_applies_reports_and_reverts_on_deletion_and_on_expiry";
+    let Some(client) = client(test).await else {
+        return;
+    };
+    ensure_crd(&client).await;
+    let ns_name = format!("fdagent-{:x}", Utc::now().timestamp_micros() & 0xff_ffff);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns_name.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let node = format!("{ns_name}-node");
+    let journal = tempfile::tempdir().unwrap();
+    let exec = Executor::new(
+        journal.path(),
+        std::path::Path::new("/nonexistent"),
+        ProcFs::default(),
+    )
+    .unwrap();
+    let agent = Agent::new(
+        node.clone(),
+        exec,
+        Cluster::new(client.clone(), node.clone()),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+
+    let api: Api<Injection> = Api::namespaced(client.clone(), &ns_name);
+    // Another node's Injection is never touched.
+    api.create(
+        &PostParams::default(),
+        &injection("other", "someone-else", 300),
+    )
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &injection("deleted", &node, 300))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &injection("expires", &node, 6))
+        .await
+        .unwrap();
+
+    for name in ["deleted", "expires"] {
+        let applied = eventually(&format!("{name} applied"), || async {
+            let i = api.get(name).await.ok()?;
+            (state(&i) == InjectionState::Applied).then_some(i)
+        })
+        .await;
+        assert!(applied.finalizers().iter().any(|f| f == AGENT_FINALIZER));
+        assert!(applied.status.unwrap().applied_at.is_some());
+    }
+    assert_eq!(journal.path().read_dir().unwrap().count(), 2);
+
+    // Revert = delete: the agent reverts and lets the object go.
+    api.delete("deleted", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted gone", || async {
+        matches!(api.get_opt("deleted").await, Ok(None)).then_some(())
+    })
+    .await;
+
+    // Expiry: reverted on the agent's own timer and reported.
+    let reverted = eventually("expires reverted", || async {
+        let i = api.get("expires").await.ok()?;
+        (state(&i) == InjectionState::Reverted).then_some(i)
+    })
+    .await;
+    let status = reverted.status.unwrap();
+    assert!(status.reverted_at.is_some() && status.applied_at.is_some());
+    assert!(status.message.unwrap().contains("own timer"));
+    eventually("journal empty", || async {
+        (journal.path().read_dir().ok()?.count() == 0).then_some(())
+    })
+    .await;
+
+    let other = api.get("other").await.unwrap();
+    assert_eq!(state(&other), InjectionState::Pending);
+    assert!(other.finalizers().is_empty());
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    namespaces
+        .delete(&ns_name, &DeleteParams::default())
+        .await
+        .unwrap();
+}

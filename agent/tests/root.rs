@@ -1,0 +1,324 @@
+//! Root-only tests of the agent's fault path on this machine, no cluster needed: a network
+//! namespace of the test's own (`fdagent-*`), a sleeper in it placed in a cgroup named
+//! like a pod's, and the agent's own code path (`Executor`, the planner) applying and
+//! reverting for real. Each test prints `SKIPPED` and passes when not root or when `ip`
+//! or `nft` is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use firedrill_agent::planner::{self, Memory, Step};
+use firedrill_agent::translate::key_of;
+use firedrill_agent::{Executor, ProcFs, revert_due};
+use firedrill_core::api::{
+    InjectionSpec, NetworkCut, NodeAction, PodRef, ProcessAction, ProcessSignal,
+};
+use firedrill_faults::Netns;
+
+fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+fn usable(test: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        skip(test, "needs root (network namespaces, cgroups, nftables)");
+        return false;
+    }
+    for tool in ["/usr/sbin/ip", "/usr/sbin/nft"] {
+        if !Path::new(tool).exists() && !Path::new(&tool.replace("/usr", "")).exists() {
+            skip(test, &format!("{tool} is missing"));
+            return false;
+        }
+    }
+    if !Path::new(CGROUP_ROOT).is_dir() {
+        skip(
+            test,
+            &format!("no cgroup v1 pids hierarchy at {CGROUP_ROOT}"),
+        );
+        return false;
+    }
+    true
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/pids";
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A stand-in pod: a network namespace `fdagent-<pid>-<n>` and a sleeper in it, in a
+/// cgroup `.../fdagent-<pid>-<n>/pod<uid>` as the kubelet would place it. Dropping it kills
+/// the sleepers and removes the cgroups and the namespace.
+struct FakePod {
+    name: String,
+    uid: String,
+    cgroup: PathBuf,
+    sleepers: Vec<Child>,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl FakePod {
+    fn new() -> Self {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("fdagent-{}-{n}", std::process::id());
+        let uid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        let cgroup = Path::new(CGROUP_ROOT).join(&name).join(format!("pod{uid}"));
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let mut pod = Self {
+            name,
+            uid,
+            cgroup,
+            sleepers: vec![],
+        };
+        pod.add_sleeper();
+        pod
+    }
+
+    /// Starts one more process in the pod (its namespace and cgroup); returns its pid.
+    fn add_sleeper(&mut self) -> i32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sleep", "300"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        self.sleepers.push(child);
+        // `ip netns exec` enters the namespace, then execs sleep in place.
+        let ns = Netns::named(&self.name).unwrap().identity().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Netns::of_pid(pid).identity().unwrap() != ns
+            || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "sleeper did not enter {}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::write(self.cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
+        pid
+    }
+
+    fn pod_ref(&self) -> PodRef {
+        PodRef {
+            namespace: "chaos".into(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+        }
+    }
+
+    fn ruleset(&self) -> String {
+        run(&["ip", "netns", "exec", &self.name, "nft", "list", "ruleset"])
+    }
+
+    fn state(pid: i32) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+    }
+}
+
+impl Drop for FakePod {
+    fn drop(&mut self) {
+        for child in &mut self.sleepers {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir(&self.cgroup);
+        if let Some(parent) = self.cgroup.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn spec(action: NodeAction, ttl: i64) -> InjectionSpec {
+    InjectionSpec {
+        node_name: "this-node".into(),
+        experiment: "chaos/test".into(),
+        action,
+        expires_at: Utc::now() + TimeDelta::seconds(ttl),
+    }
+}
+
+fn cut(pod: &FakePod) -> NodeAction {
+    NodeAction {
+        network: Some(NetworkCut {
+            pods: vec![pod.pod_ref()],
+            all: false,
+            drop_to: vec!["10.99.0.0/16".into()],
+            drop_from: vec!["10.99.0.0/16".into()],
+        }),
+        processes: None,
+        read_only_volume: None,
+    }
+}
+
+fn executor(journal: &Path) -> Executor {
+    Executor::new(
+        journal,
+        Path::new("/nonexistent-kubelet"),
+        ProcFs::default(),
+    )
+    .unwrap()
+}
+
+fn journal_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_network_cut_goes_into_the_pods_sandbox_and_is_reverted() {
+    if !usable("a_network_cut_goes_into_the_pods_sandbox_and_is_reverted") {
+        return;
+    }
+    let pod = FakePod::new();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+
+    exec.apply(&key, &spec(cut(&pod), 300)).unwrap();
+    let rules = pod.ruleset();
+    assert!(rules.contains("table inet firedrill"), "{rules}");
+    assert!(rules.contains(&format!("chain {key}-0-in")), "{rules}");
+    assert!(rules.contains(&format!("chain {key}-0-out")), "{rules}");
+    assert!(rules.contains("10.99.0.0/16"), "{rules}");
+    assert!(
+        !run(&["nft", "list", "ruleset"]).contains(&key),
+        "nothing in the host's namespace"
+    );
+    let (held, _) = exec.held().unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].key, key);
+
+    assert_eq!(exec.revert(&key).unwrap(), 1);
+    let rules = pod.ruleset();
+    assert!(!rules.contains("firedrill"), "nothing left: {rules}");
+    assert!(exec.held().unwrap().0.is_empty());
+    assert!(journal_files(journal.path()).is_empty(), "journal empty");
+    assert_eq!(exec.revert(&key).unwrap(), 0, "a second revert is a no-op");
+}
+
+#[test]
+fn a_crashed_agents_cut_is_reverted_by_the_next_one() {
+    if !usable("a_crashed_agents_cut_is_reverted_by_the_next_one") {
+        return;
+    }
+    let pod = FakePod::new();
+    let journal = tempfile::tempdir().unwrap();
+    let key = key_of(&pod.uid).unwrap();
+    {
+        // The agent applies, then dies (dropped without reverting).
+        let exec = executor(journal.path());
+        exec.apply(&key, &spec(cut(&pod), 300)).unwrap();
+    }
+    assert!(pod.ruleset().contains(&key));
+    // A new agent starts. While the API is not known only expiry reverts...
+    let exec = executor(journal.path());
+    let (held, _) = exec.held().unwrap();
+    let plan = planner::plan(None, &held, &Memory::default(), Utc::now());
+    assert!(plan.steps.is_empty());
+    assert!(plan.wake.is_some());
+    // ...and once the list is known, a fault no Injection wants is reverted.
+    let plan = planner::plan(Some(&[]), &held, &Memory::default(), Utc::now());
+    let [Step::Revert { key: k, .. }] = &plan.steps[..] else {
+        panic!("{plan:?}")
+    };
+    exec.revert(k).unwrap();
+    assert!(!pod.ruleset().contains("firedrill"));
+    assert!(journal_files(journal.path()).is_empty());
+}
+
+#[test]
+fn the_agents_own_timer_reverts_at_expiry_without_the_api() {
+    if !usable("the_agents_own_timer_reverts_at_expiry_without_the_api") {
+        return;
+    }
+    let pod = FakePod::new();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+    exec.apply(&key, &spec(cut(&pod), 2)).unwrap();
+    assert_eq!(revert_due(&exec), 0, "not yet");
+    assert!(pod.ruleset().contains(&key));
+    std::thread::sleep(Duration::from_millis(3100));
+    assert_eq!(revert_due(&exec), 1);
+    assert!(!pod.ruleset().contains("firedrill"));
+    assert!(journal_files(journal.path()).is_empty());
+}
+
+#[test]
+fn a_namespace_outliving_its_sandbox_process_is_still_cleaned() {
+    if !usable("a_namespace_outliving_its_sandbox_process_is_still_cleaned") {
+        return;
+    }
+    let mut pod = FakePod::new();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+    exec.apply(&key, &spec(cut(&pod), 300)).unwrap();
+    // A second process joins the namespace; the recorded (first) one dies.
+    pod.add_sleeper();
+    let mut first = pod.sleepers.remove(0);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        pod.ruleset().contains(&key),
+        "the namespace (and our rules) live on"
+    );
+    assert_eq!(exec.revert(&key).unwrap(), 1);
+    assert!(
+        !pod.ruleset().contains("firedrill"),
+        "found again by identity"
+    );
+    assert!(journal_files(journal.path()).is_empty());
+}
+
+#[test]
+fn a_freeze_stops_the_pods_processes_until_reverted() {
+    if !usable("a_freeze_stops_the_pods_processes_until_reverted") {
+        return;
+    }
+    let pod = FakePod::new();
+    let pid = i32::try_from(pod.sleepers[0].id()).unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+    let action = NodeAction {
+        network: None,
+        processes: Some(ProcessAction {
+            pods: vec![pod.pod_ref()],
+            signal: ProcessSignal::Freeze,
+        }),
+        read_only_volume: None,
+    };
+    let summary = exec.apply(&key, &spec(action, 300)).unwrap();
+    assert_eq!(summary, "1 process(es)");
+    assert_eq!(FakePod::state(pid), 'T');
+    exec.revert(&key).unwrap();
+    assert_ne!(FakePod::state(pid), 'T');
+    assert!(journal_files(journal.path()).is_empty());
+}
