@@ -1,29 +1,30 @@
-//! Final drain: read every room's whole history back.
+//! Final drain: read a room's history back, page by page.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::checker::ReadRecord;
 use super::client::TalkClient;
+use crate::wire::StoredMessage;
 
 const PAGE: usize = 1000;
 
-/// Reads all of `room` from the start; retries each page until `deadline`.
+/// Reads `room` from sequence > `after` to its end, handing each message to `on_message`
+/// in stream order as its page arrives (nothing is collected); retries each page until
+/// `deadline`. Returns how many messages were read and the last sequence.
 pub async fn drain_room(
     client: &TalkClient,
     targets: &[String],
-    room: &Arc<str>,
+    room: &str,
+    mut after: u64,
     deadline: Instant,
-) -> Result<Vec<ReadRecord>, String> {
-    let mut reads = Vec::new();
-    let mut after = 0u64;
+    mut on_message: impl FnMut(&StoredMessage),
+) -> Result<(u64, u64), String> {
+    let mut count = 0u64;
     let mut t = 0usize;
     let mut last_error = String::new();
     loop {
         if Instant::now() >= deadline {
             return Err(format!(
-                "room {room}: drain deadline passed after {} messages: {last_error}",
-                reads.len()
+                "room {room}: drain deadline passed after {count} messages: {last_error}"
             ));
         }
         let target = targets
@@ -33,16 +34,12 @@ pub async fn drain_room(
         match client.history(&target, room, after, PAGE).await {
             Ok(page) => {
                 for m in &page.messages {
-                    reads.push(ReadRecord {
-                        room: room.clone(),
-                        seq: m.seq,
-                        producer: Arc::from(m.payload.producer.as_str()),
-                        counter: m.payload.counter,
-                    });
+                    on_message(m);
+                    count += 1;
                     after = after.max(m.seq);
                 }
                 if !page.more {
-                    return Ok(reads);
+                    return Ok((count, after));
                 }
             }
             Err(e) => {

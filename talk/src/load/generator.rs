@@ -6,18 +6,27 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
 use super::balancer::Balancer;
-use super::checker::{SendOutcome, SendRecord};
 use super::client::{ClientError, TalkClient};
 use super::config::LoadConfig;
 use super::run::Shared;
 use crate::wire::{SendRequest, SendResponse, now_ms};
 
+/// One connection. It writes to every room, as a separate producer id per room with its
+/// own counter, so each (room, producer) lane's counters are contiguous and the checker can
+/// keep what it has settled as ranges.
 struct Producer {
-    id: Arc<str>,
+    /// Per room: the producer id and the last counter used.
+    lanes: Vec<(Arc<str>, u64)>,
     client: TalkClient,
     /// The target this producer prefers while it is healthy.
     target: usize,
-    next_counter: u64,
+}
+
+/// One send, for the ledger.
+struct SendRecord {
+    room: Arc<str>,
+    producer: Arc<str>,
+    counter: u64,
 }
 
 /// Sends until `duration` passes (if non-zero) or `stop` flips; returns once
@@ -33,10 +42,11 @@ pub async fn run_generator(
     let mut producers = (0..n)
         .map(|i| {
             Ok(Producer {
-                id: Arc::from(format!("{run_id}-p{i}")),
+                lanes: (0..rooms.len())
+                    .map(|r| (Arc::from(format!("{run_id}-p{i}.{r}")), 0))
+                    .collect(),
                 client: TalkClient::new(config.request_timeout)?,
                 target: i % config.targets.len().max(1),
-                next_counter: 0,
             })
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
@@ -60,27 +70,33 @@ pub async fn run_generator(
             _ = stop.changed() => continue,
         }
         let pi = i % n;
-        let room = rooms
-            .get((i / n) % rooms.len())
-            .cloned()
-            .unwrap_or_else(|| Arc::from("load-0"));
+        let ri = (i / n) % rooms.len();
         i = i.wrapping_add(1);
-        let Some(p) = producers.get_mut(pi) else {
+        let (Some(p), Some(room)) = (producers.get_mut(pi), rooms.get(ri)) else {
             continue;
         };
-        p.next_counter += 1;
-        let record = SendRecord {
-            room,
-            producer: p.id.clone(),
-            counter: p.next_counter,
-            sent_at: shared.micros(),
-            outcome: SendOutcome::Indeterminate,
+        let Some((producer, counter)) = p.lanes.get_mut(ri) else {
+            continue;
         };
+        *counter += 1;
+        let record = SendRecord {
+            room: room.clone(),
+            producer: producer.clone(),
+            counter: *counter,
+        };
+        shared.ledger().register(
+            &record.room,
+            &record.producer,
+            record.counter,
+            shared.micros(),
+        );
         shared.sli.record_sent();
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             // Too many in flight: count as failed, never sent.
             shared.sli.record(Instant::now(), None);
-            shared.push_send(record);
+            shared
+                .ledger()
+                .failed(&record.room, &record.producer, record.counter);
             continue;
         };
         let client = p.client.clone();
@@ -170,7 +186,7 @@ async fn send_with_failover(
 async fn send_one(
     client: &TalkClient,
     route: Route<'_>,
-    mut record: SendRecord,
+    record: SendRecord,
     body: String,
     shared: &Shared,
 ) {
@@ -185,23 +201,23 @@ async fn send_one(
     let done = Instant::now();
     match result {
         Ok(resp) => {
-            record.outcome = SendOutcome::Acked {
-                seq: resp.seq,
-                acked_at: shared.micros(),
-            };
             shared.sli.record(done, Some(done - started));
-            shared.tracker().on_ack(
-                record.room.clone(),
-                record.producer.clone(),
+            let acked_at = shared.micros();
+            shared.ledger().acked(
+                &record.room,
+                &record.producer,
                 record.counter,
                 resp.seq,
+                acked_at,
                 done,
             );
         }
         Err(e) => {
             tracing::debug!(error = %e, "send failed (indeterminate)");
             shared.sli.record(done, None);
+            shared
+                .ledger()
+                .failed(&record.room, &record.producer, record.counter);
         }
     }
-    shared.push_send(record);
 }

@@ -10,10 +10,10 @@ pub mod client;
 pub mod config;
 pub mod drain;
 pub mod generator;
+pub mod ranges;
 pub mod reader;
 pub mod run;
 pub mod sli;
-pub mod tracker;
 
 pub use config::{LoadConfig, Profile};
 pub use run::{LoadReport, run};

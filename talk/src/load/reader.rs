@@ -1,4 +1,4 @@
-//! Continuous checker: follows every room and feeds the live tracker.
+//! Continuous checker: follows every room and feeds the ledger's live pass.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use super::run::Shared;
 
 const PAGE: usize = 1000;
 
-/// Follows `room` until `stop` flips.
+/// Follows `room` until `stop` flips; returns the sequence it has read through.
 pub async fn follow_room(
     client: TalkClient,
     targets: Vec<String>,
@@ -18,7 +18,7 @@ pub async fn follow_room(
     interval: Duration,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> u64 {
     let mut pos = 0u64;
     let mut t = 0usize;
     while !*stop.borrow() {
@@ -34,16 +34,12 @@ pub async fn follow_room(
                     // loss): read it again from the start.
                     tracing::warn!(%room, pos, last = page.stream_last_seq, "stream reset; rereading");
                     pos = 0;
+                    shared.ledger().reset(&room);
                     continue;
                 }
-                let mut tracker = shared.tracker();
+                let mut ledger = shared.ledger();
                 for m in &page.messages {
-                    tracker.on_read(
-                        room.clone(),
-                        Arc::from(m.payload.producer.as_str()),
-                        m.payload.counter,
-                        m.seq,
-                    );
+                    ledger.read(&room, &m.payload.producer, m.payload.counter, m.seq);
                     pos = pos.max(m.seq);
                 }
                 // Only what was read counts as passed: a replica still catching up (after a
@@ -51,7 +47,7 @@ pub async fn follow_room(
                 // sequence is already further, and messages beyond the prefix are late, not
                 // lost.
                 more = page.more;
-                tracker.advance(&room, pos);
+                ledger.advance(&room, pos);
             }
             Err(e) => {
                 tracing::debug!(%room, error = %e, "history read failed");
@@ -65,9 +61,10 @@ pub async fn follow_room(
             }
         }
     }
+    pos
 }
 
-/// Recomputes lost/duplicated from the tracker every `interval`.
+/// Recomputes lost/duplicated from the ledger every `interval`.
 pub async fn publish_checks(
     shared: Arc<Shared>,
     interval: Duration,
@@ -77,14 +74,14 @@ pub async fn publish_checks(
     let mut last_lost = 0;
     while !*stop.borrow() {
         {
-            let tracker = shared.tracker();
+            let ledger = shared.ledger();
             let now = Instant::now();
-            let lost = tracker.lost(now, grace);
-            let dup = tracker.duplicated();
+            let lost = ledger.lost(now, grace);
+            let dup = ledger.duplicated();
             // Which messages are missing, each time the count changes: a message that later
             // reappears was late, one that never does was lost.
-            let examples = (lost != last_lost).then(|| tracker.lost_examples(now, grace, 10));
-            drop(tracker);
+            let examples = (lost != last_lost).then(|| ledger.lost_examples(now, grace, 10));
+            drop(ledger);
             if let Some(examples) = examples {
                 tracing::warn!(
                     lost,

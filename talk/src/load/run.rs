@@ -13,11 +13,10 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::checker::{CheckReport, SendRecord, check};
+use super::checker::{CheckReport, Ledger};
 use super::client::TalkClient;
 use super::config::{LoadConfig, Profile};
 use super::sli::{SliSnapshot, SliWindow};
-use super::tracker::LiveTracker;
 use super::{LoadError, drain, generator, reader};
 
 /// State shared by the generator, the reader and the SLI endpoint.
@@ -25,8 +24,9 @@ use super::{LoadError, drain, generator, reader};
 pub struct Shared {
     pub start: Instant,
     pub sli: SliWindow,
-    sends: Mutex<Vec<SendRecord>>,
-    tracker: Mutex<LiveTracker>,
+    /// Every send and read, compactly: settled messages take no memory of their own, so a
+    /// run may last days.
+    ledger: Mutex<Ledger>,
 }
 
 impl Shared {
@@ -34,8 +34,7 @@ impl Shared {
         Self {
             start: Instant::now(),
             sli: SliWindow::new(window),
-            sends: Mutex::new(Vec::new()),
-            tracker: Mutex::new(LiveTracker::default()),
+            ledger: Mutex::new(Ledger::default()),
         }
     }
 
@@ -44,17 +43,10 @@ impl Shared {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    pub fn push_send(&self, record: SendRecord) {
-        self.sends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(record);
-    }
-
-    // A panicked holder cannot leave these half-updated in a way that
+    // A panicked holder cannot leave it half-updated in a way that
     // matters more than losing the whole run, so poisoning is ignored.
-    pub fn tracker(&self) -> MutexGuard<'_, LiveTracker> {
-        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -122,51 +114,72 @@ pub async fn run(
     });
 
     let reader_client = TalkClient::new(config.request_timeout)?;
+    let rooms: Vec<Arc<str>> = config.room_names().into_iter().map(Arc::from).collect();
     let mut readers = Vec::new();
-    for room in config.room_names() {
+    for room in &rooms {
         readers.push(tokio::spawn(reader::follow_room(
             reader_client.clone(),
             config.targets.clone(),
-            Arc::from(room),
+            room.clone(),
             config.check_interval,
             shared.clone(),
             reader_stop_rx.clone(),
         )));
     }
-    readers.push(tokio::spawn(reader::publish_checks(
+    let checks = tokio::spawn(reader::publish_checks(
         shared.clone(),
         config.check_interval,
         config.loss_grace,
         reader_stop_rx,
-    )));
+    ));
 
     tracing::info!(%run_id, profile = ?config.profile, rate = config.rate, "sending");
     generator::run_generator(&config, &run_id, shared.clone(), stop_rx).await?;
     let duration_seconds = shared.start.elapsed().as_secs_f64();
     let sli = shared.sli.snapshot(Instant::now());
     let _ = reader_stop_tx.send(true);
+    let mut positions = Vec::with_capacity(readers.len());
     for r in readers {
-        let _ = r.await;
+        positions.push(r.await.unwrap_or(0));
     }
+    let _ = checks.await;
 
-    let sends = std::mem::take(&mut *shared.sends.lock().unwrap_or_else(|p| p.into_inner()));
     let mut drain_errors = Vec::new();
-    let mut reads = Vec::new();
     if !config.no_drain {
-        tracing::info!(sends = sends.len(), "draining every room");
         let deadline = Instant::now() + config.drain_timeout;
-        for room in config.room_names() {
-            let room: Arc<str> = Arc::from(room);
-            match drain::drain_room(&reader_client, &config.targets, &room, deadline).await {
-                Ok(mut r) => reads.append(&mut r),
-                Err(e) => drain_errors.push(e),
+        // The live pass reads the rest of every room, so the order check covers the whole
+        // run; then the final pass reads every room from its start.
+        tracing::info!("reading the rest of every room");
+        for (room, pos) in rooms.iter().zip(positions) {
+            let result =
+                drain::drain_room(&reader_client, &config.targets, room, pos, deadline, |m| {
+                    let mut ledger = shared.ledger();
+                    ledger.read(room, &m.payload.producer, m.payload.counter, m.seq);
+                    ledger.advance(room, m.seq);
+                })
+                .await;
+            if let Err(e) = result {
+                drain_errors.push(e);
+            }
+        }
+        tracing::info!("draining every room from the start");
+        for room in &rooms {
+            let result =
+                drain::drain_room(&reader_client, &config.targets, room, 0, deadline, |m| {
+                    shared
+                        .ledger()
+                        .final_read(room, &m.payload.producer, m.payload.counter);
+                })
+                .await;
+            if let Err(e) = result {
+                drain_errors.push(e);
             }
         }
     }
     let check = if config.no_drain {
         CheckReport::default()
     } else {
-        check(&sends, &reads)
+        shared.ledger().report()
     };
     Ok(LoadReport {
         run_id,

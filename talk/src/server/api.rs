@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
@@ -33,6 +33,8 @@ pub enum ApiError {
     BadJson(String),
     #[error("invalid query: {0}")]
     BadQuery(String),
+    #[error("invalid Last-Event-ID {0:?}: must be a stream sequence number")]
+    BadLastEventId(String),
     #[error("no such route: {0}")]
     NotFound(String),
     #[error("message store not ready: {0}")]
@@ -52,6 +54,7 @@ impl ApiError {
             Self::RequestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
             Self::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
             Self::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
+            Self::BadLastEventId(_) => (StatusCode::BAD_REQUEST, "bad_last_event_id"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "store_timeout"),
@@ -211,17 +214,26 @@ pub struct StreamQuery {
 }
 
 /// Live messages as Server-Sent Events; each event's id is the stream
-/// sequence, so a client can resume with `?after=<last id>`.
+/// sequence. A client resumes after the last event it saw with the standard
+/// `Last-Event-ID` header (what an `EventSource` sends when it reconnects) or
+/// with `?after=<last id>`; the header wins, because a reconnecting
+/// `EventSource` repeats the original URL, whose `after` is older.
 pub async fn live_stream(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
     let Query(q) = query.map_err(|r| fail(&state, ApiError::BadQuery(r.body_text())))?;
+    let after = match last_event_id(&headers) {
+        Some(Ok(seq)) => seq,
+        Some(Err(e)) => return Err(fail(&state, e)),
+        None => q.after,
+    };
     let messages = state
         .store
-        .follow(&room, q.after)
+        .follow(&room, after)
         .await
         .map_err(|e| fail(&state, e.into()))?;
     let mut shutdown = state.shutdown.clone();
@@ -248,6 +260,17 @@ pub async fn live_stream(
             e
         });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The `Last-Event-ID` request header as a sequence number, if present.
+fn last_event_id(headers: &HeaderMap) -> Option<Result<u64, ApiError>> {
+    let raw = headers.get("last-event-id")?;
+    let text = String::from_utf8_lossy(raw.as_bytes());
+    Some(
+        text.trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::BadLastEventId(text.chars().take(40).collect())),
+    )
 }
 
 // Decrements the live-stream gauge when the stream is dropped.
