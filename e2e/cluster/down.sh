@@ -53,29 +53,38 @@ cgroup_pids() {
 	done | sort -u
 }
 
-# stop NAME: TERM the pid in NAME's pid file, then KILL after 10 s.
+# stop NAME...: TERM the pids in the NAMEs' pid files together, then KILL what still runs
+# after 10 s.
 stop() {
-	local f=$PID_DIR/$1.pid pid i
-	[[ -f $f ]] || return 0
-	pid=$(cat "$f")
-	if pid_alive "$pid"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 100; i++)); do
-			pid_alive "$pid" || break
-			sleep 0.1
+	local name pid i alive
+	local -A pids=()
+	for name in "$@"; do
+		pid=$(cat "$PID_DIR/$name.pid" 2>/dev/null || true)
+		if pid_alive "$pid"; then
+			pids[$name]=$pid
+			kill -TERM "$pid" 2>/dev/null || true
+		fi
+		rm -f "$PID_DIR/$name.pid"
+	done
+	for ((i = 0; i < 100; i++)); do
+		alive=0
+		for pid in "${pids[@]}"; do
+			# A zombie has exited; only its parent has yet to notice.
+			if pid_alive "$pid" && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then alive=1; fi
 		done
-		if pid_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-		log "$1: stopped (pid $pid)"
-	fi
-	rm -f "$f"
+		((alive)) || break
+		sleep 0.1
+	done
+	for name in "${!pids[@]}"; do
+		kill -KILL "${pids[$name]}" 2>/dev/null || true
+		log "$name: stopped (pid ${pids[$name]})"
+	done
 }
 
 # 1. Nodes: kubelet and kube-proxy first, so nothing restarts the pods; then the pods,
 # through their containerd, so shims unmount what they mounted; then containerd.
-for n in $(node_names); do
-	stop "$n-kubelet"
-	stop "$n-kube-proxy"
-done
+mapfile -t nodes < <(node_names)
+stop "${nodes[@]/%/-kubelet}" "${nodes[@]/%/-kube-proxy}"
 for n in $(node_names); do
 	sock=$(node_sock "$n")
 	if [[ -S $sock ]] && timeout 5 ctr -a "$sock" version >/dev/null 2>&1; then
@@ -88,11 +97,13 @@ for n in $(node_names); do
 		done
 		[[ -n $tasks ]] && log "$n: killed $(wc -w <<<"$tasks") containers"
 	fi
-	stop "$n-containerd"
 done
+stop "${nodes[@]/%/-containerd}"
 
 # 2. Control plane.
-for d in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$d"; done
+stop kube-scheduler kube-controller-manager
+stop kube-apiserver
+stop etcd
 
 # 3. Whatever is left: shims, pods' processes, daemons whose pid file was lost.
 for ((i = 0; i < 50; i++)); do
