@@ -219,6 +219,14 @@ log "controller-manager and scheduler ready"
 # ---------------------------------------------------------------------------------------
 # Nodes.
 # ---------------------------------------------------------------------------------------
+# render TEMPLATE DEST SED_ARGS...: fills in templates/TEMPLATE; DEST is rewritten only when
+# it would change, because kube-proxy exits when its config file is written to at all.
+render() {
+	local tpl=$1 dest=$2
+	shift 2
+	sed "$@" "$CLUSTER_DIR/templates/$tpl" >"$dest.new"
+	if cmp -s "$dest.new" "$dest"; then rm -f "$dest.new"; else mv -f "$dest.new" "$dest"; fi
+}
 # The files that hold each node's mount namespace must sit on a private mount.
 mkdir -p "$NS_DIR"
 if ! grep -q " $NS_DIR " /proc/self/mountinfo; then
@@ -263,10 +271,10 @@ for n in $(node_names); do
 		"
 	fi
 
-	sed -e "s#@ROOT@#$nd#g" -e "s#@RUN@#$nr#g" -e "s#@PAUSE_IMAGE@#$PAUSE_IMAGE#g" -e "s#@CNI_BIN@#$CNI_BIN#g" \
-		"$CLUSTER_DIR/templates/containerd.toml" >"$nd/containerd.toml"
-	sed -e "s#@POD_SUBNET@#$(node_pod_cidr "$n")#g" -e "s#@DATA_DIR@#$nd/cni/lib/networks#g" \
-		"$CLUSTER_DIR/templates/10-fd-bridge.conflist" >"$nd/cni/net.d/10-fd-bridge.conflist"
+	render containerd.toml "$nd/containerd.toml" -e "s#@ROOT@#$nd#g" -e "s#@RUN@#$nr#g" \
+		-e "s#@PAUSE_IMAGE@#$PAUSE_IMAGE#g" -e "s#@CNI_BIN@#$CNI_BIN#g"
+	render 10-fd-bridge.conflist "$nd/cni/net.d/10-fd-bridge.conflist" \
+		-e "s#@POD_SUBNET@#$(node_pod_cidr "$n")#g" -e "s#@DATA_DIR@#$nd/cni/lib/networks#g"
 	start_daemon "$n-containerd" nsenter --mount="$NS_DIR/$n.mnt" --net="/run/netns/$n" -- \
 		containerd --config "$nd/containerd.toml"
 done
@@ -281,15 +289,15 @@ log "containerd ready on every node"
 
 for n in $(node_names); do
 	nd=$(node_dir "$n")
-	sed -e "s#@NODE@#$n#g" -e "s#@NODE_IP@#$(node_ip "$n")#g" -e "s#@SOCK@#$(node_sock "$n")#g" \
-		-e "s#@POD_LOGS@#$nd/pod-logs#g" -e "s#@CA@#$PKI/ca.crt#g" -e "s#@DNS@#$CLUSTER_DNS_IP#g" \
-		-e "s#@DOMAIN@#$CLUSTER_DOMAIN#g" "$CLUSTER_DIR/templates/kubelet.yaml" >"$nd/kubelet.yaml"
+	render kubelet.yaml "$nd/kubelet.yaml" -e "s#@NODE@#$n#g" -e "s#@NODE_IP@#$(node_ip "$n")#g" \
+		-e "s#@SOCK@#$(node_sock "$n")#g" -e "s#@POD_LOGS@#$nd/pod-logs#g" -e "s#@CA@#$PKI/ca.crt#g" \
+		-e "s#@DNS@#$CLUSTER_DNS_IP#g" -e "s#@DOMAIN@#$CLUSTER_DOMAIN#g"
 	start_daemon "$n-kubelet" nsenter --mount="$NS_DIR/$n.mnt" --net="/run/netns/$n" -- \
 		"$K8S_BIN/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$KC/kubelet-$n.conf" \
 		--root-dir="$nd/kubelet" --hostname-override="$n" --node-ip="$(node_ip "$n")" \
 		--node-labels="topology.kubernetes.io/zone=$(node_zone "$n"),topology.kubernetes.io/region=firedrill"
-	sed -e "s#@NODE@#$n#g" -e "s#@KUBECONFIG@#$KC/kube-proxy.conf#g" -e "s#@POD_CIDR@#$POD_CIDR#g" \
-		"$CLUSTER_DIR/templates/kube-proxy.yaml" >"$nd/kube-proxy.yaml"
+	render kube-proxy.yaml "$nd/kube-proxy.yaml" -e "s#@NODE@#$n#g" \
+		-e "s#@KUBECONFIG@#$KC/kube-proxy.conf#g" -e "s#@POD_CIDR@#$POD_CIDR#g"
 	start_daemon "$n-kube-proxy" nsenter --mount="$NS_DIR/$n.mnt" --net="/run/netns/$n" -- \
 		"$K8S_BIN/kube-proxy" --config="$nd/kube-proxy.yaml"
 done
