@@ -73,6 +73,16 @@ impl Executor {
         Ok((by_key.into_values().collect(), scan.errors))
     }
 
+    /// Every running process of the pods.
+    fn pod_pids(&self, pods: &[PodRef]) -> Result<Vec<i32>> {
+        Ok(self
+            .procfs
+            .pids_of_pods(pods.iter().map(|p| p.uid.as_str()))?
+            .into_values()
+            .flatten()
+            .collect())
+    }
+
     /// The faults `spec` becomes on this node now (resolving its pods), without applying.
     pub fn faults(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<(InjectionId, Fault)>> {
         let action = &spec.action;
@@ -96,12 +106,7 @@ impl Executor {
                 network_faults(key, cut, &targets)
             }
             (None, Some(p), None) => {
-                let pids: Vec<i32> = self
-                    .procfs
-                    .pids_of_pods(p.pods.iter().map(|p| p.uid.as_str()))?
-                    .into_values()
-                    .flatten()
-                    .collect();
+                let pids = self.pod_pids(&p.pods)?;
                 let fault = match p.signal {
                     ProcessSignal::Freeze => Fault::Freeze { pids },
                     ProcessSignal::Kill => Fault::Kill { pids },
@@ -160,12 +165,7 @@ impl Executor {
         let Some(p) = &spec.action.processes else {
             return Ok(0);
         };
-        let pids: Vec<i32> = self
-            .procfs
-            .pids_of_pods(p.pods.iter().map(|p| p.uid.as_str()))?
-            .into_values()
-            .flatten()
-            .collect();
+        let pids = self.pod_pids(&p.pods)?;
         let found = process::resolve(&pids)?;
         let results = process::kill(&found);
         let killed = results
