@@ -185,6 +185,8 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
+// k8s.io/kubernetes replaces its staging modules with ./staging/...; replaces in a
+// dependency are ignored, so name the published release of each one here.
 replace (
 	k8s.io/api => k8s.io/api v0.35.4
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.35.4
