@@ -2,7 +2,7 @@
 .PHONY: game-day test deps
 
 # See scripts/install-deps.sh: a JetStream new enough to honour fsync policies.
-export TALK_NATS_SERVER ?= /var/cache/firedrill/nats-server-v2.10.29/nats-server
+export TALK_NATS_SERVER ?= /var/cache/firedrill/nats-server-v2.12.15/nats-server
 
 deps:
 	@scripts/install-deps.sh

@@ -59,7 +59,7 @@ pub struct Programs {
 }
 
 /// The pinned nats-server that `scripts/install-deps.sh` builds.
-const PINNED_NATS: &str = "/var/cache/firedrill/nats-server-v2.10.29/nats-server";
+const PINNED_NATS: &str = "/var/cache/firedrill/nats-server-v2.12.15/nats-server";
 
 impl Programs {
     /// Finds every program, or says which is missing and how to get it.
@@ -90,7 +90,7 @@ impl Programs {
                 ))
             }
         };
-        let nats_hint = "run scripts/install-deps.sh (builds the pinned 2.10.29), or set \
+        let nats_hint = "run scripts/install-deps.sh (builds the pinned 2.12.15), or set \
                          TALK_NATS_SERVER";
         let nats_path = std::env::var_os(BINARY_ENV)
             .map(PathBuf::from)

@@ -26,7 +26,7 @@ pub enum NatsError {
     #[error(
         "nats-server {version} does not support `sync_interval` (needs >= 2.10); \
          fsync policy {policy} cannot be configured. Debian bookworm ships 2.9.10: \
-         use a newer build (e.g. `go install github.com/nats-io/nats-server/v2@v2.10.29`) \
+         use a newer build (e.g. `go install github.com/nats-io/nats-server/v2@v2.12.15`) \
          and set TALK_NATS_SERVER to it"
     )]
     SyncUnsupported { version: String, policy: String },
