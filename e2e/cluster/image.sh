@@ -119,6 +119,7 @@ log "$REF: $OUT ($(du -h "$OUT" | cut -f1), image id sha256:${config_id:0:12})"
 
 ((IMPORT)) || exit 0
 ((${#NODES[@]})) || mapfile -t NODES < <(node_names)
+archive=$(sha256sum "$OUT" | cut -c1-32)
 imported=0
 for n in "${NODES[@]}"; do
 	sock=$(node_sock "$n")
@@ -126,7 +127,14 @@ for n in "${NODES[@]}"; do
 		log "$REF: $n has no running containerd, skipped"
 		continue
 	fi
+	# The archive's digest, kept as a label, tells an image already imported as it is now.
+	if ctr -a "$sock" -n k8s.io images ls "name==$REF" | grep -q "firedrill.dev/archive=$archive"; then
+		log "$REF: already in $n"
+		imported=$((imported + 1))
+		continue
+	fi
 	ctr -a "$sock" -n k8s.io images import "$OUT" >/dev/null
+	ctr -a "$sock" -n k8s.io images label "$REF" "firedrill.dev/archive=$archive" >/dev/null
 	imported=$((imported + 1))
 	log "$REF: imported into $n"
 done
