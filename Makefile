@@ -1,5 +1,5 @@
 # The two entry points a fresh machine needs; everything else is cargo.
-.PHONY: game-day test deps
+.PHONY: game-day test e2e deps
 
 # See scripts/install-deps.sh: a JetStream new enough to honour fsync policies.
 export TALK_NATS_SERVER ?= /var/cache/firedrill/nats-server-v2.12.15/nats-server
@@ -21,3 +21,9 @@ test: deps
 	scripts/lint-charts.sh
 	cargo build -q --workspace --bins --locked
 	cargo test --workspace --locked
+	e2e/run.sh
+
+# The cluster tier alone (root): build or reuse the pinned Kubernetes, bring up the
+# three-zone cluster, run the cluster tests on it, take it down.
+e2e: deps
+	e2e/run.sh

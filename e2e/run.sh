@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The cluster tier, as CI runs it: build (or reuse) the pinned Kubernetes, bring up the
+# three-zone cluster, smoke-test it, run every cluster test against it, and take it down
+# again however the run ends.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+usage() {
+	cat <<EOF
+usage: e2e/run.sh [--keep]
+
+Runs as root. Steps, each timed:
+  1. e2e/cluster/build.sh   pinned components, cached in /var/cache/firedrill by version
+                            (about 30 min cold on 2 cores, 1 s warm)
+  2. e2e/cluster/up.sh      control plane + nodes fd-zone-a/b/c (about 20-45 s)
+  3. e2e/cluster/smoke.sh   pod per zone, pod-to-pod, Service, DNS
+  4. cargo test             the crates' cluster tests (operator, agent, e2e), with
+                            KUBECONFIG set; a test that skips fails the run here
+  5. e2e/cluster/down.sh    always, and it checks nothing is left
+--keep leaves the cluster up for inspection instead of step 5.
+EOF
+}
+keep=0
+case ${1:-} in
+-h | --help) usage; exit 0 ;;
+--keep) keep=1 ;;
+"") ;;
+*) usage >&2; exit 2 ;;
+esac
+
+started=$SECONDS
+step() { printf '[e2e %4ds] %s\n' $((SECONDS - started)) "$*"; }
+
+teardown() {
+	local rc=$?
+	if [[ $keep == 1 ]]; then
+		step "cluster left up (--keep); take it down with e2e/cluster/down.sh"
+	else
+		step "down"
+		e2e/cluster/down.sh || rc=1
+	fi
+	step "done (exit $rc)"
+	exit "$rc"
+}
+
+step "build (cached by version)"
+e2e/cluster/build.sh
+trap teardown EXIT
+step "up"
+e2e/cluster/up.sh
+export KUBECONFIG=/var/lib/firedrill-cluster/kubeconfig
+step "smoke"
+e2e/cluster/smoke.sh
+
+# Every crate with a tests/cluster.rs (or an e2e crate) runs against the cluster. These
+# tests skip when no cluster answers, which is right on a developer's machine and wrong
+# here, so a skip fails the run.
+packages=(firedrill-operator firedrill-agent)
+if grep -q '"e2e"' Cargo.toml; then
+	packages+=(firedrill-e2e)
+fi
+log=$(mktemp)
+for package in "${packages[@]}"; do
+	step "cluster tests: $package"
+	args=(-p "$package" --locked)
+	[[ $package != firedrill-e2e ]] && args+=(--test cluster)
+	cargo test "${args[@]}" -- --nocapture 2>&1 | tee "$log"
+	if grep -q '^SKIPPED' "$log"; then
+		step "a cluster test of $package skipped although the cluster is up"
+		exit 1
+	fi
+done
+rm -f "$log"
