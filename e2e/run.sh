@@ -14,8 +14,8 @@ Runs as root. Steps, each timed:
                             (about 30 min cold on 2 cores, 1 s warm)
   2. e2e/cluster/up.sh      control plane + nodes fd-zone-a/b/c (about 20-45 s)
   3. e2e/cluster/smoke.sh   pod per zone, pod-to-pod, Service, DNS
-  4. cargo test             the crates' cluster tests (operator, agent, e2e), with
-                            KUBECONFIG set; a test that skips fails the run here
+  4. cargo test             the operator's, agent's and e2e crate's tests and chaosctl's
+                            cluster tests, with KUBECONFIG set; a skip fails the run here
   5. e2e/cluster/down.sh    always, and it checks nothing is left
 --keep leaves the cluster up for inspection instead of step 5.
 EOF
@@ -52,21 +52,21 @@ export KUBECONFIG=/var/lib/firedrill-cluster/kubeconfig
 step "smoke"
 e2e/cluster/smoke.sh
 
-# Every crate with a tests/cluster.rs (or an e2e crate) runs against the cluster. These
+# The crates whose tests talk to a cluster: all of their tests run against this one, and
+# chaosctl's cluster tests (its lab tests ran before, in `cargo test --workspace`). These
 # tests skip when no cluster answers, which is right on a developer's machine and wrong
 # here, so a skip fails the run.
-packages=(firedrill-operator firedrill-agent)
-if grep -q '"e2e"' Cargo.toml; then
-	packages+=(firedrill-e2e)
-fi
+runs=("firedrill-operator --tests" "firedrill-agent --tests")
+[[ -f cli/tests/cluster.rs ]] && runs+=("chaosctl --test cluster")
+grep -q '"e2e"' Cargo.toml && runs+=("firedrill-e2e --tests")
 log=$(mktemp)
-for package in "${packages[@]}"; do
-	step "cluster tests: $package"
-	args=(-p "$package" --locked)
-	[[ $package != firedrill-e2e ]] && args+=(--test cluster)
-	cargo test "${args[@]}" -- --nocapture 2>&1 | tee "$log"
+for run in "${runs[@]}"; do
+	read -r package selection <<<"$run"
+	step "cluster tests: $package $selection"
+	# shellcheck disable=SC2086 # selection is one or two words on purpose
+	cargo test -p "$package" --locked $selection -- --nocapture 2>&1 | tee "$log"
 	if grep -q '^SKIPPED' "$log"; then
-		step "a cluster test of $package skipped although the cluster is up"
+		step "a test of $package skipped although the cluster is up"
 		exit 1
 	fi
 done
