@@ -197,9 +197,6 @@ fn assert_nothing_left(lab_dir: &Path, pids: &[i32]) {
 }
 
 #[test]
-#[ignore = "five minutes of CI for what the weakness tests already cover experiment by \
-            experiment; `make game-day` runs it, or \
-            cargo test -p chaosctl --test lab -- --ignored"]
 fn default_game_day_passes_all_four_experiments() {
     let turn = LabTurn::take();
     let (lab, reports) = (&turn.lab, &turn.reports);
