@@ -18,6 +18,8 @@ use firedrill_lab::platform::LabPlatform;
 use firedrill_lab::runner::{Progress, Runner, game_day_report};
 use firedrill_lab::{LabError, RunDir, Weakness};
 
+use crate::cluster::{ClusterArgs, ClusterError};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// Live progress on stderr, a summary table on stdout.
@@ -28,12 +30,32 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct GameDayArgs {
-    /// The GameDay manifest.
+    /// The GameDay manifest (the plan).
     #[arg(
         value_name = "FILE",
         default_value = "experiments/gameday-quarterly-dr.yaml"
     )]
     file: PathBuf,
+    /// The GameDay manifest, as a flag (same as FILE).
+    #[arg(short = 'f', long = "file", value_name = "PLAN")]
+    plan: Option<PathBuf>,
+    /// Run on the cluster of the current kubeconfig context (implied by --context and
+    /// --kubeconfig) instead of the lab.
+    #[arg(long)]
+    cluster: bool,
+    /// Cluster only: the namespace to create the GameDay in (default: the plan's, else the
+    /// context's).
+    #[arg(short, long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Cluster only: the GameDay object's name (default: the plan's name and the time).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Cluster only: a label for the GameDay object, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = crate::follow::parse_label)]
+    label: Vec<(String, String)>,
+    /// Cluster only: stop following after this many seconds (the game day goes on).
+    #[arg(long, value_name = "SECONDS", default_value_t = 4 * 3600)]
+    timeout: u64,
     /// Where the experiments it refers to are (every *.yaml file is read); default: the
     /// game day's directory.
     #[arg(long, value_name = "DIR")]
@@ -158,7 +180,7 @@ fn show(event: Progress) {
     }
 }
 
-fn table(report: &GameDayReport) -> String {
+pub(crate) fn table(report: &GameDayReport) -> String {
     let mut out = format!(
         "{:<20} {:<17} {:<8} {:>8} {:>9} {:>5} {:>5}  FAILED PROBES\n",
         "EXPERIMENT", "FAULT", "VERDICT", "IMPACT", "RECOVERY", "LOST", "DUP"
@@ -194,7 +216,7 @@ fn table(report: &GameDayReport) -> String {
     out
 }
 
-fn write_reports(dir: &Path, report: &GameDayReport) -> Result<(), LabError> {
+pub(crate) fn write_reports(dir: &Path, report: &GameDayReport) -> Result<(), LabError> {
     fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     let mut files = vec![
         ("report.md".to_owned(), report::markdown(report)),
@@ -211,16 +233,69 @@ fn write_reports(dir: &Path, report: &GameDayReport) -> Result<(), LabError> {
     Ok(())
 }
 
-pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
-    let experiments_dir = match &args.experiments {
-        Some(d) => d.clone(),
-        None => args
-            .file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
+impl GameDayArgs {
+    /// True when the game day is to run on a cluster rather than in the lab.
+    pub fn on_cluster(&self, cluster: &ClusterArgs) -> bool {
+        self.cluster || cluster.given()
+    }
+
+    fn plan_file(&self) -> &Path {
+        self.plan.as_deref().unwrap_or(&self.file)
+    }
+}
+
+/// `game-day` on a cluster: the plan is applied as a GameDay and followed live.
+pub fn run_cluster(args: GameDayArgs, cluster: ClusterArgs) -> Result<ExitCode, ClusterError> {
+    if let Some(w) = args.weaken {
+        return Err(ClusterError::Usage(format!(
+            "--weaken {w} is for the lab; on a cluster deploy the weakness with the talk chart's ci/ values instead"
+        )));
+    }
+    if args.keep_lab || args.bin_dir.is_some() {
+        return Err(ClusterError::Usage(
+            "--keep-lab and --bin-dir are for the lab, not a cluster".to_owned(),
+        ));
+    }
+    let file = args.plan_file().to_path_buf();
+    let dir = crate::follow::experiments_dir(&file, args.experiments.as_deref());
+    let (mut game_day, experiments) =
+        load_game_day(&file, &dir).map_err(|e| ClusterError::Plan {
+            path: file.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    if !args.only.is_empty() {
+        let unknown: Vec<&String> = args
+            .only
+            .iter()
+            .filter(|o| !game_day.spec.experiments.iter().any(|s| &s.name == *o))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ClusterError::Usage(format!(
+                "--only: no step named {unknown:?} in {}",
+                file.display()
+            )));
+        }
+        game_day
+            .spec
+            .experiments
+            .retain(|s| args.only.contains(&s.name));
+    }
+    let opts = crate::follow::ClusterRun {
+        cluster,
+        namespace: args.namespace,
+        name: args.name,
+        labels: args.label,
+        timeout: Duration::from_secs(args.timeout),
+        report_dir: args.report_dir,
+        json: args.output == Output::Json,
     };
-    let (game_day, experiments) = load_game_day(&args.file, &experiments_dir)?;
+    crate::follow::run(game_day, &experiments, &opts)
+}
+
+pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
+    let file = args.plan_file().to_path_buf();
+    let experiments_dir = crate::follow::experiments_dir(&file, args.experiments.as_deref());
+    let (game_day, experiments) = load_game_day(&file, &experiments_dir)?;
     let gd_name = game_day.metadata.name.clone().unwrap_or_default();
     lifecycle::check_privileges()?;
     let run = RunDir::new(lab_dir);

@@ -4,18 +4,48 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-mod crds;
-mod gameday;
-mod lab;
-mod validate;
+use chaosctl::cluster::ClusterArgs;
+use chaosctl::{CliError, crds, gameday, get, history, lab, stop, validate};
 
 /// firedrill's command line: check experiment manifests, print the CRDs, and (with the lab or
 /// a cluster) run game days.
 #[derive(Debug, Parser)]
-#[command(name = "chaosctl", version, about, long_about = None)]
+#[command(
+    name = "chaosctl",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:
+  chaosctl validate experiments/*.yaml           check manifests, no cluster needed
+  sudo chaosctl game-day                         the quarterly drill in the lab on this machine
+  chaosctl game-day -f experiments/gameday-quarterly-dr.yaml --context prod
+                                                 the same on a cluster, followed live
+  chaosctl get experiments -A                    what is running where
+  chaosctl describe experiment zone-blackout -n talk
+  chaosctl history quarterly-dr -n talk --svg trend.svg
+  chaosctl abort zone-blackout -n talk           revert one experiment's fault now
+  chaosctl stop-all                              the kill switch: revert every fault
+  chaosctl completions bash > /etc/bash_completion.d/chaosctl
+
+Cluster commands use the current context of KUBECONFIG (or ~/.kube/config), or
+--context/--kubeconfig. Exit codes: 0 ok, 1 a verdict or check failed, 2 could not run."
+)]
 struct Cli {
+    #[command(flatten)]
+    cluster: ClusterArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which namespace(s) a cluster command reads.
+#[derive(Debug, Clone, clap::Args)]
+struct NamespaceArgs {
+    /// The namespace (default: the context's).
+    #[arg(short, long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +99,15 @@ enum Command {
     /// Examples:
     ///   sudo chaosctl game-day
     ///   sudo chaosctl game-day --weaken single-zone --only zone-blackout --output json
+    ///
+    /// On a cluster (--context, --kubeconfig or --cluster): applies the plan as a GameDay
+    /// (server-side apply, field manager chaosctl; referenced experiments found next to the
+    /// plan are inlined), follows it live with the same progress lines, then prints the same
+    /// table and writes the same report. Ctrl-C stops following, not the game day.
+    ///
+    /// Examples:
+    ///   chaosctl game-day -f experiments/gameday-quarterly-dr.yaml --context staging
+    ///   chaosctl game-day -f plan.yaml --cluster -n talk --only zone-blackout --report-dir out
     #[command(verbatim_doc_comment)]
     GameDay {
         /// The lab's directory.
@@ -76,6 +115,113 @@ enum Command {
         lab_dir: PathBuf,
         #[command(flatten)]
         args: gameday::GameDayArgs,
+    },
+    /// List experiments, game days or drill schedules on the cluster.
+    ///
+    /// Tables show phase, verdict, fault and age (experiments), step and report (game
+    /// days), last verdict and next run (drills). -o json|yaml prints the objects as the API
+    /// server has them (one object by NAME, else a List).
+    #[command(after_help = "Examples:
+  chaosctl get experiments -A
+  chaosctl get gd -n talk
+  chaosctl get drills quarterly-dr -n talk -o yaml
+  chaosctl get exp -A -l firedrill.dev/test=chaosctl -o json | jq '.items[].status.verdict'")]
+    Get {
+        /// experiments (exp), gamedays (gd) or drills (drillschedules).
+        #[arg(value_enum)]
+        kind: get::Kind,
+        /// Only this object.
+        name: Option<String>,
+        #[command(flatten)]
+        ns: NamespaceArgs,
+        /// Only objects with these labels (a Kubernetes label selector).
+        #[arg(short = 'l', long, value_name = "SELECTOR")]
+        selector: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = get::Format::Table)]
+        output: get::Format,
+    },
+    /// Show one experiment, game day or drill schedule in detail.
+    ///
+    /// Experiments: spec summary, phase, verdict and figures, conditions, probe records,
+    /// their Injections with the agents' state, and the timeline. Game days: every step with
+    /// its object and verdict. Drills: schedule, policy and history.
+    #[command(after_help = "Examples:
+  chaosctl describe experiment zone-blackout -n talk
+  chaosctl describe gameday quarterly-dr-20260101-090000 -n talk
+  chaosctl describe drill quarterly-dr -n talk")]
+    Describe {
+        #[arg(value_enum)]
+        kind: get::Kind,
+        name: String,
+        /// The namespace (default: the context's).
+        #[arg(short, long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+    },
+    /// Drill results over time from a DrillSchedule's history: a table, and an SVG trend.
+    #[command(after_help = "Examples:
+  chaosctl history quarterly-dr -n talk
+  chaosctl history quarterly-dr -n talk --svg drills.svg")]
+    History {
+        /// The DrillSchedule.
+        drill: String,
+        /// The namespace (default: the context's).
+        #[arg(short, long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        /// Also draw the trend (one bar per drill, the share of experiments passed) here.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Print the history as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abort an experiment now: its fault is reverted at once.
+    ///
+    /// Sets the annotation firedrill.dev/abort the operator honours; the experiment ends
+    /// Aborted. NAME may also be a GameDay: then the game day and its running experiments
+    /// are aborted.
+    #[command(after_help = "Examples:
+  chaosctl abort zone-blackout -n talk
+  chaosctl abort quarterly-dr-20260101-090000 -n talk --reason 'customer incident'")]
+    Abort {
+        name: String,
+        /// The namespace (default: the context's).
+        #[arg(short, long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        /// Why (recorded in the annotation and the experiment's status).
+        #[arg(long, default_value = "aborted by hand")]
+        reason: String,
+    },
+    /// The kill switch: abort every running experiment in every namespace and wait until
+    /// the agents confirm every fault reverted.
+    ///
+    /// Annotates every running Experiment with firedrill.dev/abort, deletes every Injection
+    /// (revert = delete: the node's agent reverts and then lets it go, so this works even when
+    /// the operator is down), and waits until every Injection is gone or Reverted by its
+    /// agent. Exits 0 when nothing is active any more, 1 with the list of what still is when
+    /// --timeout passes.
+    #[command(after_help = "Examples:
+  chaosctl stop-all
+  chaosctl stop-all --context prod --timeout 60
+  chaosctl stop-all -l team=payments          only experiments with this label")]
+    StopAll {
+        /// Give up waiting after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+        /// Only experiments with these labels, and their Injections.
+        #[arg(short = 'l', long, value_name = "SELECTOR")]
+        selector: Option<String>,
+        /// Do not delete Injections; only annotate and wait for the operator to revert.
+        #[arg(long)]
+        no_delete: bool,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  chaosctl completions bash > ~/.local/share/bash-completion/completions/chaosctl
+  chaosctl completions zsh > \"${fpath[1]}/_chaosctl\"
+  chaosctl completions fish > ~/.config/fish/completions/chaosctl.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -85,7 +231,62 @@ fn main() -> ExitCode {
         Command::Validate { files, quiet } => validate::run(&files, quiet),
         Command::Crds { write, check } => crds::run(write.as_deref(), check.as_deref()),
         Command::Lab { dir, command } => lab::run(command, &dir).map_err(CliError::from),
-        Command::GameDay { lab_dir, args } => gameday::run(args, &lab_dir).map_err(CliError::from),
+        Command::GameDay { lab_dir, args } => {
+            if args.on_cluster(&cli.cluster) {
+                gameday::run_cluster(args, cli.cluster).map_err(CliError::from)
+            } else {
+                gameday::run(args, &lab_dir).map_err(CliError::from)
+            }
+        }
+        Command::Get {
+            kind,
+            name,
+            ns,
+            selector,
+            output,
+        } => get::run_get(
+            &cli.cluster,
+            kind,
+            name.as_deref(),
+            get::scope(ns.namespace, ns.all_namespaces),
+            selector.as_deref(),
+            output,
+        )
+        .map_err(CliError::from),
+        Command::Describe {
+            kind,
+            name,
+            namespace,
+        } => get::run_describe(&cli.cluster, kind, &name, namespace).map_err(CliError::from),
+        Command::History {
+            drill,
+            namespace,
+            svg,
+            json,
+        } => history::run(&cli.cluster, &drill, namespace, svg, json).map_err(CliError::from),
+        Command::Abort {
+            name,
+            namespace,
+            reason,
+        } => stop::run_abort(&cli.cluster, &name, namespace, &reason).map_err(CliError::from),
+        Command::StopAll {
+            timeout,
+            selector,
+            no_delete,
+        } => stop::run_stop_all(
+            &cli.cluster,
+            &stop::StopAll {
+                timeout: std::time::Duration::from_secs(timeout),
+                selector,
+                no_delete,
+            },
+        )
+        .map_err(CliError::from),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "chaosctl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -94,19 +295,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Errors that stop a command before it can give an answer.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("could not render the CRDs: {0}")]
-    Render(#[from] serde_json::Error),
-    #[error("{0}")]
-    Lab(#[from] firedrill_lab::LabError),
 }
