@@ -296,3 +296,47 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_every_cluster_command_has_examples() {
+        Cli::command().debug_assert();
+        let command = Cli::command();
+        for name in [
+            "get",
+            "describe",
+            "history",
+            "abort",
+            "stop-all",
+            "completions",
+        ] {
+            let sub = command.find_subcommand(name).expect(name);
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(help.contains("Examples:"), "{name} has no examples");
+        }
+    }
+
+    #[test]
+    fn completions_name_the_subcommands() {
+        let mut out = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "chaosctl",
+            &mut out,
+        );
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.contains("stop-all") && text.contains("game-day"),
+            "{text}"
+        );
+    }
+}

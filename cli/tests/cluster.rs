@@ -623,6 +623,113 @@ async fn game_day_on_a_cluster_is_followed_and_reported() {
             .unwrap();
     assert_eq!(json["platform"], "cluster");
     assert_eq!(json["experiments"][0]["verdict"], "Passed");
+
+    let out = run(&kc, &["describe", "gameday", "drill-run", "-n", &ns.name]);
+    let text = stdout(&out);
+    assert!(text.contains("Phase:        Completed"), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("blackout")
+            && l.contains("drill-run-blackout")
+            && l.contains("Passed")),
+        "{text}"
+    );
+    let out = run(&kc, &["get", "gd", "-n", &ns.name]);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("drill-run ") && l.contains("1/1"))
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn drills_show_their_next_run_and_history() {
+    let test = "drills_show_their_next_run_and_history";
+    let Some((kc, client)) = cluster(test).await else {
+        return;
+    };
+    let ns = TestNs::new(&client, "drill").await;
+    let drill: firedrill_core::api::DrillSchedule = serde_json::from_value(json!({
+        "apiVersion": "firedrill.dev/v1alpha1",
+        "kind": "DrillSchedule",
+        "metadata": {"name": "quarterly", "namespace": ns.name, "labels": {TEST_LABEL: "chaosctl"}},
+        "spec": {
+            "schedule": "0 9 1 1,4,7,10 *",
+            "timeZone": "Asia/Seoul",
+            "gameDay": {"experiments": [{"name": "blackout", "spec": experiment_spec(&ns.name)}]},
+        },
+    }))
+    .unwrap();
+    let drills: Api<firedrill_core::api::DrillSchedule> = Api::namespaced(client.clone(), &ns.name);
+    drills.create(&PostParams::default(), &drill).await.unwrap();
+    // What the operator records after three quarters.
+    let next = (Utc::now() + chrono::Duration::days(40)).to_rfc3339();
+    let status = json!({"status": {
+        "lastVerdict": "Passed",
+        "lastRunAt": "2026-10-01T00:00:00Z",
+        "nextRunAt": next,
+        "history": [
+            {"gameDay": "quarterly-3", "scheduledFor": "2026-10-01T00:00:00Z", "startedAt": "2026-10-01T00:00:05Z",
+             "finishedAt": "2026-10-01T00:12:00Z", "verdict": "Passed", "passed": 4, "failed": 0},
+            {"gameDay": "quarterly-2", "scheduledFor": "2026-07-01T00:00:00Z", "note": "missed: operator down"},
+            {"gameDay": "quarterly-1", "scheduledFor": "2026-04-01T00:00:00Z", "startedAt": "2026-04-01T00:00:05Z",
+             "finishedAt": "2026-04-01T00:15:00Z", "verdict": "Failed", "passed": 3, "failed": 1},
+        ],
+    }});
+    drills
+        .patch_status("quarterly", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let out = run(&kc, &["get", "drills", "-n", &ns.name]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("quarterly "))
+        .expect("row");
+    assert!(
+        row.contains("(Asia/Seoul)") && row.contains("Passed"),
+        "{row}"
+    );
+    assert!(
+        row.contains("in 39d") || row.contains("in 40d"),
+        "next run: {row}"
+    );
+
+    let out = run(&kc, &["describe", "drill", "quarterly", "-n", &ns.name]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("Schedule:     0 9 1 1,4,7,10 * (Asia/Seoul)"),
+        "{text}"
+    );
+    assert!(text.contains("missed: operator down"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("trend.svg");
+    let svg_arg = svg.display().to_string();
+    let out = run(
+        &kc,
+        &["history", "quarterly", "-n", &ns.name, "--svg", &svg_arg],
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[1].starts_with("2026-04-01") && lines[1].contains("Failed"),
+        "{text}"
+    );
+    assert!(lines[2].contains("not run"), "{text}");
+    assert!(
+        lines[3].starts_with("2026-10-01") && lines[3].contains("Passed"),
+        "{text}"
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.contains("1 of 3 drills passed"), "{picture}");
+    let out = run(&kc, &["history", "quarterly", "-n", &ns.name, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3);
     ns.delete().await;
 }
 
