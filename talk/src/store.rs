@@ -103,12 +103,31 @@ impl StoreError {
     }
 }
 
+/// A room's read position kept between history pages: the ephemeral consumer that served
+/// the last page, positioned after it. A reader that asks for the next page (talk-load's
+/// checker polls every room that way) reuses it instead of creating a consumer per page —
+/// a consumer create and delete are each a proposal through the JetStream meta group,
+/// which all servers write, and their churn is what stretched the send p99.
+#[derive(Debug)]
+struct Cursor {
+    consumer: consumer::PullConsumer,
+    /// The `after` of the page this cursor serves next.
+    after: u64,
+    used: std::time::Instant,
+}
+
+/// Cursors older than this are not reused (the server drops the consumer after
+/// [`CURSOR_INACTIVE`] without requests).
+const CURSOR_IDLE: Duration = Duration::from_secs(20);
+const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
+
 /// A connection to the message store.
 #[derive(Debug, Clone)]
 pub struct MessageStore {
     client: async_nats::Client,
     js: jetstream::Context,
     spec: StreamSpec,
+    cursors: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Cursor>>>,
 }
 
 impl MessageStore {
@@ -139,7 +158,12 @@ impl MessageStore {
             .map_err(|e| StoreError::Connect(e.to_string()))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(timeout);
-        Ok(Self { client, js, spec })
+        Ok(Self {
+            client,
+            js,
+            spec,
+            cursors: Default::default(),
+        })
     }
 
     pub fn spec(&self) -> &StreamSpec {
@@ -196,10 +220,23 @@ impl MessageStore {
         room: &RoomName,
         payload: &MessagePayload,
     ) -> Result<(u64, bool), StoreError> {
-        let body = serde_json::to_vec(payload).map_err(|e| StoreError::Publish(e.to_string()))?;
+        // Encoded once; every attempt sends the same bytes with the same message id.
+        let body: axum::body::Bytes = serde_json::to_vec(payload)
+            .map_err(|e| StoreError::Publish(e.to_string()))?
+            .into();
+        let subject = self.spec.subject(room);
+        let mut headers = HeaderMap::new();
+        // Lets a client retry a send without storing it twice.
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}:{}", payload.producer, payload.counter).as_str(),
+        );
         let mut pauses = UNCOMMITTED_DUPLICATE_PAUSES.iter();
         loop {
-            match self.publish_once(room, payload, &body).await? {
+            match self
+                .publish_once(&subject, headers.clone(), body.clone())
+                .await?
+            {
                 (0, true) => match pauses.next() {
                     Some(pause) => {
                         tracing::warn!(
@@ -223,19 +260,13 @@ impl MessageStore {
 
     async fn publish_once(
         &self,
-        room: &RoomName,
-        payload: &MessagePayload,
-        body: &[u8],
+        subject: &str,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
     ) -> Result<(u64, bool), StoreError> {
-        let mut headers = HeaderMap::new();
-        // Lets a client retry a send without storing it twice.
-        headers.insert(
-            "Nats-Msg-Id",
-            format!("{}:{}", payload.producer, payload.counter).as_str(),
-        );
         let ack = self
             .js
-            .publish_with_headers(self.spec.subject(room), headers, body.to_vec().into())
+            .publish_with_headers(subject.to_owned(), headers, body)
             .await
             .map_err(|e| StoreError::Publish(e.to_string()))?
             .await
@@ -264,47 +295,116 @@ impl MessageStore {
             .await
             .map_err(|e| read(&e))?;
         let stream_last_seq = stream.cached_info().state.last_sequence;
-        let consumer: consumer::PullConsumer = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after.saturating_add(1),
-                },
-                ack_policy: consumer::AckPolicy::None,
-                filter_subject: self.spec.subject(room),
-                inactive_threshold: Duration::from_secs(30),
-                num_replicas: 1,
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| read(&e))?;
-        let pending = usize::try_from(consumer.cached_info().num_pending).unwrap_or(usize::MAX);
+        let (consumer, pending) = match self.take_cursor(room, after) {
+            Some(mut c) => {
+                let pending = c.info().await.map_err(|e| read(&e))?.num_pending;
+                (c, pending)
+            }
+            None => {
+                let c: consumer::PullConsumer = stream
+                    .create_consumer(consumer::pull::Config {
+                        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                            start_sequence: after.saturating_add(1),
+                        },
+                        ack_policy: consumer::AckPolicy::None,
+                        filter_subject: self.spec.subject(room),
+                        inactive_threshold: CURSOR_INACTIVE,
+                        num_replicas: 1,
+                        memory_storage: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| read(&e))?;
+                let pending = c.cached_info().num_pending;
+                (c, pending)
+            }
+        };
+        let pending = usize::try_from(pending).unwrap_or(usize::MAX);
         let mut messages = Vec::new();
         if pending > 0 && limit > 0 {
-            let batch = consumer
-                .fetch()
-                .max_messages(limit.min(pending))
-                .messages()
-                .await
-                .map_err(|e| read(&e))?;
-            let raw: Vec<jetstream::Message> = batch.try_collect().await.map_err(|e| read(&e))?;
-            for m in &raw {
-                messages.push(decode(m)?);
+            // On an error the consumer's position is unknown: it is dropped, not kept.
+            let fetched = async {
+                let batch = consumer
+                    .fetch()
+                    .max_messages(limit.min(pending))
+                    .messages()
+                    .await
+                    .map_err(|e| read(&e))?;
+                let raw: Vec<jetstream::Message> =
+                    batch.try_collect().await.map_err(|e| read(&e))?;
+                raw.iter().map(decode).collect::<Result<Vec<_>, _>>()
+            }
+            .await;
+            match fetched {
+                Ok(m) => messages = m,
+                Err(e) => {
+                    self.delete_consumer(&consumer);
+                    return Err(e);
+                }
             }
         }
-        // Ephemeral consumers expire on their own; deleting early is a courtesy.
+        let next_after = messages.last().map_or(after, |m| m.seq);
+        let more = messages.len() < pending;
+        // The consumer is now positioned after the last message it delivered.
+        self.keep_cursor(room, next_after, consumer);
+        Ok(HistoryPage {
+            room: room.to_string(),
+            more,
+            messages,
+            stream_last_seq,
+        })
+    }
+
+    /// The cursor of `room` if it is positioned at `after`.
+    fn take_cursor(&self, room: &RoomName, after: u64) -> Option<consumer::PullConsumer> {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        let c = cursors.remove(room.as_str())?;
+        if c.after == after && c.used.elapsed() < CURSOR_IDLE {
+            Some(c.consumer)
+        } else {
+            drop(cursors);
+            self.delete_consumer(&c.consumer);
+            None
+        }
+    }
+
+    fn keep_cursor(&self, room: &RoomName, after: u64, consumer: consumer::PullConsumer) {
+        let now = std::time::Instant::now();
+        let mut stale = Vec::new();
+        {
+            let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+            let cursor = Cursor {
+                consumer,
+                after,
+                used: now,
+            };
+            if let Some(old) = cursors.insert(room.to_string(), cursor) {
+                stale.push(old.consumer);
+            }
+            let idle: Vec<String> = cursors
+                .iter()
+                .filter(|(_, c)| now.duration_since(c.used) >= CURSOR_IDLE)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in idle {
+                if let Some(c) = cursors.remove(&k) {
+                    stale.push(c.consumer);
+                }
+            }
+        }
+        for c in &stale {
+            self.delete_consumer(c);
+        }
+    }
+
+    // Ephemeral consumers expire on their own; deleting early is a courtesy.
+    fn delete_consumer(&self, consumer: &consumer::PullConsumer) {
         let name = consumer.cached_info().name.clone();
         let js = self.js.clone();
         let stream_name = self.spec.name.clone();
         tokio::spawn(async move {
             let _ = js.delete_consumer_from_stream(name, stream_name).await;
         });
-        Ok(HistoryPage {
-            room: room.to_string(),
-            more: messages.len() < pending,
-            messages,
-            stream_last_seq,
-        })
     }
 
     /// Follows `room` from sequence > `after`, as long as the stream is polled.

@@ -50,6 +50,55 @@ async fn send_read_and_reject_bad_input() {
     assert_eq!(counters, vec![2, 3]);
     assert!(!page.more);
 
+    // Paging: talk-server keeps a room's read position between pages; every page must be
+    // exactly what follows `after`, whether it continues the last page or not.
+    let page_of = |after: u64, limit: usize| {
+        let base = base.clone();
+        async move {
+            let page: HistoryPage = reqwest::get(format!(
+                "{base}/rooms/general/messages?after={after}&limit={limit}"
+            ))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            let counters: Vec<u64> = page.messages.iter().map(|m| m.payload.counter).collect();
+            (counters, page.more, page.messages.last().map(|m| m.seq))
+        }
+    };
+    assert_eq!(page_of(seqs[2], 10).await, (vec![], false, None));
+    for counter in 4..=6u64 {
+        let (status, body) = post(
+            &base,
+            "general",
+            serde_json::json!({"producer": "t1", "counter": counter, "body": "hi"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (c, more, last) = page_of(seqs[2], 10).await;
+    assert_eq!(
+        (c, more),
+        (vec![4, 5, 6], false),
+        "continues after an empty page"
+    );
+    assert_eq!(page_of(last.unwrap(), 10).await, (vec![], false, None));
+    let (c, more, mut at) = page_of(seqs[0], 2).await;
+    assert_eq!((c, more), (vec![2, 3], true), "an earlier position");
+    let mut rest = Vec::new();
+    loop {
+        let (c, more, last) = page_of(at.unwrap(), 1).await;
+        rest.extend(c);
+        at = last.or(at);
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(rest, vec![4, 5, 6], "one-message pages");
+    let (c, _, _) = page_of(0, 100).await;
+    assert_eq!(c, vec![1, 2, 3, 4, 5, 6], "from the start again");
+
     let cases = [
         (
             "Bad.Room",

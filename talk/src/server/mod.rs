@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -99,6 +100,13 @@ pub async fn serve(
     let app = router(state.clone());
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%addr, "talk-server listening");
+    // Replies and live-stream events are small writes: without TCP_NODELAY, Nagle holds
+    // each one back until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
