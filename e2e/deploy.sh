@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Deploys firedrill and talk on the cluster in KUBECONFIG (default: the e2e cluster's) with
+# helm, from the images e2e/images.sh imported, and shows they work; or takes them away.
+#
+#   e2e/deploy.sh up [--tag TAG]   charts/firedrill -> firedrill-system (release firedrill),
+#                                  charts/talk -> talk (release talk, opted in to chaos),
+#                                  then: the operator's leader, one agent per node, talk
+#                                  delivering (talk-load's /sli)
+#   e2e/deploy.sh status           the same checks, without installing
+#   e2e/deploy.sh down             uninstall both releases, delete their namespaces, the
+#                                  local volumes made for NATS, and the CRDs
+#
+# NATS needs three volumes. Where the cluster has no default StorageClass (the e2e cluster
+# has none), `up` makes the StorageClass firedrill-e2e-local (WaitForFirstConsumer) and one
+# local PersistentVolume per node under $PV_ROOT, so each NATS server's disk is on its node.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export KUBECONFIG=${KUBECONFIG:-/var/lib/firedrill-cluster/kubeconfig}
+HELM=${HELM:-/var/cache/firedrill/helm-v3.22.0/helm}
+FD_NS=${FIREDRILL_NAMESPACE:-firedrill-system}
+TALK_NS=${TALK_NAMESPACE:-talk}
+PV_ROOT=${PV_ROOT:-/var/lib/firedrill-e2e/volumes}
+SC=firedrill-e2e-local
+TAG=e2e
+
+T0=$(date +%s)
+log() { printf '[deploy %4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+die() {
+	log "ERROR: $*" >&2
+	exit 1
+}
+
+# A StorageClass and one local PV per node, unless the cluster has a default class.
+volumes_up() {
+	if kubectl get storageclass -o jsonpath='{range .items[*]}{.metadata.annotations.storageclass\.kubernetes\.io/is-default-class}{"\n"}{end}' | grep -qx true; then
+		log "default StorageClass present; NATS uses it"
+		return 1
+	fi
+	kubectl apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $SC
+  labels: {app.kubernetes.io/part-of: firedrill-e2e}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+EOF
+	local node
+	for node in $(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'); do
+		mkdir -p "$PV_ROOT/$node"
+		kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: firedrill-e2e-$node
+  labels: {app.kubernetes.io/part-of: firedrill-e2e}
+spec:
+  capacity: {storage: 2Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: $SC
+  local: {path: $PV_ROOT/$node}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: kubernetes.io/hostname, operator: In, values: [$node]}
+EOF
+	done
+	log "StorageClass $SC and a local PersistentVolume per node under $PV_ROOT"
+	return 0
+}
+
+volumes_down() {
+	kubectl delete pv -l app.kubernetes.io/part-of=firedrill-e2e --ignore-not-found --wait=false >/dev/null
+	kubectl delete storageclass "$SC" --ignore-not-found >/dev/null
+	rm -rf "$PV_ROOT"
+	rmdir "$(dirname "$PV_ROOT")" 2>/dev/null || true
+}
+
+# wait_for WHAT SECONDS CMD...: runs CMD until it succeeds.
+wait_for() {
+	local what=$1 secs=$2 deadline
+	shift 2
+	deadline=$(($(date +%s) + secs))
+	until "$@" >/dev/null 2>&1; do
+		(($(date +%s) < deadline)) || die "timed out after ${secs}s waiting for $what"
+		sleep 2
+	done
+	log "$what"
+}
+
+sli() {
+	kubectl get --raw "/api/v1/namespaces/$TALK_NS/services/talk-load:8080/proxy/sli"
+}
+delivering() {
+	local s
+	s=$(sli) || return 1
+	# Delivering: messages acknowledged, at least 99% of the window's sends, none lost.
+	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["acked"] > 0 and d["deliverySuccessRatio"] >= 0.99 and d["lostMessages"] == 0 else 1)' "$s"
+}
+
+check() {
+	local holder nodes agents
+	kubectl -n "$FD_NS" rollout status deploy/firedrill-operator --timeout=180s >/dev/null
+	kubectl -n "$FD_NS" rollout status ds/firedrill-agent --timeout=180s >/dev/null
+	wait_for "operator leader elected" 60 \
+		bash -c "[[ -n \$(kubectl -n $FD_NS get lease firedrill-operator -o jsonpath='{.spec.holderIdentity}') ]]"
+	holder=$(kubectl -n "$FD_NS" get lease firedrill-operator -o jsonpath='{.spec.holderIdentity}')
+	log "leader: $holder on $(kubectl -n "$FD_NS" get pod "$holder" -o jsonpath='{.spec.nodeName}')"
+	kubectl -n "$FD_NS" get pods -o wide -l app.kubernetes.io/instance=firedrill
+	nodes=$(kubectl get nodes -o name | wc -l)
+	agents=$(kubectl -n "$FD_NS" get pods -l app.kubernetes.io/name=firedrill-agent \
+		--field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u | wc -l)
+	((agents == nodes)) || die "agents running on $agents of $nodes nodes"
+	log "agents running on all $nodes nodes"
+	# The message path must be up; the ops tools are reported (Debian's Prometheus cannot
+	# load charts/talk's kubernetes_sd scrape config, see e2e/images.sh).
+	for r in statefulset/nats deploy/talk-server deploy/talk-load; do
+		kubectl -n "$TALK_NS" rollout status "$r" --timeout=300s >/dev/null
+	done
+	log "talk rolled out (nats, talk-server, talk-load)"
+	for r in $(kubectl -n "$TALK_NS" get deploy -o name -l app.kubernetes.io/name=prometheus) deploy/alertmanager; do
+		kubectl -n "$TALK_NS" rollout status "$r" --timeout=5s >/dev/null 2>&1 || log "WARNING: $r is not ready"
+	done
+	kubectl -n "$TALK_NS" get pods -o wide
+	wait_for "talk delivers (talk-load /sli)" 180 delivering
+	log "sli: $(sli)"
+}
+
+up() {
+	local talk_values=(--set-string "images.talkServer=firedrill/talk-server:$TAG"
+		--set-string "images.talkLoad=firedrill/talk-load:$TAG"
+		--set-string "images.nats=firedrill/nats-server:$TAG"
+		--set-string "images.prometheus=firedrill/prometheus:$TAG"
+		--set-string "images.alertmanager=firedrill/alertmanager:$TAG")
+	if volumes_up; then talk_values+=(--set-string "nats.storage.storageClassName=$SC"); fi
+	log "helm: firedrill -> $FD_NS"
+	"$HELM" upgrade --install firedrill "$ROOT/charts/firedrill" -n "$FD_NS" --create-namespace \
+		-f "$ROOT/charts/firedrill/ci/e2e-cluster-values.yaml" \
+		--set-string "operator.image.tag=$TAG" --set-string "agent.image.tag=$TAG" --wait --timeout 5m
+	kubectl create namespace "$TALK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	kubectl label namespace "$TALK_NS" firedrill.dev/chaos=enabled --overwrite >/dev/null
+	log "helm: talk -> $TALK_NS (opted in: firedrill.dev/chaos=enabled)"
+	"$HELM" upgrade --install talk "$ROOT/charts/talk" -n "$TALK_NS" "${talk_values[@]}" --timeout 5m
+	check
+}
+
+down() {
+	"$HELM" uninstall talk -n "$TALK_NS" --wait --timeout 3m 2>/dev/null || true
+	# Experiments first: their finalizers need the operator to revert and release them.
+	if kubectl get crd experiments.firedrill.dev >/dev/null 2>&1; then
+		kubectl delete experiments.firedrill.dev --all -A --timeout=120s >/dev/null || true
+	fi
+	kubectl delete namespace "$TALK_NS" --ignore-not-found --timeout=180s >/dev/null || true
+	"$HELM" uninstall firedrill -n "$FD_NS" --wait --timeout 3m 2>/dev/null || true
+	kubectl delete namespace "$FD_NS" --ignore-not-found --timeout=180s >/dev/null || true
+	# Helm never deletes CRDs it installed from crds/.
+	kubectl delete crd experiments.firedrill.dev gamedays.firedrill.dev \
+		drillschedules.firedrill.dev injections.firedrill.dev --ignore-not-found >/dev/null || true
+	volumes_down
+	log "firedrill and talk removed"
+}
+
+cmd=${1:-}
+shift || true
+while (($#)); do
+	case $1 in
+	--tag) TAG=$2; shift ;;
+	*) die "unknown argument $1" ;;
+	esac
+	shift
+done
+kubectl version --request-timeout=5s >/dev/null 2>&1 || die "no cluster answers at $KUBECONFIG"
+case $cmd in
+up) up ;;
+status) check ;;
+down) down ;;
+*) echo "usage: e2e/deploy.sh up|status|down [--tag TAG]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Builds the images firedrill's e2e tier runs and imports them into every node of the e2e
+# cluster (e2e/cluster/image.sh; there is no registry):
+#
+#   docker.io/firedrill/operator:TAG      target/release/firedrill-operator
+#   docker.io/firedrill/agent:TAG         target/release/firedrill-agent + /usr/sbin/nft
+#   docker.io/firedrill/talk-server:TAG   target/release/talk-server
+#   docker.io/firedrill/talk-load:TAG     target/release/talk-load
+#   docker.io/firedrill/nats-server:TAG   the pinned nats-server build (scripts/install-deps.sh)
+#   docker.io/firedrill/prometheus:TAG    Debian's /usr/bin/prometheus (2.42 in bookworm, built
+#                                         without kubernetes_sd_configs: charts/talk's scrape
+#                                         config does not load in it)
+#   docker.io/firedrill/alertmanager:TAG  Debian's /usr/bin/prometheus-alertmanager and its
+#                                         templates (/usr/share/prometheus/alertmanager)
+#
+# Each image is one layer: the binaries in /usr/local/bin (so a pod's `command: [name]`
+# finds them on PATH) with the shared libraries ldd names, /etc/passwd and /etc/group
+# (root, nonroot 65532, nobody 65534), /tmp, and nothing else (no shell). References are
+# fully qualified (docker.io/...) because containerd stores them so; the charts may say
+# firedrill/operator, which the kubelet normalises the same way.
+#
+# usage: e2e/images.sh [--tag TAG] [--no-build] [--no-import] [--only NAME]...
+#   --tag TAG    image tag (default: e2e; "git" = the short commit, +dirty if the tree is)
+#   --no-build   use the binaries already in target/release
+#   --no-import  only write the tarballs (no cluster needed)
+#   --only NAME  build only this image (operator, agent, talk-server, ...; repeatable)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+IMAGE_SH=$ROOT/e2e/cluster/image.sh
+NATS_SERVER=${TALK_NATS_SERVER:-/var/cache/firedrill/nats-server-v2.12.15/nats-server}
+PROMETHEUS=${PROMETHEUS:-/usr/bin/prometheus}
+ALERTMANAGER=${ALERTMANAGER:-/usr/bin/prometheus-alertmanager}
+NFT=/usr/sbin/nft
+REPO=docker.io/firedrill
+
+TAG=e2e
+BUILD=1
+IMPORT_ARGS=()
+ONLY=()
+while (($#)); do
+	case $1 in
+	--tag) TAG=$2; shift ;;
+	--no-build) BUILD=0 ;;
+	--no-import) IMPORT_ARGS+=(--no-import) ;;
+	--only) ONLY+=("$2"); shift ;;
+	-h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) echo "images.sh: unknown argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+if [[ $TAG == git ]]; then
+	TAG=$(git -C "$ROOT" rev-parse --short=12 HEAD)
+	git -C "$ROOT" diff --quiet HEAD -- || TAG=$TAG-dirty
+fi
+[[ $TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || { echo "images.sh: bad tag $TAG" >&2; exit 2; }
+
+T0=$(date +%s)
+log() { printf '[images %4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+wanted() {
+	((${#ONLY[@]} == 0)) && return 0
+	local o
+	for o in "${ONLY[@]}"; do [[ $o == "$1" ]] && return 0; done
+	return 1
+}
+
+if ((BUILD)); then
+	log "cargo build --release (operator, agent, talk)"
+	cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" \
+		-p firedrill-operator -p firedrill-agent -p talk --bins
+fi
+REL=$ROOT/target/release
+
+WORK=$(mktemp -d /tmp/fd-images.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# add FS SRC DEST: copies the executable SRC to FS/DEST with the libraries ldd names.
+add() {
+	local fs=$1 src=$2 dest=$3 lib
+	[[ -x $src && -f $src ]] || { echo "images.sh: missing $src (cargo build --release? scripts/install-deps.sh?)" >&2; exit 1; }
+	mkdir -p "$fs$(dirname "$dest")"
+	cp -L "$src" "$fs$dest"
+	chmod 0755 "$fs$dest"
+	{ ldd "$src" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
+		[[ -e $lib ]] || continue
+		mkdir -p "$fs$(dirname "$lib")"
+		cp -L "$lib" "$fs$lib"
+	done
+}
+
+# new_fs NAME: an empty root filesystem with users and /tmp.
+new_fs() {
+	local fs=$WORK/$1
+	mkdir -p "$fs/etc" "$fs/tmp" "$fs/usr/local/bin"
+	chmod 1777 "$fs/tmp"
+	printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
+		'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' \
+		'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$fs/etc/passwd"
+	printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' 'nobody:x:65534:' >"$fs/etc/group"
+	echo "$fs"
+}
+
+# image NAME ENTRYPOINT FS: imports FS as $REPO/NAME:$TAG.
+image() {
+	local name=$1 entrypoint=$2 fs=$3
+	"$IMAGE_SH" "${IMPORT_ARGS[@]}" --entrypoint "$entrypoint" "$REPO/$name:$TAG" "$fs"
+}
+
+if wanted operator; then
+	fs=$(new_fs operator)
+	add "$fs" "$REL/firedrill-operator" /usr/local/bin/firedrill-operator
+	image operator /usr/local/bin/firedrill-operator "$fs"
+fi
+if wanted agent; then
+	fs=$(new_fs agent)
+	add "$fs" "$REL/firedrill-agent" /usr/local/bin/firedrill-agent
+	# The agent runs nft with a fixed argv and JSON on stdin; nothing else.
+	add "$fs" "$NFT" /usr/sbin/nft
+	image agent /usr/local/bin/firedrill-agent "$fs"
+fi
+for bin in talk-server talk-load; do
+	wanted "$bin" || continue
+	fs=$(new_fs "$bin")
+	add "$fs" "$REL/$bin" "/usr/local/bin/$bin"
+	image "$bin" "/usr/local/bin/$bin" "$fs"
+done
+if wanted nats-server; then
+	fs=$(new_fs nats-server)
+	add "$fs" "$NATS_SERVER" /usr/local/bin/nats-server
+	image nats-server /usr/local/bin/nats-server "$fs"
+fi
+if wanted prometheus; then
+	fs=$(new_fs prometheus)
+	add "$fs" "$PROMETHEUS" /usr/local/bin/prometheus
+	# Its TSDB goes to ./data; the working directory is /.
+	mkdir -p "$fs/data" && chmod 0777 "$fs/data"
+	image prometheus /usr/local/bin/prometheus "$fs"
+fi
+if wanted alertmanager; then
+	fs=$(new_fs alertmanager)
+	add "$fs" "$ALERTMANAGER" /usr/local/bin/alertmanager
+	# Debian's build reads its notification templates from here.
+	mkdir -p "$fs/usr/share/prometheus"
+	cp -a /usr/share/prometheus/alertmanager "$fs/usr/share/prometheus/"
+	mkdir -p "$fs/data" && chmod 0777 "$fs/data"
+	image alertmanager /usr/local/bin/alertmanager "$fs"
+fi
+log "done: $REPO/*:$TAG"
