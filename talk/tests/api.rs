@@ -19,6 +19,19 @@ async fn post(base: &str, room: &str, body: serde_json::Value) -> (u16, serde_js
     (status, r.json().await.unwrap())
 }
 
+/// Sends t1:`counter` to room general; returns its sequence.
+async fn send_general(base: &str, counter: u64) -> u64 {
+    let (status, body) = post(
+        base,
+        "general",
+        serde_json::json!({"producer": "t1", "counter": counter, "body": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let resp: SendResponse = serde_json::from_value(body).unwrap();
+    resp.seq
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_read_and_reject_bad_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -27,31 +40,9 @@ async fn send_read_and_reject_bad_input() {
 
     let mut seqs = Vec::new();
     for counter in 1..=3u64 {
-        let (status, body) = post(
-            &base,
-            "general",
-            serde_json::json!({"producer": "t1", "counter": counter, "body": "hi"}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let resp: SendResponse = serde_json::from_value(body).unwrap();
-        seqs.push(resp.seq);
+        seqs.push(send_general(&base, counter).await);
     }
-    let page: HistoryPage = reqwest::get(format!(
-        "{base}/rooms/general/messages?after={}&limit=10",
-        seqs[0]
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let counters: Vec<u64> = page.messages.iter().map(|m| m.payload.counter).collect();
-    assert_eq!(counters, vec![2, 3]);
-    assert!(!page.more);
-
-    // Paging: talk-server keeps a room's read position between pages; every page must be
-    // exactly what follows `after`, whether it continues the last page or not.
+    // (counters, more, last seq) of the page of general after `after`.
     let page_of = |after: u64, limit: usize| {
         let base = base.clone();
         async move {
@@ -67,15 +58,14 @@ async fn send_read_and_reject_bad_input() {
             (counters, page.more, page.messages.last().map(|m| m.seq))
         }
     };
+    let (c, more, _) = page_of(seqs[0], 10).await;
+    assert_eq!((c, more), (vec![2, 3], false));
+
+    // Paging: talk-server keeps a room's read position between pages; every page must be
+    // exactly what follows `after`, whether it continues the last page or not.
     assert_eq!(page_of(seqs[2], 10).await, (vec![], false, None));
     for counter in 4..=6u64 {
-        let (status, body) = post(
-            &base,
-            "general",
-            serde_json::json!({"producer": "t1", "counter": counter, "body": "hi"}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        send_general(&base, counter).await;
     }
     let (c, more, last) = page_of(seqs[2], 10).await;
     assert_eq!(
