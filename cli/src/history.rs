@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::Utc;
 use firedrill_core::api::{DrillRecord, DrillSchedule, Verdict};
 
 use crate::cluster::{ClusterArgs, ClusterError, connect, runtime};
@@ -215,19 +214,14 @@ pub fn run(
             path: path.display().to_string(),
             source,
         })?;
-        eprintln!(
-            "trend: {} ({} drills, drawn {})",
-            path.display(),
-            history.len(),
-            Utc::now().format("%H:%M:%S")
-        );
+        eprintln!("trend: {} ({} drills)", path.display(), history.len());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, TimeZone};
+    use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
 

@@ -156,7 +156,7 @@ pub fn run_abort(
                 let game_days: Vec<GameDay> =
                     fetch(&client, &scope, Some(name), "gamedays", None).await.map_err(|e| match e {
                         ClusterError::NotFound { scope, .. } => ClusterError::NotFound {
-                            resource: "experiments or gamedays",
+                            resource: "experiments",
                             name: name.to_owned(),
                             scope,
                         },
@@ -182,7 +182,10 @@ pub fn run_abort(
                         println!("experiment {} aborting", key(e));
                         aborted += 1;
                     }
-                    println!("game day {ns}/{name} aborting ({aborted} running experiment(s) aborted)");
+                    println!(
+                        "game day {ns}/{name}: {aborted} running experiment(s) aborted; its abort annotation is set too \
+                         (to stop the steps still to come, delete it: kubectl delete gameday {name} -n {ns})"
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
