@@ -305,7 +305,7 @@ impl Runner {
                     return Err(LabError::Plan(format!("step {} has no experiment", s.name)));
                 }
             };
-            let spec = with_shared_hypothesis(spec, game_day);
+            let spec = game_day.with_shared_hypothesis(spec);
             plan(&spec, self.platform.topology())
                 .map_err(|e| LabError::Plan(format!("step {}: {e}", s.name)))?;
             specs.push((s.name.clone(), spec));
@@ -340,19 +340,6 @@ impl Runner {
         }
         Ok(reports)
     }
-}
-
-/// The game day's shared probes join every experiment's hypothesis, unless the experiment
-/// has a probe of the same name.
-fn with_shared_hypothesis(mut spec: ExperimentSpec, game_day: &GameDaySpec) -> ExperimentSpec {
-    if let Some(shared) = &game_day.hypothesis {
-        for probe in &shared.probes {
-            if !spec.hypothesis.probes.iter().any(|p| p.name == probe.name) {
-                spec.hypothesis.probes.push(probe.clone());
-            }
-        }
-    }
-    spec
 }
 
 fn not_run(name: &str, spec: &ExperimentSpec, reason: &str) -> ExperimentReport {

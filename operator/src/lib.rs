@@ -11,6 +11,9 @@
 //!   Events a transition deserves.
 //! - [`cluster`], [`objects`]: the API calls, and nothing else.
 //! - [`reconcile`]: the controller: `finalizer()` around the engine loop, idempotent cleanup.
+//! - [`gameday`]: the GameDay controller: steps run in order as child Experiments.
+//! - [`schedule`]: the DrillSchedule controller: cron, missed runs, concurrency, history.
+//! - [`controllers`]: the three controllers together, behind one leader election.
 //! - [`lease`]: leader election with a `coordination.k8s.io/v1` Lease.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` and `/healthz` endpoints.
 //!
@@ -26,13 +29,16 @@
 //! finalizer from a deleted Experiment knowing no fault outlives it.
 
 pub mod cluster;
+pub mod controllers;
 pub mod error;
+pub mod gameday;
 pub mod lease;
 pub mod metrics;
 pub mod objects;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
+pub mod schedule;
 pub mod status;
 
 pub use error::{Error, Result};

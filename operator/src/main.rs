@@ -1,13 +1,15 @@
-//! `firedrill-operator`: the Experiment controller, with leader election and metrics.
+//! `firedrill-operator`: the Experiment, GameDay and DrillSchedule controllers, with leader
+//! election and metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use firedrill_operator::controllers;
 use firedrill_operator::lease::LeaseConfig;
 use firedrill_operator::metrics::{self, Metrics};
-use firedrill_operator::reconcile::{self, Context};
+use firedrill_operator::reconcile::Context;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -33,7 +35,8 @@ struct Args {
     /// Watch only this namespace's Experiments (default: all namespaces).
     #[arg(long, env = "FIREDRILL_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
-    /// Watch only Experiments matching this label selector, e.g. `!firedrill.dev/test`.
+    /// Watch only Experiments, GameDays and DrillSchedules matching this label selector,
+    /// e.g. `!firedrill.dev/test` (a game day's Experiments carry its labels).
     #[arg(long, env = "FIREDRILL_EXPERIMENT_SELECTOR")]
     experiment_selector: Option<String>,
     /// Run without leader election (one replica only).
@@ -100,7 +103,7 @@ async fn main() -> std::process::ExitCode {
     if args.no_leader_election {
         ctx.metrics.leader.set(1);
         let mut stop = shutdown.clone();
-        reconcile::run(ctx, async move {
+        controllers::run(ctx, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;
@@ -109,7 +112,7 @@ async fn main() -> std::process::ExitCode {
         lease.lease_duration = Duration::from_secs(args.lease_duration.max(3));
         lease.renew_deadline = lease.lease_duration * 2 / 3;
         lease.retry_period = (lease.lease_duration / 7).max(Duration::from_secs(1));
-        reconcile::run_with_election(ctx, lease, shutdown).await;
+        controllers::run_with_election(ctx, lease, shutdown).await;
     }
     server.abort();
     std::process::ExitCode::SUCCESS

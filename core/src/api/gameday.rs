@@ -123,6 +123,9 @@ pub struct GameDayStatus {
     /// `done/total`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// What the game day is waiting for, when it waits (a pause, overlapping targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,4 +164,61 @@ pub struct StepResult {
     pub messages_duplicated: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_probes: Vec<String>,
+    /// When the step's experiment was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the step's verdict was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl GameDaySpec {
+    /// A step's experiment with the game day's shared probes joined to its hypothesis (a
+    /// probe of the same name in the experiment wins).
+    pub fn with_shared_hypothesis(&self, mut spec: ExperimentSpec) -> ExperimentSpec {
+        if let Some(shared) = &self.hypothesis {
+            for probe in &shared.probes {
+                if !spec.hypothesis.probes.iter().any(|p| p.name == probe.name) {
+                    spec.hypothesis.probes.push(probe.clone());
+                }
+            }
+        }
+        spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_probes_join_each_step_unless_named_there() {
+        let game_day: GameDaySpec = serde_json::from_value(serde_json::json!({
+            "experiments": [{"name": "a", "experimentRef": {"name": "x"}}],
+            "hypothesis": {"probes": [
+                {"name": "up", "http": {"url": "http://shared/"}},
+                {"name": "ops", "http": {"url": "http://ops/"}}
+            ]}
+        }))
+        .expect("game day");
+        let spec: ExperimentSpec = serde_json::from_value(serde_json::json!({
+            "target": {"namespaces": ["talk"]},
+            "fault": {"podKill": {}},
+            "duration": "10s",
+            "hypothesis": {"probes": [{"name": "up", "http": {"url": "http://own/"}}]}
+        }))
+        .expect("spec");
+        let joined = game_day.with_shared_hypothesis(spec);
+        let names: Vec<_> = joined
+            .hypothesis
+            .probes
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["up", "ops"]);
+        assert_eq!(
+            serde_json::to_value(&joined.hypothesis.probes[0]).expect("probe")["http"]["url"],
+            "http://own/"
+        );
+    }
 }

@@ -67,6 +67,29 @@ pub struct DrillScheduleSpec {
     pub suspend: bool,
 }
 
+impl DrillScheduleSpec {
+    /// The first scheduled time strictly after `after`, read in the schedule's time zone
+    /// (UTC when unset); `None` when the expression never fires again. A local time that a
+    /// daylight-saving jump skips fires at the jump; one it repeats fires once.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
+        let cron: croner::Cron = self
+            .schedule
+            .parse()
+            .map_err(|e| format!("schedule {:?}: {e}", self.schedule))?;
+        let tz: chrono_tz::Tz = match &self.time_zone {
+            Some(zone) => zone
+                .parse()
+                .map_err(|_| format!("timeZone {zone:?} is not an IANA time zone"))?,
+            None => chrono_tz::UTC,
+        };
+        match cron.find_next_occurrence(&after.with_timezone(&tz), false) {
+            Ok(next) => Ok(Some(next.with_timezone(&Utc))),
+            Err(croner::errors::CronError::TimeSearchLimitExceeded) => Ok(None),
+            Err(e) => Err(format!("schedule {:?}: {e}", self.schedule)),
+        }
+    }
+}
+
 fn quarterly() -> String {
     QUARTERLY.to_owned()
 }
