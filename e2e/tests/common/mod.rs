@@ -1,0 +1,417 @@
+//! The e2e harness: the cluster in `KUBECONFIG` with firedrill deployed from its chart (and
+//! talk), a temporary namespace per test (linkerd2 policy-controller's `with_temp_ns`: the
+//! test runs in a task, the namespace goes whatever its outcome, then a failure is
+//! re-raised), and probes that look at the nodes for what a fault leaves behind.
+//!
+//! Environment: `KUBECONFIG` (required), `FIREDRILL_NAMESPACE` (default firedrill-system),
+//! `TALK_NAMESPACE` (default talk), `FIREDRILL_E2E_REQUIRE=1` to fail instead of skipping
+//! when firedrill or talk is not deployed.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use serde_json::{Value, json};
+
+/// Labels the namespaces and objects the e2e tests make.
+pub const E2E_LABEL: &str = "firedrill.dev/e2e";
+/// firedrill's table on every node and pod sandbox (one chain pair per injection).
+pub const NFT_TABLE: &str = "firedrill";
+pub const OPERATOR: &str = "firedrill-operator";
+pub const AGENT: &str = "firedrill-agent";
+
+/// Says why a test is skipped, on stderr directly so the test harness does not swallow it.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Progress lines, with the time, on stderr (shown even without `--nocapture` on failure).
+pub fn note(what: impl AsRef<str>) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "[{}] {}",
+        Utc::now().format("%H:%M:%S%.3f"),
+        what.as_ref()
+    );
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+pub fn firedrill_namespace() -> String {
+    env_or("FIREDRILL_NAMESPACE", "firedrill-system")
+}
+
+pub fn talk_namespace() -> String {
+    env_or("TALK_NAMESPACE", "talk")
+}
+
+fn required() -> bool {
+    std::env::var("FIREDRILL_E2E_REQUIRE").is_ok_and(|v| v == "1")
+}
+
+/// Skips (or, with `FIREDRILL_E2E_REQUIRE=1`, fails) because something is not deployed.
+fn not_deployed(test: &str, why: &str) {
+    assert!(!required(), "{test}: {why} (FIREDRILL_E2E_REQUIRE=1)");
+    skip(test, why);
+}
+
+/// A client for the cluster in `KUBECONFIG`, or `None` (the reason printed) when there is
+/// none or it does not answer.
+pub async fn cluster(test: &str) -> Option<Client> {
+    let Ok(path) = std::env::var("KUBECONFIG") else {
+        skip(test, "KUBECONFIG is not set (no cluster to test against)");
+        return None;
+    };
+    let config = match Kubeconfig::read_from(&path) {
+        Ok(kc) => Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await,
+        Err(e) => {
+            skip(test, &format!("cannot read KUBECONFIG {path}: {e}"));
+            return None;
+        }
+    };
+    let client = match config.map(Client::try_from) {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            skip(test, &format!("no client for {path}: {e}"));
+            return None;
+        }
+        Err(e) => {
+            skip(test, &format!("bad kubeconfig {path}: {e}"));
+            return None;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+        Ok(Ok(v)) => {
+            note(format!("{test}: API server {}.{}", v.major, v.minor));
+            Some(client)
+        }
+        Ok(Err(e)) => {
+            skip(
+                test,
+                &format!("the API server in {path} does not answer: {e}"),
+            );
+            None
+        }
+        Err(_) => {
+            skip(
+                test,
+                &format!("the API server in {path} did not answer in 10 s"),
+            );
+            None
+        }
+    }
+}
+
+/// The cluster, when firedrill's chart is deployed on it (its operator Deployment exists).
+pub async fn firedrill(test: &str) -> Option<Client> {
+    let client = cluster(test).await?;
+    let ns = firedrill_namespace();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    match deployments.get_opt(OPERATOR).await {
+        Ok(Some(_)) => Some(client),
+        Ok(None) => {
+            not_deployed(
+                test,
+                &format!("firedrill is not deployed in namespace {ns} (e2e/deploy.sh up)"),
+            );
+            None
+        }
+        Err(e) => {
+            not_deployed(
+                test,
+                &format!("cannot read deployment {ns}/{OPERATOR}: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// The cluster, when firedrill and talk (in an opted-in namespace) are deployed.
+pub async fn firedrill_and_talk(test: &str) -> Option<Client> {
+    let client = firedrill(test).await?;
+    let ns = talk_namespace();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    match deployments.get_opt("talk-load").await {
+        Ok(Some(_)) => Some(client),
+        Ok(None) => {
+            not_deployed(
+                test,
+                &format!("talk is not deployed in namespace {ns} (e2e/deploy.sh up)"),
+            );
+            None
+        }
+        Err(e) => {
+            not_deployed(test, &format!("cannot read deployment {ns}/talk-load: {e}"));
+            None
+        }
+    }
+}
+
+/// Polls `check` every `every` until it gives a value, or `None` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, every: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs `test` with a namespace of its own (`fd-e2e-<prefix>-<random>`), then deletes the
+/// namespace whether the test passed or not, and re-raises a failure. Objects with
+/// finalizers in it (Experiments) are deleted first and given time to be released by the
+/// operator, so their faults are reverted the normal way.
+pub async fn with_temp_ns<F, Fut>(client: &Client, prefix: &str, test: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let name = format!(
+        "fd-e2e-{prefix}-{:06x}",
+        Utc::now().timestamp_micros() & 0xff_ffff
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {E2E_LABEL: prefix}}
+    }))
+    .unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
+    note(format!("namespace {name} created"));
+    let result = tokio::spawn(test(client.clone(), name.clone())).await;
+    if result.is_err() {
+        dump(client, &name).await;
+    }
+    delete_namespace(client, &name).await;
+    if let Err(e) = result {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("test task failed: {e}");
+    }
+}
+
+async fn delete_namespace(client: &Client, name: &str) {
+    let experiments: Api<firedrill_core::api::Experiment> = Api::namespaced(client.clone(), name);
+    let _ = experiments
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::background()).await;
+    let gone = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
+        matches!(namespaces.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
+    match gone {
+        Some(()) => note(format!("namespace {name} deleted")),
+        None => note(format!(
+            "namespace {name} still terminating after 120 s (Experiment or Injection finalizers?)"
+        )),
+    }
+}
+
+/// What a failed test leaves for its reader: the Experiments' status and the Injections.
+async fn dump(client: &Client, ns: &str) {
+    let experiments: Api<firedrill_core::api::Experiment> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = experiments.list(&ListParams::default()).await {
+        for e in list.items {
+            note(format!(
+                "experiment {ns}/{}: {}",
+                e.name_any(),
+                serde_json::to_string_pretty(&e.status).unwrap_or_default()
+            ));
+        }
+    }
+    let injections: Api<firedrill_core::api::Injection> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = injections.list(&ListParams::default()).await {
+        for i in list.items {
+            note(format!(
+                "injection {ns}/{}: {}",
+                i.name_any(),
+                serde_json::to_string(&i.status).unwrap_or_default()
+            ));
+        }
+    }
+}
+
+/// Nodes that run pods (all of them: the control plane of the e2e cluster is not a node).
+pub async fn nodes(client: &Client) -> Vec<Node> {
+    Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+/// The image of firedrill's agent DaemonSet: it has `nft`, so the node probes use it.
+pub async fn agent_image(client: &Client) -> String {
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), &firedrill_namespace());
+    let ds = ds.get(AGENT).await.unwrap();
+    ds.spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.image)
+        .expect("the agent DaemonSet names an image")
+}
+
+/// firedrill's nftables chains in an `nft -j list ruleset` output.
+pub fn firedrill_chains(ruleset: &str) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_str(ruleset.trim())
+        .map_err(|e| format!("not nft JSON ({e}): {ruleset}"))?;
+    let items = v["nftables"]
+        .as_array()
+        .ok_or_else(|| format!("no nftables array: {ruleset}"))?;
+    Ok(items
+        .iter()
+        .filter_map(|i| i.get("chain"))
+        .filter(|c| c["table"] == NFT_TABLE)
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["family"].as_str().unwrap_or("?"),
+                c["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect())
+}
+
+fn nft_container(name: &str, image: &str) -> Value {
+    json!({
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/usr/sbin/nft"],
+        "args": ["-j", "list", "ruleset"],
+        "securityContext": {
+            "runAsUser": 0,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+        }
+    })
+}
+
+/// firedrill's chains in `node`'s own network namespace: a hostNetwork pod in `ns` runs
+/// `nft -j list ruleset` there.
+pub async fn chains_on_node(client: &Client, ns: &str, node: &str, image: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let name = format!("nft-{}", node.replace(['.', '_'], "-"));
+    let name = name.chars().take(58).collect::<String>()
+        + &format!("-{:04x}", Utc::now().timestamp_micros() & 0xffff);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {E2E_LABEL: "nft"}},
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": true,
+            "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [nft_container("nft", image)]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let done = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = pods.get(&name).await.ok()?;
+            let phase = p.status?.phase?;
+            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+        },
+    )
+    .await;
+    let logs = pods
+        .logs(&name, &LogParams::default())
+        .await
+        .unwrap_or_default();
+    let _ = pods.delete(&name, &DeleteParams::background()).await;
+    assert_eq!(
+        done.as_deref(),
+        Some("Succeeded"),
+        "nft on node {node} did not succeed: {logs}"
+    );
+    firedrill_chains(&logs).unwrap_or_else(|e| panic!("node {node}: {e}"))
+}
+
+/// firedrill's chains in a pod's sandbox network namespace (where a partition's rules go):
+/// an ephemeral container in the pod runs `nft -j list ruleset`.
+pub async fn chains_in_pod(client: &Client, pod: &Pod, image: &str) -> Vec<String> {
+    let ns = pod.namespace().unwrap();
+    let pod_name = pod.name_any();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let name = format!("fd-nft-{:06x}", Utc::now().timestamp_micros() & 0xff_ffff);
+    let patch = json!({"spec": {"ephemeralContainers": [nft_container(&name, image)]}});
+    pods.patch_ephemeral_containers(
+        &pod_name,
+        &PatchParams::default(),
+        &Patch::Strategic(&patch),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("ephemeral container in {ns}/{pod_name}: {e}"));
+    let done = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let p = pods.get(&pod_name).await.ok()?;
+            let status = p
+                .status?
+                .ephemeral_container_statuses?
+                .into_iter()
+                .find(|s| s.name == name)?;
+            status.state?.terminated.map(|t| t.exit_code)
+        },
+    )
+    .await;
+    let lp = LogParams {
+        container: Some(name.clone()),
+        ..LogParams::default()
+    };
+    let logs = pods.logs(&pod_name, &lp).await.unwrap_or_default();
+    assert_eq!(
+        done,
+        Some(0),
+        "nft in pod {ns}/{pod_name} did not succeed: {logs}"
+    );
+    firedrill_chains(&logs).unwrap_or_else(|e| panic!("pod {ns}/{pod_name}: {e}"))
+}
+
+/// talk-load's live SLIs (`/sli`), through the API server's service proxy.
+pub async fn talk_sli(client: &Client) -> Option<Value> {
+    let path = format!(
+        "/api/v1/namespaces/{}/services/talk-load:8080/proxy/sli",
+        talk_namespace()
+    );
+    let req = http::Request::get(path).body(Vec::new()).ok()?;
+    let text = client.request_text(req).await.ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// talk delivers: acknowledged messages, ≥ 99 % of the window's sends, nothing lost.
+pub fn delivering(sli: &Value) -> bool {
+    sli["acked"].as_u64().is_some_and(|a| a > 0)
+        && sli["deliverySuccessRatio"]
+            .as_f64()
+            .is_some_and(|r| r >= 0.99)
+        && sli["lostMessages"].as_u64() == Some(0)
+}
