@@ -101,23 +101,32 @@ pub fn progress(active: usize, total_seen: usize, elapsed: Duration) -> String {
     )
 }
 
-async fn annotate(client: &Client, e: &Experiment, reason: &str) -> Result<(), ClusterError> {
-    let ns = e.namespace().unwrap_or_default();
-    let api: Api<Experiment> = Api::namespaced(client.clone(), &ns);
+/// Sets the abort annotation on one object (merge patch, field manager chaosctl).
+async fn annotate<K>(
+    client: &Client,
+    object: &K,
+    resource: &'static str,
+    reason: &str,
+) -> Result<(), ClusterError>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let ns = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let patch = serde_json::json!({"metadata": {"annotations": {ABORT_ANNOTATION: reason}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..Default::default()
     };
-    api.patch(&e.name_any(), &params, &Patch::Merge(&patch))
+    api.patch(&name, &params, &Patch::Merge(&patch))
         .await
         .map_err(|err| {
-            ClusterError::from_kube(
-                err,
-                &Op::new("patch", "experiments")
-                    .ns(Some(&ns))
-                    .name(&e.name_any()),
-            )
+            ClusterError::from_kube(err, &Op::new("patch", resource).ns(Some(&ns)).name(&name))
         })?;
     Ok(())
 }
@@ -144,7 +153,7 @@ pub fn run_abort(
                         );
                         continue;
                     }
-                    annotate(&client, e, &reason).await?;
+                    annotate(&client, e, "experiments", &reason).await?;
                     println!(
                         "experiment {} aborting: {ABORT_ANNOTATION}={reason:?} set; the operator reverts its fault (follow with `chaosctl describe experiment {name}`)",
                         key(e)
@@ -164,21 +173,13 @@ pub fn run_abort(
                     })?;
                 for g in &game_days {
                     let ns = g.namespace().unwrap_or_default();
-                    let api: Api<GameDay> = Api::namespaced(client.clone(), &ns);
-                    let patch = serde_json::json!({"metadata": {"annotations": {ABORT_ANNOTATION: reason}}});
-                    let params = PatchParams {
-                        field_manager: Some(FIELD_MANAGER.to_owned()),
-                        ..Default::default()
-                    };
-                    api.patch(name, &params, &Patch::Merge(&patch)).await.map_err(|err| {
-                        ClusterError::from_kube(err, &Op::new("patch", "gamedays").ns(Some(&ns)).name(name))
-                    })?;
+                    annotate(&client, g, "gamedays", &reason).await?;
                     let in_namespace: Vec<Experiment> =
                         fetch(&client, &Scope::Namespace(Some(ns.clone())), None, "experiments", None).await?;
                     let children = crate::follow::children(g, &in_namespace);
                     let mut aborted = 0;
                     for e in children.into_iter().filter(|e| needs_abort(e)) {
-                        annotate(&client, e, &reason).await?;
+                        annotate(&client, e, "experiments", &reason).await?;
                         println!("experiment {} aborting", key(e));
                         aborted += 1;
                     }
@@ -220,7 +221,7 @@ pub fn run_stop_all(cluster: &ClusterArgs, options: &StopAll) -> Result<ExitCode
         let reason = format!("kill switch: chaosctl stop-all by {} at {}", whoami(), Utc::now().format("%H:%M:%SZ"));
         let mut aborted = 0usize;
         for e in experiments.iter().filter(|e| needs_abort(e)) {
-            annotate(&client, e, &reason).await?;
+            annotate(&client, e, "experiments", &reason).await?;
             eprintln!("stop-all: aborting experiment {}", key(e));
             aborted += 1;
         }

@@ -318,6 +318,43 @@ async fn abort_sets_the_annotation_the_operator_honours() {
     assert!(reason.starts_with("test says stop"), "{reason}");
     let out = run(&kc, &["get", "experiments", "-n", &ns.name]);
     assert!(stdout(&out).contains("abort requested"));
+
+    // A game day: its running experiments are aborted, and it is annotated too.
+    let g: GameDay = serde_json::from_value(json!({
+        "apiVersion": "firedrill.dev/v1alpha1",
+        "kind": "GameDay",
+        "metadata": {"name": "gd", "namespace": ns.name, "labels": {TEST_LABEL: "chaosctl"}},
+        "spec": {"experiments": [{"name": "step", "spec": experiment_spec(&ns.name)}]},
+    }))
+    .unwrap();
+    let g = Api::<GameDay>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &g)
+        .await
+        .unwrap();
+    let child: Experiment = serde_json::from_value(json!({
+        "apiVersion": "firedrill.dev/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": "gd-step", "namespace": ns.name, "labels": {TEST_LABEL: "chaosctl"},
+            "ownerReferences": [{"apiVersion": "firedrill.dev/v1alpha1", "kind": "GameDay", "name": "gd", "uid": g.uid().unwrap()}]},
+        "spec": experiment_spec(&ns.name),
+    }))
+    .unwrap();
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
+    experiments
+        .create(&PostParams::default(), &child)
+        .await
+        .unwrap();
+    let out = run(&kc, &["abort", "gd", "-n", &ns.name]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("1 running experiment(s) aborted"));
+    let child = experiments.get("gd-step").await.unwrap();
+    assert!(child.annotations().contains_key("firedrill.dev/abort"));
+    let g = Api::<GameDay>::namespaced(client.clone(), &ns.name)
+        .get("gd")
+        .await
+        .unwrap();
+    assert!(g.annotations().contains_key("firedrill.dev/abort"));
+
     let out = run(&kc, &["abort", "missing", "-n", &ns.name]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[not_found]"));
