@@ -14,8 +14,8 @@ Runs as root. Steps, each timed:
                             (about 30 min cold on 2 cores, 1 s warm)
   2. e2e/cluster/up.sh      control plane + nodes fd-zone-a/b/c (about 20-45 s)
   3. e2e/cluster/smoke.sh   pod per zone, pod-to-pod, Service, DNS
-  4. cargo test             the operator's, agent's and e2e crate's tests and chaosctl's
-                            cluster tests, with KUBECONFIG set; a skip fails the run here
+  4. cargo test             the operator's and agent's tests and chaosctl's cluster
+                            tests, with KUBECONFIG set; a skip fails the run here
   5. e2e/cluster/down.sh    always, and it checks nothing is left
 --keep leaves the cluster up for inspection instead of step 5.
 EOF
@@ -58,7 +58,8 @@ e2e/cluster/smoke.sh
 # here, so a skip fails the run.
 runs=("firedrill-operator --tests" "firedrill-agent --tests")
 [[ -f cli/tests/cluster.rs ]] && runs+=("chaosctl --test cluster")
-grep -q '"e2e"' Cargo.toml && runs+=("firedrill-e2e --tests")
+# firedrill-e2e needs the chart deployed from release-built images (e2e/images.sh,
+# e2e/deploy.sh up): not in CI yet, see e2e/README.md.
 log=$(mktemp)
 for run in "${runs[@]}"; do
 	read -r package selection <<<"$run"
