@@ -7,8 +7,9 @@
 #                                  then: the operator's leader, one agent per node, talk
 #                                  delivering (talk-load's /sli)
 #   e2e/deploy.sh status           the same checks, without installing
-#   e2e/deploy.sh down             uninstall both releases, delete their namespaces, the
-#                                  local volumes made for NATS, and the CRDs
+#   e2e/deploy.sh down [--crds]    uninstall both releases, delete their namespaces and the
+#                                  local volumes made for NATS (--crds: the CRDs as well,
+#                                  which helm never removes; not on a shared cluster)
 #
 # NATS needs three volumes. Where the cluster has no default StorageClass (the e2e cluster
 # has none), `up` makes the StorageClass firedrill-e2e-local (WaitForFirstConsumer) and one
@@ -23,6 +24,7 @@ TALK_NS=${TALK_NAMESPACE:-talk}
 PV_ROOT=${PV_ROOT:-/var/lib/firedrill-e2e/volumes}
 SC=firedrill-e2e-local
 TAG=e2e
+DELETE_CRDS=0
 
 T0=$(date +%s)
 log() { printf '[deploy %4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
@@ -150,16 +152,20 @@ up() {
 
 down() {
 	"$HELM" uninstall talk -n "$TALK_NS" --wait --timeout 3m 2>/dev/null || true
-	# Experiments first: their finalizers need the operator to revert and release them.
+	# Experiments in talk's namespace first: their finalizers need the operator to revert
+	# and release them. (Others' Experiments elsewhere on a shared cluster are left alone.)
 	if kubectl get crd experiments.firedrill.dev >/dev/null 2>&1; then
-		kubectl delete experiments.firedrill.dev --all -A --timeout=120s >/dev/null || true
+		kubectl -n "$TALK_NS" delete experiments.firedrill.dev --all --timeout=120s >/dev/null 2>&1 || true
 	fi
 	kubectl delete namespace "$TALK_NS" --ignore-not-found --timeout=180s >/dev/null || true
 	"$HELM" uninstall firedrill -n "$FD_NS" --wait --timeout 3m 2>/dev/null || true
 	kubectl delete namespace "$FD_NS" --ignore-not-found --timeout=180s >/dev/null || true
-	# Helm never deletes CRDs it installed from crds/.
-	kubectl delete crd experiments.firedrill.dev gamedays.firedrill.dev \
-		drillschedules.firedrill.dev injections.firedrill.dev --ignore-not-found >/dev/null || true
+	# Helm never deletes CRDs it installed from crds/; on a shared cluster others' tests
+	# use them too, so only --crds deletes them.
+	if ((DELETE_CRDS)); then
+		kubectl delete crd experiments.firedrill.dev gamedays.firedrill.dev \
+			drillschedules.firedrill.dev injections.firedrill.dev --ignore-not-found >/dev/null || true
+	fi
 	volumes_down
 	log "firedrill and talk removed"
 }
@@ -169,6 +175,7 @@ shift || true
 while (($#)); do
 	case $1 in
 	--tag) TAG=$2; shift ;;
+	--crds) DELETE_CRDS=1 ;;
 	*) die "unknown argument $1" ;;
 	esac
 	shift
@@ -178,5 +185,5 @@ case $cmd in
 up) up ;;
 status) check ;;
 down) down ;;
-*) echo "usage: e2e/deploy.sh up|status|down [--tag TAG]" >&2; exit 2 ;;
+*) echo "usage: e2e/deploy.sh up|status|down [--tag TAG] [--crds]" >&2; exit 2 ;;
 esac
