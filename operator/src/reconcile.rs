@@ -25,9 +25,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::watch;
 
-use crate::lease::{LeaderElector, LeaseConfig};
 use crate::metrics::{Metrics, VerdictLabels};
 use crate::objects::KubeObjects;
 use crate::plan::{self, Policy};
@@ -623,43 +621,6 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
         }
     })
     .await;
-}
-
-/// Runs the controller only while this replica holds the leader lease; a standby waits and
-/// takes over when the leader's lease expires. Returns when `shutdown` turns true.
-pub async fn run_with_election(
-    ctx: Arc<Context>,
-    lease: LeaseConfig,
-    shutdown: watch::Receiver<bool>,
-) {
-    let (leading_tx, leading) = watch::channel(false);
-    let elector = LeaderElector::new(ctx.client.clone(), lease);
-    let election = tokio::spawn(elector.run(leading_tx, shutdown.clone()));
-    loop {
-        let mut to_lead = leading.clone();
-        let mut stopping = shutdown.clone();
-        tokio::select! {
-            r = to_lead.wait_for(|l| *l) => if r.is_err() { break },
-            _ = stopping.wait_for(|s| *s) => break,
-        }
-        ctx.metrics.leader.set(1);
-        let mut lost = leading.clone();
-        let mut stopping = shutdown.clone();
-        let stop = async move {
-            tokio::select! {
-                _ = lost.wait_for(|l| !*l) => {}
-                _ = stopping.wait_for(|s| *s) => {}
-            }
-        };
-        run(ctx.clone(), stop).await;
-        ctx.metrics.leader.set(0);
-        if *shutdown.borrow() {
-            break;
-        }
-    }
-    if let Err(e) = election.await {
-        tracing::warn!(error = %e, "the election task failed");
-    }
 }
 
 #[cfg(test)]
