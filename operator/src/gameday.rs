@@ -31,7 +31,7 @@ use firedrill_core::manifest::check_experiment;
 use futures_util::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -338,23 +338,6 @@ pub fn notes(before: &GameDayStatus, after: &GameDayStatus) -> Vec<Note> {
 
 // ----- the shell -----
 
-async fn publish(ctx: &Context, game_day: &GameDay, note: &Note) {
-    let event = Event {
-        type_: note.type_,
-        reason: note.reason.clone(),
-        note: Some(note.note.clone()),
-        action: note.action.clone(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &game_day.object_ref(&()))
-        .await
-    {
-        tracing::warn!(error = %e, "could not publish an event");
-    }
-}
-
 fn namespace(game_day: &GameDay) -> Result<String, Error> {
     game_day.namespace().ok_or(Error::MissingField("namespace"))
 }
@@ -534,7 +517,7 @@ async fn write_status(
         .patch_status(&game_day.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     for note in notes(before, after) {
-        publish(ctx, game_day, &note).await;
+        ctx.publish(game_day, &note).await;
     }
     Ok(())
 }
@@ -648,7 +631,7 @@ pub async fn reconcile(game_day: Arc<GameDay>, ctx: Arc<GameDayContext>) -> Resu
                 &error.to_string(),
                 "Reconcile",
             );
-            publish(&ctx.base, &game_day, &note).await;
+            ctx.base.publish(game_day.as_ref(), &note).await;
         }
     }
     result

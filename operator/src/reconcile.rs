@@ -115,7 +115,11 @@ impl Context {
         Ok(prober)
     }
 
-    async fn publish(&self, experiment: &Experiment, note: &Note) {
+    /// Publishes `note` as an Event about `object`; a failure is logged, never fatal.
+    pub(crate) async fn publish<K>(&self, object: &K, note: &Note)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
         let event = Event {
             type_: note.type_,
             reason: note.reason.clone(),
@@ -123,11 +127,7 @@ impl Context {
             action: note.action.clone(),
             secondary: None,
         };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &experiment.object_ref(&()))
-            .await
-        {
+        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(error = %e, "could not publish an event");
         }
     }
@@ -556,7 +556,7 @@ pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result
                 &error.to_string(),
                 "Reconcile",
             );
-            ctx.publish(&experiment, &note).await;
+            ctx.publish(experiment.as_ref(), &note).await;
         }
     }
     result

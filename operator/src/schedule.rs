@@ -32,7 +32,7 @@ use firedrill_core::manifest::check_schedule;
 use futures_util::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -325,23 +325,6 @@ pub fn status_patch(status: &DrillScheduleStatus) -> Result<serde_json::Value, s
 
 // ----- the shell -----
 
-async fn publish(ctx: &Context, schedule: &DrillSchedule, note: &Note) {
-    let event = Event {
-        type_: note.type_,
-        reason: note.reason.clone(),
-        note: Some(note.note.clone()),
-        action: note.action.clone(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &schedule.object_ref(&()))
-        .await
-    {
-        tracing::warn!(error = %e, "could not publish an event");
-    }
-}
-
 fn namespace(schedule: &DrillSchedule) -> Result<String, Error> {
     schedule.namespace().ok_or(Error::MissingField("namespace"))
 }
@@ -377,7 +360,7 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
             &format!("spec.{path}: {message}"),
             "Reconcile",
         );
-        publish(ctx, schedule, &note).await;
+        ctx.publish(schedule, &note).await;
         return Ok(Action::await_change());
     }
     let before = schedule.status.clone().unwrap_or_default();
@@ -416,7 +399,7 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
         Ok(runs) => runs,
         Err(message) => {
             let note = Note::new(EventType::Warning, "InvalidSchedule", &message, "Reconcile");
-            publish(ctx, schedule, &note).await;
+            ctx.publish(schedule, &note).await;
             return Ok(Action::await_change());
         }
     };
@@ -462,12 +445,8 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
         } else {
             EventType::Normal
         };
-        publish(
-            ctx,
-            schedule,
-            &Note::new(type_, &reason, &text, "Reconcile"),
-        )
-        .await;
+        ctx.publish(schedule, &Note::new(type_, &reason, &text, "Reconcile"))
+            .await;
     }
     let wait = status
         .next_run_at
@@ -495,7 +474,7 @@ pub async fn reconcile(schedule: Arc<DrillSchedule>, ctx: Arc<Context>) -> Resul
                 &error.to_string(),
                 "Reconcile",
             );
-            publish(&ctx, &schedule, &note).await;
+            ctx.publish(schedule.as_ref(), &note).await;
         }
     }
     result
