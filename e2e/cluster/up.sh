@@ -323,7 +323,9 @@ sed -e "s#@COREDNS_IMAGE@#$COREDNS_IMAGE#g" -e "s#@DNS@#$CLUSTER_DNS_IP#g" -e "s
 kc -n kube-system rollout status deployment/coredns --timeout="${TIMEOUT}s" >/dev/null
 log "CoreDNS rolled out"
 # Ask the Service address from inside a node, through kube-proxy's rules.
-first=$(node_names | head -1)
+# sed reads every line: with head, node_names could be killed by SIGPIPE mid-loop, and
+# pipefail would end up.sh with status 141.
+first=$(node_names | sed -n 1p)
 want="kubernetes.default.svc.$CLUSTER_DOMAIN"
 wait_for 60 "CoreDNS to answer $want" nsenter --net="/run/netns/$first" "$(probe_bin)" dns --server "$CLUSTER_DNS_IP" "$want"
 log "CoreDNS answers: $want = $(nsenter --net="/run/netns/$first" "$(probe_bin)" dns --server "$CLUSTER_DNS_IP" "$want")"
