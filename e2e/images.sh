@@ -19,9 +19,11 @@
 # fully qualified (docker.io/...) because containerd stores them so; the charts may say
 # firedrill/operator, which the kubelet normalises the same way.
 #
-# usage: e2e/images.sh [--tag TAG] [--no-build] [--no-import] [--only NAME]...
+# usage: e2e/images.sh [--tag TAG] [--profile release|dev] [--no-build] [--no-import] [--only NAME]...
 #   --tag TAG    image tag (default: e2e; "git" = the short commit, +dirty if the tree is)
-#   --no-build   use the binaries already in target/release
+#   --profile P  the cargo profile of the binaries (default release; CI uses dev, whose
+#                build `cargo test` has already made, instead of a second optimised build)
+#   --no-build   use the binaries already in target/release (or target/debug)
 #   --no-import  only write the tarballs (no cluster needed)
 #   --only NAME  build only this image (operator, agent, talk-server, ...; repeatable)
 set -euo pipefail
@@ -35,12 +37,14 @@ NFT=/usr/sbin/nft
 REPO=docker.io/firedrill
 
 TAG=e2e
+PROFILE=release
 BUILD=1
 IMPORT_ARGS=()
 ONLY=()
 while (($#)); do
 	case $1 in
 	--tag) TAG=$2; shift ;;
+	--profile) PROFILE=$2; shift ;;
 	--no-build) BUILD=0 ;;
 	--no-import) IMPORT_ARGS+=(--no-import) ;;
 	--only) ONLY+=("$2"); shift ;;
@@ -64,12 +68,17 @@ wanted() {
 	return 1
 }
 
+case $PROFILE in
+release) OUT=release ;;
+dev) OUT=debug ;;
+*) echo "images.sh: --profile is release or dev, not $PROFILE" >&2; exit 2 ;;
+esac
 if ((BUILD)); then
-	log "cargo build --release (operator, agent, talk)"
-	cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" \
+	log "cargo build --profile $PROFILE (operator, agent, talk)"
+	cargo build --profile "$PROFILE" --locked --manifest-path "$ROOT/Cargo.toml" \
 		-p firedrill-operator -p firedrill-agent -p talk --bins
 fi
-REL=$ROOT/target/release
+REL=${CARGO_TARGET_DIR:-$ROOT/target}/$OUT
 
 WORK=$(mktemp -d /tmp/fd-images.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -81,6 +90,8 @@ add() {
 	mkdir -p "$fs$(dirname "$dest")"
 	cp -L "$src" "$fs$dest"
 	chmod 0755 "$fs$dest"
+	# Debug info is not needed in a pod (dev builds carry line tables: ~100 MiB each).
+	strip --strip-debug "$fs$dest" 2>/dev/null || true
 	{ ldd "$src" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
 		[[ -e $lib ]] || continue
 		mkdir -p "$fs$(dirname "$lib")"
