@@ -68,6 +68,24 @@ const UNCOMMITTED_DUPLICATE_PAUSES: [Duration; 5] = [
     Duration::from_millis(250),
 ];
 
+/// JetStream's error "duplicate message id is in process" (nats-server 2.11+): a retry
+/// arrived while the first copy is still being replicated.
+const DUPLICATE_IN_PROCESS: jetstream::ErrorCode = jetstream::ErrorCode(10158);
+
+/// What one publish attempt established.
+enum Published {
+    /// Stored (or already stored, `duplicate`) at `seq`: committed.
+    Stored { seq: u64, duplicate: bool },
+    /// A copy with this message id is in flight and not committed yet.
+    Uncommitted,
+}
+
+fn duplicate_in_process(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == DUPLICATE_IN_PROCESS)
+}
+
 /// Errors talking to JetStream.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -214,7 +232,9 @@ impl MessageStore {
     /// dropped and never stored. Acknowledging that would lose an acknowledged message, so
     /// the publish is repeated until the copy is committed (a duplicate with its real
     /// sequence) or stored anew; when neither happens in time the send fails, which the
-    /// client sees as indeterminate and retries.
+    /// client sees as indeterminate and retries. nats-server 2.11 and later answer such a
+    /// retry with the error "duplicate message id is in process" instead; it is the same
+    /// case and handled the same way.
     pub async fn publish(
         &self,
         room: &RoomName,
@@ -237,7 +257,7 @@ impl MessageStore {
                 .publish_once(&subject, headers.clone(), body.clone())
                 .await?
             {
-                (0, true) => match pauses.next() {
+                Published::Uncommitted => match pauses.next() {
                     Some(pause) => {
                         tracing::warn!(
                             producer = %payload.producer,
@@ -253,7 +273,7 @@ impl MessageStore {
                         )));
                     }
                 },
-                confirmed => return Ok(confirmed),
+                Published::Stored { seq, duplicate } => return Ok((seq, duplicate)),
             }
         }
     }
@@ -263,21 +283,27 @@ impl MessageStore {
         subject: &str,
         headers: HeaderMap,
         body: axum::body::Bytes,
-    ) -> Result<(u64, bool), StoreError> {
+    ) -> Result<Published, StoreError> {
         let ack = self
             .js
             .publish_with_headers(subject.to_owned(), headers, body)
             .await
             .map_err(|e| StoreError::Publish(e.to_string()))?
-            .await
-            .map_err(|e| {
-                if e.kind() == jetstream::context::PublishErrorKind::TimedOut {
-                    StoreError::Timeout("publish ack".into())
-                } else {
-                    StoreError::Publish(e.to_string())
-                }
-            })?;
-        Ok((ack.sequence, ack.duplicate))
+            .await;
+        match ack {
+            // 2.10 says "duplicate" with sequence 0 for a copy still in flight.
+            Ok(ack) if ack.duplicate && ack.sequence == 0 => Ok(Published::Uncommitted),
+            Ok(ack) => Ok(Published::Stored {
+                seq: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            // 2.11 and later say so with an error instead.
+            Err(e) if duplicate_in_process(&e) => Ok(Published::Uncommitted),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::TimedOut => {
+                Err(StoreError::Timeout("publish ack".into()))
+            }
+            Err(e) => Err(StoreError::Publish(e.to_string())),
+        }
     }
 
     /// Up to `limit` messages of `room` with sequence > `after`.
@@ -295,6 +321,7 @@ impl MessageStore {
             .await
             .map_err(|e| read(&e))?;
         let stream_last_seq = stream.cached_info().state.last_sequence;
+        let stream_created = Some(stream.cached_info().created.to_string());
         let (consumer, pending) = match self.take_cursor(room, after) {
             Some(mut c) => {
                 let pending = c.info().await.map_err(|e| read(&e))?.num_pending;
@@ -352,6 +379,7 @@ impl MessageStore {
             more,
             messages,
             stream_last_seq,
+            stream_created,
         })
     }
 

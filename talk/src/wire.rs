@@ -61,6 +61,11 @@ pub struct HistoryPage {
     /// The stream's last sequence (all rooms) observed before reading; every
     /// message of this room up to it is in `messages` unless `more` is set.
     pub stream_last_seq: u64,
+    /// When the stream was created: a new value means it was made anew (all its data lost),
+    /// which is the only time its sequences start over. A `stream_last_seq` behind what was
+    /// already read under the same creation time is only a stale view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_created: Option<String>,
 }
 
 /// Every 4xx/5xx reply: `{"error": {"code": "...", "message": "..."}}`.
