@@ -287,7 +287,7 @@ impl Run<'_> {
             };
             if since.is_some_and(|t| r.last_at.is_none_or(|at| at < t)) {
                 return Err(format!(
-                    "probe {} has no sample since the revert",
+                    "probe {} has no sample of a window after the revert",
                     probe.name
                 ));
             }
@@ -475,7 +475,12 @@ impl Run<'_> {
                     return self.finish(Verdict::Aborted, why);
                 }
                 let reverted = self.s.reverted_at.unwrap_or(self.now);
-                if self.all_healthy(Stage::Recovery, Some(reverted)).is_ok() {
+                // Only a sample whose window lies wholly after the revert speaks for the
+                // recovered system: one taken sooner still averages over the fault, and
+                // a heal can hurt more than the fault did (a healed partition elects
+                // anew and replays what queued up).
+                let settled = reverted + window;
+                if self.all_healthy(Stage::Recovery, Some(settled)).is_ok() {
                     let at = self.latest_sample(Stage::Recovery).unwrap_or(self.now);
                     self.s.recovered_at = Some(at);
                     self.s.time_to_recover_seconds = Some(seconds(reverted, at));
@@ -484,7 +489,7 @@ impl Run<'_> {
                 let deadline = reverted + self.spec.recovery_deadline.to_chrono();
                 if self.now > deadline {
                     let why = self
-                        .all_healthy(Stage::Recovery, Some(reverted))
+                        .all_healthy(Stage::Recovery, Some(settled))
                         .err()
                         .unwrap_or_default();
                     let reason = format!(
