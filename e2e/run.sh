@@ -16,8 +16,14 @@ Runs as root. Steps, each timed:
   3. e2e/cluster/smoke.sh   pod per zone, pod-to-pod, Service, DNS
   4. cargo test             the operator's and agent's tests and chaosctl's cluster
                             tests, with KUBECONFIG set; a skip fails the run here
-  5. e2e/cluster/down.sh    always, and it checks nothing is left
---keep leaves the cluster up for inspection instead of step 5.
+  5. e2e/images.sh, e2e/deploy.sh up
+                            images from the dev build, firedrill and talk from their
+                            charts
+  6. cargo test -p firedrill-e2e
+                            the chart, the four missions and the crash tests against
+                            the deployed operator and agents (FIREDRILL_E2E_REQUIRE=1)
+  7. e2e/cluster/down.sh    always, and it checks nothing is left
+--keep leaves the cluster up for inspection instead of step 7.
 EOF
 }
 keep=0
@@ -31,8 +37,10 @@ esac
 started=$SECONDS
 step() { printf '[e2e %4ds] %s\n' $((SECONDS - started)) "$*"; }
 
+log=$(mktemp)
 teardown() {
 	local rc=$?
+	rm -f "$log"
 	if [[ $keep == 1 ]]; then
 		step "cluster left up (--keep); take it down with e2e/cluster/down.sh"
 	else
@@ -55,20 +63,32 @@ e2e/cluster/smoke.sh
 # The crates whose tests talk to a cluster: all of their tests run against this one, and
 # chaosctl's cluster tests (its lab tests ran before, in `cargo test --workspace`). These
 # tests skip when no cluster answers, which is right on a developer's machine and wrong
-# here, so a skip fails the run.
+# here, so a skip fails the run. They run before firedrill is deployed: the operator's
+# tests stand in for the agent themselves.
 runs=("firedrill-operator --tests" "firedrill-agent --tests")
 [[ -f cli/tests/cluster.rs ]] && runs+=("chaosctl --test cluster")
-# firedrill-e2e needs the chart deployed from release-built images (e2e/images.sh,
-# e2e/deploy.sh up): not in CI yet, see e2e/README.md.
-log=$(mktemp)
-for run in "${runs[@]}"; do
-	read -r package selection <<<"$run"
+cluster_tests() {
+	local package=$1 selection=$2
 	step "cluster tests: $package $selection"
-	# shellcheck disable=SC2086 # selection is one or two words on purpose
+	# shellcheck disable=SC2086 # selection is one or more words on purpose
 	cargo test -p "$package" --locked $selection -- --nocapture 2>&1 | tee "$log"
 	if grep -q '^SKIPPED' "$log"; then
 		step "a test of $package skipped although the cluster is up"
 		exit 1
 	fi
+}
+for run in "${runs[@]}"; do
+	read -r package selection <<<"$run"
+	cluster_tests "$package" "$selection"
 done
-rm -f "$log"
+
+# Then firedrill and talk as a user deploys them: images from the dev build the tests
+# above already made (an optimised build would add minutes to a cold CI run), the charts
+# installed with helm, and the e2e tests against them.
+step "images (dev build)"
+e2e/images.sh --profile dev
+step "deploy firedrill and talk"
+e2e/deploy.sh up
+export FIREDRILL_E2E_REQUIRE=1
+cluster_tests firedrill-e2e --tests
+grep '^\[.*\] BENCH' "$log" | sed 's/^/[e2e] /' || true

@@ -17,17 +17,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    E2E_LABEL, agent_image, chains_in_pod, chains_on_node, delivering, eventually,
-    firedrill_and_talk, nodes, note, talk_namespace, talk_sli, with_temp_ns,
+    agent_image, catalog_experiment, chains_in_pod, delivering, eventually, firedrill_and_talk,
+    nodes, note, nothing_left, report, running, talk_namespace, talk_pods, talk_sli, with_temp_ns,
+    zone_of,
 };
-use firedrill_core::api::{Experiment, ExperimentStatus, Injection, Phase, Verdict};
-use firedrill_core::manifest::{self, Manifest};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
-use kube::api::{ListParams, PostParams};
+use firedrill_core::api::{Experiment, Phase, Verdict};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Mutex;
-
-const ZONE: &str = "topology.kubernetes.io/zone";
 
 /// One mission at a time: they all disturb the same talk.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -43,58 +41,6 @@ enum Evidence {
     PodAndClaimReplaced(&'static str),
     /// Over the run, the containers of the pods with this label were killed.
     RestartsOf(&'static str, &'static str),
-}
-
-/// The catalog's Experiment `file`, moved into `ns` and pointed at talk in `talk_ns`.
-fn catalog_experiment(file: &str, ns: &str, talk_ns: &str) -> Experiment {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../experiments")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    // The catalog addresses talk in namespace talk: the probes' URLs and the target.
-    let text = text
-        .replace(".talk:", &format!(".{talk_ns}:"))
-        .replace("namespace: talk\n", &format!("namespace: {talk_ns}\n"));
-    let mut e = match manifest::load_str(&text)
-        .unwrap_or_else(|p| panic!("{}: {p:?}", path.display()))
-        .into_iter()
-        .next()
-    {
-        Some(Manifest::Experiment(e)) => *e,
-        other => panic!("{}: not an Experiment: {other:?}", path.display()),
-    };
-    e.metadata.namespace = Some(ns.to_owned());
-    e.spec.target.namespaces = vec![talk_ns.to_owned()];
-    // A deployed operator leaves `firedrill.dev/test` Experiments to the operator's own
-    // tests; these are for it.
-    let labels = e.metadata.labels.get_or_insert_with(BTreeMap::new);
-    labels.remove("firedrill.dev/test");
-    labels.insert(E2E_LABEL.into(), file.trim_end_matches(".yaml").into());
-    e
-}
-
-/// Pods of talk's namespace, running or not (not hostNetwork ones).
-async fn talk_pods(client: &Client) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), &talk_namespace());
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.host_network) != Some(true))
-        .collect()
-}
-
-fn running(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-}
-
-fn zone_of(nodes: &[Node], pod: &Pod) -> Option<String> {
-    let node = pod.spec.as_ref()?.node_name.as_deref()?;
-    nodes
-        .iter()
-        .find(|n| n.name_any() == node)
-        .and_then(|n| n.labels().get(ZONE).cloned())
 }
 
 /// Container restarts per pod name (all containers, ephemeral ones aside).
@@ -310,109 +256,6 @@ async fn mission(test: &'static str, file: &'static str, evidence: Evidence) {
         );
     })
     .await;
-}
-
-fn report(test: &str, t0: Instant, status: &ExperimentStatus) {
-    note(format!(
-        "{test}: Completed after {:.1}s: verdict {:?}, reason {:?}, time to impact {:?}s, time to recover {:?}s, messages lost {:?}, duplicated {:?}; injected {:?}, reverted {:?}, recovered {:?}",
-        t0.elapsed().as_secs_f64(),
-        status.verdict,
-        status.reason,
-        status.time_to_impact_seconds,
-        status.time_to_recover_seconds,
-        status.messages_lost,
-        status.messages_duplicated,
-        status.injected_at,
-        status.reverted_at,
-        status.recovered_at,
-    ));
-    // The benchmark figures of issue 5: apply-to-effective and end-to-reverted.
-    if let (Some(asked), Some(effective)) = (status.inject_requested_at, status.injected_at) {
-        note(format!(
-            "BENCH {test}: fault effective {} ms after it was asked for",
-            (effective - asked).num_milliseconds()
-        ));
-    }
-    if let (Some(asked), Some(reverted)) = (status.revert_requested_at, status.reverted_at) {
-        note(format!(
-            "BENCH {test}: reverted {} ms after it was asked for",
-            (reverted - asked).num_milliseconds()
-        ));
-    }
-}
-
-/// No Injection of experiment `uid` anywhere, no firedrill chain on any node nor in any
-/// running talk pod's sandbox.
-async fn nothing_left(
-    client: &Client,
-    test: &str,
-    ns: &str,
-    uid: &str,
-    nodes: &[Node],
-    image: &str,
-    t0: Instant,
-) {
-    let injections: Api<Injection> = Api::all(client.clone());
-    let lp = ListParams::default().labels(&format!("firedrill.dev/experiment-uid={uid}"));
-    let left = eventually(Duration::from_secs(60), Duration::from_secs(1), || async {
-        let items = injections.list(&lp).await.ok()?.items;
-        items.is_empty().then_some(())
-    })
-    .await;
-    assert!(
-        left.is_some(),
-        "Injections left: {:?}",
-        injections.list(&lp).await.map(|l| l
-            .items
-            .iter()
-            .map(|i| i.name_any())
-            .collect::<Vec<_>>())
-    );
-    let in_ns: Api<Injection> = Api::namespaced(client.clone(), ns);
-    assert!(
-        in_ns
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-
-    for node in nodes {
-        let chains = chains_on_node(client, ns, &node.name_any(), image).await;
-        assert!(
-            chains.is_empty(),
-            "node {} still has {chains:?}",
-            node.name_any()
-        );
-    }
-    // Pods replaced by the fault may still be starting: wait for them to run first.
-    let pods = eventually(Duration::from_secs(180), Duration::from_secs(2), || async {
-        let pods = talk_pods(client).await;
-        pods.iter().all(running).then_some(pods)
-    })
-    .await
-    .expect("talk's pods all running again within 180 s");
-    let mut tasks = tokio::task::JoinSet::new();
-    for pod in pods {
-        let client = client.clone();
-        let image = image.to_owned();
-        tasks.spawn(async move {
-            let chains = chains_in_pod(&client, &pod, &image).await;
-            (pod.name_any(), chains)
-        });
-    }
-    let mut checked = 0;
-    while let Some(result) = tasks.join_next().await {
-        let (pod, chains) = result.unwrap();
-        assert!(chains.is_empty(), "pod {pod} still has {chains:?}");
-        checked += 1;
-    }
-    note(format!(
-        "{test}: no Injection left, no firedrill chain on {} nodes and {checked} talk pods ({:.1}s in all)",
-        nodes.len(),
-        t0.elapsed().as_secs_f64()
-    ));
 }
 
 #[tokio::test]

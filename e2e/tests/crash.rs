@@ -1,0 +1,285 @@
+//! Crashes in the middle of a fault, against the deployed operator and agents: whatever
+//! dies, the fault must not outlive its experiment (DESIGN.md's first safety invariant).
+//!
+//! - the operator leader is killed while a partition holds: the other replica takes the
+//!   Lease, finishes the experiment and reverts;
+//! - the Experiment is deleted while a partition holds: its finalizer reverts first;
+//! - the agent of a faulted node is killed (no grace, so no cleanup of its own) while a
+//!   partition holds: the new agent finds what its predecessor applied and reverts it;
+//! - the zone holding the operator leader is blacked out (its processes killed, its nodes
+//!   cut off): the other replica finishes, and the cut-off node's agent reverts on its own
+//!   clock.
+//!
+//! Each ends with no Injection and no firedrill chain on any node or talk pod. Verdicts are
+//! not asserted: a crash may well fail a hypothesis; leaving a fault behind may not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    AGENT, ZONE, agent_image, catalog_experiment, chains_in_pod, delivering, eventually,
+    firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report, running,
+    talk_namespace, talk_pods, talk_sli, with_temp_ns,
+};
+use firedrill_core::api::{Experiment, Phase};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Mutex;
+
+/// One at a time: they all disturb the same talk and the same operator.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+const LEASE: &str = "firedrill-operator";
+
+/// What to break once the fault holds.
+#[derive(Clone, Copy, Debug)]
+enum Crash {
+    OperatorLeader,
+    Experiment,
+    AgentOnFaultedNode,
+    /// Nothing more: the experiment itself (a blackout of the leader's zone) is the crash.
+    None,
+}
+
+/// The operator pod holding the Lease, and its node.
+async fn leader(client: &Client) -> Option<(String, String)> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &firedrill_namespace());
+    let holder = leases.get(LEASE).await.ok()?.spec?.holder_identity?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &firedrill_namespace());
+    let node = pods.get(&holder).await.ok()?.spec?.node_name?;
+    Some((holder, node))
+}
+
+/// A running agent pod on `node`.
+async fn agent_on(client: &Client, node: &str) -> Option<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &firedrill_namespace());
+    let lp = ListParams::default()
+        .labels(&format!("app.kubernetes.io/name={AGENT}"))
+        .fields(&format!("spec.nodeName={node}"));
+    pods.list(&lp)
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .find(|p| running(p) && p.metadata.deletion_timestamp.is_none())
+}
+
+/// Kills a pod at once (grace 0: SIGKILL, no chance to clean up).
+async fn kill(client: &Client, ns: &str, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.delete(
+        name,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("kill {ns}/{name}: {e}"));
+}
+
+async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
+    let Some(client) = firedrill_and_talk(test).await else {
+        return;
+    };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let sli = eventually(Duration::from_secs(240), Duration::from_secs(2), || async {
+        talk_sli(&client).await.filter(delivering)
+    })
+    .await;
+    assert!(sli.is_some(), "talk is not delivering in 240 s");
+    let image = agent_image(&client).await;
+
+    with_temp_ns(&client, "crash", move |client, ns| async move {
+        let talk_ns = talk_namespace();
+        let fd_ns = firedrill_namespace();
+        let nodes = nodes(&client).await;
+        let mut exp = catalog_experiment(file, &ns, &talk_ns);
+        if let (Crash::None, Some(fault)) = (crash, exp.spec.fault.zone_blackout.as_mut()) {
+            // Black out the zone the operator leader runs in.
+            let (holder, node) = leader(&client).await.expect("an operator leader");
+            let zone = nodes
+                .iter()
+                .find(|n| n.name_any() == node)
+                .and_then(|n| n.labels().get(ZONE).cloned())
+                .expect("the leader's node has a zone");
+            note(format!(
+                "{test}: leader {holder} on {node} in {zone}: blacking out {zone}"
+            ));
+            fault.zone = Some(zone);
+            fault.zones.clear();
+        }
+        let name = exp.name_any();
+        let api: Api<Experiment> = Api::namespaced(client.clone(), &ns);
+        let t0 = Instant::now();
+        let created = api.create(&PostParams::default(), &exp).await.unwrap();
+        let uid = created.uid().unwrap();
+        note(format!("{test}: created {ns}/{name} (uid {uid})"));
+
+        // Wait for the fault to hold, and see it in a pod of the faulted zone.
+        let held = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
+            let e = api.get(&name).await.ok()?;
+            (e.status?.phase == Phase::Holding).then_some(())
+        })
+        .await;
+        assert!(held.is_some(), "{name} never held its fault");
+        note(format!(
+            "{test}: +{:.1}s Holding",
+            t0.elapsed().as_secs_f64()
+        ));
+        let injections: Vec<_> =
+            Api::<firedrill_core::api::Injection>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items;
+        let faulted_nodes: Vec<String> = injections
+            .iter()
+            .map(|i| i.spec.node_name.clone())
+            .collect();
+        note(format!("{test}: injections on {faulted_nodes:?}"));
+        if matches!(
+            crash,
+            Crash::OperatorLeader | Crash::Experiment | Crash::AgentOnFaultedNode
+        ) {
+            let pods = talk_pods(&client).await;
+            let pod = pods
+                .iter()
+                .find(|p| {
+                    running(p)
+                        && p.spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_ref())
+                            .is_some_and(|n| faulted_nodes.contains(n))
+                })
+                .expect("a running talk pod on a faulted node");
+            let chains = chains_in_pod(&client, pod, &image).await;
+            assert!(!chains.is_empty(), "the fault is not in {}", pod.name_any());
+        }
+
+        match crash {
+            Crash::OperatorLeader => {
+                let (holder, node) = leader(&client).await.expect("an operator leader");
+                note(format!(
+                    "{test}: killing the operator leader {holder} on {node}"
+                ));
+                kill(&client, &fd_ns, &holder).await;
+                let next = eventually(Duration::from_secs(90), Duration::from_secs(1), || async {
+                    leader(&client).await.filter(|(h, _)| *h != holder)
+                })
+                .await;
+                let (next, on) = next.expect("another replica took the Lease within 90 s");
+                note(format!(
+                    "{test}: +{:.1}s new leader {next} on {on}",
+                    t0.elapsed().as_secs_f64()
+                ));
+            }
+            Crash::Experiment => {
+                note(format!("{test}: deleting {ns}/{name} mid-fault"));
+                api.delete(&name, &DeleteParams::default()).await.unwrap();
+                let gone = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
+                    api.get_opt(&name).await.ok()?.is_none().then_some(())
+                })
+                .await;
+                assert!(
+                    gone.is_some(),
+                    "{name} still there 120 s after its deletion"
+                );
+                note(format!(
+                    "{test}: +{:.1}s {name} gone (its finalizer reverted first)",
+                    t0.elapsed().as_secs_f64()
+                ));
+            }
+            Crash::AgentOnFaultedNode => {
+                let node = faulted_nodes.first().expect("a faulted node").clone();
+                let agent = agent_on(&client, &node)
+                    .await
+                    .expect("an agent on the faulted node");
+                note(format!(
+                    "{test}: killing agent {} on {node}",
+                    agent.name_any()
+                ));
+                kill(&client, &fd_ns, &agent.name_any()).await;
+                let back = eventually(Duration::from_secs(90), Duration::from_secs(1), || async {
+                    agent_on(&client, &node)
+                        .await
+                        .filter(|p| p.uid() != agent.uid())
+                })
+                .await;
+                assert!(back.is_some(), "no new agent on {node} within 90 s");
+                note(format!(
+                    "{test}: +{:.1}s a new agent runs on {node}",
+                    t0.elapsed().as_secs_f64()
+                ));
+            }
+            Crash::None => {}
+        }
+
+        if !matches!(crash, Crash::Experiment) {
+            let done = eventually(Duration::from_secs(420), Duration::from_secs(2), || async {
+                let e = api.get(&name).await.ok()?;
+                (e.status.as_ref()?.phase == Phase::Completed).then_some(e)
+            })
+            .await;
+            let done = done.unwrap_or_else(|| panic!("{name} not Completed within 420 s"));
+            report(test, t0, &done.status.clone().unwrap_or_default());
+            let status = done.status.unwrap_or_default();
+            assert!(
+                !status.fault_state.may_be_active(),
+                "Completed with the fault possibly active: {:?}",
+                status.fault_state
+            );
+        }
+        // A blackout leaves its zone's pods restarting for a while.
+        nothing_left(&client, test, &ns, &uid, &nodes, &image, t0).await;
+        if matches!(crash, Crash::OperatorLeader | Crash::None) {
+            let (holder, _) = leader(&client).await.expect("an operator leader");
+            note(format!("{test}: leader now {holder}"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killing_the_operator_leader_mid_fault_still_reverts() {
+    crash_mid_fault(
+        "killing_the_operator_leader_mid_fault_still_reverts",
+        "network-partition.yaml",
+        Crash::OperatorLeader,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_the_experiment_mid_fault_reverts() {
+    crash_mid_fault(
+        "deleting_the_experiment_mid_fault_reverts",
+        "network-partition.yaml",
+        Crash::Experiment,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn killing_the_agent_mid_fault_still_reverts() {
+    crash_mid_fault(
+        "killing_the_agent_mid_fault_still_reverts",
+        "network-partition.yaml",
+        Crash::AgentOnFaultedNode,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn blacking_out_the_leaders_zone_is_finished_by_the_other_replica() {
+    crash_mid_fault(
+        "blacking_out_the_leaders_zone_is_finished_by_the_other_replica",
+        "zone-blackout.yaml",
+        Crash::None,
+    )
+    .await;
+}
