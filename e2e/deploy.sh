@@ -12,8 +12,9 @@
 #                                  which helm never removes; not on a shared cluster)
 #
 # NATS needs three volumes. Where the cluster has no default StorageClass (the e2e cluster
-# has none), `up` makes the StorageClass firedrill-e2e-local (WaitForFirstConsumer) and one
-# local PersistentVolume per node under $PV_ROOT, so each NATS server's disk is on its node.
+# has none), `up` makes the StorageClass firedrill-e2e-local (WaitForFirstConsumer) and
+# $PV_PER_NODE (4) local PersistentVolumes per node under $PV_ROOT, so each NATS server's
+# disk is on its node and a disk loss finds a fresh one.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +23,7 @@ HELM=${HELM:-/var/cache/firedrill/helm-v3.22.0/helm}
 FD_NS=${FIREDRILL_NAMESPACE:-firedrill-system}
 TALK_NS=${TALK_NAMESPACE:-talk}
 PV_ROOT=${PV_ROOT:-/var/lib/firedrill-e2e/volumes}
+PV_PER_NODE=${PV_PER_NODE:-4}
 SC=firedrill-e2e-local
 TAG=e2e
 DELETE_CRDS=0
@@ -49,29 +51,33 @@ provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
 EOF
-	local node
+	# Several per node: a disk loss deletes its claim, and the Retained volume it had is
+	# never bound again (no provisioner here), so the pod's new claim needs a spare.
+	local node i
 	for node in $(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'); do
-		mkdir -p "$PV_ROOT/$node"
-		kubectl apply -f - >/dev/null <<EOF
+		for i in $(seq 1 "$PV_PER_NODE"); do
+			mkdir -p "$PV_ROOT/$node/$i"
+			kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: PersistentVolume
 metadata:
-  name: firedrill-e2e-$node
+  name: firedrill-e2e-$node-$i
   labels: {app.kubernetes.io/part-of: firedrill-e2e}
 spec:
   capacity: {storage: 2Gi}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
   storageClassName: $SC
-  local: {path: $PV_ROOT/$node}
+  local: {path: $PV_ROOT/$node/$i}
   nodeAffinity:
     required:
       nodeSelectorTerms:
         - matchExpressions:
             - {key: kubernetes.io/hostname, operator: In, values: [$node]}
 EOF
+		done
 	done
-	log "StorageClass $SC and a local PersistentVolume per node under $PV_ROOT"
+	log "StorageClass $SC and $PV_PER_NODE local PersistentVolumes per node under $PV_ROOT"
 	return 0
 }
 
