@@ -280,7 +280,28 @@ impl Agent {
                 return false;
             }
         }
-        let result = if injection.spec.expires_at <= Utc::now() {
+        let expired = injection.spec.expires_at <= Utc::now();
+        // Cutting its own node off, the agent loses the API server with the last rule: it
+        // says "applied" first, while it still can (a failure is reported after, with
+        // nothing applied and the API server in reach again), and reverts at the expiry
+        // on its own clock.
+        if !expired && injection.spec.action.cuts_node_off() {
+            let announced = Report::Applied { at: Utc::now() };
+            match self.cluster.report(injection, &announced).await {
+                Ok(()) => {
+                    tracing::info!(injection = %name, expires_at = %show(injection.spec.expires_at), "cutting this node off: reported applied beforehand");
+                    self.memory
+                        .reported
+                        .insert(key.to_owned(), announced.state());
+                }
+                Err(e) => {
+                    // Not announced, not applied: tried again on the next pass.
+                    self.api_failed("status report", name, &e);
+                    return false;
+                }
+            }
+        }
+        let result = if expired {
             Err(crate::Error::Invalid(format!(
                 "expired at {} before it could be applied",
                 show(injection.spec.expires_at)
@@ -301,6 +322,10 @@ impl Agent {
                 Report::Failed { message }
             }
         };
+        if self.memory.reported.get(key) == Some(&report.state()) {
+            // Announced before the cut; the API server is out of reach now.
+            return true;
+        }
         match self.cluster.report(injection, &report).await {
             Ok(()) => {
                 self.memory.reported.insert(key.to_owned(), report.state());

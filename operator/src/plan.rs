@@ -798,13 +798,24 @@ pub fn is_label_value(value: &str) -> bool {
             .is_none_or(|c| c.is_ascii_alphanumeric())
 }
 
-/// The Injections that carry out `plan` for `experiment`, each expiring at `expires_at`,
+/// When the Injections of one injection expire.
+#[derive(Clone, Copy, Debug)]
+pub struct Expiry {
+    /// Every Injection's, at the latest: the engine's safety net.
+    pub at: DateTime<Utc>,
+    /// Those that cut their node off the network: its agent can neither report them
+    /// applied nor see a revert asked for, so it reverts on its own clock, and that must
+    /// be the end of the fault's duration (plus a little), not the safety net's.
+    pub cut_off_at: DateTime<Utc>,
+}
+
+/// The Injections that carry out `plan` for `experiment`, expiring as `expiry` says,
 /// owned by the experiment (so they are garbage-collected with it) and labelled so the
 /// experiment's can be listed and each agent can watch its node's.
 pub fn injections(
     experiment: &Experiment,
     plan: &Plan,
-    expires_at: DateTime<Utc>,
+    expiry: Expiry,
 ) -> Result<Vec<Injection>, PlanError> {
     let name = experiment
         .metadata
@@ -855,7 +866,11 @@ pub fn injections(
                     node_name: work.node.clone(),
                     experiment: format!("{namespace}/{name}"),
                     action: work.action.clone(),
-                    expires_at,
+                    expires_at: if work.action.cuts_node_off() {
+                        expiry.cut_off_at.min(expiry.at)
+                    } else {
+                        expiry.at
+                    },
                 },
                 status: None,
             }

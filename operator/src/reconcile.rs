@@ -224,6 +224,9 @@ async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observati
     workload_counters(&sli).map(Observation::Workload)
 }
 
+/// How long after the end of its duration a node cut off by a fault reverts it.
+const CUT_OFF_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
 /// Carries out `Inject`: plans against the cluster as it is now and creates the Injections
 /// that are missing, or deletes the pods of a one-shot fault. A plan that is refused now is
 /// an injection failure (the engine reverts whatever may be in place).
@@ -266,7 +269,14 @@ async fn inject(
     let wanted: Vec<Injection> = if complete {
         vec![]
     } else {
-        plan::injections(experiment, &planned, expires_at)?
+        // A node cut off reverts on its own clock: at the end of the duration, plus the
+        // time its agent may take to see the Injection.
+        let cut_off_at = Utc::now() + spec.duration.to_chrono() + CUT_OFF_GRACE;
+        let expiry = plan::Expiry {
+            at: expires_at,
+            cut_off_at,
+        };
+        plan::injections(experiment, &planned, expiry)?
             .into_iter()
             .filter(|w| !existing.iter().any(|e| e.name_any() == w.name_any()))
             .collect()

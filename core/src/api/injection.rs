@@ -59,6 +59,16 @@ pub struct NodeAction {
     pub read_only_volume: Option<VolumeAction>,
 }
 
+impl NodeAction {
+    /// Cuts the node itself off the network: its agent loses the API server until it
+    /// reverts, so it cannot report the fault applied afterwards, nor see a revert asked for.
+    pub fn cuts_node_off(&self) -> bool {
+        self.network
+            .as_ref()
+            .is_some_and(|cut| cut.all && cut.pods.is_empty())
+    }
+}
+
 /// Traffic to drop, in the host's network namespace or in the sandboxes of the listed pods.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -548,10 +548,15 @@ fn injections_are_owned_labelled_expiring_and_deterministically_named() {
     let planned = plan(&spec, &cluster(), &policy()).expect("plan");
     let exp = experiment("zone-blackout", spec);
     let expires = crate::testing::at(0);
-    let built = injections(&exp, &planned, expires).expect("injections");
+    let cut_off = crate::testing::at(-100);
+    let expiry = Expiry {
+        at: expires,
+        cut_off_at: cut_off,
+    };
+    let built = injections(&exp, &planned, expiry).expect("injections");
     assert_eq!(built.len(), planned.work.len());
     assert_eq!(built.len(), 4, "processes and network on a1 and a2");
-    let again = injections(&exp, &planned, expires).expect("again");
+    let again = injections(&exp, &planned, expiry).expect("again");
     assert_eq!(built, again, "the same plan gives the same objects");
     let mut names: Vec<String> = built.iter().map(|i| i.name_any()).collect();
     names.sort();
@@ -561,7 +566,14 @@ fn injections_are_owned_labelled_expiring_and_deterministically_named() {
         let name = inj.name_any();
         assert!(name.starts_with("zone-blackout-a"), "{name}");
         assert!(name.len() <= 63);
-        assert_eq!(inj.spec.expires_at, expires);
+        // The node's own network cut reverts on the node's clock at the duration's end;
+        // killing processes keeps the engine's safety net.
+        let expected = if inj.spec.action.cuts_node_off() {
+            cut_off
+        } else {
+            expires
+        };
+        assert_eq!(inj.spec.expires_at, expected, "{name}");
         assert_eq!(inj.spec.experiment, "talk/zone-blackout");
         assert_eq!(inj.namespace().as_deref(), Some("talk"));
         let owner = &inj.owner_references()[0];
@@ -596,7 +608,15 @@ fn injections_are_owned_labelled_expiring_and_deterministically_named() {
     // A new experiment of the same name (new UID) gets new names.
     let mut other = exp.clone();
     other.metadata.uid = Some("another-uid".into());
-    let renamed = injections(&other, &planned, expires).expect("other");
+    let renamed = injections(&other, &planned, expiry).expect("other");
+    assert_eq!(
+        built
+            .iter()
+            .filter(|i| i.spec.action.cuts_node_off())
+            .count(),
+        2,
+        "the blackout cuts a1 and a2 off"
+    );
     assert!(renamed.iter().all(|i| !names.contains(&i.name_any())));
 }
 
@@ -636,8 +656,12 @@ fn unsaved_experiments_get_no_injections() {
     let mut exp = experiment("zone-blackout", spec);
     exp.metadata.uid = None;
     let expires = crate::testing::at(0);
+    let expiry = Expiry {
+        at: expires,
+        cut_off_at: expires,
+    };
     assert_eq!(
-        injections(&exp, &planned, expires),
+        injections(&exp, &planned, expiry),
         Err(PlanError::Unsaved("uid"))
     );
 }
