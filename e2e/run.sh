@@ -71,7 +71,7 @@ cluster_tests() {
 	local package=$1 selection=$2
 	step "cluster tests: $package $selection"
 	# shellcheck disable=SC2086 # selection is one or more words on purpose
-	cargo test -p "$package" --locked $selection -- --nocapture 2>&1 | tee "$log"
+	cargo test -p "$package" --locked --no-fail-fast $selection -- --nocapture 2>&1 | tee "$log"
 	if grep -q '^SKIPPED' "$log"; then
 		step "a test of $package skipped although the cluster is up"
 		exit 1
