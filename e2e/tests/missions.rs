@@ -57,6 +57,43 @@ fn restarts(pods: &[Pod]) -> BTreeMap<String, i32> {
         .collect()
 }
 
+/// Some container of the pods `which` selects restarted since `before` (the kubelet
+/// reports a restart a few seconds after it, hence the wait).
+async fn killed_among(
+    client: &Client,
+    test: &str,
+    what: &str,
+    before: &[Pod],
+    which: impl Fn(&Pod) -> bool,
+) {
+    let count = |pods: &[Pod]| {
+        restarts(
+            &pods
+                .iter()
+                .filter(|p| which(p))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    let before = count(before);
+    assert!(!before.is_empty(), "no talk pod of {what} before the fault");
+    let after = eventually(Duration::from_secs(30), Duration::from_secs(2), || async {
+        let after = count(&talk_pods(client).await);
+        after
+            .iter()
+            .any(|(p, n)| before.get(p).is_none_or(|b| n > b))
+            .then_some(after)
+    })
+    .await;
+    note(format!(
+        "{test}: restarts of {what}: before {before:?}, after {after:?}"
+    ));
+    assert!(
+        after.is_some(),
+        "no container of {what} was killed: before {before:?}"
+    );
+}
+
 /// The uids of pod `name` and of its claim `data-<name>` in talk's namespace.
 async fn pod_and_claim(client: &Client, name: &str) -> (Option<String>, Option<String>) {
     let ns = talk_namespace();
@@ -162,63 +199,19 @@ async fn mission(test: &'static str, file: &'static str, evidence: Evidence) {
         match evidence {
             Evidence::ChainsInZonePod(_) => {}
             Evidence::RestartsInZone(zone) => {
-                let in_zone = |p: &&Pod| zone_of(&nodes, p).as_deref() == Some(zone);
-                let before = restarts(
-                    &pods_before
-                        .iter()
-                        .filter(in_zone)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
-                let after = restarts(
-                    &talk_pods(&client)
-                        .await
-                        .iter()
-                        .filter(in_zone)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
-                note(format!(
-                    "{test}: restarts in {zone}: before {before:?}, after {after:?}"
-                ));
-                let killed = after
-                    .iter()
-                    .filter(|(p, n)| before.get(*p).is_none_or(|b| *n > b))
-                    .count();
-                assert!(
-                    killed > 0,
-                    "no talk container in {zone} was killed: before {before:?}, after {after:?}"
-                );
+                let in_zone = |p: &Pod| zone_of(&nodes, p).as_deref() == Some(zone);
+                killed_among(&client, test, zone, &pods_before, in_zone).await;
             }
             Evidence::RestartsOf(key, value) => {
-                let selected = |p: &&Pod| p.labels().get(key).map(String::as_str) == Some(value);
-                let before = restarts(
-                    &pods_before
-                        .iter()
-                        .filter(selected)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
-                let after = restarts(
-                    &talk_pods(&client)
-                        .await
-                        .iter()
-                        .filter(selected)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
-                note(format!(
-                    "{test}: restarts of {key}={value}: before {before:?}, after {after:?}"
-                ));
-                assert!(!before.is_empty(), "no pod with {key}={value} in {talk_ns}");
-                let killed = after
-                    .iter()
-                    .filter(|(p, n)| before.get(*p).is_none_or(|b| *n > b))
-                    .count();
-                assert!(
-                    killed > 0,
-                    "no {key}={value} container was killed: before {before:?}, after {after:?}"
-                );
+                let selected = |p: &Pod| p.labels().get(key).map(String::as_str) == Some(value);
+                killed_among(
+                    &client,
+                    test,
+                    &format!("{key}={value}"),
+                    &pods_before,
+                    selected,
+                )
+                .await;
             }
             Evidence::PodAndClaimReplaced(pod) => {
                 let before = replaced_before.unwrap();
