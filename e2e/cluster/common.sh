@@ -103,4 +103,59 @@ wait_for() {
 	die "timed out after ${secs}s waiting for $what"
 }
 
+# PKI and kubeconfigs, for up.sh (and operator/bench/apiserver.sh): files in $PKI, the API
+# server at https://$API_IP:$API_PORT.
+# key NAME: an RSA key $PKI/NAME.key unless it exists.
+key() { [[ -f $PKI/$1.key ]] || openssl genrsa -out "$PKI/$1.key" 2048 2>/dev/null; }
+# ca_cert CN: the CA that signs everything ($PKI/ca.key, ca.crt) unless it exists.
+ca_cert() {
+	[[ -f $PKI/ca.crt ]] && return
+	key ca
+	openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=$1" -days 3650 \
+		-addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature' \
+		-out "$PKI/ca.crt" 2>/dev/null
+}
+# cert NAME SUBJECT EXTENSIONS: signs NAME.crt for NAME.key unless it exists.
+cert() {
+	local name=$1 subj=$2 ext=$3
+	[[ -f $PKI/$name.crt ]] && return
+	key "$name"
+	openssl req -new -key "$PKI/$name.key" -subj "$subj" 2>/dev/null |
+		openssl x509 -req -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+			-days 3650 -extfile <(printf '%b' "$ext") -out "$PKI/$name.crt" 2>/dev/null
+}
+# sa_key: the service-account signing key pair ($PKI/sa.key, sa.pub) unless it exists.
+sa_key() {
+	[[ -f $PKI/sa.pub ]] && return
+	key sa
+	openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+}
+CLIENT='basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n'
+
+# kubeconfig FILE NAME: a kubeconfig for the client certificate NAME.
+kubeconfig() {
+	[[ -f $1 ]] && return
+	cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: firedrill
+  cluster:
+    server: https://$API_IP:$API_PORT
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
+    client-key-data: $(base64 -w0 "$PKI/$2.key")
+contexts:
+- name: firedrill
+  context:
+    cluster: firedrill
+    user: $2
+current-context: firedrill
+EOF
+	chmod 600 "$1"
+}
+
 kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }

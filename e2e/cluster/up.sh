@@ -79,23 +79,7 @@ chmod 700 "$STATE_DIR"
 # ---------------------------------------------------------------------------------------
 # PKI: one CA signs every certificate; kubelets make their own serving certificates.
 # ---------------------------------------------------------------------------------------
-key() { [[ -f $PKI/$1.key ]] || openssl genrsa -out "$PKI/$1.key" 2048 2>/dev/null; }
-# cert NAME SUBJECT EXTENSIONS: signs NAME.crt for NAME.key unless it exists.
-cert() {
-	local name=$1 subj=$2 ext=$3
-	[[ -f $PKI/$name.crt ]] && return
-	key "$name"
-	openssl req -new -key "$PKI/$name.key" -subj "$subj" 2>/dev/null |
-		openssl x509 -req -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
-			-days 3650 -extfile <(printf '%b' "$ext") -out "$PKI/$name.crt" 2>/dev/null
-}
-CLIENT='basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n'
-if [[ ! -f $PKI/ca.crt ]]; then
-	key ca
-	openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=firedrill-cluster-ca" -days 3650 \
-		-addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature' \
-		-out "$PKI/ca.crt" 2>/dev/null
-fi
+ca_cert firedrill-cluster-ca
 cert apiserver "/CN=kube-apiserver" \
 	"basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:$API_IP,IP:$KUBERNETES_SVC_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$CLUSTER_DOMAIN\n"
 cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$CLIENT"
@@ -106,37 +90,9 @@ cert kube-proxy "/CN=system:kube-proxy" "$CLIENT"
 for n in $(node_names); do
 	cert "kubelet-$n" "/O=system:nodes/CN=system:node:$n" "$CLIENT"
 done
-if [[ ! -f $PKI/sa.pub ]]; then
-	key sa
-	openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
-fi
+sa_key
 chmod 600 "$PKI"/*.key
 
-# kubeconfig FILE NAME: a kubeconfig for the client certificate NAME.
-kubeconfig() {
-	[[ -f $1 ]] && return
-	cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: firedrill
-  cluster:
-    server: https://$API_IP:$API_PORT
-    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
-    client-key-data: $(base64 -w0 "$PKI/$2.key")
-contexts:
-- name: firedrill
-  context:
-    cluster: firedrill
-    user: $2
-current-context: firedrill
-EOF
-	chmod 600 "$1"
-}
 KC=$STATE_DIR/kubeconfigs
 kubeconfig "$KUBECONFIG_ADMIN" admin
 for c in controller-manager scheduler kube-proxy; do kubeconfig "$KC/$c.conf" "$c"; done
