@@ -24,6 +24,7 @@ test: deps
 	e2e/run.sh
 
 # The cluster tier alone (root): build or reuse the pinned Kubernetes, bring up the
-# three-zone cluster, run the cluster tests on it, take it down.
+# three-zone cluster, run the cluster tests on it, deploy firedrill and talk from their
+# charts, run the e2e tests against them, take it down.
 e2e: deps
-	e2e/run.sh
+	e2e/run.sh --deployed
