@@ -56,6 +56,10 @@ EOF
 	local node i
 	for node in $(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'); do
 		for i in $(seq 1 "$PV_PER_NODE"); do
+			# A new volume starts empty; an existing one (a second `up`) is left as it is.
+			if ! kubectl get pv "firedrill-e2e-$node-$i" >/dev/null 2>&1; then
+				rm -rf "${PV_ROOT:?}/$node/$i"
+			fi
 			mkdir -p "$PV_ROOT/$node/$i"
 			kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1

@@ -156,6 +156,10 @@ if [[ -f $RUN_DIR/created-dirs ]]; then
 fi
 rm -rf "$RUN_DIR"
 ((KEEP)) || rm -rf "$STATE_DIR"
+# The local volumes e2e/deploy.sh made for the nodes' pods: their data belongs to this
+# cluster, and a NATS of the next cluster finding a stale stream on them takes minutes to
+# reconcile it (talk then missed its rollout timeout).
+((KEEP)) || rm -rf /var/lib/firedrill-e2e
 
 # 8. Check.
 bad=()
