@@ -147,7 +147,9 @@ up() {
 		--set-string "images.talkLoad=firedrill/talk-load:$TAG"
 		--set-string "images.nats=firedrill/nats-server:$TAG"
 		--set-string "images.prometheus=firedrill/prometheus:$TAG"
-		--set-string "images.alertmanager=firedrill/alertmanager:$TAG")
+		--set-string "images.alertmanager=firedrill/alertmanager:$TAG"
+		# The users are outside the zone the catalog's partition and blackout take.
+		--set-string "talkLoad.zone=zone-c")
 	if volumes_up; then talk_values+=(--set-string "nats.storage.storageClassName=$SC"); fi
 	log "helm: firedrill -> $FD_NS"
 	"$HELM" upgrade --install firedrill "$ROOT/charts/firedrill" -n "$FD_NS" --create-namespace \
