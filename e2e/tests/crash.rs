@@ -19,9 +19,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    AGENT, ZONE, agent_image, catalog_experiment, chains_in_pod, delivering, eventually,
+    AGENT, ZONE, agent_image, catalog_experiment, chains_in_pod, completed, eventually,
     firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report, running,
-    talk_namespace, talk_pods, talk_sli, with_temp_ns,
+    talk_delivering, talk_namespace, talk_pods, with_temp_ns,
 };
 use firedrill_core::api::{Experiment, Phase};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -87,11 +87,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
         return;
     };
     let _turn = ONE_AT_A_TIME.lock().await;
-    let sli = eventually(Duration::from_secs(240), Duration::from_secs(2), || async {
-        talk_sli(&client).await.filter(delivering)
-    })
-    .await;
-    assert!(sli.is_some(), "talk is not delivering in 240 s");
+    talk_delivering(&client).await;
     let image = agent_image(&client).await;
 
     with_temp_ns(&client, "crash", move |client, ns| async move {
@@ -220,12 +216,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
         }
 
         if !matches!(crash, Crash::Experiment) {
-            let done = eventually(Duration::from_secs(420), Duration::from_secs(2), || async {
-                let e = api.get(&name).await.ok()?;
-                (e.status.as_ref()?.phase == Phase::Completed).then_some(e)
-            })
-            .await;
-            let done = done.unwrap_or_else(|| panic!("{name} not Completed within 420 s"));
+            let done = completed(&api, &name).await;
             report(test, t0, &done.status.clone().unwrap_or_default());
             let status = done.status.unwrap_or_default();
             assert!(

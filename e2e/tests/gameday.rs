@@ -12,11 +12,11 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{
-    E2E_LABEL, agent_image, delivering, eventually, firedrill_and_talk, nodes, note,
-    talk_namespace, talk_sli, with_temp_ns,
+    E2E_LABEL, agent_image, firedrill_and_talk, nodes, note, talk_delivering, talk_namespace,
+    with_temp_ns,
 };
 use firedrill_core::api::{Experiment, GameDay, Verdict};
 use kube::Api;
@@ -51,11 +51,7 @@ async fn the_quarterly_game_day_passes_on_the_cluster() {
         "talk",
         "the catalog's game day addresses talk in namespace talk"
     );
-    let sli = eventually(Duration::from_secs(240), Duration::from_secs(2), || async {
-        talk_sli(&client).await.filter(delivering)
-    })
-    .await;
-    assert!(sli.is_some(), "talk is not delivering in 240 s");
+    talk_delivering(&client).await;
     let _ = agent_image(&client).await;
     let zones = nodes(&client).await.len();
     note(format!("{test}: {zones} nodes; talk delivering"));

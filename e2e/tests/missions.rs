@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{
-    agent_image, catalog_experiment, chains_in_pod, delivering, eventually, firedrill_and_talk,
-    nodes, note, nothing_left, report, running, talk_namespace, talk_pods, talk_sli, with_temp_ns,
+    agent_image, catalog_experiment, chains_in_pod, eventually, firedrill_and_talk, nodes, note,
+    nothing_left, report, running, talk_delivering, talk_namespace, talk_pods, with_temp_ns,
     zone_of,
 };
 use firedrill_core::api::{Experiment, Phase, Verdict};
@@ -114,17 +114,7 @@ async fn mission(test: &'static str, file: &'static str, evidence: Evidence) {
         return;
     };
     let _turn = ONE_AT_A_TIME.lock().await;
-    // Steady state first: a fault on a talk that is not delivering proves nothing.
-    let sli = eventually(Duration::from_secs(240), Duration::from_secs(2), || async {
-        talk_sli(&client).await.filter(delivering)
-    })
-    .await;
-    let Some(sli) = sli else {
-        panic!(
-            "talk is not delivering in 240 s: {:?}",
-            talk_sli(&client).await
-        );
-    };
+    let sli = talk_delivering(&client).await;
     note(format!("{test}: talk delivering: {sli}"));
     let image = agent_image(&client).await;
 

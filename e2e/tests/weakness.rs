@@ -15,10 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    agent_image, catalog_experiment, delivering, eventually, firedrill_and_talk, nodes, note,
-    nothing_left, report, talk_namespace, talk_sli, with_temp_ns,
+    agent_image, catalog_experiment, completed, eventually, firedrill_and_talk, nodes, note,
+    nothing_left, report, talk_delivering, talk_namespace, with_temp_ns,
 };
-use firedrill_core::api::{Experiment, Phase, Verdict};
+use firedrill_core::api::{Experiment, Verdict};
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::PostParams;
@@ -74,11 +74,7 @@ async fn a_single_prometheus_fails_the_ops_tool_outage() {
         return;
     };
     let talk_ns = talk_namespace();
-    let sli = eventually(Duration::from_secs(240), Duration::from_secs(2), || async {
-        talk_sli(&client).await.filter(delivering)
-    })
-    .await;
-    assert!(sli.is_some(), "talk is not delivering in 240 s");
+    talk_delivering(&client).await;
     let image = agent_image(&client).await;
 
     note(format!("{test}: weakening talk: prometheus.replicas=1"));
@@ -105,12 +101,7 @@ async fn a_single_prometheus_fails_the_ops_tool_outage() {
         let uid = kube::ResourceExt::uid(&created).unwrap();
         let name = kube::ResourceExt::name_any(&created);
         note(format!("{test}: created {ns}/{name}"));
-        let done = eventually(Duration::from_secs(420), Duration::from_secs(2), || async {
-            let e = api.get(&name).await.ok()?;
-            (e.status.as_ref()?.phase == Phase::Completed).then_some(e)
-        })
-        .await
-        .unwrap_or_else(|| panic!("{name} not Completed within 420 s"));
+        let done = completed(&api, &name).await;
         let status = done.status.unwrap_or_default();
         report(test, t0, &status);
         nothing_left(&client, test, &ns, &uid, &nodes, &image, t0).await;

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use firedrill_core::api::{Experiment, ExperimentStatus, Injection};
+use firedrill_core::api::{Experiment, ExperimentStatus, Injection, Phase};
 use firedrill_core::manifest::{self, Manifest};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -575,4 +575,30 @@ pub async fn nothing_left(
         nodes.len(),
         t0.elapsed().as_secs_f64()
     ));
+}
+
+/// Waits up to 240 s for talk to deliver (a fault on a talk that is not delivering proves
+/// nothing) and returns its SLIs; panics with the last ones otherwise.
+pub async fn talk_delivering(client: &Client) -> Value {
+    let sli = eventually(Duration::from_secs(240), Duration::from_secs(2), || async {
+        talk_sli(client).await.filter(delivering)
+    })
+    .await;
+    match sli {
+        Some(sli) => sli,
+        None => panic!(
+            "talk is not delivering in 240 s: {:?}",
+            talk_sli(client).await
+        ),
+    }
+}
+
+/// Waits up to 420 s for Experiment `name` to be Completed and returns it.
+pub async fn completed(api: &Api<Experiment>, name: &str) -> Experiment {
+    eventually(Duration::from_secs(420), Duration::from_secs(2), || async {
+        let e = api.get(name).await.ok()?;
+        (e.status.as_ref()?.phase == Phase::Completed).then_some(e)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{name} not Completed within 420 s"))
 }
