@@ -56,7 +56,10 @@ impl Profile {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "talk-load", version, verbatim_doc_comment)]
 pub struct LoadConfig {
-    /// talk-server base URLs, comma-separated; producers are spread over them.
+    /// talk-server base URLs, comma-separated; producers are spread over them and fail
+    /// over between them. dns+http://NAME:PORT stands for every address NAME resolves to,
+    /// looked up again every 5 s: give a headless Service's name, so that each pod is a
+    /// target of its own and one that stops being ready drops out.
     #[arg(
         long = "target",
         env = "TALK_TARGETS",
@@ -160,9 +163,7 @@ pub fn parse_listen(raw: &str) -> Result<Option<SocketAddr>, String> {
 
 impl LoadConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.targets.is_empty() {
-            return Err("--target needs at least one URL".into());
-        }
+        super::targets::Targets::parse(&self.targets)?;
         if !(self.rate.is_finite() && self.rate > 0.0) {
             return Err(format!("--rate must be > 0, got {}", self.rate));
         }

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use super::client::TalkClient;
+use super::targets::{Targets, pick};
 use crate::wire::StoredMessage;
 
 const PAGE: usize = 1000;
@@ -12,7 +13,7 @@ const PAGE: usize = 1000;
 /// `deadline`. Returns how many messages were read and the last sequence.
 pub async fn drain_room(
     client: &TalkClient,
-    targets: &[String],
+    targets: &Targets,
     room: &str,
     mut after: u64,
     deadline: Instant,
@@ -27,10 +28,7 @@ pub async fn drain_room(
                 "room {room}: drain deadline passed after {count} messages: {last_error}"
             ));
         }
-        let target = targets
-            .get(t % targets.len().max(1))
-            .cloned()
-            .unwrap_or_default();
+        let target = pick(&targets.current(), t);
         match client.history(&target, room, after, PAGE).await {
             Ok(page) => {
                 for m in &page.messages {

@@ -9,6 +9,7 @@ use super::balancer::Balancer;
 use super::client::{ClientError, TalkClient};
 use super::config::LoadConfig;
 use super::run::Shared;
+use super::targets::Targets;
 use crate::wire::{SendRequest, SendResponse, now_ms};
 
 /// One connection. It writes to every room, as a separate producer id per room with its
@@ -18,7 +19,8 @@ struct Producer {
     /// Per room: the producer id and the last counter used.
     lanes: Vec<(Arc<str>, u64)>,
     client: TalkClient,
-    /// The target this producer prefers while it is healthy.
+    /// The target this producer prefers while it is healthy (an index into the targets of
+    /// the moment, modulo their number).
     target: usize,
 }
 
@@ -34,6 +36,7 @@ struct SendRecord {
 pub async fn run_generator(
     config: &LoadConfig,
     run_id: &str,
+    targets: Arc<Targets>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
@@ -46,11 +49,11 @@ pub async fn run_generator(
                     .map(|r| (Arc::from(format!("{run_id}-p{i}.{r}")), 0))
                     .collect(),
                 client: TalkClient::new(config.request_timeout)?,
-                target: i % config.targets.len().max(1),
+                target: i,
             })
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
-    let balancer = Arc::new(Balancer::new(config.targets.clone()));
+    let balancer = Arc::new(Balancer::new(targets));
     let deadline = config.request_timeout;
     let body: Arc<str> = Arc::from("x".repeat(config.body_bytes));
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
@@ -149,26 +152,21 @@ async fn send_with_failover(
     // Round after round until the deadline: a stream electing a new leader answers 5xx on
     // every server for a few seconds.
     loop {
-        for i in route.balancer.order(route.preferred, Instant::now()) {
+        for target in route.balancer.order(route.preferred, Instant::now()) {
             let left = route.deadline.saturating_sub(started.elapsed());
             if left.is_zero() {
                 return Err(last);
             }
             match client
-                .send_within(
-                    route.balancer.target(i),
-                    room,
-                    req,
-                    left.min(ATTEMPT_TIMEOUT),
-                )
+                .send_within(&target, room, req, left.min(ATTEMPT_TIMEOUT))
                 .await
             {
                 Ok(resp) => {
-                    route.balancer.succeeded(i);
+                    route.balancer.succeeded(&target);
                     return Ok(resp);
                 }
                 Err(e @ (ClientError::Timeout | ClientError::Transport(_))) => {
-                    route.balancer.failed(i, Instant::now());
+                    route.balancer.failed(&target, Instant::now());
                     last = e;
                 }
                 Err(e @ ClientError::Status { status, .. }) if status >= 500 => last = e,

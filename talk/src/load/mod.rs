@@ -14,6 +14,7 @@ pub mod ranges;
 pub mod reader;
 pub mod run;
 pub mod sli;
+pub mod targets;
 
 pub use config::{LoadConfig, Profile};
 pub use run::{LoadReport, run};

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use super::client::TalkClient;
 use super::run::Shared;
+use super::targets::{Targets, pick};
 use crate::wire::HistoryPage;
 
 const PAGE: usize = 1000;
@@ -14,7 +15,7 @@ const PAGE: usize = 1000;
 /// Follows `room` until `stop` flips; returns the sequence it has read through.
 pub async fn follow_room(
     client: TalkClient,
-    targets: Vec<String>,
+    targets: Arc<Targets>,
     room: Arc<str>,
     interval: Duration,
     shared: Arc<Shared>,
@@ -26,10 +27,7 @@ pub async fn follow_room(
     // made anew.
     let mut epoch: Option<String> = None;
     while !*stop.borrow() {
-        let target = targets
-            .get(t % targets.len().max(1))
-            .cloned()
-            .unwrap_or_default();
+        let target = pick(&targets.current(), t);
         let mut more = false;
         match client.history(&target, &room, pos, PAGE).await {
             Ok(page) => {

@@ -17,6 +17,7 @@ use super::checker::{CheckReport, Ledger};
 use super::client::TalkClient;
 use super::config::{LoadConfig, Profile};
 use super::sli::{SliSnapshot, SliWindow};
+use super::targets::Targets;
 use super::{LoadError, drain, generator, reader};
 
 /// State shared by the generator, the reader and the SLI endpoint.
@@ -81,6 +82,8 @@ pub async fn run(
     on_sli_bound: impl FnOnce(std::net::SocketAddr),
 ) -> Result<LoadReport, LoadError> {
     config.validate().map_err(LoadError::Config)?;
+    let targets = Arc::new(Targets::parse(&config.targets).map_err(LoadError::Config)?);
+    targets.refresh().await;
     let run_id = config.run_id.clone().unwrap_or_else(default_run_id);
     let shared = Arc::new(Shared::new(config.sli_window));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -113,13 +116,14 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
+    tokio::spawn(targets.clone().keep_fresh(reader_stop_rx.clone()));
     let reader_client = TalkClient::new(config.request_timeout)?;
     let rooms: Vec<Arc<str>> = config.room_names().into_iter().map(Arc::from).collect();
     let mut readers = Vec::new();
     for room in &rooms {
         readers.push(tokio::spawn(reader::follow_room(
             reader_client.clone(),
-            config.targets.clone(),
+            targets.clone(),
             room.clone(),
             config.check_interval,
             shared.clone(),
@@ -134,7 +138,7 @@ pub async fn run(
     ));
 
     tracing::info!(%run_id, profile = ?config.profile, rate = config.rate, "sending");
-    generator::run_generator(&config, &run_id, shared.clone(), stop_rx).await?;
+    generator::run_generator(&config, &run_id, targets.clone(), shared.clone(), stop_rx).await?;
     let duration_seconds = shared.start.elapsed().as_secs_f64();
     let sli = shared.sli.snapshot(Instant::now());
     let _ = reader_stop_tx.send(true);
@@ -151,26 +155,24 @@ pub async fn run(
         // run; then the final pass reads every room from its start.
         tracing::info!("reading the rest of every room");
         for (room, pos) in rooms.iter().zip(positions) {
-            let result =
-                drain::drain_room(&reader_client, &config.targets, room, pos, deadline, |m| {
-                    let mut ledger = shared.ledger();
-                    ledger.read(room, &m.payload.producer, m.payload.counter, m.seq);
-                    ledger.advance(room, m.seq);
-                })
-                .await;
+            let result = drain::drain_room(&reader_client, &targets, room, pos, deadline, |m| {
+                let mut ledger = shared.ledger();
+                ledger.read(room, &m.payload.producer, m.payload.counter, m.seq);
+                ledger.advance(room, m.seq);
+            })
+            .await;
             if let Err(e) = result {
                 drain_errors.push(e);
             }
         }
         tracing::info!("draining every room from the start");
         for room in &rooms {
-            let result =
-                drain::drain_room(&reader_client, &config.targets, room, 0, deadline, |m| {
-                    shared
-                        .ledger()
-                        .final_read(room, &m.payload.producer, m.payload.counter);
-                })
-                .await;
+            let result = drain::drain_room(&reader_client, &targets, room, 0, deadline, |m| {
+                shared
+                    .ledger()
+                    .final_read(room, &m.payload.producer, m.payload.counter);
+            })
+            .await;
             if let Err(e) = result {
                 drain_errors.push(e);
             }
