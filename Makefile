@@ -27,4 +27,4 @@ test: deps
 # three-zone cluster, run the cluster tests on it, deploy firedrill and talk from their
 # charts, run the e2e tests against them, take it down.
 e2e: deps
-	e2e/run.sh --deployed
+	e2e/run.sh

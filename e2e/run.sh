@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 usage() {
 	cat <<EOF
-usage: e2e/run.sh [--deployed] [--keep]
+usage: e2e/run.sh [--no-deploy] [--keep]
 
 Runs as root. Steps, each timed:
   1. e2e/cluster/build.sh   pinned components, cached in /var/cache/firedrill by version
@@ -16,27 +16,27 @@ Runs as root. Steps, each timed:
   3. e2e/cluster/smoke.sh   pod per zone, pod-to-pod, Service, DNS
   4. cargo test             the operator's and agent's tests and chaosctl's cluster
                             tests, with KUBECONFIG set; a skip fails the run here
-  5. with --deployed: e2e/images.sh, e2e/deploy.sh up
+  5. e2e/images.sh, e2e/deploy.sh up
                             images from the dev build, firedrill and talk from their
-                            charts
-  6. with --deployed: cargo test -p firedrill-e2e
-                            the chart, the four missions, the crash tests, the game day
-                            and a weakness against the deployed operator and agents
-                            (FIREDRILL_E2E_REQUIRE=1); about 35 min
+                            charts (about 2 min)
+  6. cargo test -p firedrill-e2e
+                            the chart, the crash tests, the four missions as the
+                            quarterly game day and a weakness, against the deployed
+                            operator and agents (FIREDRILL_E2E_REQUIRE=1); about 13 min
   7. e2e/cluster/down.sh    always, and it checks nothing is left
---keep leaves the cluster up for inspection instead of step 7. CI (make test) runs steps
-1-4 and 7; "make e2e" runs all of them. Steps 5-6 are not in CI yet: talk's delivery
-on this 2-core machine is not yet steady enough for the missions' verdicts (see
-e2e/README.md).
+--no-deploy stops after step 4 (a quicker check of the operator and agent alone).
+--keep leaves the cluster up for inspection instead of step 7.
+CI (make test) and make e2e run all of it.
 EOF
 }
+
 keep=0
-deployed=0
+deployed=1
 for arg in "$@"; do
 	case $arg in
 	-h | --help) usage; exit 0 ;;
 	--keep) keep=1 ;;
-	--deployed) deployed=1 ;;
+	--no-deploy) deployed=0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
@@ -93,7 +93,7 @@ done
 # above already made (an optimised build would add minutes to a cold CI run), the charts
 # installed with helm, and the e2e tests against them.
 if [[ $deployed == 0 ]]; then
-	step "firedrill and talk not deployed (no --deployed): e2e tests not run"
+	step "firedrill and talk not deployed (--no-deploy): e2e tests not run"
 	exit 0
 fi
 step "images (dev build)"

@@ -8,10 +8,13 @@
 //!   partition holds: the new agent finds what its predecessor applied and reverts it;
 //! - the zone holding the operator leader is blacked out (its processes killed, its nodes
 //!   cut off): the other replica finishes, and the cut-off node's agent reverts on its own
-//!   clock.
+//!   clock;
+//! - the kill switch, `chaosctl stop-all`, is pulled while a partition holds: it returns
+//!   once the agents confirm the revert, and the experiment ends Aborted.
 //!
 //! Each ends with no Injection and no firedrill chain on any node or talk pod. Verdicts are
-//! not asserted: a crash may well fail a hypothesis; leaving a fault behind may not.
+//! not asserted (but the kill switch's Aborted): a crash may well fail a hypothesis;
+//! leaving a fault behind may not.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,11 +22,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    AGENT, ZONE, agent_image, catalog_experiment, chains_in_pod, completed, eventually,
+    AGENT, ZONE, agent_image, catalog_experiment, chains_in_pod, chaosctl, completed, eventually,
     firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report, running,
     talk_delivering, talk_namespace, talk_pods, with_temp_ns,
 };
-use firedrill_core::api::{Experiment, Phase};
+use firedrill_core::api::{Experiment, Phase, Verdict};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -41,6 +44,8 @@ enum Crash {
     OperatorLeader,
     Experiment,
     AgentOnFaultedNode,
+    /// `chaosctl stop-all`, as an operator in a hurry would run it.
+    KillSwitch,
     /// Nothing more: the experiment itself (a blackout of the leader's zone) is the crash.
     None,
 }
@@ -138,10 +143,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
             .map(|i| i.spec.node_name.clone())
             .collect();
         note(format!("{test}: injections on {faulted_nodes:?}"));
-        if matches!(
-            crash,
-            Crash::OperatorLeader | Crash::Experiment | Crash::AgentOnFaultedNode
-        ) {
+        if !matches!(crash, Crash::None) {
             let pods = talk_pods(&client).await;
             let pod = pods
                 .iter()
@@ -212,6 +214,30 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                     t0.elapsed().as_secs_f64()
                 ));
             }
+            Crash::KillSwitch => {
+                let kubeconfig = std::env::var("KUBECONFIG").unwrap();
+                let pulled = Instant::now();
+                let out = tokio::task::spawn_blocking(move || {
+                    std::process::Command::new(chaosctl())
+                        .args(["--kubeconfig", &kubeconfig, "stop-all", "--timeout", "90"])
+                        .output()
+                        .unwrap()
+                })
+                .await
+                .unwrap();
+                note(format!(
+                    "{test}: chaosctl stop-all exited {:?} after {:.1}s\n--- stderr\n{}--- stdout\n{}",
+                    out.status.code(),
+                    pulled.elapsed().as_secs_f64(),
+                    String::from_utf8_lossy(&out.stderr),
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+                note(format!(
+                    "BENCH {test}: stop-all confirmed every revert {} ms after it was run",
+                    pulled.elapsed().as_millis()
+                ));
+                assert!(out.status.success(), "chaosctl stop-all did not exit 0");
+            }
             Crash::None => {}
         }
 
@@ -224,9 +250,12 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                 "Completed with the fault possibly active: {:?}",
                 status.fault_state
             );
+            if matches!(crash, Crash::KillSwitch) {
+                assert_eq!(status.verdict, Some(Verdict::Aborted), "{:?}", status.reason);
+            }
         }
         // A blackout leaves its zone's pods restarting for a while.
-        nothing_left(&client, test, &ns, &uid, &nodes, &image, t0).await;
+        nothing_left(&client, test, &ns, &[uid], &nodes, &image, t0).await;
         if matches!(crash, Crash::OperatorLeader | Crash::None) {
             let (holder, _) = leader(&client).await.expect("an operator leader");
             note(format!("{test}: leader now {holder}"));
@@ -271,6 +300,16 @@ async fn blacking_out_the_leaders_zone_is_finished_by_the_other_replica() {
         "blacking_out_the_leaders_zone_is_finished_by_the_other_replica",
         "zone-blackout.yaml",
         Crash::None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_kill_switch_mid_fault_reverts_and_aborts() {
+    crash_mid_fault(
+        "the_kill_switch_mid_fault_reverts_and_aborts",
+        "network-partition.yaml",
+        Crash::KillSwitch,
     )
     .await;
 }

@@ -104,7 +104,7 @@ async fn a_single_prometheus_fails_the_ops_tool_outage() {
         let done = completed(&api, &name).await;
         let status = done.status.unwrap_or_default();
         report(test, t0, &status);
-        nothing_left(&client, test, &ns, &uid, &nodes, &image, t0).await;
+        nothing_left(&client, test, &ns, &[uid], &nodes, &image, t0).await;
         assert_eq!(
             status.verdict,
             Some(Verdict::Failed),

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -503,33 +504,35 @@ pub fn report(test: &str, t0: Instant, status: &ExperimentStatus) {
     }
 }
 
-/// No Injection of experiment `uid` anywhere, no firedrill chain on any node nor in any
-/// running talk pod's sandbox.
+/// No Injection of the experiments `uids` anywhere, no firedrill chain on any node nor in
+/// any running talk pod's sandbox.
 pub async fn nothing_left(
     client: &Client,
     test: &str,
     ns: &str,
-    uid: &str,
+    uids: &[String],
     nodes: &[Node],
     image: &str,
     t0: Instant,
 ) {
     let injections: Api<Injection> = Api::all(client.clone());
-    let lp = ListParams::default().labels(&format!("firedrill.dev/experiment-uid={uid}"));
-    let left = eventually(Duration::from_secs(60), Duration::from_secs(1), || async {
-        let items = injections.list(&lp).await.ok()?.items;
-        items.is_empty().then_some(())
-    })
-    .await;
-    assert!(
-        left.is_some(),
-        "Injections left: {:?}",
-        injections.list(&lp).await.map(|l| l
-            .items
-            .iter()
-            .map(|i| i.name_any())
-            .collect::<Vec<_>>())
-    );
+    for uid in uids {
+        let lp = ListParams::default().labels(&format!("firedrill.dev/experiment-uid={uid}"));
+        let left = eventually(Duration::from_secs(60), Duration::from_secs(1), || async {
+            let items = injections.list(&lp).await.ok()?.items;
+            items.is_empty().then_some(())
+        })
+        .await;
+        assert!(
+            left.is_some(),
+            "Injections left: {:?}",
+            injections.list(&lp).await.map(|l| l
+                .items
+                .iter()
+                .map(|i| i.name_any())
+                .collect::<Vec<_>>())
+        );
+    }
     let in_ns: Api<Injection> = Api::namespaced(client.clone(), ns);
     assert!(
         in_ns
@@ -601,4 +604,22 @@ pub async fn completed(api: &Api<Experiment>, name: &str) -> Experiment {
     })
     .await
     .unwrap_or_else(|| panic!("{name} not Completed within 420 s"))
+}
+
+/// The chaosctl binary: `$CHAOSCTL`, else the workspace's dev build.
+pub fn chaosctl() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHAOSCTL") {
+        return PathBuf::from(path);
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let path = target.join("debug/chaosctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p chaosctl` (or set CHAOSCTL)",
+        path.display()
+    );
+    path
 }
