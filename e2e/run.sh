@@ -48,6 +48,12 @@ log=$(mktemp)
 teardown() {
 	local rc=$?
 	rm -f "$log"
+	# down.sh removes the cluster's state, logs included: keep the logs of a failed run.
+	if [[ $rc != 0 && $keep == 0 && -d /var/lib/firedrill-cluster/logs ]]; then
+		local saved
+		saved=/var/tmp/firedrill-cluster-logs-$(date +%Y%m%d-%H%M%S)
+		cp -r /var/lib/firedrill-cluster/logs "$saved" && step "the cluster's logs are kept in $saved"
+	fi
 	if [[ $keep == 1 ]]; then
 		step "cluster left up (--keep); take it down with e2e/cluster/down.sh"
 	else

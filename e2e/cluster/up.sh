@@ -243,15 +243,37 @@ log "containerd ready on every node"
 "$CLUSTER_DIR/image.sh" "$PAUSE_IMAGE" "$K8S_BIN/pause"
 "$CLUSTER_DIR/image.sh" "$COREDNS_IMAGE" "$COREDNS_BIN/coredns"
 
+start_kubelet() {
+	local n=$1 nd
+	nd=$(node_dir "$n")
+	start_daemon "$n-kubelet" nsenter --mount="$NS_DIR/$n.mnt" --net="/run/netns/$n" -- \
+		"$K8S_BIN/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$KC/kubelet-$n.conf" \
+		--root-dir="$nd/kubelet" --hostname-override="$n" --node-ip="$(node_ip "$n")" \
+		--node-labels="topology.kubernetes.io/zone=$(node_zone "$n"),topology.kubernetes.io/region=firedrill"
+}
+
+# A kubelet that exits while its node registers is started again, as systemd restarts it
+# on a real node (at most 3 times); the end of its log says why it exited. (Seen once in
+# CI: fd-zone-a's kubelet gone within seconds of its start, on a run after the lab tests.)
+declare -A kubelet_restarts=()
+kubelet_running() {
+	local n=$1 pid tries
+	pid=$(cat "$PID_DIR/$n-kubelet.pid" 2>/dev/null || true)
+	if pid_alive "$pid"; then return 0; fi
+	tries=${kubelet_restarts[$n]:-0}
+	log "WARNING: $n-kubelet (pid $pid) exited; the end of its log:" >&2
+	tail -n 20 "$LOG_DIR/$n-kubelet.log" | sed 's/^/    /' >&2
+	((tries < 3)) || die "$n-kubelet exited $((tries + 1)) times"
+	kubelet_restarts[$n]=$((tries + 1))
+	start_kubelet "$n"
+}
+
 for n in $(node_names); do
 	nd=$(node_dir "$n")
 	render kubelet.yaml "$nd/kubelet.yaml" -e "s#@NODE@#$n#g" -e "s#@NODE_IP@#$(node_ip "$n")#g" \
 		-e "s#@SOCK@#$(node_sock "$n")#g" -e "s#@POD_LOGS@#$nd/pod-logs#g" -e "s#@CA@#$PKI/ca.crt#g" \
 		-e "s#@DNS@#$CLUSTER_DNS_IP#g" -e "s#@DOMAIN@#$CLUSTER_DOMAIN#g"
-	start_daemon "$n-kubelet" nsenter --mount="$NS_DIR/$n.mnt" --net="/run/netns/$n" -- \
-		"$K8S_BIN/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$KC/kubelet-$n.conf" \
-		--root-dir="$nd/kubelet" --hostname-override="$n" --node-ip="$(node_ip "$n")" \
-		--node-labels="topology.kubernetes.io/zone=$(node_zone "$n"),topology.kubernetes.io/region=firedrill"
+	start_kubelet "$n"
 	render kube-proxy.yaml "$nd/kube-proxy.yaml" -e "s#@NODE@#$n#g" \
 		-e "s#@KUBECONFIG@#$KC/kube-proxy.conf#g" -e "s#@POD_CIDR@#$POD_CIDR#g"
 	start_daemon "$n-kube-proxy" nsenter --mount="$NS_DIR/$n.mnt" --net="/run/netns/$n" -- \
@@ -261,7 +283,12 @@ done
 # The pod subnets are fixed per node (the CNI config above names them), so record them
 # on the Node objects rather than letting the controller-manager choose.
 for n in $(node_names); do
-	wait_for "$TIMEOUT" "node $n to register" kc get node "$n"
+	for ((waited = 0; ; waited++)); do
+		kubelet_running "$n"
+		if kc get node "$n" >/dev/null 2>&1; then break; fi
+		((waited < TIMEOUT)) || die "timed out after ${TIMEOUT}s waiting for node $n to register"
+		sleep 1
+	done
 	cidr=$(node_pod_cidr "$n")
 	if [[ -z $(kc get node "$n" -o jsonpath='{.spec.podCIDR}') ]]; then
 		kc patch node "$n" --type merge -p "{\"spec\":{\"podCIDR\":\"$cidr\",\"podCIDRs\":[\"$cidr\"]}}" >/dev/null
