@@ -21,7 +21,7 @@ test: deps
 	scripts/lint-charts.sh
 	cargo build -q --workspace --bins --locked
 	cargo test --workspace --locked
-	e2e/run.sh
+	e2e/run.sh --no-deploy
 
 # The cluster tier alone (root): build or reuse the pinned Kubernetes, bring up the
 # three-zone cluster, run the cluster tests on it, deploy firedrill and talk from their
