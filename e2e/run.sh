@@ -27,9 +27,9 @@ Runs as root. Steps, each timed:
 --no-deploy stops after step 4 (a quicker check of the operator and agent alone).
 --keep leaves the cluster up for inspection instead of step 7.
 make e2e runs all of it. CI (make test) runs it with --no-deploy for now: in the one
-fresh-clone CI run with steps 5-6, the game day's blackout failed once on its
-metrics-queryable probe (the dead Prometheus ate the probe's time budget on a loaded
-machine); see e2e/README.md.
+fresh-clone CI run with steps 5-6, the game day's blackout failed on its
+metrics-queryable probe, most likely through a CoreDNS replica in the blacked-out
+zone; see e2e/README.md.
 EOF
 }
 
