@@ -8,7 +8,7 @@
 //! out of the list at the next lookup.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -60,6 +60,9 @@ impl TargetSpec {
 #[derive(Debug)]
 pub struct Targets {
     specs: Vec<TargetSpec>,
+    /// Per spec, the URLs it stood for at the last lookup: what a failed lookup keeps.
+    answers: Mutex<Vec<Vec<Arc<str>>>>,
+    /// Every spec's answer, in order.
     current: RwLock<Arc<[Arc<str>]>>,
 }
 
@@ -73,16 +76,18 @@ impl Targets {
             .iter()
             .map(|r| TargetSpec::parse(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let fixed: Vec<Arc<str>> = specs
+        let answers: Vec<Vec<Arc<str>>> = specs
             .iter()
-            .filter_map(|s| match s {
-                TargetSpec::Fixed(url) => Some(url.clone()),
-                TargetSpec::Dns { .. } => None,
+            .map(|s| match s {
+                TargetSpec::Fixed(url) => vec![url.clone()],
+                TargetSpec::Dns { .. } => Vec::new(),
             })
             .collect();
+        let current = answers.concat();
         Ok(Self {
             specs,
-            current: RwLock::new(fixed.into()),
+            answers: Mutex::new(answers),
+            current: RwLock::new(current.into()),
         })
     }
 
@@ -106,29 +111,38 @@ impl Targets {
         if !self.has_dns() {
             return;
         }
-        let old = self.current();
-        let mut next: Vec<Arc<str>> = Vec::new();
+        let mut looked_up = Vec::with_capacity(self.specs.len());
         for spec in &self.specs {
-            match spec {
-                TargetSpec::Fixed(url) => next.push(url.clone()),
-                TargetSpec::Dns { scheme, host, port } => {
-                    match tokio::net::lookup_host((host.as_str(), *port)).await {
-                        Ok(addrs) => {
-                            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                            ips.sort();
-                            ips.dedup();
-                            next.extend(ips.iter().map(|ip| url_of(scheme, *ip, *port)));
-                        }
-                        Err(e) => {
-                            tracing::warn!(%host, error = %e, "target lookup failed; keeping the last answer");
-                            let prefix = format!("{scheme}://");
-                            next.extend(old.iter().filter(|u| is_from(u, &prefix, *port)).cloned());
-                        }
-                    }
+            let TargetSpec::Dns { scheme, host, port } = spec else {
+                looked_up.push(None);
+                continue;
+            };
+            match tokio::net::lookup_host((host.as_str(), *port)).await {
+                Ok(addrs) => {
+                    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                    ips.sort();
+                    ips.dedup();
+                    looked_up.push(Some(
+                        ips.iter().map(|ip| url_of(scheme, *ip, *port)).collect(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "target lookup failed; keeping the last answer");
+                    looked_up.push(None);
                 }
             }
         }
+        let mut next = {
+            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            for (answer, found) in answers.iter_mut().zip(looked_up) {
+                if let Some(found) = found {
+                    *answer = found;
+                }
+            }
+            answers.concat()
+        };
         next.dedup();
+        let old = self.current();
         if *next != *old {
             tracing::info!(targets = ?next, "targets changed");
             *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.into();
@@ -163,13 +177,6 @@ fn url_of(scheme: &str, ip: IpAddr, port: u16) -> Arc<str> {
         IpAddr::V4(v4) => Arc::from(format!("{scheme}://{v4}:{port}")),
         IpAddr::V6(v6) => Arc::from(format!("{scheme}://[{v6}]:{port}")),
     }
-}
-
-/// Whether `url` is an address a DNS spec with this scheme prefix and port produced.
-fn is_from(url: &str, scheme_prefix: &str, port: u16) -> bool {
-    url.strip_prefix(scheme_prefix)
-        .and_then(|rest| rest.rsplit_once(':'))
-        .is_some_and(|(host, p)| p == port.to_string() && host.parse::<IpAddr>().is_ok())
 }
 
 #[cfg(test)]
@@ -210,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_lookup_keeps_the_last_answer() {
         let t = Targets::parse(&["dns+http://name.invalid:8080".into()]).unwrap();
-        *t.current.write().unwrap() = vec![Arc::from("http://10.1.2.3:8080")].into();
+        *t.answers.lock().unwrap() = vec![vec![Arc::from("http://10.1.2.3:8080")]];
         t.refresh().await;
         assert_eq!(&*t.current()[0], "http://10.1.2.3:8080");
     }
