@@ -21,10 +21,10 @@ test: deps
 	scripts/lint-charts.sh
 	cargo build -q --workspace --bins --locked
 	cargo test --workspace --locked
-	e2e/run.sh --no-deploy
+	e2e/run.sh
 
-# The cluster tier alone (root): build or reuse the pinned Kubernetes, bring up the
-# three-zone cluster, run the cluster tests on it, deploy firedrill and talk from their
-# charts, run the e2e tests against them, take it down.
+# The cluster tier alone (root), as the end of `make test` runs it: build or reuse the
+# pinned Kubernetes, bring up the three-zone cluster, run the cluster tests on it, deploy
+# firedrill and talk from their charts, run the e2e tests against them, take it down.
 e2e: deps
 	e2e/run.sh

@@ -78,6 +78,7 @@ impl Context {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
+            .dns_resolver(firedrill_probes::dns_resolver())
             .build()
             .map_err(|e| Error::Setup(format!("http client: {e}")))?;
         Ok(Self {

@@ -4,6 +4,7 @@
 //! cannot observe is `Unhealthy` with a reason a person can act on. Tolerances are applied
 //! by the engine, not here.
 
+mod dns;
 mod error;
 mod http;
 mod kubernetes;
@@ -42,6 +43,12 @@ impl std::fmt::Debug for Prober {
             .field("default_namespace", &self.default_namespace)
             .finish_non_exhaustive()
     }
+}
+
+/// Hedged, serve-stale name lookups for HTTP clients that must keep observing while a zone
+/// (and the CoreDNS replica in it) is dark. See the `dns` module for why.
+pub fn dns_resolver() -> impl reqwest::dns::Resolve + 'static {
+    dns::Resolver::new(dns::SystemLookup)
 }
 
 /// Options for a [`Prober`].
@@ -88,6 +95,8 @@ impl ProberBuilder {
             // Probes observe the URL they name: no proxies, and a redirect is an answer.
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
+            // A dark zone can hold a CoreDNS replica: hedge lookups and serve the last answer.
+            .dns_resolver(dns_resolver())
             .user_agent(concat!("firedrill-probes/", env!("CARGO_PKG_VERSION")));
         for (host, addr) in &self.hosts {
             builder = builder.resolve(host, *addr);
