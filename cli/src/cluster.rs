@@ -10,9 +10,7 @@ use kube::{Client, Config};
 
 /// The field manager of everything chaosctl writes.
 pub const FIELD_MANAGER: &str = "chaosctl";
-/// Set on an Experiment (to a reason) to abort it; the operator reverts its fault at once.
-/// (The operator's `ABORT_ANNOTATION`; the two must stay equal.)
-pub const ABORT_ANNOTATION: &str = "firedrill.dev/abort";
+pub use firedrill_core::api::ABORT_ANNOTATION;
 
 /// Which cluster to talk to. Without either flag: the current context of `KUBECONFIG` (or
 /// `~/.kube/config`).

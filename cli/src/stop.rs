@@ -195,8 +195,21 @@ pub fn run_abort(
     })
 }
 
+/// Who stops experiments, for the reason recorded on them.
 fn whoami() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
+    person(|name| std::env::var(name).ok(), uid)
+}
+
+/// The person behind sudo first (`USER` is root then), then the login; CI jobs and
+/// containers often set neither, and a uid still says more than nothing.
+fn person(env: impl Fn(&str) -> Option<String>, uid: Option<u32>) -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|name| env(name).filter(|value| !value.trim().is_empty()))
+        .or_else(|| uid.map(|uid| format!("uid {uid}")))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Options of `stop-all`.
@@ -292,6 +305,24 @@ pub fn run_stop_all(cluster: &ClusterArgs, options: &StopAll) -> Result<ExitCode
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_person_is_the_sudoer_then_the_login_then_the_uid() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        let sudo = env(&[("USER", "root"), ("SUDO_USER", "alice")]);
+        assert_eq!(super::person(sudo, Some(0)), "alice");
+        assert_eq!(super::person(env(&[("USER", "bob")]), Some(1000)), "bob");
+        assert_eq!(super::person(env(&[("LOGNAME", "carol")]), None), "carol");
+        assert_eq!(super::person(env(&[("USER", " ")]), Some(0)), "uid 0");
+        assert_eq!(super::person(env(&[]), None), "unknown");
+    }
+
     use chrono::TimeZone;
     use firedrill_core::api::{ExperimentStatus, InjectionStatus};
 

@@ -13,8 +13,10 @@ usage: e2e/cluster/down.sh [--keep-state]
 
 Kills the nodes' pods, kubelets, kube-proxies and containerds, the control plane and
 etcd; removes the node cgroups (/sys/fs/cgroup/*/fd-zone-*), mount and network
-namespaces, $NODE_BRIDGE and its routes, $RUN_DIR and $STATE_DIR
-(--keep-state keeps $STATE_DIR: PKI, etcd data and logs). Then checks that
+namespaces, $NODE_BRIDGE and its routes, $RUN_DIR and $STATE_DIR, the deployed
+workload's volumes (/var/lib/firedrill-e2e) and agents' journals
+(/var/lib/firedrill-agent/<node>) (--keep-state keeps those and $STATE_DIR: PKI, etcd
+data and logs). Then checks that
 nothing is left and exits 1 if something is.
 EOF
 }
@@ -160,6 +162,13 @@ rm -rf "$RUN_DIR"
 # cluster, and a NATS of the next cluster finding a stale stream on them takes minutes to
 # reconcile it (talk then missed its rollout timeout).
 ((KEEP)) || rm -rf /var/lib/firedrill-e2e
+# The deployed agents' crash journals (the chart's agent.journal.hostPath, a directory per
+# node). The nodes and every fault in them are gone with the cluster; a journal left here
+# would have the next cluster's agent "revert" faults that no longer exist.
+if ((!KEEP)); then
+	for n in $(node_names); do rm -rf "/var/lib/firedrill-agent/$n"; done
+	rmdir /var/lib/firedrill-agent 2>/dev/null || true
+fi
 
 # 8. Check.
 bad=()

@@ -75,8 +75,7 @@ pub const NODE_LABEL: &str = "firedrill.dev/node";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// How many Injections the plan had when they were created.
 pub const PLAN_SIZE_ANNOTATION: &str = "firedrill.dev/plan-size";
-/// Set on an Experiment (to a reason) to abort it: the fault is reverted at once.
-pub const ABORT_ANNOTATION: &str = "firedrill.dev/abort";
+pub use firedrill_core::api::ABORT_ANNOTATION;
 
 #[cfg(test)]
 mod testing {

@@ -25,3 +25,6 @@ pub use selector::*;
 pub const GROUP: &str = "firedrill.dev";
 /// The API version, as written in `apiVersion`.
 pub const API_VERSION: &str = "firedrill.dev/v1alpha1";
+/// Set on an Experiment (to a reason) to abort it: the operator reverts its fault at once.
+/// chaosctl sets it (`abort`, `stop-all`); the operator acts on it.
+pub const ABORT_ANNOTATION: &str = "firedrill.dev/abort";
