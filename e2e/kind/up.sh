@@ -26,7 +26,7 @@ case ${1:-} in
 "") ;;
 *) usage >&2; exit 2 ;;
 esac
-for tool in docker kind; do
+for tool in docker kind kubectl; do
 	command -v "$tool" >/dev/null || { echo "kind/up.sh: $tool is not installed" >&2; exit 1; }
 done
 docker info >/dev/null 2>&1 || { echo "kind/up.sh: no Docker engine answers" >&2; exit 1; }
@@ -39,6 +39,14 @@ if kind get clusters 2>/dev/null | grep -qx firedrill; then
 else
 	kind create cluster --config "$here/cluster.yaml" --image "$node_image" --wait 120s
 fi
+# CoreDNS a replica per zone, as in e2e/cluster (manifests/coredns.yaml): every zone
+# blackout then takes a DNS replica with it, which the probes must ride out.
+kubectl --context kind-firedrill -n kube-system patch deployment coredns --type=strategic -p '{
+  "spec": {"replicas": 3, "template": {"spec": {"topologySpreadConstraints": [{
+    "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+    "whenUnsatisfiable": "DoNotSchedule",
+    "labelSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]}}}}' >/dev/null
+kubectl --context kind-firedrill -n kube-system rollout status deployment/coredns --timeout=120s
 if [[ $images == 1 ]]; then
 	"$repo/e2e/images.sh" --no-import
 	for archive in /var/lib/firedrill-cluster/images/docker.io_firedrill_*.tar; do
