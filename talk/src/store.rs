@@ -435,39 +435,50 @@ impl MessageStore {
         });
     }
 
-    /// Follows `room` from sequence > `after`, as long as the stream is polled.
+    /// Follows `room` from sequence > `after` (`after` 0: only what is new), as long as the
+    /// stream is polled.
     pub async fn follow(
         &self,
         room: &RoomName,
         after: u64,
     ) -> Result<impl Stream<Item = Result<StoredMessage, StoreError>> + use<>, StoreError> {
+        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
         let stream = self
             .js
-            .get_stream_no_info(&self.spec.name)
+            .get_stream(&self.spec.name)
             .await
-            .map_err(|e| StoreError::Read(e.to_string()))?;
-        let deliver_policy = if after == 0 {
-            consumer::DeliverPolicy::New
-        } else {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: after.saturating_add(1),
-            }
+            .map_err(|e| read(&e))?;
+        // "Only new" is "after the stream's last message now": a number, for the floor below.
+        let floor = match after {
+            0 => stream.cached_info().state.last_sequence,
+            after => after,
         };
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: self.spec.subject(room),
-                deliver_policy,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: floor.saturating_add(1),
+                },
                 ..Default::default()
             })
             .await
-            .map_err(|e| StoreError::Read(e.to_string()))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| StoreError::Read(e.to_string()))?;
-        Ok(messages.map(|m| match m {
-            Ok(m) => decode(&m),
-            Err(e) => Err(StoreError::Read(e.to_string())),
+            .map_err(|e| read(&e))?;
+        let messages = consumer.messages().await.map_err(|e| read(&e))?;
+        // async-nats (0.51, `recreate_consumer_stream`) recreates an ordered consumer that
+        // has delivered nothing yet with DeliverPolicy::All, so a consumer reset (a missed
+        // heartbeat on a busy machine) replays the room from its first message. Only what
+        // is past the floor, and past what was already sent, goes out.
+        let mut floor = floor;
+        Ok(messages.filter_map(move |m| {
+            let next = match m.map_err(|e| read(&e)).and_then(|m| decode(&m)) {
+                Ok(message) if message.seq <= floor => None,
+                Ok(message) => {
+                    floor = message.seq;
+                    Some(Ok(message))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(next)
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! talk-server's live stream (Server-Sent Events) against a real three-server JetStream:
 //! messages arrive in order with their stream sequences as event ids, and a reconnect
-//! with the last seen id resumes with neither a gap nor a duplicate.
+//! with the last seen id resumes with neither a gap nor a duplicate, also when the
+//! server-side consumer is reset before it delivered anything.
 
 #![allow(clippy::unwrap_used)] // test harness: a panic is the failure report
 
@@ -187,4 +188,36 @@ async fn live_stream_is_ordered_and_resumes_without_gaps_or_duplicates() {
     assert_eq!(r.status().as_u16(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_last_event_id", "{body}");
+}
+
+/// async-nats recreates an ordered consumer that has delivered nothing yet from the
+/// stream's first message. A stream resumed with `?after=` whose consumer is reset before
+/// anything new arrives must still send only what comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reset_before_the_first_message_replays_nothing_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), 1, SyncPolicy::ServerDefault);
+    let urls = cluster.client_urls();
+    let (_server, base) = start_talk_server(dir.path(), &urls, 1).await;
+
+    send(&base, "live", "old", 1).await;
+    let last = send(&base, "live", "old", 2).await;
+    let mut stream = SseStream::open(&base, "live", &format!("?after={last}"), None).await;
+
+    // Delete the stream's consumers behind the client's back: its ordered consumer
+    // notices and recreates itself, having delivered nothing.
+    let client = async_nats::connect(urls.join(",")).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let talk = js.get_stream("TALK").await.unwrap();
+    let names: Vec<String> = futures_util::TryStreamExt::try_collect(talk.consumer_names())
+        .await
+        .unwrap();
+    assert!(!names.is_empty(), "the stream's consumer should exist");
+    for name in &names {
+        talk.delete_consumer(name).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let new = send(&base, "live", "p", 1).await;
+    expect_messages(&mut stream, "p", &[(1, new)]).await;
 }
