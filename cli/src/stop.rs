@@ -305,24 +305,6 @@ pub fn run_stop_all(cluster: &ClusterArgs, options: &StopAll) -> Result<ExitCode
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_person_is_the_sudoer_then_the_login_then_the_uid() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| (*value).to_owned())
-            }
-        };
-        let sudo = env(&[("USER", "root"), ("SUDO_USER", "alice")]);
-        assert_eq!(super::person(sudo, Some(0)), "alice");
-        assert_eq!(super::person(env(&[("USER", "bob")]), Some(1000)), "bob");
-        assert_eq!(super::person(env(&[("LOGNAME", "carol")]), None), "carol");
-        assert_eq!(super::person(env(&[("USER", " ")]), Some(0)), "uid 0");
-        assert_eq!(super::person(env(&[]), None), "unknown");
-    }
-
     use chrono::TimeZone;
     use firedrill_core::api::{ExperimentStatus, InjectionStatus};
 
@@ -423,5 +405,23 @@ mod tests {
             progress(2, 5, Duration::from_millis(1500)),
             "stop-all:  1.5s: 2 injection(s) still active (3 of 5 confirmed reverted or gone)"
         );
+    }
+
+    #[test]
+    fn the_person_is_the_sudoer_then_the_login_then_the_uid() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        let sudo = env(&[("USER", "root"), ("SUDO_USER", "alice")]);
+        assert_eq!(person(sudo, Some(0)), "alice");
+        assert_eq!(person(env(&[("USER", "bob")]), Some(1000)), "bob");
+        assert_eq!(person(env(&[("LOGNAME", "carol")]), None), "carol");
+        assert_eq!(person(env(&[("USER", " ")]), Some(0)), "uid 0");
+        assert_eq!(person(env(&[]), None), "unknown");
     }
 }
