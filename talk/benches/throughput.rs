@@ -1,11 +1,14 @@
 //! talk vs raw JetStream on this machine, replication 3.
 //!
-//! Prints: raw JetStream publish rate and talk's sustained send rate (same
-//! number of closed-loop workers), their ratio, and talk's p50/p99 at half
-//! its max rate (open loop, via the talk-load library).
-//! Run: `cargo bench -p talk --bench throughput` (~1-2 minutes).
+//! Prints: raw JetStream publish rate and talk's sustained send rate, one message per
+//! request and in batches (each phase with the same number of messages in flight), their
+//! ratios, and talk's p50/p99 at half its one-per-request max rate (open loop, via the
+//! talk-load library). Beside each rate: the CPU time per message of the nats-servers,
+//! talk-server and the client, which is where a phase's two cores went.
+//! Run: `cargo bench -p talk --bench throughput` (~2 minutes).
 //! Env: TALK_NATS_SERVER (binary), TALK_BENCH_SECONDS (default 10),
-//! TALK_BENCH_WORKERS (default 64), TALK_BENCH_SYNC (default|always|1s),
+//! TALK_BENCH_WORKERS (default 64: messages in flight), TALK_BENCH_BATCH (default 16:
+//! messages per batch request), TALK_BENCH_SYNC (default|always|1s),
 //! TALK_BENCH_CHECK_INTERVAL (talk-load's reader poll in the open-loop phase, default
 //! talk-load's own).
 //!
@@ -13,6 +16,10 @@
 //! talk-server sets for exactly-once retries (JetStream then tracks each id for its
 //! duplicate window): the same JetStream work a talk send asks for, without HTTP.
 //! The headline ratio is against plain raw.
+//!
+//! Every phase runs on a new cluster, and its clients connect to the stream's leader
+//! (TALK_BENCH_VIA_FOLLOWER=1: to a follower). On one shared cluster the phases differed
+//! by where the leader happened to be and by what the earlier phases left behind.
 
 #![allow(clippy::unwrap_used)] // a benchmark harness: panics are the error report
 
@@ -24,7 +31,8 @@ use std::time::{Duration, Instant};
 use talk::load::client::TalkClient;
 use talk::load::{LoadConfig, Profile};
 use talk::nats::{LocalCluster, LocalClusterSpec, NatsBinary, SyncPolicy};
-use talk::wire::SendRequest;
+use talk::store::{MessageStore, StreamSpec};
+use talk::wire::{SendBatchRequest, SendRequest};
 
 struct Guard(Child);
 impl Drop for Guard {
@@ -45,27 +53,34 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 async fn main() {
     let secs: u64 = env_or("TALK_BENCH_SECONDS", 10);
     let workers: usize = env_or("TALK_BENCH_WORKERS", 64);
+    let batch_size: usize = env_or("TALK_BENCH_BATCH", 16).max(1);
     let sync = SyncPolicy::parse(&std::env::var("TALK_BENCH_SYNC").unwrap_or_default()).unwrap();
     let run = Duration::from_secs(secs);
-    let dir = tempfile::tempdir().unwrap();
-    let binary = NatsBinary::locate().unwrap_or_else(|e| {
-        panic!("benchmark needs nats-server (apt-get install nats-server): {e}")
-    });
-    let cluster = LocalCluster::start(
-        binary,
-        LocalClusterSpec::new(3, sync, dir.path().join("nats")),
-    )
-    .unwrap();
-    let urls = cluster.client_urls();
+    let via_follower = std::env::var("TALK_BENCH_VIA_FOLLOWER").is_ok_and(|v| v == "1");
     println!(
         "talk benchmark: 3-server JetStream cluster, replication 3, fsync {sync}, {workers} workers, {secs}s per phase"
     );
 
-    let raw = raw_jetstream(&urls, workers, run, false).await;
-    println!("raw JetStream publish (R3):  {raw:>10.0} msg/s");
-    let raw_id = raw_jetstream(&urls, workers, run, true).await;
-    println!("raw + msg id (R3):           {raw_id:>10.0} msg/s");
+    // Each phase gets a new cluster: JetStream's duplicate-tracking map and the stream's
+    // files then start empty for every phase, not full of the phase before.
+    let lab = Lab::start(sync, via_follower).await;
+    let cpu = CpuMeter::start(&lab.nats_pids, None);
+    let raw = raw_jetstream(lab.store.client(), workers, run, false).await;
+    println!(
+        "raw JetStream publish (R3):  {raw:>10.0} msg/s   {}",
+        cpu.per_message(raw, run)
+    );
+    drop(lab);
+    let lab = Lab::start(sync, via_follower).await;
+    let cpu = CpuMeter::start(&lab.nats_pids, None);
+    let raw_id = raw_jetstream(lab.store.client(), workers, run, true).await;
+    println!(
+        "raw + msg id (R3):           {raw_id:>10.0} msg/s   {}",
+        cpu.per_message(raw_id, run)
+    );
+    drop(lab);
 
+    let lab = Lab::start(sync, via_follower).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -74,7 +89,7 @@ async fn main() {
     let _server = Guard(
         Command::new(env!("CARGO_BIN_EXE_talk-server"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--nats-url", &urls.join(",")])
+            .args(["--nats-url", &lab.url])
             .args(["--replicas", "3"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -84,15 +99,31 @@ async fn main() {
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
 
+    let cpu = CpuMeter::start(&lab.nats_pids, Some(_server.0.id()));
     let talk_max = talk_closed_loop(&base, workers, run).await;
-    println!("talk-server send (R3):       {talk_max:>10.0} msg/s");
-    let ratio = talk_max / raw;
     println!(
-        "ratio talk/raw:               {:>10.1} %  (target >= 70 %: {}); talk/(raw + msg id) {:.1} %",
-        ratio * 100.0,
-        if ratio >= 0.7 { "met" } else { "NOT met" },
-        talk_max / raw_id * 100.0
+        "talk-server send (R3):       {talk_max:>10.0} msg/s   {}",
+        cpu.per_message(talk_max, run)
     );
+    // The same number of messages in flight as the other phases, in batches.
+    let batch = batch_size.min(workers);
+    let cpu = CpuMeter::start(&lab.nats_pids, Some(_server.0.id()));
+    let talk_batched = talk_batched_closed_loop(&base, workers / batch, batch, run).await;
+    println!(
+        "talk-server batch send (R3): {talk_batched:>10.0} msg/s   {}  ({} requests of {batch} in flight)",
+        cpu.per_message(talk_batched, run),
+        workers / batch
+    );
+    let met = |ratio: f64| if ratio >= 0.7 { "met" } else { "NOT met" };
+    for (name, talk) in [("send", talk_max), ("batch send", talk_batched)] {
+        println!(
+            "ratio talk {name:<10} / raw: {:>5.1} %  (target >= 70 %: {}); / (raw + msg id): {:.1} % ({})",
+            talk / raw * 100.0,
+            met(talk / raw),
+            talk / raw_id * 100.0,
+            met(talk / raw_id),
+        );
+    }
 
     let half = (talk_max / 2.0).max(1.0);
     let mut config = LoadConfig::for_targets(vec![base]);
@@ -125,24 +156,13 @@ async fn main() {
     );
 }
 
-async fn raw_jetstream(urls: &[String], workers: usize, run: Duration, msg_id: bool) -> f64 {
-    let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
-    let client = async_nats::connect(addrs).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    // The JetStream meta leader may still be electing right after start.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = js
-        .get_or_create_stream(async_nats::jetstream::stream::Config {
-            name: "RAW".into(),
-            subjects: vec!["raw.>".into()],
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-    {
-        assert!(Instant::now() < deadline, "creating RAW stream: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn raw_jetstream(
+    client: &async_nats::Client,
+    workers: usize,
+    run: Duration,
+    msg_id: bool,
+) -> f64 {
+    let js = async_nats::jetstream::new(client.clone());
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -159,7 +179,7 @@ async fn raw_jetstream(urls: &[String], workers: usize, run: Duration, msg_id: b
             let mut counter = 0u64;
             while start.elapsed() < run {
                 counter += 1;
-                let subject = format!("raw.r{}", w % 8);
+                let subject = format!("talk.rooms.raw-{}", w % 8);
                 let ack = if msg_id {
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert("Nats-Msg-Id", format!("raw-{w}:{counter}").as_str());
@@ -218,6 +238,49 @@ async fn talk_closed_loop(base: &str, workers: usize, run: Duration) -> f64 {
     count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `workers` closed-loop clients, each sending `batch` messages per request.
+async fn talk_batched_closed_loop(base: &str, workers: usize, batch: usize, run: Duration) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let count = count.clone();
+        let base = base.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let http = TalkClient::new(Duration::from_secs(5)).unwrap();
+            let room = format!("batch-{}", w % 8);
+            let mut counter = 0;
+            while start.elapsed() < run {
+                let messages = (0..batch)
+                    .map(|_| {
+                        counter += 1;
+                        SendRequest {
+                            producer: format!("batch-{w}"),
+                            counter,
+                            body: "x".repeat(64),
+                            sent_at_ms: None,
+                        }
+                    })
+                    .collect();
+                let req = SendBatchRequest { messages };
+                if let Ok(reply) = http
+                    .send_batch_within(&base, &room, &req, Duration::from_secs(5))
+                    .await
+                {
+                    count.fetch_add(
+                        (reply.results.len() - reply.failed) as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn wait_ready(base: &str) {
     let http = reqwest::Client::new();
     let start = Instant::now();
@@ -230,4 +293,129 @@ async fn wait_ready(base: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("talk-server not ready");
+}
+
+/// A new three-server cluster with talk's stream, and a connection to the server that
+/// both sides of a phase use: the stream's leader, as talk-server has when it shares its
+/// zone (TALK_BENCH_VIA_FOLLOWER=1: a follower, through which every publish and ack is
+/// routed).
+struct Lab {
+    store: MessageStore,
+    url: String,
+    nats_pids: Vec<u32>,
+    _cluster: LocalCluster,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    async fn start(sync: SyncPolicy, via_follower: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = NatsBinary::locate().unwrap_or_else(|e| {
+            panic!("benchmark needs nats-server (apt-get install nats-server): {e}")
+        });
+        let cluster = LocalCluster::start(
+            binary,
+            LocalClusterSpec::new(3, sync, dir.path().join("nats")),
+        )
+        .unwrap();
+        let urls = cluster.client_urls();
+        let leader = connect_store(&urls[0])
+            .await
+            .stream_leader()
+            .await
+            .unwrap()
+            .unwrap();
+        let leader_index = cluster.index_of(&leader).unwrap();
+        let server = if via_follower {
+            (leader_index + 1) % urls.len()
+        } else {
+            leader_index
+        };
+        let url = urls[server].clone();
+        println!(
+            "  (new cluster; this phase connects to {}, stream TALK is led by {leader})",
+            cluster.specs()[server].name
+        );
+        Self {
+            store: connect_store(&url).await,
+            url,
+            nats_pids: cluster.pids(),
+            _cluster: cluster,
+            _dir: dir,
+        }
+    }
+}
+
+/// Connects to `url` and creates talk's stream (the JetStream meta leader may still be
+/// electing right after start).
+async fn connect_store(url: &str) -> MessageStore {
+    let store = MessageStore::connect(
+        &[url.to_owned()],
+        StreamSpec::default(),
+        Duration::from_secs(5),
+        true,
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = store.ensure_stream().await {
+        assert!(Instant::now() < deadline, "creating stream TALK: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store
+}
+
+/// CPU time that the nats-servers, talk-server and this process (the client) spend
+/// during a phase, per message: where a phase's two cores go.
+struct CpuMeter {
+    nats: Vec<u32>,
+    server: Option<u32>,
+    start: [f64; 3],
+}
+
+impl CpuMeter {
+    fn start(nats: &[u32], server: Option<u32>) -> Self {
+        let mut meter = Self {
+            nats: nats.to_vec(),
+            server,
+            start: [0.0; 3],
+        };
+        meter.start = meter.now();
+        meter
+    }
+
+    fn now(&self) -> [f64; 3] {
+        [
+            self.nats.iter().map(|p| cpu_seconds(&p.to_string())).sum(),
+            self.server.map_or(0.0, |p| cpu_seconds(&p.to_string())),
+            cpu_seconds("self"),
+        ]
+    }
+
+    fn per_message(&self, rate: f64, run: Duration) -> String {
+        let now = self.now();
+        let messages = (rate * run.as_secs_f64()).max(1.0);
+        let us = |i: usize| (now[i] - self.start[i]) / messages * 1e6;
+        let server = match self.server {
+            Some(_) => format!(", talk-server {:.0}", us(1)),
+            None => String::new(),
+        };
+        format!("CPU µs/msg: nats {:.0}{server}, client {:.0}", us(0), us(2))
+    }
+}
+
+/// User plus system CPU seconds of /proc/<pid>, 0 when it cannot be read.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that ends the command name: utime and stime are the 12th and
+    // 13th, in USER_HZ (100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -27,6 +27,35 @@ pub struct SendResponse {
     pub duplicate: bool,
 }
 
+/// Body of `POST /rooms/{room}/messages/batch`: several sends in one request, for a
+/// client with many messages in hand (a gateway, a bridge, a backlog).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendBatchRequest {
+    pub messages: Vec<SendRequest>,
+}
+
+/// Reply to a batch: one result per message, in the request's order. Each message is
+/// acknowledged on its own, exactly as a single send would be; `failed` counts those that
+/// were not (each is indeterminate, and safe to send again with the same counter).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SendBatchResponse {
+    pub room: String,
+    pub stream: String,
+    pub failed: usize,
+    pub results: Vec<BatchItem>,
+}
+
+/// One message of a batch: stored at `seq`, or the error that a single send would have
+/// answered with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum BatchItem {
+    Stored { seq: u64, duplicate: bool },
+    Failed { error: ErrorDetail },
+}
+
 /// What the store keeps for each message (the JetStream payload).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use talk::nats::SyncPolicy;
-use talk::wire::{HistoryPage, SendResponse};
+use talk::wire::{BatchItem, HistoryPage, SendBatchResponse, SendResponse};
 
 async fn post(base: &str, room: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()
@@ -137,4 +137,108 @@ async fn send_read_and_reject_bad_input() {
         .await
         .unwrap();
     assert!(metrics.contains("talk_server_sends_total"), "{metrics}");
+}
+
+async fn post_batch(
+    base: &str,
+    room: &str,
+    messages: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/rooms/{room}/messages/batch"))
+        .json(&serde_json::json!({ "messages": messages }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn batch_of(producer: &str, counters: std::ops::RangeInclusive<u64>) -> serde_json::Value {
+    counters
+        .map(|c| serde_json::json!({"producer": producer, "counter": c, "body": format!("m{c}")}))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_stored_in_order_answered_per_message_and_rejected_whole_when_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), 1, SyncPolicy::ServerDefault);
+    let (_server, base) = start_talk_server(dir.path(), &cluster.client_urls(), 1).await;
+
+    let (status, reply) = post_batch(&base, "batch", batch_of("b1", 1..=50)).await;
+    assert_eq!(status, 200, "{reply}");
+    let reply: SendBatchResponse = serde_json::from_value(reply).unwrap();
+    assert_eq!((reply.failed, reply.results.len()), (0, 50));
+    let seqs: Vec<u64> = reply
+        .results
+        .iter()
+        .map(|r| match r {
+            BatchItem::Stored {
+                seq,
+                duplicate: false,
+            } => *seq,
+            other => panic!("not stored once: {other:?}"),
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // Sent again, the batch is recognised message by message: nothing is stored twice.
+    let (status, again) = post_batch(&base, "batch", batch_of("b1", 41..=60)).await;
+    assert_eq!(status, 200, "{again}");
+    let again: SendBatchResponse = serde_json::from_value(again).unwrap();
+    let duplicates: Vec<bool> = again
+        .results
+        .iter()
+        .map(|r| {
+            matches!(
+                r,
+                BatchItem::Stored {
+                    duplicate: true,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(duplicates, [vec![true; 10], vec![false; 10]].concat());
+    let page: HistoryPage = reqwest::get(format!("{base}/rooms/batch/messages?limit=1000"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counters: Vec<u64> = page.messages.iter().map(|m| m.payload.counter).collect();
+    assert_eq!(
+        counters,
+        (1..=60).collect::<Vec<_>>(),
+        "in order, each once"
+    );
+
+    // One bad message rejects the whole batch, with its own error, and stores nothing.
+    let mut bad = batch_of("b2", 1..=3);
+    bad[1]["producer"] = serde_json::json!("");
+    let (status, reply) = post_batch(&base, "batch", bad).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["code"], "bad_producer", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("message 1 of the batch"),
+        "{reply}"
+    );
+    let (status, reply) = post_batch(&base, "batch", batch_of("b3", 1..=257)).await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["error"]["code"], "batch_too_large", "{reply}");
+    let page: HistoryPage = reqwest::get(format!("{base}/rooms/batch/messages?after={}", seqs[49]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page.messages.iter().all(|m| m.payload.producer == "b1"),
+        "a rejected batch stored {:?}",
+        page.messages
+    );
 }

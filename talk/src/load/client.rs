@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::wire::{ErrorBody, HistoryPage, SendRequest, SendResponse};
+use crate::wire::{
+    ErrorBody, HistoryPage, SendBatchRequest, SendBatchResponse, SendRequest, SendResponse,
+};
 
 /// Errors calling talk-server. Any of them makes a send indeterminate.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,24 @@ impl TalkClient {
             .post(format!("{base}/rooms/{room}/messages"))
             .timeout(timeout)
             .json(req)
+            .send()
+            .await?;
+        decode(resp).await
+    }
+
+    /// Sends several messages to one room in one request; each has its own result.
+    pub async fn send_batch_within(
+        &self,
+        base: &str,
+        room: &str,
+        batch: &SendBatchRequest,
+        timeout: Duration,
+    ) -> Result<SendBatchResponse, ClientError> {
+        let resp = self
+            .http
+            .post(format!("{base}/rooms/{room}/messages/batch"))
+            .timeout(timeout)
+            .json(batch)
             .send()
             .await?;
         decode(resp).await

@@ -160,6 +160,15 @@ impl LocalCluster {
             .collect()
     }
 
+    /// Process ids of the running servers (benchmarks read their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers
+            .iter()
+            .flatten()
+            .filter_map(NatsProcess::pid)
+            .collect()
+    }
+
     /// Index of the server with this name (e.g. a stream leader).
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.specs.iter().position(|s| s.name == name)

@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
@@ -18,7 +19,10 @@ use super::AppState;
 use super::metrics::{ErrorLabels, Outcome, OutcomeLabels};
 use crate::room::{NameError, RoomName, validate_producer};
 use crate::store::StoreError;
-use crate::wire::{ErrorBody, ErrorDetail, MessagePayload, SendRequest, SendResponse, now_ms};
+use crate::wire::{
+    BatchItem, ErrorBody, ErrorDetail, MessagePayload, SendBatchRequest, SendBatchResponse,
+    SendRequest, SendResponse, now_ms,
+};
 
 /// Every error talk-server answers with; each maps to a status and a code.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,10 @@ pub enum ApiError {
     BadName(#[from] NameError),
     #[error("message body is {size} bytes; the limit is {limit}")]
     BodyTooLarge { size: usize, limit: usize },
+    #[error("batch has {count} messages; the limit is {limit}")]
+    BatchTooLarge { count: usize, limit: usize },
+    #[error("message {0} of the batch: {1}")]
+    BadBatchItem(usize, Box<ApiError>),
     #[error("request body exceeds {limit} bytes")]
     RequestTooLarge { limit: usize },
     #[error("invalid JSON body: {0}")]
@@ -52,6 +60,9 @@ impl ApiError {
             Self::BadName(NameError::BadProducer(_)) => (StatusCode::BAD_REQUEST, "bad_producer"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::RequestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+            Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+            // The item's own status and code: a batch is rejected for what its message is.
+            Self::BadBatchItem(_, item) => item.status_and_code(),
             Self::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
             Self::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
             Self::BadLastEventId(_) => (StatusCode::BAD_REQUEST, "bad_last_event_id"),
@@ -64,6 +75,13 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         self.status_and_code().1
+    }
+
+    fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+        }
     }
 }
 
@@ -78,12 +96,9 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let (status, _) = self.status_and_code();
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message: self.to_string(),
-            },
+            error: self.detail(),
         };
         (status, Json(body)).into_response()
     }
@@ -118,25 +133,99 @@ pub async fn send_message(
     let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
     let Json(req) =
         body.map_err(|r| fail(&state, json_error(r, state.config.max_request_bytes)))?;
-    validate_producer(&req.producer).map_err(|e| fail(&state, e.into()))?;
-    if req.body.len() > state.config.max_body_bytes {
+    let payload = accept(&state, &room, req).map_err(|e| fail(&state, e))?;
+    let (seq, duplicate) = publish(&state, &room, &payload, started).await?;
+    Ok(Json(SendResponse {
+        room: room.to_string(),
+        seq,
+        stream: state.config.stream.clone(),
+        duplicate,
+    }))
+}
+
+/// Several sends in one request. Every message is checked before any is published, so a
+/// bad one rejects the whole batch and stores nothing; then all are published at once and
+/// each is answered on its own.
+pub async fn send_batch(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    body: Result<Json<SendBatchRequest>, JsonRejection>,
+) -> Result<Json<SendBatchResponse>, ApiError> {
+    let started = Instant::now();
+    let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
+    let Json(batch) =
+        body.map_err(|r| fail(&state, json_error(r, state.config.max_batch_request_bytes)))?;
+    let limit = state.config.max_batch_messages;
+    if batch.messages.len() > limit {
         return Err(fail(
             &state,
-            ApiError::BodyTooLarge {
-                size: req.body.len(),
-                limit: state.config.max_body_bytes,
+            ApiError::BatchTooLarge {
+                count: batch.messages.len(),
+                limit,
             },
         ));
     }
-    let payload = MessagePayload {
+    let payloads = batch
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, req)| {
+            accept(&state, &room, req).map_err(|e| ApiError::BadBatchItem(i, Box::new(e)))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(&state, e))?;
+    // Polled together, the publishes reach NATS in one write and JetStream in one go.
+    let outcomes = join_all(
+        payloads
+            .iter()
+            .map(|payload| publish(&state, &room, payload, started)),
+    )
+    .await;
+    let results: Vec<BatchItem> = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok((seq, duplicate)) => BatchItem::Stored { seq, duplicate },
+            Err(e) => BatchItem::Failed { error: e.detail() },
+        })
+        .collect();
+    Ok(Json(SendBatchResponse {
+        room: room.to_string(),
+        stream: state.config.stream.clone(),
+        failed: results
+            .iter()
+            .filter(|r| matches!(r, BatchItem::Failed { .. }))
+            .count(),
+        results,
+    }))
+}
+
+/// Checks one message and stamps it with talk-server's clock.
+fn accept(state: &AppState, room: &RoomName, req: SendRequest) -> Result<MessagePayload, ApiError> {
+    validate_producer(&req.producer)?;
+    if req.body.len() > state.config.max_body_bytes {
+        return Err(ApiError::BodyTooLarge {
+            size: req.body.len(),
+            limit: state.config.max_body_bytes,
+        });
+    }
+    Ok(MessagePayload {
         room: room.to_string(),
         producer: req.producer,
         counter: req.counter,
         body: req.body,
         sent_at_ms: req.sent_at_ms,
         received_at_ms: now_ms(),
-    };
-    match state.store.publish(&room, &payload).await {
+    })
+}
+
+/// Publishes one accepted message and records its outcome.
+async fn publish(
+    state: &AppState,
+    room: &RoomName,
+    payload: &MessagePayload,
+    started: Instant,
+) -> Result<(u64, bool), ApiError> {
+    match state.store.publish(room, payload).await {
         Ok((seq, duplicate)) => {
             let outcome = if duplicate {
                 Outcome::Duplicate
@@ -152,12 +241,7 @@ pub async fn send_message(
                 .metrics
                 .publish_seconds
                 .observe(started.elapsed().as_secs_f64());
-            Ok(Json(SendResponse {
-                room: room.to_string(),
-                seq,
-                stream: state.config.stream.clone(),
-                duplicate,
-            }))
+            Ok((seq, duplicate))
         }
         Err(e) => {
             state
@@ -168,7 +252,7 @@ pub async fn send_message(
                 })
                 .inc();
             tracing::warn!(%room, error = %e, "publish failed");
-            Err(fail(&state, e.into()))
+            Err(fail(state, e.into()))
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::store::StreamSpec;
 ///
 /// API:
 ///   POST /rooms/{room}/messages  {"producer","counter","body","sentAtMs"?}
+///   POST /rooms/{room}/messages/batch  {"messages":[...]}   one result per message
 ///   GET  /rooms/{room}/messages?after=SEQ&limit=N   history
 ///   GET  /rooms/{room}/stream?after=SEQ              live (Server-Sent Events)
 ///   GET  /healthz  /readyz  /metrics
@@ -72,6 +73,14 @@ pub struct ServerConfig {
     #[arg(long, env = "TALK_MAX_REQUEST_BYTES", default_value_t = 16384)]
     pub max_request_bytes: usize,
 
+    /// Most messages in one batch send (413 above it).
+    #[arg(long, env = "TALK_MAX_BATCH_MESSAGES", default_value_t = 256)]
+    pub max_batch_messages: usize,
+
+    /// Largest accepted batch request body, in bytes (413 above it).
+    #[arg(long, env = "TALK_MAX_BATCH_REQUEST_BYTES", default_value_t = 1 << 20)]
+    pub max_batch_request_bytes: usize,
+
     /// Largest `limit` a history request may ask for.
     #[arg(long, env = "TALK_HISTORY_MAX_LIMIT", default_value_t = 1000)]
     pub history_max_limit: usize,
@@ -102,6 +111,12 @@ impl ServerConfig {
         }
         if self.max_body_bytes >= self.max_request_bytes {
             return Err("--max-body-bytes must be smaller than --max-request-bytes".into());
+        }
+        if self.max_batch_messages == 0 {
+            return Err("--max-batch-messages must be at least 1".into());
+        }
+        if self.max_batch_request_bytes < self.max_request_bytes {
+            return Err("--max-batch-request-bytes must be at least --max-request-bytes".into());
         }
         if self.history_max_limit == 0 {
             return Err("--history-max-limit must be at least 1".into());

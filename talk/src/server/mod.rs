@@ -119,10 +119,15 @@ pub async fn serve(
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.max_request_bytes;
+    let batch_limit = state.config.max_batch_request_bytes;
     Router::new()
         .route(
             "/rooms/{room}/messages",
             post(api::send_message).get(api::history),
+        )
+        .route(
+            "/rooms/{room}/messages/batch",
+            post(api::send_batch).layer(DefaultBodyLimit::max(batch_limit)),
         )
         .route("/rooms/{room}/stream", get(api::live_stream))
         .route("/healthz", get(api::healthz))
