@@ -23,9 +23,8 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark harness: panics are the error report
 
+use std::future::Future;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use talk::load::client::TalkClient;
@@ -100,7 +99,7 @@ async fn main() {
     wait_ready(&base).await;
 
     let cpu = CpuMeter::start(&lab.nats_pids, Some(_server.0.id()));
-    let talk_max = talk_closed_loop(&base, workers, run).await;
+    let talk_max = talk_closed_loop(&base, workers, 1, run).await;
     println!(
         "talk-server send (R3):       {talk_max:>10.0} msg/s   {}",
         cpu.per_message(talk_max, run)
@@ -108,7 +107,7 @@ async fn main() {
     // The same number of messages in flight as the other phases, in batches.
     let batch = batch_size.min(workers);
     let cpu = CpuMeter::start(&lab.nats_pids, Some(_server.0.id()));
-    let talk_batched = talk_batched_closed_loop(&base, workers / batch, batch, run).await;
+    let talk_batched = talk_closed_loop(&base, workers / batch, batch, run).await;
     println!(
         "talk-server batch send (R3): {talk_batched:>10.0} msg/s   {}  ({} requests of {batch} in flight)",
         cpu.per_message(talk_batched, run),
@@ -156,6 +155,25 @@ async fn main() {
     );
 }
 
+/// Runs `workers` closed-loop clients until `run` is over and returns the rate of
+/// acknowledged messages. `worker(w, until)` is client `w`: it sends until `until` and
+/// returns how many of its messages were acknowledged.
+async fn closed_loop<F, Fut>(workers: usize, run: Duration, worker: F) -> f64
+where
+    F: Fn(usize, Instant) -> Fut,
+    Fut: Future<Output = u64> + Send + 'static,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| tokio::spawn(worker(w, start + run)))
+        .collect();
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await.unwrap();
+    }
+    acked as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn raw_jetstream(
     client: &async_nats::Client,
     workers: usize,
@@ -163,21 +181,17 @@ async fn raw_jetstream(
     msg_id: bool,
 ) -> f64 {
     let js = async_nats::jetstream::new(client.clone());
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
+    closed_loop(workers, run, |w, until| {
         let js = js.clone();
-        let count = count.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             // Same payload shape and size as talk stores.
             let payload = serde_json::to_vec(&serde_json::json!({
                 "room": "bench", "producer": format!("raw-{w}-{msg_id}"), "counter": 0,
                 "body": "x".repeat(64), "receivedAtMs": 0
             }))
             .unwrap();
-            let mut counter = 0u64;
-            while start.elapsed() < run {
+            let (mut counter, mut acked) = (0u64, 0);
+            while Instant::now() < until {
                 counter += 1;
                 let subject = format!("talk.rooms.raw-{}", w % 8);
                 let ack = if msg_id {
@@ -191,94 +205,53 @@ async fn raw_jetstream(
                 if let Ok(ack) = ack
                     && ack.await.is_ok()
                 {
-                    count.fetch_add(1, Ordering::Relaxed);
+                    acked += 1;
                 }
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+            acked
+        }
+    })
+    .await
 }
 
-async fn talk_closed_loop(base: &str, workers: usize, run: Duration) -> f64 {
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let count = count.clone();
+/// talk-server sends, `batch` messages per request (1: the single-send endpoint), from
+/// talk-load's own client, one per worker as talk-load has one per producer.
+async fn talk_closed_loop(base: &str, workers: usize, batch: usize, run: Duration) -> f64 {
+    closed_loop(workers, run, |w, until| {
         let base = base.to_owned();
-        tasks.push(tokio::spawn(async move {
-            // talk-load's own client, one per worker as talk-load has one per producer.
+        async move {
             let http = TalkClient::new(Duration::from_secs(5)).unwrap();
             let room = format!("bench-{}", w % 8);
-            let mut counter = 0;
-            while start.elapsed() < run {
-                counter += 1;
-                let req = SendRequest {
-                    producer: format!("bench-{w}"),
-                    counter,
-                    body: "x".repeat(64),
-                    sent_at_ms: None,
-                };
-                let ok = http
-                    .send_within(&base, &room, &req, Duration::from_secs(5))
-                    .await
-                    .is_ok();
-                if ok {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// `workers` closed-loop clients, each sending `batch` messages per request.
-async fn talk_batched_closed_loop(base: &str, workers: usize, batch: usize, run: Duration) -> f64 {
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let count = count.clone();
-        let base = base.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let http = TalkClient::new(Duration::from_secs(5)).unwrap();
-            let room = format!("batch-{}", w % 8);
-            let mut counter = 0;
-            while start.elapsed() < run {
-                let messages = (0..batch)
+            let (mut counter, mut acked) = (0, 0);
+            let timeout = Duration::from_secs(5);
+            while Instant::now() < until {
+                let mut messages: Vec<SendRequest> = (0..batch)
                     .map(|_| {
                         counter += 1;
                         SendRequest {
-                            producer: format!("batch-{w}"),
+                            producer: format!("bench-{batch}-{w}"),
                             counter,
                             body: "x".repeat(64),
                             sent_at_ms: None,
                         }
                     })
                     .collect();
-                let req = SendBatchRequest { messages };
-                if let Ok(reply) = http
-                    .send_batch_within(&base, &room, &req, Duration::from_secs(5))
-                    .await
-                {
-                    count.fetch_add(
-                        (reply.results.len() - reply.failed) as u64,
-                        Ordering::Relaxed,
-                    );
-                }
+                acked += if batch == 1 {
+                    let req = messages.pop().unwrap();
+                    let sent = http.send_within(&base, &room, &req, timeout).await;
+                    u64::from(sent.is_ok())
+                } else {
+                    let req = SendBatchRequest { messages };
+                    match http.send_batch_within(&base, &room, &req, timeout).await {
+                        Ok(reply) => (reply.results.len() - reply.failed) as u64,
+                        Err(_) => 0,
+                    }
+                };
             }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+            acked
+        }
+    })
+    .await
 }
 
 async fn wait_ready(base: &str) {

@@ -19,6 +19,17 @@ async fn post(base: &str, room: &str, body: serde_json::Value) -> (u16, serde_js
     (status, r.json().await.unwrap())
 }
 
+async fn history(base: &str, room: &str, after: u64, limit: usize) -> HistoryPage {
+    reqwest::get(format!(
+        "{base}/rooms/{room}/messages?after={after}&limit={limit}"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
 /// Sends t1:`counter` to room general; returns its sequence.
 async fn send_general(base: &str, counter: u64) -> u64 {
     let (status, body) = post(
@@ -46,14 +57,7 @@ async fn send_read_and_reject_bad_input() {
     let page_of = |after: u64, limit: usize| {
         let base = base.clone();
         async move {
-            let page: HistoryPage = reqwest::get(format!(
-                "{base}/rooms/general/messages?after={after}&limit={limit}"
-            ))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            let page = history(&base, "general", after, limit).await;
             let counters: Vec<u64> = page.messages.iter().map(|m| m.payload.counter).collect();
             (counters, page.more, page.messages.last().map(|m| m.seq))
         }
@@ -201,12 +205,7 @@ async fn a_batch_is_stored_in_order_answered_per_message_and_rejected_whole_when
         })
         .collect();
     assert_eq!(duplicates, [vec![true; 10], vec![false; 10]].concat());
-    let page: HistoryPage = reqwest::get(format!("{base}/rooms/batch/messages?limit=1000"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = history(&base, "batch", 0, 1000).await;
     let counters: Vec<u64> = page.messages.iter().map(|m| m.payload.counter).collect();
     assert_eq!(
         counters,
@@ -230,12 +229,7 @@ async fn a_batch_is_stored_in_order_answered_per_message_and_rejected_whole_when
     let (status, reply) = post_batch(&base, "batch", batch_of("b3", 1..=257)).await;
     assert_eq!(status, 413, "{reply}");
     assert_eq!(reply["error"]["code"], "batch_too_large", "{reply}");
-    let page: HistoryPage = reqwest::get(format!("{base}/rooms/batch/messages?after={}", seqs[49]))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = history(&base, "batch", seqs[49], 1000).await;
     assert!(
         page.messages.iter().all(|m| m.payload.producer == "b1"),
         "a rejected batch stored {:?}",
