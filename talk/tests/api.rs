@@ -8,15 +8,20 @@ use common::*;
 use talk::nats::SyncPolicy;
 use talk::wire::{BatchItem, HistoryPage, SendBatchResponse, SendResponse};
 
-async fn post(base: &str, room: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+/// POSTs `body` to `url`; returns the status and the JSON reply.
+async fn post_json(url: String, body: serde_json::Value) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()
-        .post(format!("{base}/rooms/{room}/messages"))
+        .post(url)
         .json(&body)
         .send()
         .await
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
+}
+
+async fn post(base: &str, room: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    post_json(format!("{base}/rooms/{room}/messages"), body).await
 }
 
 async fn history(base: &str, room: &str, after: u64, limit: usize) -> HistoryPage {
@@ -148,14 +153,8 @@ async fn post_batch(
     room: &str,
     messages: serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/rooms/{room}/messages/batch"))
-        .json(&serde_json::json!({ "messages": messages }))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    let body = serde_json::json!({ "messages": messages });
+    post_json(format!("{base}/rooms/{room}/messages/batch"), body).await
 }
 
 fn batch_of(producer: &str, counters: std::ops::RangeInclusive<u64>) -> serde_json::Value {

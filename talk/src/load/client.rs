@@ -66,14 +66,8 @@ impl TalkClient {
         req: &SendRequest,
         timeout: Duration,
     ) -> Result<SendResponse, ClientError> {
-        let resp = self
-            .http
-            .post(format!("{base}/rooms/{room}/messages"))
-            .timeout(timeout)
-            .json(req)
-            .send()
-            .await?;
-        decode(resp).await
+        self.post_within(format!("{base}/rooms/{room}/messages"), req, timeout)
+            .await
     }
 
     /// Sends several messages to one room in one request; each has its own result.
@@ -84,11 +78,25 @@ impl TalkClient {
         batch: &SendBatchRequest,
         timeout: Duration,
     ) -> Result<SendBatchResponse, ClientError> {
+        self.post_within(
+            format!("{base}/rooms/{room}/messages/batch"),
+            batch,
+            timeout,
+        )
+        .await
+    }
+
+    async fn post_within<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let resp = self
             .http
-            .post(format!("{base}/rooms/{room}/messages/batch"))
+            .post(url)
             .timeout(timeout)
-            .json(batch)
+            .json(body)
             .send()
             .await?;
         decode(resp).await
