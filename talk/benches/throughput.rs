@@ -62,22 +62,16 @@ async fn main() {
 
     // Each phase gets a new cluster: JetStream's duplicate-tracking map and the stream's
     // files then start empty for every phase, not full of the phase before.
-    let lab = Lab::start(sync, via_follower).await;
-    let cpu = CpuMeter::start(&lab.nats_pids, None);
-    let raw = raw_jetstream(lab.store.client(), workers, run, false).await;
-    println!(
-        "raw JetStream publish (R3):  {raw:>10.0} msg/s   {}",
-        cpu.per_message(raw, run)
-    );
-    drop(lab);
-    let lab = Lab::start(sync, via_follower).await;
-    let cpu = CpuMeter::start(&lab.nats_pids, None);
-    let raw_id = raw_jetstream(lab.store.client(), workers, run, true).await;
-    println!(
-        "raw + msg id (R3):           {raw_id:>10.0} msg/s   {}",
-        cpu.per_message(raw_id, run)
-    );
-    drop(lab);
+    let raw = raw_phase(
+        "raw JetStream publish (R3):",
+        sync,
+        via_follower,
+        workers,
+        run,
+        false,
+    )
+    .await;
+    let raw_id = raw_phase("raw + msg id (R3):", sync, via_follower, workers, run, true).await;
 
     let lab = Lab::start(sync, via_follower).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -172,6 +166,25 @@ where
         acked += t.await.unwrap();
     }
     acked as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One raw phase on a new cluster: prints its rate and CPU per message, returns the rate.
+async fn raw_phase(
+    name: &str,
+    sync: SyncPolicy,
+    via_follower: bool,
+    workers: usize,
+    run: Duration,
+    msg_id: bool,
+) -> f64 {
+    let lab = Lab::start(sync, via_follower).await;
+    let cpu = CpuMeter::start(&lab.nats_pids, None);
+    let rate = raw_jetstream(lab.store.client(), workers, run, msg_id).await;
+    println!(
+        "{name:<27}  {rate:>10.0} msg/s   {}",
+        cpu.per_message(rate, run)
+    );
+    rate
 }
 
 async fn raw_jetstream(
