@@ -243,12 +243,27 @@ fn simulate_over_time(
     revert_works: bool,
     limit: TimeDelta,
 ) -> ExperimentStatus {
+    simulate_checked(spec, health, |_, _| None, revert_works, limit)
+}
+
+/// `simulate_over_time` whose platform also re-checks the held fault on every pass:
+/// `check` says what it found (held, or lapsed), if it checked.
+fn simulate_checked(
+    spec: &ExperimentSpec,
+    health: impl Fn(Stage, DateTime<Utc>, &ExperimentStatus) -> Outcome,
+    check: impl Fn(DateTime<Utc>, &ExperimentStatus) -> Option<Observation>,
+    revert_works: bool,
+    limit: TimeDelta,
+) -> ExperimentStatus {
     let mut status = ExperimentStatus::default();
     let mut now = t0();
     let mut pending = Vec::new();
     while now - t0() < limit {
         let t = step(spec, &status, now, &std::mem::take(&mut pending));
         status = t.status;
+        if status.phase == Phase::Holding {
+            pending.extend(check(now, &status));
+        }
         let mut next = now + TimeDelta::seconds(1);
         for action in t.actions {
             match action {
@@ -525,4 +540,192 @@ fn lost_messages_fail_an_otherwise_healthy_run() {
     assert_eq!(status.verdict, Some(Verdict::Failed));
     assert_eq!(status.messages_lost, Some(3));
     assert_eq!(status.messages_duplicated, Some(1));
+}
+
+fn with_interval(mut spec: ExperimentSpec, interval: &str) -> ExperimentSpec {
+    spec.hypothesis.interval = interval.parse().expect("a duration");
+    spec
+}
+
+/// The SLI is out of tolerance for exactly `from..until` after the fault is effective.
+fn out_between(
+    from: TimeDelta,
+    until: TimeDelta,
+) -> impl Fn(Stage, DateTime<Utc>, &ExperimentStatus) -> Outcome {
+    move |stage, now, status| {
+        let since = status.injected_at.map(|at| now - at);
+        match (stage, since) {
+            (Stage::During, Some(t)) if t >= from && t < until => Outcome::Measured(0.8),
+            (Stage::During, _) => Outcome::Measured(0.1),
+            _ => Outcome::Measured(0.0),
+        }
+    }
+}
+
+#[test]
+fn figures_are_measured_at_the_sample_interval_not_read_off_the_window() {
+    // Seven seconds out of tolerance, three seconds into the fault, sampled every second.
+    let spec = with_interval(partition_spec(), "1s");
+    let window = spec.hypothesis.window.to_chrono().num_seconds() as f64;
+    let status = simulate_over_time(
+        &spec,
+        out_between(TimeDelta::seconds(3), TimeDelta::seconds(10)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.phase, Phase::Completed);
+    assert_eq!(status.slis.len(), spec.hypothesis.probes.len());
+    for sli in &status.slis {
+        let unhealthy = sli.unhealthy_seconds;
+        assert!(
+            (6.0..=8.0).contains(&unhealthy),
+            "{}: {unhealthy}s",
+            sli.name
+        );
+        let impact = sli.time_to_impact_seconds.expect("impact");
+        assert!(
+            (3.0..=4.0).contains(&impact),
+            "{}: impact {impact}s",
+            sli.name
+        );
+        assert_eq!(sli.worst_value, Some(0.8), "{}", sli.name);
+        let recovered = sli.time_to_recover_seconds.expect("recovered");
+        assert!(recovered <= 1.0, "{}: recovered {recovered}s", sli.name);
+    }
+    let rto = status.time_to_recover_seconds.expect("rto");
+    assert!(
+        rto < window,
+        "RTO {rto}s is the window ({window}s), not a measurement"
+    );
+    // Different faults give different figures: nothing is a constant.
+    let longer = simulate_over_time(
+        &spec,
+        out_between(TimeDelta::seconds(1), TimeDelta::seconds(20)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    let unhealthy = longer.slis[0].unhealthy_seconds;
+    assert!((18.0..=20.0).contains(&unhealthy), "{unhealthy}s");
+}
+
+#[test]
+fn an_sli_that_never_comes_back_counts_unhealthy_to_its_last_sample() {
+    let spec = with_interval(partition_spec(), "1s");
+    let status = simulate(
+        &spec,
+        |stage| match stage {
+            Stage::During | Stage::Recovery | Stage::After => Outcome::Unhealthy("down".into()),
+            _ => Outcome::Measured(0.0),
+        },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed));
+    let deadline = spec.recovery_deadline.to_chrono().num_seconds() as f64;
+    let held = spec.duration.to_chrono().num_seconds() as f64;
+    for sli in &status.slis {
+        assert!(sli.time_to_recover_seconds.is_none(), "{}", sli.name);
+        assert!(
+            sli.unhealthy_seconds >= held + deadline - 2.0,
+            "{}: {}s",
+            sli.name,
+            sli.unhealthy_seconds
+        );
+    }
+    assert!(status.time_to_recover_seconds.is_none());
+}
+
+/// A platform whose re-check finds the fault gone from `from` to `until` into the fault.
+fn lapsed_between(
+    from: TimeDelta,
+    until: TimeDelta,
+) -> impl Fn(DateTime<Utc>, &ExperimentStatus) -> Option<Observation> {
+    move |now, status| {
+        let t = now - status.injected_at?;
+        Some(if t >= from && t < until {
+            Observation::FaultLapsed {
+                at: now,
+                what: "chain firedrill-x gone from fdlab-zone-a-1".into(),
+            }
+        } else {
+            Observation::FaultHeld { at: now }
+        })
+    }
+}
+
+#[test]
+fn a_fault_that_lapsed_longer_than_a_sample_interval_cannot_pass() {
+    let spec = partition_spec();
+    let status = simulate_checked(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        lapsed_between(TimeDelta::seconds(10), TimeDelta::seconds(20)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed), "{:?}", status.reason);
+    let reason = status.reason.unwrap_or_default();
+    assert!(reason.starts_with("the fault did not hold"), "{reason}");
+    assert!(reason.contains("fdlab-zone-a-1"), "{reason}");
+    let check = status.fault_check.expect("checked");
+    assert_eq!(check.lapses, 1);
+    assert!(check.longest_lapse_seconds >= 10.0, "{check:?}");
+}
+
+#[test]
+fn a_lapse_put_right_within_a_sample_interval_still_passes() {
+    // Checked every second, found gone once and whole again at the next check: at most
+    // two seconds without the fault, which is the partition's 2 s interval.
+    let spec = partition_spec();
+    let status = simulate_checked(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        lapsed_between(TimeDelta::seconds(10), TimeDelta::milliseconds(10_500)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
+    let check = status.fault_check.expect("checked");
+    assert_eq!(check.lapses, 1);
+    assert!(check.longest_lapse_seconds <= 2.0, "{check:?}");
+}
+
+#[test]
+fn a_lapse_still_open_at_the_revert_counts_until_the_revert() {
+    let spec = partition_spec();
+    let held = spec.duration.to_chrono();
+    let status = simulate_checked(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        lapsed_between(held - TimeDelta::seconds(8), held + TimeDelta::seconds(60)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed), "{:?}", status.reason);
+    let check = status.fault_check.expect("checked");
+    assert!(check.lapsed_since.is_none());
+    assert!(check.longest_lapse_seconds >= 8.0, "{check:?}");
+}
+
+#[test]
+fn durations_past_any_bound_do_not_overflow_the_clock() {
+    let mut spec = partition_spec();
+    let huge: firedrill_core::api::Duration = std::time::Duration::MAX.into();
+    spec.duration = huge;
+    spec.hypothesis.window = huge;
+    spec.hypothesis.interval = huge;
+    spec.recovery_deadline = huge;
+    let mut status = ExperimentStatus::default();
+    let mut now = t0();
+    for _ in 0..50 {
+        let t = step(
+            &spec,
+            &status,
+            now,
+            &[Observation::FaultApplied { at: now }],
+        );
+        status = t.status;
+        now += TimeDelta::seconds(30);
+    }
+    assert_ne!(status.phase, Phase::Completed);
 }

@@ -124,6 +124,7 @@ fn finish(result: &mut StepResult, experiment: &ExperimentStatus, now: DateTime<
     }
     result.time_to_impact_seconds = experiment.time_to_impact_seconds;
     result.time_to_recover_seconds = experiment.time_to_recover_seconds;
+    result.slis.clone_from(&experiment.slis);
     result.messages_lost = experiment.messages_lost;
     result.messages_duplicated = experiment.messages_duplicated;
     result.failed_probes = experiment

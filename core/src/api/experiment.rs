@@ -247,9 +247,17 @@ pub struct ExperimentStatus {
     /// Seconds from the fault being effective to the first failing sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_impact_seconds: Option<f64>,
-    /// Seconds from the revert to the hypothesis holding again (the measured RTO).
+    /// Seconds from the revert to every hypothesis SLI's first sample back within its
+    /// tolerance (the measured RTO: the slowest SLI's, see `slis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_recover_seconds: Option<f64>,
+    /// Per hypothesis SLI: impact, worst value, time unhealthy and recovery, measured at
+    /// the sample interval (the window decides the verdict, never these figures).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slis: Vec<SliFigures>,
+    /// The fault as the platform last re-checked it while holding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_check: Option<FaultCheck>,
     /// Acknowledged messages lost during the experiment (the measured RPO; must be 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_lost: Option<u64>,
@@ -268,6 +276,62 @@ pub struct ExperimentStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// One hypothesis SLI's figures for one experiment, each a measurement at the sample
+/// interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SliFigures {
+    /// The probe's name.
+    pub name: String,
+    /// Samples taken while the fault held and while recovering.
+    pub samples: u32,
+    /// Seconds from the fault being effective to this SLI's first sample out of tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_impact_seconds: Option<f64>,
+    /// The worst value sampled while the fault held, by the tolerance's direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_value: Option<f64>,
+    /// Seconds out of tolerance, each episode from its first failing sample to the next
+    /// passing one (or the last sample, when it never passed again).
+    #[serde(default)]
+    pub unhealthy_seconds: f64,
+    /// Seconds from the revert to this SLI's first sample back within tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_recover_seconds: Option<f64>,
+    /// When the current out-of-tolerance episode began (bookkeeping for a restarted engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<DateTime<Utc>>,
+    /// Since when this SLI has been back in tolerance after the revert (bookkeeping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<DateTime<Utc>>,
+    /// When this SLI was last sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+/// What the platform's re-checks of a held fault found: every part still in place, or
+/// a part gone (rules deleted, a process thawed, a mount writable again).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultCheck {
+    /// The last check that found the whole fault in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_held_at: Option<DateTime<Utc>>,
+    /// Set while a part of the fault is found gone: the last time it was known in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lapsed_since: Option<DateTime<Utc>>,
+    /// How many times a part of the fault was found gone.
+    #[serde(default)]
+    pub lapses: u32,
+    /// The longest stretch without the whole fault in place, in seconds (from the last
+    /// check that found it whole to the next).
+    #[serde(default)]
+    pub longest_lapse_seconds: f64,
+    /// What the latest lapse found missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lapse: Option<String>,
 }
 
 /// Cumulative counters from the workload's loss checker.

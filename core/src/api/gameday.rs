@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, ExperimentSpec, Hypothesis, Verdict};
+use super::{Duration, ExperimentSpec, Hypothesis, SliFigures, Verdict};
 
 /// A game day: experiments run one after another, with a shared hypothesis and a policy for
 /// what to do when one fails.
@@ -158,6 +158,9 @@ pub struct StepResult {
     pub time_to_impact_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_recover_seconds: Option<f64>,
+    /// Per hypothesis SLI: impact, worst value, time unhealthy and recovery, as measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slis: Vec<SliFigures>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_lost: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -283,6 +283,19 @@ pub enum Comparison {
 }
 
 impl Tolerance {
+    /// The worse of two measured values: the one further on the failing side (the larger
+    /// for `<`/`<=`, the smaller for `>`/`>=`, the further from the value for `==`, the
+    /// nearer for `!=`).
+    pub fn worse(&self, a: f64, b: f64) -> f64 {
+        let pick_a = match self.op {
+            Comparison::LessThan | Comparison::AtMost => a > b,
+            Comparison::GreaterThan | Comparison::AtLeast => a < b,
+            Comparison::Equal => (a - self.value).abs() > (b - self.value).abs(),
+            Comparison::NotEqual => (a - self.value).abs() < (b - self.value).abs(),
+        };
+        if pick_a { a } else { b }
+    }
+
     /// Whether `measured` is healthy. NaN never is.
     pub fn admits(&self, measured: f64) -> bool {
         if measured.is_nan() {

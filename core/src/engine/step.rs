@@ -1,8 +1,8 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::api::{
-    Condition, DuringPolicy, ExperimentSpec, ExperimentStatus, FaultState, Phase, Probe,
-    ProbeRecord, Stage, TimelineEntry, Verdict, WorkloadCounters,
+    Condition, DuringPolicy, ExperimentSpec, ExperimentStatus, FaultCheck, FaultState, Phase,
+    Probe, ProbeRecord, SliFigures, Stage, TimelineEntry, Verdict, WorkloadCounters,
 };
 
 /// How long a platform has to confirm a fault effective before the experiment is aborted.
@@ -29,6 +29,11 @@ pub enum Observation {
     FaultApplied { at: DateTime<Utc> },
     /// The fault is gone from every target (asked for, or expired on its own).
     FaultReverted { at: DateTime<Utc> },
+    /// A re-check while holding found the whole fault still in place.
+    FaultHeld { at: DateTime<Utc> },
+    /// A re-check while holding found part of the fault gone (`what`: the rules deleted, a
+    /// process running again, a mount writable); the platform re-applies it.
+    FaultLapsed { at: DateTime<Utc>, what: String },
     /// The fault could not be applied; parts of it may be in place.
     InjectionFailed { at: DateTime<Utc>, reason: String },
     /// Someone asked to stop: deletion, `chaosctl abort`, the kill switch.
@@ -124,6 +129,18 @@ fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds().max(0) as f64 / 1000.0
 }
 
+/// `at + delta`, saturating at the latest representable time: a duration past what
+/// admission allows (a spec that bypassed it) must not overflow the clock.
+fn later(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
+    at.checked_add_signed(delta)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Sum of durations, saturating.
+fn plus(a: TimeDelta, b: TimeDelta) -> TimeDelta {
+    a.checked_add(&b).unwrap_or(TimeDelta::MAX)
+}
+
 impl Run<'_> {
     fn probes_of(&self, stage: Stage) -> &[Probe] {
         match stage {
@@ -169,6 +186,8 @@ impl Run<'_> {
                     self.note("fault reverted");
                 }
             }
+            Observation::FaultHeld { at } => self.observe_check(*at, None),
+            Observation::FaultLapsed { at, what } => self.observe_check(*at, Some(what)),
             Observation::InjectionFailed { reason, .. } => {
                 if self.s.fault_state.may_be_active() && self.s.aborted_because.is_none() {
                     self.s.aborted_because = Some(format!("injection failed: {reason}"));
@@ -203,6 +222,7 @@ impl Run<'_> {
             return;
         };
         let threshold = probe.failure_threshold.max(1);
+        let tolerance = probe.tolerance;
         let (ok, value, failure) = match outcome {
             // A non-number is no evidence of health, and a JSON status could not hold it.
             Outcome::Measured(v) if !v.is_finite() => (
@@ -210,7 +230,7 @@ impl Run<'_> {
                 None,
                 Some(format!("measured {v}, not a finite number")),
             ),
-            Outcome::Measured(v) => match probe.tolerance {
+            Outcome::Measured(v) => match tolerance {
                 Some(t) if !t.admits(*v) => (
                     false,
                     Some(*v),
@@ -259,6 +279,9 @@ impl Run<'_> {
                 record.tripped = true;
             }
         }
+        if matches!(stage, Stage::During | Stage::Recovery) {
+            self.measure(name, stage, at, ok, value, tolerance);
+        }
         if !ok
             && stage == Stage::During
             && self.s.impact_at.is_none()
@@ -268,6 +291,126 @@ impl Run<'_> {
             self.s.time_to_impact_seconds = Some(seconds(injected, at));
             self.note(format!("impact: probe {name} failed"));
         }
+    }
+
+    /// Updates one SLI's figures with a sample taken while the fault held or while
+    /// recovering. Each figure is read off the samples themselves, at the sample interval.
+    fn measure(
+        &mut self,
+        name: &str,
+        stage: Stage,
+        at: DateTime<Utc>,
+        ok: bool,
+        value: Option<f64>,
+        tolerance: Option<crate::api::Tolerance>,
+    ) {
+        let injected = self.s.injected_at;
+        let index = match self.s.slis.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.s.slis.push(SliFigures {
+                    name: name.to_owned(),
+                    ..SliFigures::default()
+                });
+                self.s.slis.len() - 1
+            }
+        };
+        let f = &mut self.s.slis[index];
+        // A late sample (older than one already counted) would make time run backwards.
+        if f.last_at.is_some_and(|last| at < last) {
+            return;
+        }
+        f.samples = f.samples.saturating_add(1);
+        f.last_at = Some(at);
+        if stage == Stage::During
+            && let Some(v) = value
+        {
+            f.worst_value = Some(match (f.worst_value, tolerance) {
+                (Some(w), Some(t)) => t.worse(w, v),
+                (Some(w), None) => w.max(v),
+                (None, _) => v,
+            });
+        }
+        if ok {
+            if let Some(since) = f.unhealthy_since.take() {
+                f.unhealthy_seconds += seconds(since, at);
+            }
+            if stage == Stage::Recovery {
+                f.healthy_since.get_or_insert(at);
+            }
+        } else {
+            // Recovered means back in tolerance for good: a relapse starts the count anew.
+            f.healthy_since = None;
+            if f.unhealthy_since.is_none() {
+                f.unhealthy_since = Some(at);
+            }
+            if stage == Stage::During
+                && f.time_to_impact_seconds.is_none()
+                && let Some(injected) = injected
+            {
+                f.time_to_impact_seconds = Some(seconds(injected, at));
+            }
+        }
+    }
+
+    /// Closes every open out-of-tolerance episode at its SLI's last sample, so time
+    /// unhealthy counts an SLI that never came back.
+    fn close_unhealthy(&mut self) {
+        for f in &mut self.s.slis {
+            if let (Some(since), Some(last)) = (f.unhealthy_since.take(), f.last_at) {
+                f.unhealthy_seconds += seconds(since, last);
+            }
+        }
+    }
+
+    /// A platform's re-check of the held fault. A lapse runs from the last check that found
+    /// the fault whole (it may have gone any time since) to the next one that does.
+    fn observe_check(&mut self, at: DateTime<Utc>, lapsed: Option<&String>) {
+        if self.s.fault_state != FaultState::Injected {
+            return;
+        }
+        let injected = self.s.injected_at;
+        let check = self.s.fault_check.get_or_insert_with(FaultCheck::default);
+        let known_whole = check.last_held_at.or(injected).unwrap_or(at);
+        match lapsed {
+            Some(what) => {
+                let first = check.lapsed_since.is_none();
+                if first {
+                    check.lapsed_since = Some(known_whole);
+                    check.lapses = check.lapses.saturating_add(1);
+                }
+                check.last_lapse = Some(what.clone());
+                let gone = seconds(check.lapsed_since.unwrap_or(known_whole), at);
+                check.longest_lapse_seconds = check.longest_lapse_seconds.max(gone);
+                if first {
+                    self.note(format!("the fault lapsed: {what}; re-applying"));
+                }
+            }
+            None => {
+                check.last_held_at = Some(at);
+                if let Some(since) = check.lapsed_since.take() {
+                    let gone = seconds(since, at);
+                    check.longest_lapse_seconds = check.longest_lapse_seconds.max(gone);
+                    self.note(format!("the fault holds again after a lapse of {gone:.1}s"));
+                }
+            }
+        }
+    }
+
+    /// Why the fault cannot count as having held: it was found gone for longer than one
+    /// sample interval.
+    fn lapse_failure(&self) -> Option<String> {
+        let check = self.s.fault_check.as_ref()?;
+        let interval = self.spec.hypothesis.interval.to_chrono().num_milliseconds() as f64;
+        (check.longest_lapse_seconds * 1000.0 > interval).then(|| {
+            format!(
+                "the fault did not hold: part of it was gone for {:.1}s, longer than the \
+                 {} sample interval ({})",
+                check.longest_lapse_seconds,
+                self.spec.hypothesis.interval,
+                check.last_lapse.as_deref().unwrap_or("no detail")
+            )
+        })
     }
 
     /// The first tripped probe of a stage, described for a reason.
@@ -307,10 +450,18 @@ impl Run<'_> {
             Phase::Injecting => {
                 self.s.fault_state = FaultState::Injecting;
                 self.s.inject_requested_at = Some(self.now);
+                let slack = plus(INJECT_TIMEOUT, EXPIRY_GRACE);
                 self.s.expires_at =
-                    Some(self.now + self.spec.duration.to_chrono() + INJECT_TIMEOUT + EXPIRY_GRACE);
+                    Some(later(self.now, plus(self.spec.duration.to_chrono(), slack)));
             }
             Phase::Reverting if self.s.fault_state.may_be_active() => {
+                // A lapse still open when the fault ends lasted until now.
+                if let Some(check) = &mut self.s.fault_check
+                    && let Some(since) = check.lapsed_since.take()
+                {
+                    check.longest_lapse_seconds =
+                        check.longest_lapse_seconds.max(seconds(since, self.now));
+                }
                 self.s.fault_state = FaultState::Reverting;
                 self.s.revert_requested_at = Some(self.now);
             }
@@ -325,6 +476,7 @@ impl Run<'_> {
             self.enter(Phase::Reverting, "reverting before completing");
             return;
         }
+        self.close_unhealthy();
         self.s.verdict = Some(verdict);
         self.s.reason = Some(reason.clone());
         self.s.finished_at = Some(self.now);
@@ -346,7 +498,7 @@ impl Run<'_> {
         let due = self
             .s
             .last_sampled_at
-            .is_none_or(|t| self.now >= t + interval);
+            .is_none_or(|t| self.now >= later(t, interval));
         if due {
             for &stage in stages {
                 let probes: Vec<String> = self
@@ -360,7 +512,7 @@ impl Run<'_> {
             }
             self.s.last_sampled_at = Some(self.now);
         }
-        let next = self.s.last_sampled_at.unwrap_or(self.now) + interval;
+        let next = later(self.s.last_sampled_at.unwrap_or(self.now), interval);
         self.actions
             .push(Action::RequeueAt(next.min(deadline).max(self.now)));
     }
@@ -391,24 +543,25 @@ impl Run<'_> {
                     );
                 }
                 let elapsed = self.since_phase();
+                let patience = window.checked_mul(3).unwrap_or(TimeDelta::MAX);
                 if elapsed >= window {
                     match self.all_healthy(Stage::Before, None) {
                         Ok(()) => {
                             return self.enter(Phase::Injecting, "steady state holds; injecting");
                         }
-                        Err(why) if elapsed >= window * 3 => {
+                        Err(why) if elapsed >= patience => {
                             return self.finish(
                                 Verdict::Skipped,
                                 format!(
                                     "steady state not established within {}s: {why}",
-                                    (window * 3).num_seconds()
+                                    patience.num_seconds()
                                 ),
                             );
                         }
                         Err(_) => {}
                     }
                 }
-                let deadline = self.s.phase_since.unwrap_or(self.now) + window;
+                let deadline = later(self.s.phase_since.unwrap_or(self.now), window);
                 self.sample(&[Stage::Before], deadline.max(self.now));
             }
             Phase::Injecting => {
@@ -451,7 +604,10 @@ impl Run<'_> {
                     self.s.violated_during = Some(probe.clone());
                     self.note(format!("hypothesis violated during the fault: {probe}"));
                 }
-                let end = self.s.injected_at.unwrap_or(self.now) + self.spec.duration.to_chrono();
+                let end = later(
+                    self.s.injected_at.unwrap_or(self.now),
+                    self.spec.duration.to_chrono(),
+                );
                 if self.now >= end {
                     return self.enter(Phase::Reverting, "duration elapsed; reverting");
                 }
@@ -479,14 +635,16 @@ impl Run<'_> {
                 // recovered system: one taken sooner still averages over the fault, and
                 // a heal can hurt more than the fault did (a healed partition elects
                 // anew and replays what queued up).
-                let settled = reverted + window;
+                let settled = later(reverted, window);
                 if self.all_healthy(Stage::Recovery, Some(settled)).is_ok() {
                     let at = self.latest_sample(Stage::Recovery).unwrap_or(self.now);
                     self.s.recovered_at = Some(at);
-                    self.s.time_to_recover_seconds = Some(seconds(reverted, at));
+                    // The RTO is the slowest SLI's own first sample back in tolerance, not
+                    // the settled window that lets the verdict go on.
+                    self.s.time_to_recover_seconds = self.measured_recovery();
                     return self.enter(Phase::SteadyStateAfter, "recovered; checking steady state");
                 }
-                let deadline = reverted + self.spec.recovery_deadline.to_chrono();
+                let deadline = later(reverted, self.spec.recovery_deadline.to_chrono());
                 if self.now > deadline {
                     let why = self
                         .all_healthy(Stage::Recovery, Some(settled))
@@ -520,7 +678,7 @@ impl Run<'_> {
                     let (verdict, reason) = self.final_verdict();
                     return self.finish(verdict, reason);
                 }
-                let deadline = self.s.phase_since.unwrap_or(self.now) + window;
+                let deadline = later(self.s.phase_since.unwrap_or(self.now), window);
                 self.sample(&[Stage::After], deadline.max(self.now));
             }
             Phase::Completed => {}
@@ -543,9 +701,31 @@ impl Run<'_> {
             .max()
     }
 
+    /// Records each SLI's time to recover (revert → the first sample of the run of samples
+    /// in tolerance it is still in) and returns the slowest, once every SLI has one.
+    fn measured_recovery(&mut self) -> Option<f64> {
+        let reverted = self.s.reverted_at?;
+        let mut slowest = Some(0.0_f64);
+        for probe in &self.spec.hypothesis.probes {
+            let figures = self.s.slis.iter_mut().find(|f| f.name == probe.name);
+            let recovered = figures.and_then(|f| {
+                f.time_to_recover_seconds = f.healthy_since.map(|at| seconds(reverted, at));
+                f.time_to_recover_seconds
+            });
+            slowest = match (slowest, recovered) {
+                (Some(worst), Some(t)) => Some(worst.max(t)),
+                _ => None,
+            };
+        }
+        slowest
+    }
+
     fn final_verdict(&self) -> (Verdict, String) {
         if let Some(aborted) = &self.s.aborted_because {
             return (Verdict::Aborted, aborted.clone());
+        }
+        if let Some(lapse) = self.lapse_failure() {
+            return (Verdict::Failed, lapse);
         }
         if let Some(probe) = &self.s.violated_during {
             return (
