@@ -163,6 +163,7 @@ fn from_result(step: &str, fault: String, r: Option<&StepResult>) -> ExperimentR
         }),
         time_to_impact_seconds: r.and_then(|r| r.time_to_impact_seconds),
         time_to_recover_seconds: r.and_then(|r| r.time_to_recover_seconds),
+        slis: r.map(|r| r.slis.clone()).unwrap_or_default(),
         messages_lost: r.and_then(|r| r.messages_lost),
         messages_duplicated: r.and_then(|r| r.messages_duplicated),
         failed_probes: r

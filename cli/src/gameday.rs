@@ -207,12 +207,41 @@ pub(crate) fn table(report: &GameDayReport) -> String {
             }
         ));
     }
+    out.push_str(&sli_table(report));
     out.push_str(&format!(
         "game day {}: {:?} in {}s\n",
         report.name,
         report.verdict,
         (report.finished_at - report.started_at).num_seconds()
     ));
+    out
+}
+
+/// Each experiment's per-SLI figures, measured at the sample interval; empty when no
+/// experiment has any.
+fn sli_table(report: &GameDayReport) -> String {
+    if report.experiments.iter().all(|e| e.slis.is_empty()) {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<20} {:<20} {:>8} {:>12} {:>10} {:>9}\n",
+        "EXPERIMENT", "SLI", "IMPACT", "WORST", "UNHEALTHY", "RECOVERY"
+    );
+    for e in &report.experiments {
+        for sli in &e.slis {
+            out.push_str(&format!(
+                "{:<20} {:<20} {:>8} {:>12} {:>10} {:>9}\n",
+                e.name,
+                sli.name,
+                fmt_seconds(sli.time_to_impact_seconds),
+                sli.worst_value
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                fmt_seconds(Some(sli.unhealthy_seconds)),
+                fmt_seconds(sli.time_to_recover_seconds),
+            ));
+        }
+    }
+    out.push('\n');
     out
 }
 

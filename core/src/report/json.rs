@@ -35,6 +35,7 @@ mod tests {
             reason: Some("SLO \"delivery\" broken".to_owned()),
             time_to_impact_seconds: Some(2.5),
             time_to_recover_seconds: Some(31.25),
+            slis: vec![],
             messages_lost: Some(12),
             messages_duplicated: Some(0),
             failed_probes: vec![FailedProbe {
@@ -78,6 +79,7 @@ mod tests {
             reason: None,
             time_to_impact_seconds: None,
             time_to_recover_seconds: None,
+            slis: vec![],
             messages_lost: None,
             messages_duplicated: None,
             failed_probes: Vec::new(),

@@ -125,6 +125,19 @@ fn failure_body(experiment: &ExperimentReport) -> String {
             let _ = writeln!(body, "{label}: {value}");
         }
     }
+    for sli in &experiment.slis {
+        let figure = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}s"));
+        let _ = writeln!(
+            body,
+            "sli {}: impact after {}, worst {}, unhealthy {:.1}s, recovered after {}",
+            sli.name,
+            figure(sli.time_to_impact_seconds),
+            sli.worst_value
+                .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+            sli.unhealthy_seconds,
+            figure(sli.time_to_recover_seconds),
+        );
+    }
     for probe in &experiment.failed_probes {
         let _ = write!(
             body,
@@ -219,6 +232,7 @@ pub(super) mod tests {
             reason: reason.map(str::to_owned),
             time_to_impact_seconds: Some(2.5),
             time_to_recover_seconds: None,
+            slis: vec![],
             messages_lost: Some(3),
             messages_duplicated: None,
             failed_probes: Vec::new(),

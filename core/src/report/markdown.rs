@@ -88,6 +88,8 @@ fn experiment(out: &mut String, e: &ExperimentReport) {
         }
     }
 
+    slis(out, e);
+
     out.push_str("\n### Timeline\n\n");
     // Offsets count from the experiment's start; without one, from its first entry.
     let origin = e
@@ -143,6 +145,30 @@ fn wall_time(total: i64) -> String {
         format!("{m}m {s:02}s")
     } else {
         format!("{s}s")
+    }
+}
+
+/// Each hypothesis SLI's own figures, measured at the sample interval.
+fn slis(out: &mut String, e: &ExperimentReport) {
+    if e.slis.is_empty() {
+        return;
+    }
+    out.push_str(
+        "\n### SLIs, measured at the sample interval\n\n\
+         | SLI | Time to impact | Worst while held | Time unhealthy | Time to recover |\n\
+         | --- | ---: | ---: | ---: | ---: |\n",
+    );
+    for sli in &e.slis {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            md(&sli.name),
+            seconds(sli.time_to_impact_seconds),
+            sli.worst_value
+                .map_or_else(|| MISSING.to_owned(), |v| md(&format!("{v}"))),
+            seconds(Some(sli.unhealthy_seconds)),
+            seconds(sli.time_to_recover_seconds),
+        );
     }
 }
 
@@ -227,6 +253,15 @@ mod tests {
             reason: None,
             time_to_impact_seconds: Some(2.5),
             time_to_recover_seconds: Some(31.0),
+            slis: vec![crate::api::SliFigures {
+                name: "p99-latency".to_owned(),
+                samples: 40,
+                time_to_impact_seconds: Some(2.5),
+                worst_value: Some(1004.5),
+                unhealthy_seconds: 7.0,
+                time_to_recover_seconds: Some(1.5),
+                ..Default::default()
+            }],
             messages_lost: Some(0),
             messages_duplicated: Some(7),
             failed_probes: Vec::new(),
@@ -249,6 +284,7 @@ mod tests {
             reason: Some("SLO deliverySuccessRatio broken".to_owned()),
             time_to_impact_seconds: None,
             time_to_recover_seconds: None,
+            slis: vec![],
             messages_lost: None,
             messages_duplicated: None,
             failed_probes: vec![FailedProbe {
@@ -288,6 +324,17 @@ mod tests {
         assert!(md.contains("- **Verdict:** ❌ Failed\n"));
         assert!(md.contains("- **Started:** 2023-11-14T22:13:20Z\n"));
         assert!(md.contains("- **Wall time:** 1h 02m 03s\n"));
+    }
+
+    #[test]
+    fn each_sli_has_its_measured_figures() {
+        let md = markdown(&report());
+        assert!(
+            md.contains("| p99-latency | 2.5 s | 1004.5 | 7.0 s | 1.5 s |\n"),
+            "{md}"
+        );
+        // An experiment without figures gets no empty table.
+        assert_eq!(md.matches("### SLIs").count(), 1, "{md}");
     }
 
     #[test]

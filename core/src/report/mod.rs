@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ExperimentStatus, Stage, TimelineEntry, Verdict};
+use crate::api::{ExperimentStatus, SliFigures, Stage, TimelineEntry, Verdict};
 
 mod json;
 mod junit;
@@ -49,6 +49,9 @@ pub struct ExperimentReport {
     pub reason: Option<String>,
     pub time_to_impact_seconds: Option<f64>,
     pub time_to_recover_seconds: Option<f64>,
+    /// Per hypothesis SLI, measured at the sample interval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slis: Vec<SliFigures>,
     pub messages_lost: Option<u64>,
     pub messages_duplicated: Option<u64>,
     pub failed_probes: Vec<FailedProbe>,
@@ -130,6 +133,7 @@ impl ExperimentReport {
             reason: status.reason.clone(),
             time_to_impact_seconds: status.time_to_impact_seconds,
             time_to_recover_seconds: status.time_to_recover_seconds,
+            slis: status.slis.clone(),
             messages_lost: status.messages_lost,
             messages_duplicated: status.messages_duplicated,
             failed_probes,

@@ -491,6 +491,7 @@ mod tests {
             reason: Some("SLO broken".to_owned()),
             time_to_impact_seconds: Some(2.0),
             time_to_recover_seconds: None,
+            slis: vec![],
             messages_lost: Some(3),
             messages_duplicated: None,
             failed_probes: Vec::new(),
