@@ -254,6 +254,15 @@ impl Injector {
         })
     }
 
+    /// Re-checks a recorded injection against the real system: `Ok(None)` when all of it
+    /// is still in place, otherwise what is missing (its rules deleted, a frozen process
+    /// running, its mount gone or writable). A target that no longer exists is not a
+    /// lapse: nothing of it can run unfaulted. Kills and wipes are done once and have
+    /// nothing to hold.
+    pub fn missing(&self, entry: &Entry) -> Result<Option<String>> {
+        missing_from(&entry.id, &entry.target)
+    }
+
     /// Reverts every entry past its expiry at `now`.
     pub fn revert_expired(&self, now: u64) -> Result<Vec<Result<Reverted>>> {
         Ok(self
@@ -323,6 +332,61 @@ fn revert_target(id: &InjectionId, target: &Target) -> Result<(RevertOutcome, Ve
                 RevertOutcome::AlreadyReverted
             };
             Ok((outcome, vec![]))
+        }
+    }
+}
+
+fn missing_from(id: &InjectionId, target: &Target) -> Result<Option<String>> {
+    match target {
+        Target::Network {
+            netns, identity, ..
+        } => {
+            if netns_gone(netns, identity)? {
+                return Ok(None);
+            }
+            let present =
+                nft::list(netns)?.is_some_and(|installed| installed.injections().contains_key(id));
+            let place = match netns {
+                Netns::Host => "the host namespace".to_owned(),
+                Netns::Path(path) => path.display().to_string(),
+            };
+            Ok((!present).then(|| format!("the rules of {id} are gone from {place}")))
+        }
+        Target::Freeze { processes } => {
+            let mut running = Vec::new();
+            for p in processes {
+                if let Some(stat) = process::stat(p.pid)?
+                    && stat.start_time == p.start_time
+                    && !matches!(stat.state, 'T' | 't' | 'Z' | 'X')
+                {
+                    running.push(p.pid.to_string());
+                }
+            }
+            Ok((!running.is_empty()).then(|| {
+                format!(
+                    "frozen process(es) {} of {id} are running again",
+                    running.join(", ")
+                )
+            }))
+        }
+        Target::Kill { .. } | Target::Wipe { .. } => Ok(None),
+        Target::TakeAway(t) | Target::ReadOnly(t) => {
+            if !t.dir.exists() {
+                return Ok(None);
+            }
+            let mounts = crate::mountinfo::read()?;
+            let ours = mounts
+                .iter()
+                .rev()
+                .find(|m| m.mount_point == t.dir && m.parent == t.parent_mount_id);
+            let dir = t.dir.display();
+            Ok(match (ours, target) {
+                (None, _) => Some(format!("the mount of {id} is gone from {dir}")),
+                (Some(m), Target::ReadOnly(_)) if !m.read_only() => {
+                    Some(format!("{dir} is writable again ({id})"))
+                }
+                _ => None,
+            })
         }
     }
 }

@@ -273,3 +273,31 @@ fn run_in_moves_only_the_worker_thread_and_its_children() {
     );
     assert_eq!(own_ino(), before, "caller thread never moved");
 }
+
+#[test]
+fn a_recheck_finds_rules_deleted_behind_its_back_and_reapplying_restores_them() {
+    let lab = Lab::mesh(2);
+    let (a, b) = (lab.ns(0), lab.ns(1));
+    let b_ip = addr(0, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Injector::new(dir.path()).unwrap();
+    let fault = Fault::Network {
+        netns: a.clone(),
+        rules: partition(vec![cidr(b_ip)], Direction::Both),
+    };
+    let id = id("lapse-net");
+    injector.apply(&id, &fault, far_future()).unwrap();
+    let entry = injector.journal().get(&id).unwrap().expect("recorded");
+    assert_eq!(injector.missing(&entry).unwrap(), None, "just applied");
+
+    // Someone (an `nft flush ruleset`, a CNI restart) removes our chains.
+    nft::cleanup(&a).unwrap();
+    assert!(tcp_works(&a, &b, b_ip, 0), "the partition is gone");
+    let what = injector.missing(&entry).unwrap().expect("a lapse");
+    assert!(what.contains("lapse-net"), "{what}");
+
+    injector.apply(&id, &fault, far_future()).unwrap();
+    assert_eq!(injector.missing(&entry).unwrap(), None, "re-applied");
+    assert!(!tcp_works(&a, &b, b_ip, 0), "cut again");
+    injector.revert(&id).unwrap();
+}

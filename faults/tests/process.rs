@@ -136,3 +136,35 @@ fn kill_through_the_journal_is_irreversible() {
         RevertOutcome::Irreversible
     );
 }
+
+#[test]
+fn a_recheck_finds_a_frozen_process_running_again() {
+    let s = Sleeper::new();
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Injector::new(dir.path()).unwrap();
+    let id = InjectionId::new("lapse-freeze").unwrap();
+    let fault = Fault::Freeze {
+        pids: vec![s.pid()],
+    };
+    injector
+        .apply(&id, &fault, firedrill_faults::now_unix() + 3600)
+        .unwrap();
+    let entry = injector.journal().get(&id).unwrap().expect("recorded");
+    assert_eq!(injector.missing(&entry).unwrap(), None, "frozen");
+
+    // A SIGCONT from anyone else thaws it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid()),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    assert_eq!(wait_state(s.pid(), 'S'), 'S');
+    let what = injector.missing(&entry).unwrap().expect("a lapse");
+    assert!(what.contains(&s.pid().to_string()), "{what}");
+
+    injector
+        .apply(&id, &fault, firedrill_faults::now_unix() + 3600)
+        .unwrap();
+    assert_eq!(injector.missing(&entry).unwrap(), None, "frozen again");
+    injector.revert(&id).unwrap();
+}
