@@ -228,6 +228,13 @@ fn default_game_day_passes_all_four_experiments() {
         }
         assert_eq!(e["verdict"], "Passed", "{name}: {e:#}");
         assert_eq!(e["messagesLost"], 0, "{name}: {e:#}");
+        // Every hypothesis SLI has its own figures, measured at the sample interval.
+        let slis = e["slis"].as_array().expect("per-SLI figures");
+        assert!(!slis.is_empty(), "{name}: {e:#}");
+        for sli in slis {
+            assert!(sli["unhealthySeconds"].is_number(), "{name}: {sli:#}");
+            assert!(sli["timeToRecoverSeconds"].is_number(), "{name}: {sli:#}");
+        }
     }
     assert_eq!(report["verdict"], "Passed");
     assert_eq!(out.status.code(), Some(0));
@@ -461,4 +468,91 @@ fn killed_mid_partition_leaves_nothing_after_lab_down() {
 #[test]
 fn killed_mid_read_only_disk_leaves_nothing_after_lab_down() {
     crash_mid_fault("disk-read-only.yaml", "disk-read-only", true);
+}
+
+/// Deletes firedrill's nftables table in every lab namespace, every 200 ms for `how_long`,
+/// once the first fault is journalled: someone undoing the fault behind firedrill's back.
+fn keep_deleting_rules(lab_dir: PathBuf, after: Duration, how_long: Duration) -> u32 {
+    let journal = lab_dir.join("journal");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while Instant::now() < deadline {
+        let n = std::fs::read_dir(&journal)
+            .map(|d| d.filter_map(|e| e.ok()).count())
+            .unwrap_or(0);
+        if n > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(after);
+    let until = Instant::now() + how_long;
+    let mut deleted = 0;
+    while Instant::now() < until {
+        let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("fdlab-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ns in namespaces {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    "firedrill",
+                ])
+                .output()
+                .expect("run nft");
+            if out.status.success() {
+                deleted += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    deleted
+}
+
+#[test]
+fn a_partition_whose_rules_are_deleted_mid_fault_cannot_pass() {
+    let turn = LabTurn::take();
+    let (lab, reports) = (&turn.lab, &turn.reports);
+    let lab_dir = lab.path().to_path_buf();
+    let vandal = std::thread::spawn(move || {
+        keep_deleting_rules(lab_dir, Duration::from_secs(5), Duration::from_secs(8))
+    });
+    let out = game_day(
+        lab.path(),
+        reports.path(),
+        &[
+            "experiments/gameday-quarterly-dr.yaml",
+            "--only",
+            "network-partition",
+        ],
+    );
+    let deleted = vandal.join().expect("the deleting thread");
+    assert!(deleted > 0, "no rules were there to delete");
+    let report = report_of(&out);
+    let e = experiment(&report, "network-partition");
+    assert_eq!(e["verdict"], "Failed", "{e:#}");
+    let reason = e["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("the fault did not hold"), "{reason}");
+    assert!(reason.contains("re-applied"), "{reason}");
+    let timeline: Vec<&str> = e["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|t| t["message"].as_str())
+        .collect();
+    assert!(
+        timeline.iter().any(|m| m.starts_with("the fault lapsed")),
+        "{timeline:?}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_nothing_left(lab.path(), &[]);
 }

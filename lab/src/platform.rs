@@ -398,6 +398,29 @@ impl LabPlatform {
         }
     }
 
+    /// Re-checks every part of injection `id` against the real system and re-applies any
+    /// part found gone (the recorded target, so a re-apply never reaches new processes).
+    /// Returns what was found missing; empty when the whole fault held.
+    pub fn recheck(&self, id: &str) -> Result<Vec<String>> {
+        let prefix = format!("{id}-");
+        let mut missing = Vec::new();
+        for entry in self.injector.journal().entries()? {
+            if !entry.id.as_str().starts_with(&prefix) {
+                continue;
+            }
+            if let Some(what) = self.injector.missing(&entry)? {
+                match self
+                    .injector
+                    .apply(&entry.id, &entry.fault, entry.expires_at)
+                {
+                    Ok(_) => missing.push(format!("{what} (re-applied)")),
+                    Err(e) => missing.push(format!("{what} (re-applying failed: {e})")),
+                }
+            }
+        }
+        Ok(missing)
+    }
+
     /// Whether anything of injection `id` is still in place.
     pub fn is_active(&self, id: &str) -> Result<bool> {
         let prefix = format!("{id}-");

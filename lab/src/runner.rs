@@ -26,6 +26,9 @@ const SERIES: [&str; 4] = [
     "duplicatedMessages",
 ];
 
+/// How often a held fault is re-checked against the real system.
+const RECHECK: TimeDelta = TimeDelta::seconds(1);
+
 /// Something worth telling the person watching.
 #[derive(Debug, Clone)]
 pub enum Progress {
@@ -141,6 +144,30 @@ impl Runner {
         }
     }
 
+    /// Re-checks the held fault (re-applying what is gone) and reports what it found.
+    async fn recheck(&self, id: &str) -> Observation {
+        let platform = self.platform.clone();
+        let id = id.to_owned();
+        let result = tokio::task::spawn_blocking(move || platform.recheck(&id)).await;
+        let at = Utc::now();
+        match result {
+            Ok(Ok(missing)) if missing.is_empty() => Observation::FaultHeld { at },
+            Ok(Ok(missing)) => Observation::FaultLapsed {
+                at,
+                what: missing.join("; "),
+            },
+            // A check that cannot tell is no evidence that the fault held.
+            Ok(Err(e)) => Observation::FaultLapsed {
+                at,
+                what: format!("the fault could not be checked: {e}"),
+            },
+            Err(e) => Observation::FaultLapsed {
+                at,
+                what: format!("the check task failed: {e}"),
+            },
+        }
+    }
+
     async fn revert(&self, id: &str) -> Option<Observation> {
         let platform = self.platform.clone();
         let id = id.to_owned();
@@ -181,6 +208,7 @@ impl Runner {
         let mut told = 0;
         let mut abort_sent = false;
         let mut last_sli_report = Utc::now() - TimeDelta::seconds(60);
+        let mut last_recheck = Utc::now() - RECHECK;
         loop {
             if self.abort.load(Ordering::SeqCst) && !abort_sent {
                 pending.push(Observation::AbortRequested {
@@ -216,6 +244,13 @@ impl Runner {
                         next = next.min(at.max(now + TimeDelta::milliseconds(100)));
                     }
                 }
+            }
+            // The fault must really hold while it is held: a lapse is found, put right and
+            // reported, at most a second after it happens.
+            if status.phase == Phase::Holding && Utc::now() - last_recheck >= RECHECK {
+                last_recheck = Utc::now();
+                pending.push(self.recheck(&id).await);
+                next = next.min(last_recheck + RECHECK);
             }
             // SLIs for the picture and the loss counters for RPO, once per pass.
             let slis = self.read_slis().await;
