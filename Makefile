@@ -21,6 +21,9 @@ test: deps
 	scripts/lint-charts.sh
 	cargo build -q --workspace --bins --locked
 	cargo test --workspace --locked
+	# Three lab crash trials (chaosctl, sometimes the supervisor, SIGKILLed mid-experiment;
+	# nothing may be left after lab down); the seed is printed to reproduce a failure.
+	scripts/crash-trials.sh 3 --bin $(CURDIR)/target/debug
 	e2e/run.sh
 
 # The cluster tier alone (root), as the end of `make test` runs it: build or reuse the
