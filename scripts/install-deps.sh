@@ -3,7 +3,7 @@
 # does nothing when everything is already there.
 set -euo pipefail
 
-packages=(nats-server prometheus prometheus-alertmanager nftables iproute2 procps)
+packages=(nats-server prometheus prometheus-alertmanager nftables iproute2 procps jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -152,15 +152,28 @@ fn experiment<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no experiment {name} in {report:#}"))
 }
 
-/// Nothing of the lab is left on the machine.
-fn assert_nothing_left(lab_dir: &Path, pids: &[i32]) {
-    let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
+/// The lab's network namespaces now on the machine.
+fn lab_namespaces() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
         .map(|d| {
             d.filter_map(|e| e.ok()?.file_name().into_string().ok())
                 .filter(|n| n.starts_with("fdlab-"))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Whether the lab's journal records a fault.
+fn fault_journalled(lab_dir: &Path) -> bool {
+    std::fs::read_dir(lab_dir.join("journal"))
+        .map(|d| d.filter_map(|e| e.ok()).count())
+        .unwrap_or(0)
+        > 0
+}
+
+/// Nothing of the lab is left on the machine.
+fn assert_nothing_left(lab_dir: &Path, pids: &[i32]) {
+    let namespaces = lab_namespaces();
     assert!(namespaces.is_empty(), "namespaces left: {namespaces:?}");
     assert!(
         !Path::new("/sys/class/net/fdlab-host").exists(),
@@ -350,14 +363,10 @@ fn weakness_single_monitor_is_caught_by_ops_tool_outage() {
 /// Waits until the lab's journal holds an injection (the fault is being applied). Fails at
 /// once, with chaosctl's own account, if chaosctl ends before any fault.
 fn wait_for_fault(lab_dir: &Path, child: &mut Child, stderr_file: &Path, timeout: Duration) {
-    let journal = lab_dir.join("journal");
     let deadline = Instant::now() + timeout;
     let account = || std::fs::read_to_string(stderr_file).unwrap_or_default();
     while Instant::now() < deadline {
-        let n = std::fs::read_dir(&journal)
-            .map(|d| d.filter_map(|e| e.ok()).count())
-            .unwrap_or(0);
-        if n > 0 {
+        if fault_journalled(lab_dir) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -473,29 +482,15 @@ fn killed_mid_read_only_disk_leaves_nothing_after_lab_down() {
 /// Deletes firedrill's nftables table in every lab namespace, every 200 ms for `how_long`,
 /// once the first fault is journalled: someone undoing the fault behind firedrill's back.
 fn keep_deleting_rules(lab_dir: PathBuf, after: Duration, how_long: Duration) -> u32 {
-    let journal = lab_dir.join("journal");
     let deadline = Instant::now() + Duration::from_secs(240);
-    while Instant::now() < deadline {
-        let n = std::fs::read_dir(&journal)
-            .map(|d| d.filter_map(|e| e.ok()).count())
-            .unwrap_or(0);
-        if n > 0 {
-            break;
-        }
+    while Instant::now() < deadline && !fault_journalled(&lab_dir) {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(after);
     let until = Instant::now() + how_long;
     let mut deleted = 0;
     while Instant::now() < until {
-        let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter(|n| n.starts_with("fdlab-"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for ns in namespaces {
+        for ns in lab_namespaces() {
             let out = Command::new("ip")
                 .args([
                     "netns",

@@ -245,6 +245,17 @@ impl Runner {
                     }
                 }
             }
+            // A fault that just took effect or just went starts the next phase's samples
+            // at once, so impact and recovery are timed from the change, not from the
+            // retry tick after it.
+            if pending.iter().any(|o| {
+                matches!(
+                    o,
+                    Observation::FaultApplied { .. } | Observation::FaultReverted { .. }
+                )
+            }) {
+                next = now;
+            }
             // The fault must really hold while it is held: a lapse is found, put right and
             // reported, at most a second after it happens.
             if status.phase == Phase::Holding && Utc::now() - last_recheck >= RECHECK {
