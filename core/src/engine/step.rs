@@ -316,12 +316,10 @@ impl Run<'_> {
             }
         };
         let f = &mut self.s.slis[index];
-        // A late sample (older than one already counted) would make time run backwards.
-        if f.last_at.is_some_and(|last| at < last) {
-            return;
-        }
         f.samples = f.samples.saturating_add(1);
-        f.last_at = Some(at);
+        // Samples may complete out of order; durations never run backwards (`seconds`
+        // clamps at zero), and the latest sample time only moves forward.
+        f.last_at = Some(f.last_at.map_or(at, |last| last.max(at)));
         if stage == Stage::During
             && let Some(v) = value
         {
