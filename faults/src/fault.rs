@@ -346,11 +346,8 @@ fn missing_from(id: &InjectionId, target: &Target) -> Result<Option<String>> {
             }
             let present =
                 nft::list(netns)?.is_some_and(|installed| installed.injections().contains_key(id));
-            let place = match netns {
-                Netns::Host => "the host namespace".to_owned(),
-                Netns::Path(path) => path.display().to_string(),
-            };
-            Ok((!present).then(|| format!("the rules of {id} are gone from {place}")))
+            Ok((!present)
+                .then(|| format!("the rules of {id} are gone from netns {}", netns.display())))
         }
         Target::Freeze { processes } => {
             let mut running = Vec::new();
@@ -375,10 +372,7 @@ fn missing_from(id: &InjectionId, target: &Target) -> Result<Option<String>> {
                 return Ok(None);
             }
             let mounts = crate::mountinfo::read()?;
-            let ours = mounts
-                .iter()
-                .rev()
-                .find(|m| m.mount_point == t.dir && m.parent == t.parent_mount_id);
+            let ours = mounts.iter().rev().find(|m| is_our_mount(m, t));
             let dir = t.dir.display();
             Ok(match (ours, target) {
                 (None, _) => Some(format!("the mount of {id} is gone from {dir}")),
@@ -391,10 +385,13 @@ fn missing_from(id: &InjectionId, target: &Target) -> Result<Option<String>> {
     }
 }
 
+/// Whether `m` is the mount a disk fault put over `t` (on the mount `t` lived on).
+fn is_our_mount(m: &crate::mountinfo::Mount, t: &MountTarget) -> bool {
+    m.mount_point == t.dir && m.parent == t.parent_mount_id
+}
+
 fn disk_mount_present(t: &MountTarget) -> Result<bool> {
-    Ok(crate::mountinfo::read()?
-        .iter()
-        .any(|m| m.mount_point == t.dir && m.parent == t.parent_mount_id))
+    Ok(crate::mountinfo::read()?.iter().any(|m| is_our_mount(m, t)))
 }
 
 /// Whether the namespace we changed no longer exists (path gone or reused by another one).

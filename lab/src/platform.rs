@@ -14,7 +14,7 @@ use firedrill_core::api::{
     PartitionDirection, PeerGroup,
 };
 use firedrill_faults::{
-    Cidr, Direction, Fault, InjectionId, Injector, Ports, Protocol, RuleSet, now_unix,
+    Cidr, Direction, Entry, Fault, InjectionId, Injector, Ports, Protocol, RuleSet, now_unix,
 };
 
 use crate::error::{LabError, Result};
@@ -375,15 +375,20 @@ impl LabPlatform {
         Ok(())
     }
 
+    /// The journalled parts of injection `id` (sub-ids `{id}-N`, see `sub_id`).
+    fn entries_of(&self, id: &str) -> Result<Vec<Entry>> {
+        let prefix = format!("{id}-");
+        let mut entries = self.injector.journal().entries()?;
+        entries.retain(|e| e.id.as_str().starts_with(&prefix));
+        Ok(entries)
+    }
+
     /// Reverts everything of injection `id`: its journalled faults and its holds.
     /// Idempotent.
     pub fn revert(&self, id: &str) -> Result<()> {
-        let prefix = format!("{id}-");
         let mut errors = Vec::new();
-        for entry in self.injector.journal().entries()? {
-            if entry.id.as_str().starts_with(&prefix)
-                && let Err(e) = self.injector.revert_entry(&entry)
-            {
+        for entry in self.entries_of(id)? {
+            if let Err(e) = self.injector.revert_entry(&entry) {
                 errors.push(e.to_string());
             }
         }
@@ -402,12 +407,8 @@ impl LabPlatform {
     /// part found gone (the recorded target, so a re-apply never reaches new processes).
     /// Returns what was found missing; empty when the whole fault held.
     pub fn recheck(&self, id: &str) -> Result<Vec<String>> {
-        let prefix = format!("{id}-");
         let mut missing = Vec::new();
-        for entry in self.injector.journal().entries()? {
-            if !entry.id.as_str().starts_with(&prefix) {
-                continue;
-            }
+        for entry in self.entries_of(id)? {
             if let Some(what) = self.injector.missing(&entry)? {
                 match self
                     .injector
@@ -423,13 +424,7 @@ impl LabPlatform {
 
     /// Whether anything of injection `id` is still in place.
     pub fn is_active(&self, id: &str) -> Result<bool> {
-        let prefix = format!("{id}-");
-        let journalled = self
-            .injector
-            .journal()
-            .entries()?
-            .iter()
-            .any(|e| e.id.as_str().starts_with(&prefix));
+        let journalled = !self.entries_of(id)?.is_empty();
         let now = now_unix();
         let held = self
             .run

@@ -2,7 +2,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::api::{
     Condition, DuringPolicy, ExperimentSpec, ExperimentStatus, FaultCheck, FaultState, Phase,
-    Probe, ProbeRecord, SliFigures, Stage, TimelineEntry, Verdict, WorkloadCounters,
+    Probe, ProbeRecord, SliFigures, Stage, TimelineEntry, Tolerance, Verdict, WorkloadCounters,
 };
 
 /// How long a platform has to confirm a fault effective before the experiment is aborted.
@@ -134,6 +134,20 @@ fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 fn later(at: DateTime<Utc>, delta: TimeDelta) -> DateTime<Utc> {
     at.checked_add_signed(delta)
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Ends an SLI's open out-of-tolerance episode at `at`, adding it to its time unhealthy.
+fn end_unhealthy(f: &mut SliFigures, at: DateTime<Utc>) {
+    if let Some(since) = f.unhealthy_since.take() {
+        f.unhealthy_seconds += seconds(since, at);
+    }
+}
+
+/// Ends an open lapse at `at`, keeping the longest; returns how long it lasted.
+fn end_lapse(check: &mut FaultCheck, at: DateTime<Utc>) -> Option<f64> {
+    let gone = seconds(check.lapsed_since.take()?, at);
+    check.longest_lapse_seconds = check.longest_lapse_seconds.max(gone);
+    Some(gone)
 }
 
 /// Sum of durations, saturating.
@@ -302,7 +316,7 @@ impl Run<'_> {
         at: DateTime<Utc>,
         ok: bool,
         value: Option<f64>,
-        tolerance: Option<crate::api::Tolerance>,
+        tolerance: Option<Tolerance>,
     ) {
         let injected = self.s.injected_at;
         let index = match self.s.slis.iter().position(|f| f.name == name) {
@@ -330,9 +344,7 @@ impl Run<'_> {
             });
         }
         if ok {
-            if let Some(since) = f.unhealthy_since.take() {
-                f.unhealthy_seconds += seconds(since, at);
-            }
+            end_unhealthy(f, at);
             if stage == Stage::Recovery {
                 f.healthy_since.get_or_insert(at);
             }
@@ -355,8 +367,8 @@ impl Run<'_> {
     /// unhealthy counts an SLI that never came back.
     fn close_unhealthy(&mut self) {
         for f in &mut self.s.slis {
-            if let (Some(since), Some(last)) = (f.unhealthy_since.take(), f.last_at) {
-                f.unhealthy_seconds += seconds(since, last);
+            if let Some(last) = f.last_at {
+                end_unhealthy(f, last);
             }
         }
     }
@@ -373,22 +385,17 @@ impl Run<'_> {
         match lapsed {
             Some(what) => {
                 let first = check.lapsed_since.is_none();
-                if first {
-                    check.lapsed_since = Some(known_whole);
-                    check.lapses = check.lapses.saturating_add(1);
-                }
+                let since = *check.lapsed_since.get_or_insert(known_whole);
                 check.last_lapse = Some(what.clone());
-                let gone = seconds(check.lapsed_since.unwrap_or(known_whole), at);
-                check.longest_lapse_seconds = check.longest_lapse_seconds.max(gone);
+                check.longest_lapse_seconds = check.longest_lapse_seconds.max(seconds(since, at));
                 if first {
+                    check.lapses = check.lapses.saturating_add(1);
                     self.note(format!("the fault lapsed: {what}; re-applying"));
                 }
             }
             None => {
                 check.last_held_at = Some(at);
-                if let Some(since) = check.lapsed_since.take() {
-                    let gone = seconds(since, at);
-                    check.longest_lapse_seconds = check.longest_lapse_seconds.max(gone);
+                if let Some(gone) = end_lapse(check, at) {
                     self.note(format!("the fault holds again after a lapse of {gone:.1}s"));
                 }
             }
@@ -454,11 +461,8 @@ impl Run<'_> {
             }
             Phase::Reverting if self.s.fault_state.may_be_active() => {
                 // A lapse still open when the fault ends lasted until now.
-                if let Some(check) = &mut self.s.fault_check
-                    && let Some(since) = check.lapsed_since.take()
-                {
-                    check.longest_lapse_seconds =
-                        check.longest_lapse_seconds.max(seconds(since, self.now));
+                if let Some(check) = &mut self.s.fault_check {
+                    end_lapse(check, self.now);
                 }
                 self.s.fault_state = FaultState::Reverting;
                 self.s.revert_requested_at = Some(self.now);
