@@ -127,6 +127,17 @@ impl<L: Lookup> Resolver<L> {
         }
     }
 
+    /// Looks `host` up in the background if nothing is known of it yet, so that a name first
+    /// needed while a zone is dark (the standby replica of a failover pair) already has a
+    /// last good answer then. Never waits.
+    pub(crate) fn warm(&self, host: &str) {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = names.entry(host.to_owned()).or_default();
+        if known.last_good.is_none() && known.in_flight.is_none() {
+            known.in_flight = Some(self.start(host));
+        }
+    }
+
     /// Starts a lookup that runs to the end even when its callers stop waiting, so that a
     /// slow answer still becomes the last good one.
     fn start(&self, host: &str) -> Shared<BoxFuture<'static, Answer>> {
@@ -320,6 +331,30 @@ mod tests {
             .await
             .expect_err("no answer");
         assert!(why.message.contains("SERVFAIL"), "{why:?}");
+    }
+
+    #[tokio::test]
+    async fn a_warmed_name_is_known_before_its_first_use() {
+        let lookup = Arc::new(Scripted::new(vec![Behaviour::Answer(4), Behaviour::Hang]));
+        let resolver = Resolver::new(Arc::clone(&lookup));
+        resolver.warm("prometheus-b.talk");
+        resolver.warm("prometheus-b.talk");
+        // The background lookup lands without anyone waiting on it.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            lookup.queries.load(Ordering::SeqCst),
+            1,
+            "one lookup for two warms"
+        );
+        // DNS is dark now (every query hangs), yet the first real use has an answer.
+        let answer = resolver
+            .addresses("prometheus-b.talk")
+            .await
+            .expect("warmed");
+        assert_eq!(&*answer, &[addr(4)]);
+        // Known names are not looked up again by warming.
+        resolver.warm("prometheus-b.talk");
+        assert_eq!(lookup.queries.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -31,6 +31,8 @@ use route::Routes;
 pub struct Prober {
     client: reqwest::Client,
     routes: Arc<Routes>,
+    failover: Arc<prometheus::Failover>,
+    resolver: dns::Resolver<dns::SystemLookup>,
     objects: Option<Arc<dyn ObjectSource>>,
     default_namespace: Option<String>,
 }
@@ -39,6 +41,7 @@ impl std::fmt::Debug for Prober {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prober")
             .field("routes", &self.routes)
+            .field("failover", &self.failover)
             .field("objects", &self.objects.as_ref().map(|_| "ObjectSource"))
             .field("default_namespace", &self.default_namespace)
             .finish_non_exhaustive()
@@ -91,12 +94,13 @@ impl ProberBuilder {
     }
 
     pub fn build(self) -> Result<Prober, Error> {
+        let resolver = dns::Resolver::new(dns::SystemLookup);
         let mut builder = reqwest::Client::builder()
             // Probes observe the URL they name: no proxies, and a redirect is an answer.
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             // A dark zone can hold a CoreDNS replica: hedge lookups and serve the last answer.
-            .dns_resolver(dns_resolver())
+            .dns_resolver(resolver.clone())
             .user_agent(concat!("firedrill-probes/", env!("CARGO_PKG_VERSION")));
         for (host, addr) in &self.hosts {
             builder = builder.resolve(host, *addr);
@@ -105,6 +109,8 @@ impl ProberBuilder {
         Ok(Prober {
             client,
             routes: Arc::new(Routes::new(self.hosts)),
+            failover: Arc::default(),
+            resolver,
             objects: self.objects,
             default_namespace: self.default_namespace,
         })
@@ -143,7 +149,13 @@ impl Prober {
                 ));
             }
             Some(ProbeKind::Prometheus(p)) => {
-                prometheus::query(&self.client, &self.routes, p, deadline)
+                let reach = prometheus::Reach {
+                    client: &self.client,
+                    routes: &self.routes,
+                    failover: &self.failover,
+                    resolver: &self.resolver,
+                };
+                prometheus::query(&reach, p, deadline)
                     .await
                     .map(Outcome::Measured)
             }

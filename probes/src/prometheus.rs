@@ -1,9 +1,15 @@
 //! `prometheus` probes: a PromQL instant query over the HTTP API, with failover.
 //!
-//! Endpoints are tried in order. An endpoint that neither answers nor fails within its
-//! share of the remaining time is not abandoned: the next one is started alongside it and
-//! the first usable number wins. So a blackholed replica (a zone outage drops packets, it
-//! does not refuse them) costs a fraction of the timeout, not all of it.
+//! Endpoints are tried in order, starting with the one that answered last. An endpoint that
+//! neither answers nor fails within its share of the remaining time is not abandoned: the
+//! next one is started alongside it and the first usable number wins. So a blackholed
+//! replica (a zone outage drops packets, it does not refuse them) costs a fraction of the
+//! timeout once, and from the next sample on the live replica is asked first, with all of
+//! it. The names of the endpoints not asked are looked up in the background, so that a
+//! standby replica never needs its first DNS answer while a zone (and its CoreDNS) is dark.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use firedrill_core::api::{HttpMethod, PrometheusProbe};
 use futures_util::StreamExt;
@@ -13,6 +19,7 @@ use serde_json::Value;
 use tokio::time::{Instant, sleep_until};
 use url::Url;
 
+use crate::dns::{Resolver, SystemLookup};
 use crate::error::Error;
 use crate::http::{read_body, send};
 use crate::route::{self, Routes};
@@ -20,16 +27,55 @@ use crate::route::{self, Routes};
 /// Query results worth comparing are small; a huge one means a wrong query.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// What a prober remembers between samples: per endpoint list, the endpoint that gave the
+/// last number.
+#[derive(Debug, Default)]
+pub(crate) struct Failover(Mutex<HashMap<Vec<String>, String>>);
+
+impl Failover {
+    /// The indexes of `endpoints` in the order to ask them: the last one that answered,
+    /// then the rest as written.
+    fn order(&self, endpoints: &[String]) -> Vec<usize> {
+        let remembered = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = remembered
+            .get(endpoints)
+            .and_then(|answered| endpoints.iter().position(|e| e == answered));
+        first
+            .into_iter()
+            .chain((0..endpoints.len()).filter(|i| Some(*i) != first))
+            .collect()
+    }
+
+    fn answered(&self, endpoints: &[String], endpoint: &str) {
+        let mut remembered = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if remembered.get(endpoints).map(String::as_str) != Some(endpoint) {
+            remembered.insert(endpoints.to_vec(), endpoint.to_owned());
+        }
+    }
+}
+
+/// How a prober reaches Prometheus: its client, host overrides, failover memory and DNS.
+pub(crate) struct Reach<'a> {
+    pub client: &'a Client,
+    pub routes: &'a Routes,
+    pub failover: &'a Failover,
+    pub resolver: &'a Resolver<SystemLookup>,
+}
+
 pub(crate) async fn query(
-    client: &Client,
-    routes: &Routes,
+    reach: &Reach<'_>,
     probe: &PrometheusProbe,
     deadline: Instant,
 ) -> Result<f64, Error> {
     let endpoints = &probe.endpoints;
     let count = endpoints.len();
+    let order = reach.failover.order(endpoints);
+    for &i in order.iter().skip(1) {
+        warm_name(reach, &endpoints[i]);
+    }
     let mut said: Vec<Option<String>> = vec![None; count];
     let mut launched: Vec<Option<Instant>> = vec![None; count];
+    let (client, routes) = (reach.client, reach.routes);
     let ask = |i: usize| async move {
         let result = ask_one(client, routes, &endpoints[i], &probe.query, deadline).await;
         (i, result)
@@ -41,8 +87,8 @@ pub(crate) async fn query(
             if next == count {
                 break;
             }
-            launched[next] = Some(Instant::now());
-            running.push(ask(next));
+            launched[order[next]] = Some(Instant::now());
+            running.push(ask(order[next]));
             next += 1;
             continue;
         }
@@ -54,12 +100,15 @@ pub(crate) async fn query(
         });
         tokio::select! {
             Some((i, result)) = running.next() => match result {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    reach.failover.answered(endpoints, &endpoints[i]);
+                    return Ok(value);
+                }
                 Err(why) => said[i] = Some(why),
             },
             () = sleep_until(hedge_at.unwrap_or(deadline)), if hedge_at.is_some() => {
-                launched[next] = Some(Instant::now());
-                running.push(ask(next));
+                launched[order[next]] = Some(Instant::now());
+                running.push(ask(order[next]));
                 next += 1;
             }
             () = sleep_until(deadline) => break,
@@ -81,6 +130,19 @@ pub(crate) async fn query(
         })
         .collect();
     Err(Error::Prometheus { attempts })
+}
+
+/// Starts a background lookup of `endpoint`'s host when it is a name the client resolves
+/// (not an address, not a lab override).
+fn warm_name(reach: &Reach<'_>, endpoint: &str) {
+    let Ok(url) = route::parse(endpoint) else {
+        return;
+    };
+    if let Some(url::Host::Domain(host)) = url.host()
+        && !reach.routes.overrides(host)
+    {
+        reach.resolver.warm(host);
+    }
 }
 
 /// One endpoint's number, or what it said instead.
@@ -249,6 +311,26 @@ mod tests {
             Err("HTTP 502: <html>Bad Gateway</html>".into())
         );
         assert_eq!(parse(200, ""), Err("HTTP 200: empty body".into()));
+    }
+
+    #[test]
+    fn the_endpoint_that_answered_last_is_asked_first() {
+        let failover = Failover::default();
+        let pair = vec!["http://a".to_owned(), "http://b".to_owned()];
+        assert_eq!(failover.order(&pair), [0, 1]);
+        failover.answered(&pair, "http://b");
+        assert_eq!(failover.order(&pair), [1, 0]);
+        // Another probe's list is remembered apart.
+        let trio = vec![
+            "http://c".to_owned(),
+            "http://a".to_owned(),
+            "http://b".to_owned(),
+        ];
+        assert_eq!(failover.order(&trio), [0, 1, 2]);
+        failover.answered(&trio, "http://a");
+        assert_eq!(failover.order(&trio), [1, 0, 2]);
+        failover.answered(&pair, "http://a");
+        assert_eq!(failover.order(&pair), [0, 1]);
     }
 
     #[test]

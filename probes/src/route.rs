@@ -26,6 +26,11 @@ impl Routes {
         Self(hosts)
     }
 
+    /// Whether requests for `host` go to an override rather than through DNS.
+    pub fn overrides(&self, host: &str) -> bool {
+        self.0.contains_key(&host.to_ascii_lowercase())
+    }
+
     pub fn target(&self, written: &Url) -> Result<Target, Error> {
         let bad = |reason: &str| Error::BadUrl {
             url: written.to_string(),

@@ -217,6 +217,23 @@ async fn against_a_real_prometheus() {
         took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
         "{took:?}"
     );
+    // From then on the replica that answered is asked first: the blackholed one is not
+    // even connected to again while the other keeps answering.
+    blackhole.set_nonblocking(true).expect("nonblocking");
+    let connections =
+        |listener: &TcpListener| std::iter::from_fn(|| listener.accept().ok()).count();
+    assert_eq!(connections(&blackhole), 1, "the first sample tried it");
+    for _ in 0..3 {
+        assert_eq!(
+            sample(vec![silent.clone(), real.clone()], "up", "2s").await,
+            Outcome::Measured(1.0)
+        );
+    }
+    assert_eq!(
+        connections(&blackhole),
+        0,
+        "later samples asked the live one first"
+    );
 
     // The first endpoint that has the number wins even if an earlier one answered badly.
     let prefixed = format!("{real}/wrong-prefix");
