@@ -65,10 +65,27 @@ impl Executor {
                 ids: vec![],
                 created_at: time(entry.created_at),
                 expires_at: time(entry.expires_at),
+                unreadable: vec![],
             });
             held.created_at = held.created_at.min(time(entry.created_at));
             held.expires_at = held.expires_at.min(time(entry.expires_at));
             held.ids.push(entry.id);
+        }
+        for (id, why) in scan.unreadable {
+            let key = key_of_id(&id).to_owned();
+            // What it recorded is unknown, its expiry too: due now, never later.
+            let now = Utc::now();
+            by_key
+                .entry(key.clone())
+                .or_insert_with(|| Held {
+                    key,
+                    ids: vec![],
+                    created_at: now,
+                    expires_at: now,
+                    unreadable: vec![],
+                })
+                .unreadable
+                .push(why);
         }
         Ok((by_key.into_values().collect(), scan.errors))
     }
@@ -235,6 +252,68 @@ impl Executor {
         Ok(())
     }
 
+    /// For an Injection whose journal entries cannot all be read: reverts what can be read,
+    /// then undoes by inspection what `spec` would have done on this node (its chains taken
+    /// out of the pods' namespaces, its pods' stopped processes resumed). Returns what it
+    /// found and did, for the Injection's status; never fails.
+    pub fn salvage(&self, key: &str, spec: &InjectionSpec) -> String {
+        let mut said = Vec::new();
+        match self.revert(key) {
+            Ok(n) => said.push(format!("reverted {n} readable journal entr(y/ies)")),
+            Err(e) => said.push(format!("reverting the readable entries failed: {e}")),
+        }
+        let faults = match self.faults(key, spec) {
+            Ok(faults) => faults,
+            Err(e) => {
+                said.push(format!("could not find the targets to inspect: {e}"));
+                return said.join("; ");
+            }
+        };
+        let mut namespaces = 0;
+        let mut resumed = 0;
+        for (id, fault) in &faults {
+            match fault {
+                Fault::Network { netns, .. } => {
+                    match nft::revert(netns, id).and_then(|()| nft::remove_table_if_empty(netns)) {
+                        Ok(_) => namespaces += 1,
+                        Err(e) => said.push(format!("{}: {e}", netns.display())),
+                    }
+                }
+                Fault::Freeze { pids } => match stopped(pids) {
+                    Ok(procs) => {
+                        for r in process::thaw(&procs) {
+                            match r.outcome {
+                                Ok(process::ProcessOutcome::Done) => resumed += 1,
+                                Ok(process::ProcessOutcome::Gone) => {}
+                                Err(e) => said.push(format!("resuming pid {}: {e}", r.pid)),
+                            }
+                        }
+                    }
+                    Err(e) => said.push(format!("reading the pods' processes: {e}")),
+                },
+                Fault::ReadOnly { dir } | Fault::TakeAway { dir } => said.push(format!(
+                    "a mount on {} cannot be told apart from the volume's own without its \
+                     entry: check it by hand",
+                    dir.display()
+                )),
+                Fault::Kill { .. } | Fault::Wipe { .. } => {}
+            }
+        }
+        if faults
+            .iter()
+            .any(|(_, f)| matches!(f, Fault::Network { .. }))
+        {
+            said.push(format!("took its chains out of {namespaces} namespace(s)"));
+        }
+        if faults
+            .iter()
+            .any(|(_, f)| matches!(f, Fault::Freeze { .. }))
+        {
+            said.push(format!("resumed {resumed} stopped process(es) of its pods"));
+        }
+        said.join("; ")
+    }
+
     /// Reverts everything the journal holds (shutdown). Returns the first error.
     pub fn revert_all(&self) -> Result<usize> {
         let (held, _) = self.held()?;
@@ -250,6 +329,17 @@ impl Executor {
         }
         first_error.map_or(Ok(reverted), Err)
     }
+}
+
+/// The processes among `pids` that are stopped (state `T`).
+fn stopped(pids: &[i32]) -> firedrill_faults::Result<Vec<process::ProcessRef>> {
+    let mut out = Vec::new();
+    for p in process::resolve(pids)? {
+        if process::stat(p.pid)?.is_some_and(|s| s.state == 'T') {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// How many things an applied fault reached (processes for freeze/kill).

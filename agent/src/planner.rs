@@ -13,6 +13,11 @@
 //!    pods down; held but not known complete (a crash during apply) → revert, to apply it
 //!    whole again; not held → apply (once: a failure is reported, never retried).
 //!
+//! A journal entry that cannot be read (corrupt, or from a newer format) is never taken for
+//! "nothing held": its Injection is never reported `Reverted` and keeps its finalizer. The
+//! agent reverts what it can read, inspects the node for the rest (**salvage**) and reports
+//! `Failed`, saying what it found; a person removes the entry file to let it go.
+//!
 //! Held faults with no Injection: reverted when the Injection list is known (it was
 //! deleted, perhaps while the agent was down); while it is not known (the API server is
 //! unreachable, e.g. during a zone blackout) they stay until their own expiry and are
@@ -55,6 +60,8 @@ pub struct Held {
     pub created_at: DateTime<Utc>,
     /// The earliest expiry recorded.
     pub expires_at: DateTime<Utc>,
+    /// Why each of its journal entries that could not be read could not be.
+    pub unreadable: Vec<String>,
 }
 
 /// What this agent process did that the API server may not show yet.
@@ -66,6 +73,9 @@ pub struct Memory {
     pub failed: BTreeMap<Key, String>,
     /// The state this process last wrote to each status.
     pub reported: BTreeMap<Key, InjectionState>,
+    /// Injections with unreadable journal entries that this process salvaged: what the
+    /// inspection of the node found and did.
+    pub salvaged: BTreeMap<Key, String>,
 }
 
 /// Why something is reverted.
@@ -127,20 +137,23 @@ pub enum Step {
     Apply(Key),
     /// Kill again whatever of the pods came back.
     Enforce(Key),
+    /// Revert what the journal can still read for the key, then inspect the node for what
+    /// its unreadable entries may hold and undo that too.
+    Salvage(Key),
 }
 
 impl Step {
     pub fn key(&self) -> &str {
         match self {
             Step::Revert { key, .. } | Step::Report { key, .. } => key,
-            Step::Release(key) | Step::Apply(key) | Step::Enforce(key) => key,
+            Step::Release(key) | Step::Apply(key) | Step::Enforce(key) | Step::Salvage(key) => key,
         }
     }
 
     /// Reverts first (safety), applies last.
     fn rank(&self) -> u8 {
         match self {
-            Step::Revert { .. } => 0,
+            Step::Revert { .. } | Step::Salvage(_) => 0,
             Step::Report { .. } => 1,
             Step::Release(_) => 2,
             Step::Enforce(_) => 3,
@@ -173,7 +186,10 @@ pub fn plan(view: Option<&[Wanted]>, held: &[Held], memory: &Memory, now: DateTi
         seen.insert(w.key.as_str());
         let h = held.get(w.key.as_str()).copied();
         let state = memory.reported.get(&w.key).copied().unwrap_or(w.state);
-        decide(&mut out, w, h, state, memory, now);
+        match h {
+            Some(h) if !h.unreadable.is_empty() => unreadable(&mut out, w, h, state, memory),
+            _ => decide(&mut out, w, h, state, memory, now),
+        }
     }
     for (key, h) in &held {
         if seen.contains(key) {
@@ -195,6 +211,29 @@ pub fn plan(view: Option<&[Wanted]>, held: &[Held], memory: &Memory, now: DateTi
     }
     out.steps.sort_by_key(Step::rank);
     out
+}
+
+/// An Injection whose journal cannot be fully read: salvage once, then say so as `Failed`.
+/// Never `Reverted`, never released: nothing proves the fault is gone.
+fn unreadable(out: &mut Plan, w: &Wanted, h: &Held, state: InjectionState, memory: &Memory) {
+    let Some(found) = memory.salvaged.get(&w.key) else {
+        out.steps.push(Step::Salvage(w.key.clone()));
+        return;
+    };
+    if state != InjectionState::Failed {
+        out.steps.push(Step::Report {
+            key: w.key.clone(),
+            report: Report::Failed {
+                message: format!(
+                    "the agent cannot read its journal entry for this Injection ({}), so it \
+                     cannot prove the fault was reverted. It inspected the node instead: {found}. \
+                     Its finalizer stays until the entry file is removed from the agent's \
+                     journal directory",
+                    h.unreadable.join("; ")
+                ),
+            },
+        });
+    }
 }
 
 fn decide(
@@ -306,6 +345,7 @@ mod tests {
             ids: vec![InjectionId::new(format!("{key}-0")).unwrap()],
             created_at: at(5),
             expires_at: at(100),
+            unreadable: vec![],
         }
     }
 
@@ -376,6 +416,46 @@ mod tests {
             plan(Some(&[w]), &[], &Memory::default(), at(22)).steps,
             vec![]
         );
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_salvaged_and_failed_never_reverted_nor_released() {
+        let mut h = held("a");
+        h.unreadable = vec!["corrupt journal entry /j/a-1.json: EOF".into()];
+        for mut w in [wanted("a", Applied), wanted("a", Pending)] {
+            for deleting in [false, true] {
+                w.deleting = deleting;
+                for now in [at(50), at(500)] {
+                    let mut memory = Memory::default();
+                    let p = plan(Some(&[w.clone()]), &[h.clone()], &memory, now);
+                    assert_eq!(p.steps, vec![Step::Salvage("a".into())], "{w:?} at {now}");
+                    memory
+                        .salvaged
+                        .insert("a".into(), "removed its chains from 1 namespace".into());
+                    let p = plan(Some(&[w.clone()]), &[h.clone()], &memory, now);
+                    match &p.steps[..] {
+                        [
+                            Step::Report {
+                                report: Report::Failed { message },
+                                ..
+                            },
+                        ] => {
+                            assert!(message.contains("EOF"), "{message}");
+                            assert!(message.contains("1 namespace"), "{message}");
+                        }
+                        other => panic!("{w:?} at {now}: {other:?}"),
+                    }
+                    memory.reported.insert("a".into(), Failed);
+                    let p = plan(Some(&[w.clone()]), &[h.clone()], &memory, now);
+                    assert_eq!(p.steps, vec![], "no release while the entry is there");
+                }
+            }
+        }
+        // Once a person removes the file, the ended Injection is let go as usual.
+        let mut w = wanted("a", Failed);
+        w.deleting = true;
+        let p = plan(Some(&[w]), &[], &Memory::default(), at(60));
+        assert_eq!(p.steps, vec![Step::Release("a".into())]);
     }
 
     #[test]

@@ -264,6 +264,16 @@ impl Agent {
                 };
                 self.apply(&key, &name, &injection).await
             }
+            Step::Salvage(_) => {
+                let Some(injection) = injection else {
+                    return false;
+                };
+                let found = self.exec.salvage(&key, &injection.spec);
+                tracing::error!(injection = %name, found = %found, "journal entry unreadable: salvaged by inspecting the node; the Injection keeps its finalizer");
+                self.memory.complete.remove(&key);
+                self.memory.salvaged.insert(key, found);
+                true
+            }
         }
     }
 

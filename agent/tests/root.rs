@@ -322,3 +322,74 @@ fn a_freeze_stops_the_pods_processes_until_reverted() {
     assert_ne!(FakePod::state(pid), 'T');
     assert!(journal_files(journal.path()).is_empty());
 }
+
+#[test]
+fn a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted() {
+    if !usable("a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted") {
+        return;
+    }
+    let pod = FakePod::new();
+    let pid = i32::try_from(pod.sleepers[0].id()).unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+    let freeze = NodeAction {
+        network: None,
+        processes: Some(ProcessAction {
+            pods: vec![pod.pod_ref()],
+            signal: ProcessSignal::Freeze,
+        }),
+        read_only_volume: None,
+    };
+    for (action, what) in [(cut(&pod), "cut"), (freeze, "freeze")] {
+        let spec = spec(action, 300);
+        exec.apply(&key, &spec).unwrap();
+        // The disk (or a person) damages the entry: the journal no longer says what is held.
+        let files = journal_files(journal.path());
+        assert_eq!(files.len(), 1, "{what}: {files:?}");
+        std::fs::write(journal.path().join(&files[0]), b"{\"id\":").unwrap();
+
+        let (held, unreadable) = exec.held().unwrap();
+        assert_eq!(unreadable.len(), 1, "{what}");
+        assert_eq!(
+            held.len(),
+            1,
+            "{what}: the damaged entry still counts as held"
+        );
+        let mut w = planner::Wanted {
+            key: key.clone(),
+            expires_at: spec.expires_at,
+            deleting: true,
+            finalized: true,
+            state: firedrill_core::api::InjectionState::Applied,
+            kill: false,
+        };
+        let mut memory = Memory::default();
+        let plan = planner::plan(Some(&[w.clone()]), &held, &memory, Utc::now());
+        assert_eq!(plan.steps, vec![Step::Salvage(key.clone())], "{what}");
+        let found = exec.salvage(&key, &spec);
+        match what {
+            "cut" => {
+                assert!(!pod.ruleset().contains(&key), "{what}: chains gone");
+                assert!(found.contains("out of 1 namespace(s)"), "{found}");
+            }
+            _ => {
+                assert_ne!(FakePod::state(pid), 'T', "{what}: resumed");
+                assert!(found.contains("resumed 1 stopped process(es)"), "{found}");
+            }
+        }
+        memory.salvaged.insert(key.clone(), found);
+        let plan = planner::plan(Some(&[w.clone()]), &held, &memory, Utc::now());
+        assert!(
+            matches!(&plan.steps[..], [Step::Report { report: planner::Report::Failed { message }, .. }] if message.contains("cannot prove")),
+            "{what}: {plan:?}"
+        );
+        // The damaged file stays for a person; only its removal lets the Injection go.
+        assert_eq!(journal_files(journal.path()), files, "{what}");
+        std::fs::remove_file(journal.path().join(&files[0])).unwrap();
+        w.state = firedrill_core::api::InjectionState::Failed;
+        let (held, _) = exec.held().unwrap();
+        let plan = planner::plan(Some(&[w]), &held, &Memory::default(), Utc::now());
+        assert_eq!(plan.steps, vec![Step::Release(key.clone())], "{what}");
+    }
+}

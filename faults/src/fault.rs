@@ -194,6 +194,7 @@ impl Injector {
             None => {
                 let (target, gone) = fault.resolve()?;
                 let entry = Entry {
+                    version: crate::journal::FORMAT_VERSION,
                     id: id.clone(),
                     kind: target.kind().to_string(),
                     fault: fault.clone(),

@@ -13,9 +13,21 @@ use crate::fault::{Fault, Target};
 use crate::id::InjectionId;
 use crate::process::stat;
 
+/// The entry format this build writes. Entries without a version are version 1 (before the
+/// field existed) and read the same; an entry from a newer format is unreadable here, never
+/// guessed at.
+pub const FORMAT_VERSION: u32 = 1;
+
+fn first_version() -> u32 {
+    1
+}
+
 /// One applied fault as recorded on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The entry format ([`FORMAT_VERSION`] when written by this build).
+    #[serde(default = "first_version")]
+    pub version: u32,
     pub id: InjectionId,
     /// The fault kind (also implied by `target`; stored for people reading the files).
     pub kind: String,
@@ -35,6 +47,9 @@ pub struct Scan {
     pub entries: Vec<Entry>,
     /// Unreadable or corrupt files; they are left in place for a human to look at.
     pub errors: Vec<Error>,
+    /// The injections whose entry exists but could not be read, by the id in the file name,
+    /// with why. What such an entry held is not known, so it must never count as reverted.
+    pub unreadable: Vec<(InjectionId, String)>,
 }
 
 /// A journal directory.
@@ -151,12 +166,17 @@ impl Journal {
             if !name.ends_with(SUFFIX) {
                 continue;
             }
-            match fs::read(&path) {
-                Ok(bytes) => match parse(&path, &bytes) {
-                    Ok(entry) => scan.entries.push(entry),
-                    Err(e) => scan.errors.push(e),
-                },
-                Err(e) => scan.errors.push(self.err(&path)(e)),
+            let read = fs::read(&path)
+                .map_err(self.err(&path))
+                .and_then(|bytes| parse(&path, &bytes));
+            match read {
+                Ok(entry) => scan.entries.push(entry),
+                Err(e) => {
+                    if let Some(Ok(id)) = name.strip_suffix(SUFFIX).map(InjectionId::new) {
+                        scan.unreadable.push((id, e.to_string()));
+                    }
+                    scan.errors.push(e);
+                }
             }
         }
         scan.entries.sort_by(|a, b| a.id.cmp(&b.id));
@@ -196,6 +216,15 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Entry> {
         path: path.to_path_buf(),
         source,
     })?;
+    if entry.version > FORMAT_VERSION {
+        return Err(Error::Journal {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(format!(
+                "entry format {} is newer than this build's {FORMAT_VERSION}",
+                entry.version
+            )),
+        });
+    }
     // The file name is the id; a mismatch means someone edited or copied it.
     let expected = format!("{}{SUFFIX}", entry.id);
     if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {

@@ -8,7 +8,7 @@ use std::fs;
 use std::process::{Child, Command};
 
 use common::{Lab, addr, udp_works};
-use firedrill_faults::journal::Entry;
+use firedrill_faults::journal::{self, Entry};
 use firedrill_faults::process::{self, ProcessOutcome};
 use firedrill_faults::{
     Direction, Fault, InjectionId, Injector, Journal, RevertOutcome, RuleSet, Target, cleanup_all,
@@ -121,6 +121,7 @@ fn cleanup_all_after_a_simulated_crash_leaves_nothing_behind() {
 
 fn entry(name: &str, expires_at: u64) -> Entry {
     Entry {
+        version: journal::FORMAT_VERSION,
         id: id(name),
         kind: "kill".into(),
         fault: Fault::Kill { pids: vec![] },
@@ -185,6 +186,14 @@ fn corrupt_entries_are_reported_and_kept() {
     let scan = journal.scan().unwrap();
     assert_eq!(scan.entries.len(), 1);
     assert_eq!(scan.errors.len(), 2);
+    // Each unreadable file is tied to the injection its name gives, so it can never be
+    // taken for "nothing held".
+    let ids: Vec<&str> = scan.unreadable.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{:?}", scan.unreadable);
+    assert!(
+        ids.contains(&"broken") && ids.contains(&"renamed"),
+        "{ids:?}"
+    );
     assert!(journal.entries().is_err());
 
     let report = cleanup_all(dir.path()).unwrap();
@@ -194,6 +203,44 @@ fn corrupt_entries_are_reported_and_kept() {
     let categories: Vec<_> = report.errors.iter().map(|e| e.category()).collect();
     assert!(categories.contains(&"journal_corrupt"), "{categories:?}");
     assert!(dir.path().join("broken.json").exists());
+}
+
+#[test]
+fn entries_of_an_older_format_are_read_and_newer_ones_are_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    // What an agent wrote before entries had a version.
+    let mut old = serde_json::to_value(entry("before-versions", 100)).unwrap();
+    old.as_object_mut().unwrap().remove("version");
+    fs::write(
+        dir.path().join("before-versions.json"),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+    let mut newer = serde_json::to_value(entry("from-the-future", 100)).unwrap();
+    newer["version"] = (journal::FORMAT_VERSION + 1).into();
+    fs::write(
+        dir.path().join("from-the-future.json"),
+        serde_json::to_vec(&newer).unwrap(),
+    )
+    .unwrap();
+
+    let scan = journal.scan().unwrap();
+    assert_eq!(scan.entries.len(), 1, "{:?}", scan.errors);
+    assert_eq!(scan.entries[0].id.as_str(), "before-versions");
+    assert_eq!(scan.entries[0].version, 1);
+    assert_eq!(scan.unreadable.len(), 1);
+    let (id, why) = &scan.unreadable[0];
+    assert_eq!(id.as_str(), "from-the-future");
+    assert!(why.contains("newer than this build"), "{why}");
+    // The old entry is reverted as any other.
+    let report = cleanup_all(dir.path()).unwrap();
+    assert_eq!(report.reverted.len(), 1);
+    assert!(!dir.path().join("before-versions.json").exists());
+    assert!(
+        dir.path().join("from-the-future.json").exists(),
+        "left for a human"
+    );
 }
 
 #[test]
