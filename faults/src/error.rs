@@ -80,6 +80,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// `nft` did not finish in time and was killed.
+    #[error("nft did not finish within {}s and was killed", .after.as_secs())]
+    NftTimeout { after: std::time::Duration },
+
     /// A worker thread panicked; a bug, reported instead of propagated.
     #[error("internal error: {0}")]
     Internal(String),
@@ -95,6 +99,7 @@ impl Error {
             Error::Netns { .. } => "netns",
             Error::NftSpawn(_) => "nft_spawn",
             Error::Nft { .. } => "nft",
+            Error::NftTimeout { .. } => "nft_timeout",
             Error::NftOutput(_) => "nft_output",
             Error::Process { .. } => "process",
             Error::Mount { .. } => "mount",

@@ -4,11 +4,12 @@
 //! rule text built from strings, and each batch is one atomic kernel transaction.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -30,27 +31,15 @@ fn nft_binary() -> &'static str {
         .unwrap_or("nft")
 }
 
+/// The longest one `nft` run may take. A run takes ~10 ms; one that hangs (a wedged
+/// netlink socket, a namespace being torn down) is killed so that it cannot hold up the
+/// reverts queued behind it.
+pub const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs `nft` with `args` (fixed strings only) and optional JSON input, in the calling
-/// thread's network namespace. Returns stdout.
+/// thread's network namespace, within [`NFT_TIMEOUT`]. Returns stdout.
 fn run_nft(args: &[&str], input: Option<&Value>) -> Result<Vec<u8>> {
-    let mut child = Command::new(nft_binary())
-        .args(args)
-        .env_clear()
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(Error::NftSpawn)?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        let bytes = serde_json::to_vec(input).map_err(|e| Error::Internal(e.to_string()))?;
-        stdin.write_all(&bytes).map_err(Error::NftSpawn)?;
-        // Dropping stdin closes it so nft sees end of input.
-    }
-    let out = child.wait_with_output().map_err(Error::NftSpawn)?;
+    let out = run_bounded(nft_binary(), args, input, NFT_TIMEOUT)?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -63,6 +52,83 @@ fn run_nft(args: &[&str], input: Option<&Value>) -> Result<Vec<u8>> {
             stderr,
         })
     }
+}
+
+/// Runs `binary` with `args` and optional JSON on stdin; kills it if it has not exited
+/// within `limit`. Stdin, stdout and stderr are served by their own threads, so a child
+/// that stops reading or writes a lot cannot block the clock.
+fn run_bounded(
+    binary: &str,
+    args: &[&str],
+    input: Option<&Value>,
+    limit: Duration,
+) -> Result<Output> {
+    let bytes = input
+        .map(serde_json::to_vec)
+        .transpose()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut child = Command::new(binary)
+        .args(args)
+        .env_clear()
+        .stdin(if bytes.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::NftSpawn)?;
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || match (stdin, bytes) {
+            // Dropping stdin afterwards closes it, so the child sees end of input.
+            (Some(mut stdin), Some(bytes)) => stdin.write_all(&bytes),
+            _ => Ok(()),
+        });
+        let out_reader = scope.spawn(move || drain(stdout));
+        let err_reader = scope.spawn(move || drain(stderr));
+        let deadline = Instant::now() + limit;
+        let mut pause = Duration::from_micros(200);
+        let status = loop {
+            match child.try_wait().map_err(Error::NftSpawn)? {
+                Some(status) => break status,
+                None if Instant::now() >= deadline => {
+                    // Killing closes its pipes, which ends the reader threads.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::NftTimeout { after: limit });
+                }
+                None => {
+                    std::thread::sleep(pause);
+                    // Short pauses: a run takes ~10 ms and the partition of 500 namespaces is timed.
+                    pause = (pause * 2).min(Duration::from_millis(1));
+                }
+            }
+        };
+        let joined = |what: &str| Error::Internal(format!("the {what} thread of nft panicked"));
+        writer
+            .join()
+            .map_err(|_| joined("stdin"))?
+            .map_err(Error::NftSpawn)?;
+        let stdout = out_reader.join().map_err(|_| joined("stdout"))?;
+        let stderr = err_reader.join().map_err(|_| joined("stderr"))?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    })
+}
+
+/// Everything a child writes to `pipe` until it closes it.
+fn drain(pipe: Option<impl Read>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut pipe) = pipe {
+        // A read error ends the output like end of file; the exit status says the rest.
+        let _ = pipe.read_to_end(&mut buf);
+    }
+    buf
 }
 
 /// Runs one JSON batch in `ns`.
@@ -250,6 +316,33 @@ pub fn revert_many_with(targets: &[Netns], id: &InjectionId, workers: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hung_nft_is_killed_at_the_limit_and_says_so() {
+        let started = Instant::now();
+        let result = run_bounded("/bin/sleep", &["30"], None, Duration::from_millis(300));
+        assert!(
+            matches!(result, Err(Error::NftTimeout { .. })),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "killed, not waited for: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_bounded_run_feeds_stdin_and_keeps_all_of_stdout() {
+        // More than a pipe buffer each way: neither side may block the other.
+        let big: Vec<u32> = (0..40_000).collect();
+        let input = serde_json::json!({ "numbers": big });
+        let out =
+            run_bounded("/bin/cat", &[], Some(&input), Duration::from_secs(10)).expect("cat runs");
+        assert!(out.status.success());
+        let echoed: Value = serde_json::from_slice(&out.stdout).expect("json back");
+        assert_eq!(echoed, input);
+    }
 
     #[test]
     fn parses_listing() {
