@@ -434,6 +434,46 @@ pub fn describe_experiment(e: &Experiment, injections: &[Injection], now: DateTi
             ),
         );
     }
+    if !s.slis.is_empty() {
+        let _ = writeln!(out, "SLIs (measured at the sample interval):");
+        let rows: Vec<Vec<String>> = s
+            .slis
+            .iter()
+            .map(|f| {
+                vec![
+                    f.name.clone(),
+                    f.samples.to_string(),
+                    secs(f.time_to_impact_seconds),
+                    f.worst_value
+                        .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+                    secs(Some(f.unhealthy_seconds)),
+                    secs(f.time_to_recover_seconds),
+                ]
+            })
+            .collect();
+        indent(
+            &mut out,
+            &render_table(
+                &["SLI", "SAMPLES", "IMPACT", "WORST", "UNHEALTHY", "RECOVERY"],
+                &rows,
+            ),
+        );
+    }
+    if let Some(c) = &s.fault_check {
+        let lapses = match (&c.last_lapse, c.lapses) {
+            (_, 0) => "none".to_owned(),
+            (Some(what), n) => format!(
+                "{n}, longest {:.1}s (last: {what})",
+                c.longest_lapse_seconds
+            ),
+            (None, n) => format!("{n}, longest {:.1}s", c.longest_lapse_seconds),
+        };
+        let _ = writeln!(
+            out,
+            "Fault check:  last found whole {}; lapses {lapses}",
+            ts(c.last_held_at, now)
+        );
+    }
     if !injections.is_empty() {
         let _ = writeln!(out, "Injections:");
         indent(&mut out, &injections_table(injections, now));
@@ -876,5 +916,43 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("Fault:        zoneBlackout"), "{text}");
+        assert!(!text.contains("SLIs"), "no figures yet: {text}");
+    }
+
+    #[test]
+    fn describe_shows_each_slis_figures_and_the_fault_check() {
+        let mut e = experiment("zb");
+        e.status = Some(ExperimentStatus {
+            phase: Phase::Completed,
+            slis: vec![firedrill_core::api::SliFigures {
+                name: "p99-latency".into(),
+                samples: 41,
+                time_to_impact_seconds: Some(7.04),
+                worst_value: Some(4808.0),
+                unhealthy_seconds: 10.0,
+                time_to_recover_seconds: Some(2.1),
+                ..Default::default()
+            }],
+            fault_check: Some(firedrill_core::api::FaultCheck {
+                last_held_at: Some(at(8)),
+                lapses: 1,
+                longest_lapse_seconds: 8.2,
+                last_lapse: Some("chain fd-x-in gone".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let text = describe_experiment(&e, &[], at(10));
+        let row = text
+            .lines()
+            .find(|l| l.contains("p99-latency"))
+            .unwrap_or_else(|| panic!("{text}"));
+        for figure in ["41", "7.0s", "4808.000", "10.0s", "2.1s"] {
+            assert!(row.contains(figure), "{figure} in {row}");
+        }
+        assert!(
+            text.contains("lapses 1, longest 8.2s (last: chain fd-x-in gone)"),
+            "{text}"
+        );
     }
 }
