@@ -86,11 +86,14 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "crash-trials: must run as root: the lab is network namespaces, nftables rules and mounts (sudo $0 ...)" >&2
   exit 2
 fi
-bin_arg=${bin:-$repo/target/release}
-bin=$(cd "$bin_arg" 2>/dev/null && pwd) || die "--bin $bin_arg: no such directory"
-for prog in chaosctl talk-server talk-load firedrill-powerloss; do
-  [ -x "$bin/$prog" ] || die "$bin/$prog is missing (cargo build --release --locked -p chaosctl -p talk -p firedrill-powerloss --bins)"
-done
+# --check only looks at the machine: it needs no build.
+if [ -z "$check" ]; then
+  bin_arg=${bin:-$repo/target/release}
+  bin=$(cd "$bin_arg" 2>/dev/null && pwd) || die "--bin $bin_arg: no such directory"
+  for prog in chaosctl talk-server talk-load firedrill-powerloss; do
+    [ -x "$bin/$prog" ] || die "$bin/$prog is missing (cargo build --release --locked -p chaosctl -p talk -p firedrill-powerloss --bins)"
+  done
+fi
 for tool in ip nft nsenter find; do
   command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps.sh)"
 done

@@ -328,6 +328,9 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
     let gd_name = game_day.metadata.name.clone().unwrap_or_default();
     lifecycle::check_privileges()?;
     let run = RunDir::new(lab_dir);
+    if let Some(pause) = firedrill_lab::pause::paused(&run)? {
+        return Err(LabError::Paused(pause.describe()));
+    }
     let started_at = Utc::now();
     crate::lab::up(
         &run,
@@ -344,6 +347,21 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("\ninterrupted: reverting the fault and stopping");
                 flag.store(true, Ordering::SeqCst);
+            }
+        });
+        // The kill switch (`chaosctl lab stop-all`) from another shell.
+        let (flag, watched) = (abort.clone(), run.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(Some(pause)) = firedrill_lab::pause::paused(&watched) {
+                    eprintln!(
+                        "\nstop-all: the lab is {}: reverting the fault and skipping the rest",
+                        pause.describe()
+                    );
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
             }
         });
         let runner = Runner::new(LabPlatform::open(run.clone())?, abort.clone())?;

@@ -1,4 +1,4 @@
-//! `chaosctl lab up | down | status` (and the hidden `lab supervise` the lab runs itself).
+//! `chaosctl lab up | down | status | stop-all | resume` (and the hidden `lab supervise` the lab runs itself).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,6 +45,23 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The lab's kill switch: pause the lab and revert every fault in place.
+    ///
+    /// Writes a pause to the lab directory. A running game day sees it within a second,
+    /// reverts its experiment's fault (the experiment ends Aborted) and skips its remaining
+    /// steps; no game day starts while the pause stands, and it outlives `lab down`. Then it
+    /// waits up to --timeout for the journal to empty and reverts whatever is still there
+    /// itself (a game day that died or hangs). Exits 0 when the journal is empty, 1 when
+    /// something could not be reverted.
+    ///
+    /// Example: sudo chaosctl lab stop-all && sudo chaosctl lab resume
+    StopAll {
+        /// How long a running game day gets to revert its own fault.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Lift the pause `lab stop-all` set: game days may run again.
+    Resume,
     /// Run the lab's supervisor in the foreground (started by `lab up`).
     #[command(hide = true)]
     Supervise,
@@ -119,11 +136,42 @@ pub fn run(command: LabCommand, dir: &Path) -> Result<ExitCode, LabError> {
             })
         }
         LabCommand::Status { json } => status(&run, json),
+        LabCommand::StopAll { timeout } => stop_all(&run, Duration::from_secs(timeout)),
+        LabCommand::Resume => {
+            if firedrill_lab::pause::resume(&run)? {
+                progress_line("resumed: game days may run again");
+            } else {
+                progress_line("not paused: nothing to lift");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LabCommand::Supervise => {
             firedrill_lab::supervisor::supervise(&run)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn stop_all(run: &RunDir, timeout: Duration) -> Result<ExitCode, LabError> {
+    lifecycle::check_privileges()?;
+    let started = std::time::Instant::now();
+    let stopped = firedrill_lab::pause::stop_all(run, &crate::stop::whoami(), timeout)?;
+    progress_line(&format!(
+        "stop-all: paused; {} fault(s) reverted by the running game day, {} here, {} hold(s) lifted, in {:.1}s",
+        stopped.reverted_by_runner,
+        stopped.reverted_here,
+        stopped.holds_lifted,
+        started.elapsed().as_secs_f64()
+    ));
+    for problem in &stopped.problems {
+        eprintln!("lab: stop-all: NOT REVERTED: {problem}");
+    }
+    progress_line("no game day starts until `chaosctl lab resume`");
+    Ok(if stopped.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn status(run: &RunDir, json: bool) -> Result<ExitCode, LabError> {
@@ -137,6 +185,9 @@ fn status(run: &RunDir, json: bool) -> Result<ExitCode, LabError> {
             serde_json::to_string_pretty(&status).map_err(|e| LabError::State(e.to_string()))?;
         println!("{text}");
     } else {
+        if let Some(pause) = firedrill_lab::pause::paused(run)? {
+            println!("PAUSED: {}", pause.describe());
+        }
         println!(
             "lab in {}: supervisor {}, {} namespaces{}",
             status.dir.display(),

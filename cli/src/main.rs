@@ -25,6 +25,7 @@ use chaosctl::{CliError, crds, gameday, get, history, lab, stop, validate};
   chaosctl history quarterly-dr -n talk --svg trend.svg
   chaosctl abort zone-blackout -n talk           revert one experiment's fault now
   chaosctl stop-all                              the kill switch: revert every fault
+  sudo chaosctl lab stop-all                     the lab's: revert and pause until `lab resume`
   chaosctl completions bash > /etc/bash_completion.d/chaosctl
 
 Cluster commands use the current context of KUBECONFIG (or ~/.kube/config), or
@@ -198,7 +199,7 @@ enum Command {
     /// (revert = delete: the node's agent reverts and then lets it go, so this works even when
     /// the operator is down), and waits until every Injection is gone or Reverted by its
     /// agent. Exits 0 when nothing is active any more, 1 with the list of what still is when
-    /// --timeout passes.
+    /// --timeout passes. The lab has its own: `chaosctl lab stop-all` (and `lab resume`).
     #[command(after_help = "Examples:
   chaosctl stop-all
   chaosctl stop-all --context prod --timeout 60

@@ -196,7 +196,7 @@ pub fn run_abort(
 }
 
 /// Who stops experiments, for the reason recorded on them.
-fn whoami() -> String {
+pub(crate) fn whoami() -> String {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
     person(|name| std::env::var(name).ok(), uid)

@@ -551,3 +551,83 @@ fn a_partition_whose_rules_are_deleted_mid_fault_cannot_pass() {
     assert_eq!(out.status.code(), Some(1));
     assert_nothing_left(lab.path(), &[]);
 }
+
+/// `chaosctl lab stop-all` from another shell while a game day (failurePolicy Continue)
+/// holds its first fault: the fault is reverted, no later step injects, and no game day
+/// starts again until `chaosctl lab resume`.
+#[test]
+fn stop_all_reverts_the_running_fault_and_nothing_starts_until_resume() {
+    let turn = LabTurn::take();
+    let (lab, reports) = (&turn.lab, &turn.reports);
+    let stdout_file = reports.path().join("chaosctl.stdout");
+    let stderr_file = reports.path().join("chaosctl.stderr");
+    let mut child = Command::new(chaosctl())
+        .current_dir(repo())
+        .args(["game-day", "experiments/gameday-quarterly-dr.yaml"])
+        .args(["--only", "network-partition", "--only", "disk-loss"])
+        .args(["--output", "json", "--lab-dir"])
+        .arg(lab.path())
+        .arg("--report-dir")
+        .arg(reports.path())
+        .stdout(std::fs::File::create(&stdout_file).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
+        .spawn()
+        .expect("spawn chaosctl");
+    wait_for_fault(
+        lab.path(),
+        &mut child,
+        &stderr_file,
+        Duration::from_secs(240),
+    );
+    let stop = Command::new(chaosctl())
+        .args(["lab", "stop-all", "--dir"])
+        .arg(lab.path())
+        .output()
+        .expect("lab stop-all");
+    let said = String::from_utf8_lossy(&stop.stderr).into_owned();
+    eprintln!("{said}");
+    assert!(stop.status.success(), "stop-all failed: {said}");
+    assert!(
+        said.contains("fault(s) reverted by the running game day, 0 here")
+            && !said.contains(" 0 fault(s) reverted by the running"),
+        "{said}"
+    );
+    assert!(!fault_journalled(lab.path()), "the journal is empty");
+    let status = child.wait().expect("game day ends");
+    let account = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    eprintln!("{account}");
+    assert!(account.contains("stop-all: the lab is paused"), "{account}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&stdout_file).expect("stdout"))
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {account}"));
+    let first = experiment(&report, "network-partition");
+    assert_eq!(first["verdict"], "Aborted", "{first:#}");
+    let second = experiment(&report, "disk-loss");
+    assert_eq!(second["verdict"], "Skipped", "{second:#}");
+    assert!(second["injectedAt"].is_null(), "{second:#}");
+    assert_ne!(status.code(), Some(0));
+    assert_nothing_left(lab.path(), &[]);
+
+    // Paused: a new game day refuses to start, and brings nothing up.
+    let refused = game_day(
+        lab.path(),
+        reports.path(),
+        &[
+            "experiments/gameday-quarterly-dr.yaml",
+            "--only",
+            "disk-loss",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("chaosctl lab resume"), "{said}");
+    assert!(lab_namespaces().is_empty(), "{:?}", lab_namespaces());
+
+    let resume = Command::new(chaosctl())
+        .args(["lab", "resume", "--dir"])
+        .arg(lab.path())
+        .output()
+        .expect("lab resume");
+    let said = String::from_utf8_lossy(&resume.stderr);
+    assert!(resume.status.success(), "{said}");
+    assert!(said.contains("resumed"), "{said}");
+}

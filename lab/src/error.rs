@@ -34,6 +34,9 @@ pub enum LabError {
     /// A process did not become ready in time.
     #[error("{0}")]
     NotReady(String),
+    /// `chaosctl lab stop-all` paused the lab; nothing runs until `chaosctl lab resume`.
+    #[error("the lab is {0}")]
+    Paused(String),
     /// An experiment cannot run in the lab as written (targets, blast radius).
     #[error("{0}")]
     Plan(String),
@@ -54,6 +57,7 @@ impl LabError {
             LabError::State(_) => "state",
             LabError::OtherLabUp(_) => "other_lab_up",
             LabError::NotReady(_) => "not_ready",
+            LabError::Paused(_) => "paused",
             LabError::Plan(_) => "plan",
             LabError::Fault(e) => e.category(),
             LabError::Probe(_) => "probe",

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod lifecycle;
 pub mod net;
+pub mod pause;
 pub mod platform;
 pub mod render;
 pub mod runner;
