@@ -331,12 +331,17 @@ impl Executor {
     }
 }
 
-/// The processes among `pids` that are stopped (state `T`).
+/// The processes among `pids` that are stopped (one `/proc/PID/stat` read each).
 fn stopped(pids: &[i32]) -> firedrill_faults::Result<Vec<process::ProcessRef>> {
     let mut out = Vec::new();
-    for p in process::resolve(pids)? {
-        if process::stat(p.pid)?.is_some_and(|s| s.state == 'T') {
-            out.push(p);
+    for &pid in pids {
+        if let Some(stat) = process::stat(pid)?
+            && stat.is_stopped()
+        {
+            out.push(process::ProcessRef {
+                pid,
+                start_time: stat.start_time,
+            });
         }
     }
     Ok(out)

@@ -174,6 +174,17 @@ fn cut(pod: &FakePod) -> NodeAction {
     }
 }
 
+fn freeze(pod: &FakePod) -> NodeAction {
+    NodeAction {
+        network: None,
+        processes: Some(ProcessAction {
+            pods: vec![pod.pod_ref()],
+            signal: ProcessSignal::Freeze,
+        }),
+        read_only_volume: None,
+    }
+}
+
 fn executor(journal: &Path) -> Executor {
     Executor::new(
         journal,
@@ -307,15 +318,7 @@ fn a_freeze_stops_the_pods_processes_until_reverted() {
     let journal = tempfile::tempdir().unwrap();
     let exec = executor(journal.path());
     let key = key_of(&pod.uid).unwrap();
-    let action = NodeAction {
-        network: None,
-        processes: Some(ProcessAction {
-            pods: vec![pod.pod_ref()],
-            signal: ProcessSignal::Freeze,
-        }),
-        read_only_volume: None,
-    };
-    let summary = exec.apply(&key, &spec(action, 300)).unwrap();
+    let summary = exec.apply(&key, &spec(freeze(&pod), 300)).unwrap();
     assert_eq!(summary, "1 process(es)");
     assert_eq!(FakePod::state(pid), 'T');
     exec.revert(&key).unwrap();
@@ -333,15 +336,7 @@ fn a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted() {
     let journal = tempfile::tempdir().unwrap();
     let exec = executor(journal.path());
     let key = key_of(&pod.uid).unwrap();
-    let freeze = NodeAction {
-        network: None,
-        processes: Some(ProcessAction {
-            pods: vec![pod.pod_ref()],
-            signal: ProcessSignal::Freeze,
-        }),
-        read_only_volume: None,
-    };
-    for (action, what) in [(cut(&pod), "cut"), (freeze, "freeze")] {
+    for (action, what) in [(cut(&pod), "cut"), (freeze(&pod), "freeze")] {
         let spec = spec(action, 300);
         exec.apply(&key, &spec).unwrap();
         // The disk (or a person) damages the entry: the journal no longer says what is held.

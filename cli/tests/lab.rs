@@ -134,6 +134,28 @@ fn game_day(lab_dir: &Path, report_dir: &Path, extra: &[&str]) -> Output {
     out
 }
 
+/// `chaosctl game-day ARGS` in the background (from the repository), its stderr to a file.
+fn spawn_game_day(
+    lab_dir: &Path,
+    report_dir: &Path,
+    args: &[&str],
+    stdout: Stdio,
+    stderr_file: &Path,
+) -> Child {
+    Command::new(chaosctl())
+        .current_dir(repo())
+        .arg("game-day")
+        .args(args)
+        .arg("--lab-dir")
+        .arg(lab_dir)
+        .arg("--report-dir")
+        .arg(report_dir)
+        .stdout(stdout)
+        .stderr(std::fs::File::create(stderr_file).expect("stderr file"))
+        .spawn()
+        .expect("spawn chaosctl")
+}
+
 fn report_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -416,17 +438,14 @@ fn crash_mid_fault(experiment_file: &str, step: &str, expect_mount: bool) {
         ),
     )
     .expect("write game day");
-    let mut child = Command::new(chaosctl())
-        .arg("game-day")
-        .arg(&game_day_file)
-        .arg("--lab-dir")
-        .arg(lab.path())
-        .arg("--report-dir")
-        .arg(reports.path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
-        .spawn()
-        .expect("spawn chaosctl");
+    let game_day_arg = game_day_file.to_str().expect("utf-8 path");
+    let mut child = spawn_game_day(
+        lab.path(),
+        reports.path(),
+        &[game_day_arg],
+        Stdio::null(),
+        &stderr_file,
+    );
     wait_for_fault(
         lab.path(),
         &mut child,
@@ -561,18 +580,23 @@ fn stop_all_reverts_the_running_fault_and_nothing_starts_until_resume() {
     let (lab, reports) = (&turn.lab, &turn.reports);
     let stdout_file = reports.path().join("chaosctl.stdout");
     let stderr_file = reports.path().join("chaosctl.stderr");
-    let mut child = Command::new(chaosctl())
-        .current_dir(repo())
-        .args(["game-day", "experiments/gameday-quarterly-dr.yaml"])
-        .args(["--only", "network-partition", "--only", "disk-loss"])
-        .args(["--output", "json", "--lab-dir"])
-        .arg(lab.path())
-        .arg("--report-dir")
-        .arg(reports.path())
-        .stdout(std::fs::File::create(&stdout_file).expect("stdout file"))
-        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
-        .spawn()
-        .expect("spawn chaosctl");
+    let mut child = spawn_game_day(
+        lab.path(),
+        reports.path(),
+        &[
+            "experiments/gameday-quarterly-dr.yaml",
+            "--only",
+            "network-partition",
+            "--only",
+            "disk-loss",
+            "--output",
+            "json",
+        ],
+        std::fs::File::create(&stdout_file)
+            .expect("stdout file")
+            .into(),
+        &stderr_file,
+    );
     wait_for_fault(
         lab.path(),
         &mut child,

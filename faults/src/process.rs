@@ -66,6 +66,13 @@ pub fn stat(pid: i32) -> Result<Option<Stat>> {
     }
 }
 
+impl Stat {
+    /// Stopped by a signal (`T`) or while traced (`t`): what a freeze leaves behind.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+}
+
 fn parse_stat(s: &str) -> Option<Stat> {
     // The command name (field 2) is in parentheses and may itself contain ") ".
     let rest = &s[s.rfind(')')? + 1..];

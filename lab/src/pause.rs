@@ -12,7 +12,7 @@ use firedrill_faults::{Journal, cleanup_all};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
-use crate::state::RunDir;
+use crate::state::{RunDir, to_json, write_atomic};
 
 /// Who paused the lab, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,11 +83,7 @@ pub fn stop_all(run: &RunDir, by: &str, wait: Duration) -> Result<Stopped> {
         by: by.to_owned(),
         at: Utc::now(),
     };
-    let path = pause_file(run);
-    let bytes = serde_json::to_vec_pretty(&pause).map_err(|e| LabError::State(e.to_string()))?;
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(|e| LabError::io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| LabError::io(&path, e))?;
+    write_atomic(&pause_file(run), &to_json(&pause)?)?;
 
     let mut stopped = Stopped::default();
     let journal = Journal::open(run.journal_dir())?;

@@ -58,7 +58,7 @@ pub struct RunDir {
     root: PathBuf,
 }
 
-fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, contents).map_err(|e| LabError::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| LabError::io(path, e))
@@ -74,7 +74,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| LabError::State(e.to_string()))
 }
 
