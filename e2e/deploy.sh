@@ -156,8 +156,12 @@ up() {
 		-f "$ROOT/charts/firedrill/ci/e2e-cluster-values.yaml" \
 		--set-string "operator.image.tag=$TAG" --set-string "agent.image.tag=$TAG" --wait --timeout 5m
 	kubectl create namespace "$TALK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-	kubectl label namespace "$TALK_NS" firedrill.dev/chaos=enabled --overwrite >/dev/null
-	log "helm: talk -> $TALK_NS (opted in: firedrill.dev/chaos=enabled)"
+	# Opted in; its own Experiments may cut whole nodes (the zone blackout), and the e2e
+	# tests' Experiments, from namespaces of their own, may target it.
+	kubectl label namespace "$TALK_NS" firedrill.dev/chaos=enabled firedrill.dev/node-faults=allowed \
+		--overwrite >/dev/null
+	kubectl annotate namespace "$TALK_NS" 'firedrill.dev/allow-experiments-from=*' --overwrite >/dev/null
+	log "helm: talk -> $TALK_NS (opted in, node faults granted, targets for any namespace)"
 	"$HELM" upgrade --install talk "$ROOT/charts/talk" -n "$TALK_NS" "${talk_values[@]}" --timeout 5m
 	check
 }

@@ -1,14 +1,18 @@
-//! The agent's calls to the API server, and nothing else: watching this node's Injections,
-//! writing their status, adding and removing the agent's finalizer. Every call has a short
-//! deadline so an unreachable API server (a zone blackout) never holds up the timer.
+//! The agent's calls to the API server, and nothing else: watching this node's Injections
+//! in firedrill's own namespace, reading this node's labels, writing status and Events,
+//! adding and removing the agent's finalizer. Every call has a short deadline so an
+//! unreachable API server (a zone blackout) never holds up the timer.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use firedrill_core::api::Injection;
+use firedrill_core::api::{Injection, protected_namespaces};
 use futures_util::Stream;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::contract::{AGENT_FINALIZER, FIELD_MANAGER, next_status, node_selector, status_patch};
@@ -23,11 +27,19 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Cluster {
     client: Client,
     node: String,
+    /// firedrill's own namespace: the only one whose Injections the agent follows (the
+    /// operator writes them there, and only it may), and a protected one.
+    namespace: String,
+    protected: BTreeSet<String>,
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("node", &self.node).finish()
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("namespace", &self.namespace)
+            .finish()
     }
 }
 
@@ -45,10 +57,20 @@ fn is_gone(e: &Error) -> bool {
 }
 
 impl Cluster {
-    pub fn new(client: Client, node: impl Into<String>) -> Self {
+    /// The agent of `node`, following the Injections of firedrill's `namespace`.
+    pub fn new(client: Client, node: impl Into<String>, namespace: impl Into<String>) -> Self {
+        let node = node.into();
+        let namespace = namespace.into();
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(node.clone()),
+        };
         Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            protected: protected_namespaces(&namespace),
             client,
-            node: node.into(),
+            node,
+            namespace,
         }
     }
 
@@ -56,21 +78,24 @@ impl Cluster {
         &self.client
     }
 
-    fn api(&self, injection: &Injection) -> Api<Injection> {
-        match injection.namespace() {
-            Some(ns) => Api::namespaced(self.client.clone(), &ns),
-            None => Api::all(self.client.clone()),
-        }
+    /// The namespaces whose pods the agent never touches.
+    pub fn protected(&self) -> &BTreeSet<String> {
+        &self.protected
     }
 
-    /// This node's Injections in every namespace, by the node label; when the node's name
-    /// cannot be a label value (so the operator sets none), every Injection (the caller
-    /// filters by `spec.nodeName` in any case).
+    fn api(&self) -> Api<Injection> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// This node's Injections in firedrill's namespace, by the node label; when the node's
+    /// name cannot be a label value (so the operator sets none), every Injection there (the
+    /// caller filters by `spec.nodeName` in any case). Injections anywhere else are never
+    /// seen: RBAC lets tenants create none here, and the agent reads nothing else.
     pub fn watch(
         &self,
     ) -> impl Stream<Item = std::result::Result<watcher::Event<Injection>, watcher::Error>> + Send + use<>
     {
-        let api: Api<Injection> = Api::all(self.client.clone());
+        let api = self.api();
         let config = match node_selector(&self.node) {
             Some(selector) => watcher::Config::default().labels(&selector),
             None => {
@@ -87,7 +112,7 @@ impl Cluster {
         let status = next_status(injection.status.as_ref(), report);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = status_patch(&status);
-        let api = self.api(injection);
+        let api = self.api();
         let name = injection.name_any();
         let patch = Patch::Apply(&patch);
         match deadline(api.patch_status(&name, &params, &patch)).await {
@@ -106,7 +131,7 @@ impl Cluster {
         adding: bool,
         change: impl Fn(&[String]) -> Option<Vec<String>>,
     ) -> Result<bool> {
-        let api = self.api(injection);
+        let api = self.api();
         let name = injection.name_any();
         for _ in 0..3 {
             let Some(fresh) = deadline(api.get_opt(&name)).await? else {
@@ -139,6 +164,31 @@ impl Cluster {
         Err(Error::Config(format!(
             "the finalizers of {name} kept changing under the agent"
         )))
+    }
+
+    /// This node's labels, read now (whether it is protected is decided on them).
+    pub async fn node_labels(&self) -> Result<BTreeMap<String, String>> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let node = deadline(api.get(&self.node)).await?;
+        Ok(node.metadata.labels.unwrap_or_default())
+    }
+
+    /// Publishes a Warning Event about `injection`; a failure is logged, never fatal.
+    pub async fn warn(&self, injection: &Injection, reason: &str, note: &str) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.to_owned(),
+            note: Some(note.to_owned()),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        let regarding = injection.object_ref(&());
+        let publish = self.recorder.publish(&event, &regarding);
+        match tokio::time::timeout(CALL_TIMEOUT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not publish an event"),
+            Err(_) => tracing::warn!("could not publish an event: no answer in time"),
+        }
     }
 
     /// Adds the agent's finalizer (before applying). `Ok(false)` when the Injection is gone

@@ -98,6 +98,12 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             reverted_at: previous.reverted_at,
             message: Some(message.clone()),
         },
+        Report::Refused { message } => InjectionStatus {
+            state: InjectionState::Refused,
+            applied_at: None,
+            reverted_at: None,
+            message: Some(message.clone()),
+        },
     }
 }
 

@@ -14,6 +14,10 @@ struct Args {
     /// This node's name (from the downward API: spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node: String,
+    /// firedrill's own namespace (from the downward API: metadata.namespace): the only one
+    /// whose Injections the agent follows, and never a target.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
     /// The crash journal: a hostPath directory, so it outlives the agent's pod.
     #[arg(
         long,
@@ -64,7 +68,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing::info!(node = %args.node, journal = %args.journal_dir.display(), "firedrill-agent starting");
+    tracing::info!(node = %args.node, namespace = %args.namespace, journal = %args.journal_dir.display(), "firedrill-agent starting");
     // Until there is a client, the journal's expiries are still kept.
     let client = loop {
         match kube::Client::try_default().await {
@@ -76,7 +80,8 @@ async fn main() -> std::process::ExitCode {
             }
         }
     };
-    let agent = Agent::new(args.node.clone(), exec, Cluster::new(client, args.node));
+    let cluster = Cluster::new(client, args.node.clone(), args.namespace);
+    let agent = Agent::new(args.node, exec, cluster);
     match agent.run(shutdown()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -7,11 +7,12 @@
 //!
 //! 1. **Deleted** (revert asked for): revert what is held; then report `Reverted` (if it was
 //!    applied) and remove the agent's finalizer.
-//! 2. **Expired, or ended** (`Reverted`/`Failed`): revert what is held; report `Reverted`
-//!    (or `Failed` if it expired before it could be applied); remove the finalizer.
+//! 2. **Expired, or ended** (`Reverted`/`Failed`/`Refused`): revert what is held; report
+//!    `Reverted` (or `Failed` if it expired before it could be applied); remove the finalizer.
 //! 3. **Live**: held and complete → report `Applied` if not yet, and for a kill keep the
 //!    pods down; held but not known complete (a crash during apply) → revert, to apply it
-//!    whole again; not held → apply (once: a failure is reported, never retried).
+//!    whole again; not held → apply (once: a failure is reported, never retried; a refusal,
+//!    decided just before applying, is reported `Refused` and never applied).
 //!
 //! A journal entry that cannot be read (corrupt, or from a newer format) is never taken for
 //! "nothing held": its Injection is never reported `Reverted` and keeps its finalizer. The
@@ -71,6 +72,9 @@ pub struct Memory {
     pub complete: BTreeSet<Key>,
     /// Failed to apply in this process, with the reason; never tried again.
     pub failed: BTreeMap<Key, String>,
+    /// Refused by this process (a protected node or namespace), with the reason; never
+    /// applied.
+    pub refused: BTreeMap<Key, String>,
     /// The state this process last wrote to each status.
     pub reported: BTreeMap<Key, InjectionState>,
     /// Injections with unreadable journal entries that this process salvaged: what the
@@ -112,6 +116,7 @@ pub enum Report {
     Applied { at: DateTime<Utc> },
     Reverted { at: DateTime<Utc>, why: String },
     Failed { message: String },
+    Refused { message: String },
 }
 
 impl Report {
@@ -120,6 +125,7 @@ impl Report {
             Report::Applied { .. } => InjectionState::Applied,
             Report::Reverted { .. } => InjectionState::Reverted,
             Report::Failed { .. } => InjectionState::Failed,
+            Report::Refused { .. } => InjectionState::Refused,
         }
     }
 }
@@ -247,7 +253,7 @@ fn decide(
     let key = || w.key.clone();
     let expires_at = h.map_or(w.expires_at, |h| h.expires_at.min(w.expires_at));
     let expired = expires_at <= now;
-    let ended = matches!(state, InjectionState::Reverted | InjectionState::Failed);
+    let ended = state.is_final();
     if w.deleting || expired || ended {
         let reason = if w.deleting {
             RevertReason::Deleted
@@ -306,14 +312,20 @@ fn decide(
                 out.wake_at(now + ENFORCE_EVERY);
             }
         }
-        None => match memory.failed.get(&w.key) {
-            Some(message) => out.steps.push(Step::Report {
+        None => match (memory.refused.get(&w.key), memory.failed.get(&w.key)) {
+            (Some(message), _) => out.steps.push(Step::Report {
+                key: key(),
+                report: Report::Refused {
+                    message: message.clone(),
+                },
+            }),
+            (None, Some(message)) => out.steps.push(Step::Report {
                 key: key(),
                 report: Report::Failed {
                     message: message.clone(),
                 },
             }),
-            None => out.steps.push(Step::Apply(key())),
+            (None, None) => out.steps.push(Step::Apply(key())),
         },
     }
 }
@@ -366,6 +378,29 @@ mod tests {
         );
         assert_eq!(p.steps, vec![Step::Apply("a".into())]);
         assert_eq!(p.wake, Some(at(100)));
+    }
+
+    #[test]
+    fn a_refused_injection_is_reported_refused_and_never_applied_again() {
+        let mut memory = Memory::default();
+        memory
+            .refused
+            .insert("a".into(), "this node is never a target".into());
+        let p = plan(Some(&[wanted("a", Pending)]), &[], &memory, at(10));
+        assert!(matches!(
+            &p.steps[..],
+            [Step::Report { report: Report::Refused { message }, .. }]
+                if message.contains("never a target")
+        ));
+        // Reported (or seen after a restart, with nothing remembered): nothing to do, no
+        // apply; a finalizer, if one was ever added, is let go.
+        let mut refused = wanted("a", Refused);
+        refused.finalized = false;
+        let p = plan(Some(&[refused.clone()]), &[], &Memory::default(), at(11));
+        assert_eq!(p.steps, vec![]);
+        refused.finalized = true;
+        let p = plan(Some(&[refused]), &[], &Memory::default(), at(11));
+        assert_eq!(p.steps, vec![Step::Release("a".into())]);
     }
 
     #[test]

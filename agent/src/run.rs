@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use firedrill_core::api::Injection;
+use firedrill_core::api::{Injection, refusal};
 use futures_util::StreamExt;
 use kube::runtime::watcher;
 
@@ -226,6 +226,9 @@ impl Agent {
                     Ok(()) => {
                         tracing::info!(injection = %name, state = ?report.state(), "status reported");
                         self.memory.reported.insert(key, report.state());
+                        if let Report::Refused { message } = &report {
+                            self.cluster.warn(&injection, "Refused", message).await;
+                        }
                     }
                     Err(e) => self.api_failed("status report", &name, &e),
                 }
@@ -280,6 +283,21 @@ impl Agent {
     async fn apply(&mut self, key: &str, name: &str, injection: &Injection) -> bool {
         if self.api_quiet() {
             return false;
+        }
+        // The last check before acting, on what the agent reads itself: this node's labels
+        // now, and the pods' namespaces. A refusal is reported (next pass) and never applied.
+        let labels = match self.cluster.node_labels().await {
+            Ok(labels) => labels,
+            Err(e) => {
+                self.api_failed("reading this node's labels", name, &e);
+                return false;
+            }
+        };
+        if let Some(why) = refusal(&injection.spec.action, &labels, self.cluster.protected()) {
+            tracing::error!(injection = %name, reason = %why, "refused: not applied");
+            let message = format!("refused by the agent on node {}: {why}", self.node);
+            self.memory.refused.insert(key.to_owned(), message);
+            return true;
         }
         // The finalizer first: an Injection deleted from now on waits for our revert.
         match self.cluster.add_finalizer(injection).await {

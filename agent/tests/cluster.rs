@@ -1,8 +1,8 @@
 //! The agent against a real API server: the cluster in `KUBECONFIG`, or the e2e cluster's
 //! `/var/lib/firedrill-cluster/kubeconfig`. Prints `SKIPPED` and passes when neither
-//! answers. The agent runs in-process for a made-up node name, so the Injections it sees
-//! name pods that do not exist and nothing real is touched: a freeze of no process is a
-//! real, harmless journalled fault.
+//! answers. The agent runs in-process for a made-up node (a Node object with no kubelet,
+//! so it has labels to read), so the Injections it sees name pods that do not exist and
+//! nothing real is touched: a freeze of no process is a real, harmless journalled fault.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -13,9 +13,10 @@ use firedrill_agent::{Agent, Cluster, Executor, ProcFs};
 use firedrill_core::api::{
     Injection, InjectionSpec, InjectionState, NodeAction, PodRef, ProcessAction, ProcessSignal,
 };
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 
@@ -134,45 +135,97 @@ fn state(i: &Injection) -> InjectionState {
     i.status.as_ref().map(|s| s.state).unwrap_or_default()
 }
 
+/// A namespace playing firedrill's own, a made-up Node, and the agent for it, running.
+struct Harness {
+    client: Client,
+    namespace: String,
+    node: String,
+    journal: tempfile::TempDir,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<firedrill_agent::Result<()>>,
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+impl Harness {
+    async fn start(client: Client) -> Self {
+        ensure_crd(&client).await;
+        let namespace = format!("fdagent-{:x}", Utc::now().timestamp_micros() & 0xff_ffff);
+        create_namespace(&client, &namespace).await;
+        let node = format!("{namespace}-node");
+        let fake: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": node, "labels": {"firedrill.dev/test": "agent"}},
+            // Nothing schedules here: the node has no kubelet.
+            "spec": {"unschedulable": true},
+        }))
+        .unwrap();
+        Api::<Node>::all(client.clone())
+            .create(&PostParams::default(), &fake)
+            .await
+            .unwrap();
+        let journal = tempfile::tempdir().unwrap();
+        let exec = Executor::new(
+            journal.path(),
+            std::path::Path::new("/nonexistent"),
+            ProcFs::default(),
+        )
+        .unwrap();
+        let agent = Agent::new(
+            node.clone(),
+            exec,
+            Cluster::new(client.clone(), node.clone(), namespace.clone()),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(agent.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            client,
+            namespace,
+            node,
+            journal,
+            stop,
+            running,
+        }
+    }
+
+    fn injections(&self) -> Api<Injection> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap().unwrap();
+        let _ = Api::<Node>::all(self.client.clone())
+            .delete(&self.node, &DeleteParams::default())
+            .await;
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.namespace, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn the_agent_applies_reports_and_reverts_on_deletion_and_on_expiry() {
     let test = "the_agent_applies_reports_and_reverts_on_deletion_and_on_expiry";
     let Some(client) = client(test).await else {
         return;
     };
-    ensure_crd(&client).await;
-    let ns_name = format!("fdagent-{:x}", Utc::now().timestamp_micros() & 0xff_ffff);
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns_name.clone()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    let node = format!("{ns_name}-node");
-    let journal = tempfile::tempdir().unwrap();
-    let exec = Executor::new(
-        journal.path(),
-        std::path::Path::new("/nonexistent"),
-        ProcFs::default(),
-    )
-    .unwrap();
-    let agent = Agent::new(
-        node.clone(),
-        exec,
-        Cluster::new(client.clone(), node.clone()),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(agent.run(async {
-        let _ = stopped.await;
-    }));
-
-    let api: Api<Injection> = Api::namespaced(client.clone(), &ns_name);
+    let h = Harness::start(client).await;
+    let (api, node, journal) = (h.injections(), h.node.clone(), h.journal.path());
     // Another node's Injection is never touched.
     api.create(
         &PostParams::default(),
@@ -196,7 +249,7 @@ async fn the_agent_applies_reports_and_reverts_on_deletion_and_on_expiry() {
         assert!(applied.finalizers().iter().any(|f| f == AGENT_FINALIZER));
         assert!(applied.status.unwrap().applied_at.is_some());
     }
-    assert_eq!(journal.path().read_dir().unwrap().count(), 2);
+    assert_eq!(journal.read_dir().unwrap().count(), 2);
 
     // Revert = delete: the agent reverts and lets the object go.
     api.delete("deleted", &DeleteParams::default())
@@ -217,18 +270,86 @@ async fn the_agent_applies_reports_and_reverts_on_deletion_and_on_expiry() {
     assert!(status.reverted_at.is_some() && status.applied_at.is_some());
     assert!(status.message.unwrap().contains("own timer"));
     eventually("journal empty", || async {
-        (journal.path().read_dir().ok()?.count() == 0).then_some(())
+        (journal.read_dir().ok()?.count() == 0).then_some(())
     })
     .await;
 
     let other = api.get("other").await.unwrap();
     assert_eq!(state(&other), InjectionState::Pending);
     assert!(other.finalizers().is_empty());
+    h.finish().await;
+}
 
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
-    namespaces
-        .delete(&ns_name, &DeleteParams::default())
+#[tokio::test]
+async fn the_agent_ignores_other_namespaces_and_refuses_protected_targets() {
+    let test = "the_agent_ignores_other_namespaces_and_refuses_protected_targets";
+    let Some(client) = client(test).await else {
+        return;
+    };
+    let h = Harness::start(client.clone()).await;
+    let (api, node) = (h.injections(), h.node.clone());
+    // A tenant writes an Injection for this node in its own namespace: never seen.
+    let tenant = format!("{}-tenant", h.namespace);
+    create_namespace(&client, &tenant).await;
+    let tenants: Api<Injection> = Api::namespaced(client.clone(), &tenant);
+    tenants
+        .create(&PostParams::default(), &injection("sneaky", &node, 300))
+        .await
+        .unwrap();
+    // One naming a kube-system pod, in firedrill's namespace: refused, with an Event.
+    let mut system = injection("system", &node, 300);
+    if let Some(p) = system.spec.action.processes.as_mut() {
+        p.pods[0].namespace = "kube-system".into();
+        p.pods[0].name = "coredns-0".into();
+    }
+    api.create(&PostParams::default(), &system).await.unwrap();
+    let refused = eventually("system refused", || async {
+        let i = api.get("system").await.ok()?;
+        (state(&i) == InjectionState::Refused).then_some(i)
+    })
+    .await;
+    assert!(refused.finalizers().is_empty(), "never applied, never held");
+    let message = refused.status.unwrap().message.unwrap();
+    assert!(message.contains("kube-system/coredns-0"), "{message}");
+    let events: Api<Event> = Api::namespaced(client.clone(), &h.namespace);
+    eventually("a Refused event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Refused")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("system")
+            })
+            .then_some(())
+    })
+    .await;
+    // A valid one, once the node is labelled protected: refused too.
+    let protect = serde_json::json!({"metadata": {"labels": {"firedrill.dev/protected": "true"}}});
+    Api::<Node>::all(client.clone())
+        .patch(&node, &PatchParams::default(), &Patch::Merge(&protect))
+        .await
+        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &injection("on-protected", &node, 300),
+    )
+    .await
+    .unwrap();
+    let refused = eventually("on-protected refused", || async {
+        let i = api.get("on-protected").await.ok()?;
+        (state(&i) == InjectionState::Refused).then_some(i)
+    })
+    .await;
+    let message = refused.status.unwrap().message.unwrap();
+    assert!(message.contains("labelled protected"), "{message}");
+    assert_eq!(h.journal.path().read_dir().unwrap().count(), 0);
+    // By now the agent has long handled what it sees; the tenant's is untouched.
+    let sneaky = tenants.get("sneaky").await.unwrap();
+    assert_eq!(state(&sneaky), InjectionState::Pending);
+    assert!(sneaky.finalizers().is_empty());
+    h.finish().await;
+    Api::<Namespace>::all(client)
+        .delete(&tenant, &DeleteParams::default())
         .await
         .unwrap();
 }

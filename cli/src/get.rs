@@ -780,8 +780,9 @@ pub fn run_describe(
                         "firedrill.dev/experiment-uid={}",
                         e.uid().unwrap_or_default()
                     );
+                    // In firedrill's own namespace, not the Experiment's: found by UID.
                     let injections: Vec<Injection> =
-                        fetch(&client, &scope, None, "injections", Some(&selector)).await?;
+                        fetch(&client, &Scope::All, None, "injections", Some(&selector)).await?;
                     out.push_str(&describe_experiment(e, &injections, now));
                 }
                 out

@@ -31,12 +31,13 @@ pub fn needs_abort(e: &Experiment) -> bool {
     is_running(e) && !e.annotations().contains_key(ABORT_ANNOTATION)
 }
 
-/// True until the agent confirms the revert (`Reverted`) or the object is gone. A `Failed`
-/// or `Pending` Injection may be partly applied, so it counts as active.
+/// True until the agent confirms the revert (`Reverted`) or refusal (`Refused`: never
+/// applied), or the object is gone. A `Failed` or `Pending` Injection may be partly
+/// applied, so it counts as active.
 pub fn is_active(i: &Injection) -> bool {
     i.status
         .as_ref()
-        .is_none_or(|s| s.state != InjectionState::Reverted)
+        .is_none_or(|s| !matches!(s.state, InjectionState::Reverted | InjectionState::Refused))
 }
 
 /// `namespace/name` of an Injection's Experiment, as its spec names it.
@@ -351,6 +352,11 @@ mod tests {
             "a",
             "talk/x",
             Some(InjectionState::Reverted)
+        )));
+        assert!(!is_active(&injection(
+            "a",
+            "talk/x",
+            Some(InjectionState::Refused)
         )));
     }
 

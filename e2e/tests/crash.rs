@@ -132,12 +132,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
             "{test}: +{:.1}s Holding",
             t0.elapsed().as_secs_f64()
         ));
-        let injections: Vec<_> =
-            Api::<firedrill_core::api::Injection>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items;
+        let injections = common::injections_of(&client, &ns).await;
         let faulted_nodes: Vec<String> = injections
             .iter()
             .map(|i| i.spec.node_name.clone())

@@ -15,10 +15,15 @@ fn already(error: &kube::Error, codes: &[u16]) -> bool {
     matches!(error, kube::Error::Api(s) if codes.contains(&s.code))
 }
 
-/// The experiment's target namespaces (those that exist), every node, and every pod of the
-/// target namespaces.
-pub async fn candidates(client: &Client, spec: &ExperimentSpec) -> Result<Candidates, Error> {
+/// The experiment's own namespace (`source`), its target namespaces (those that exist),
+/// every node, and every pod of the target namespaces.
+pub async fn candidates(
+    client: &Client,
+    source: &str,
+    spec: &ExperimentSpec,
+) -> Result<Candidates, Error> {
     let namespaces_api: Api<Namespace> = Api::all(client.clone());
+    let source = namespaces_api.get(source).await?;
     let mut namespaces = Vec::new();
     let mut pods = Vec::new();
     for name in &spec.target.namespaces {
@@ -29,6 +34,7 @@ pub async fn candidates(client: &Client, spec: &ExperimentSpec) -> Result<Candid
         }
     }
     Ok(Candidates {
+        source,
         namespaces,
         nodes: nodes(client).await?,
         pods,

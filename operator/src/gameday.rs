@@ -400,7 +400,8 @@ async fn blocker(ctx: &Context, game_day: &GameDay, mine: &Plan) -> Result<Optio
         if done || other.spec.dry_run {
             continue;
         }
-        let candidates = cluster::candidates(&ctx.client, &other.spec).await?;
+        let source = other.namespace().unwrap_or_default();
+        let candidates = cluster::candidates(&ctx.client, &source, &other.spec).await?;
         let Ok(theirs) = plan::plan(&other.spec, &candidates, &ctx.policy) else {
             continue;
         };
@@ -461,7 +462,10 @@ async fn start(
             return Ok(Some(Duration::ZERO));
         }
     };
-    let candidates = cluster::candidates(&base.client, &spec).await?;
+    let source = game_day
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
+    let candidates = cluster::candidates(&base.client, &source, &spec).await?;
     let planned = match plan::plan(&spec, &candidates, &base.policy) {
         Ok(planned) => planned,
         Err(e) => {

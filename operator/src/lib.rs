@@ -43,17 +43,10 @@ pub mod status;
 
 pub use error::{Error, Result};
 
-/// A namespace opts in to chaos with this label set to [`OPT_IN_VALUE`].
-pub const OPT_IN_LABEL: &str = "firedrill.dev/chaos";
-/// See [`OPT_IN_LABEL`].
-pub const OPT_IN_VALUE: &str = "enabled";
-/// A node with this label set to `true` is never a target (beside control-plane nodes).
-pub const PROTECTED_NODE_LABEL: &str = "firedrill.dev/protected";
-/// Node labels that mark the control plane, which is never a target.
-pub const CONTROL_PLANE_LABELS: [&str; 2] = [
-    "node-role.kubernetes.io/control-plane",
-    "node-role.kubernetes.io/master",
-];
+pub use firedrill_core::api::{
+    CONSENT_ANNOTATION, CONTROL_PLANE_LABELS, NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE,
+    OPT_IN_LABEL, OPT_IN_VALUE, PROTECTED_NODE_LABEL,
+};
 /// The zone label of nodes.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 

@@ -28,7 +28,7 @@ fn plan_size(injections: &[Injection]) -> usize {
 /// The engine's observations from the experiment's Injections (those still present; deleted
 /// ones are gone), given the fault state the engine last recorded.
 ///
-/// - While injecting: any `Failed` is an injection failure; every planned Injection present
+/// - While injecting: any `Failed` or `Refused` is an injection failure; every planned Injection present
 ///   and `Applied` is the fault applied, at the latest `appliedAt`.
 /// - While injected or reverting: every Injection gone or `Reverted` is the fault reverted
 ///   (asked for, or expired on the agent's own timer), at the latest `revertedAt`. A `Failed`
@@ -40,13 +40,18 @@ pub fn observations(
 ) -> Vec<Observation> {
     let failed = injections
         .iter()
-        .find(|i| state(i) == InjectionState::Failed);
+        .find(|i| matches!(state(i), InjectionState::Failed | InjectionState::Refused));
     let failure = failed.map(|i| Observation::InjectionFailed {
         at: now,
         reason: format!(
-            "injection {} on node {} failed: {}",
+            "injection {} on node {} {}: {}",
             i.name_any(),
             i.spec.node_name,
+            if state(i) == InjectionState::Refused {
+                "was refused by the agent"
+            } else {
+                "failed"
+            },
             i.status
                 .as_ref()
                 .and_then(|s| s.message.as_deref())
@@ -194,6 +199,26 @@ mod tests {
         match obs.as_slice() {
             [Observation::InjectionFailed { reason, .. }] => {
                 assert!(reason.contains("b on node n2") && reason.contains("no such pod"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_injection_is_an_injection_failure_that_says_so() {
+        let mut refused = inj("b", "n2", InjectionState::Refused, 2);
+        if let Some(s) = refused.status.as_mut() {
+            s.message = Some("pod kube-system/coredns is in a protected namespace".into());
+        }
+        let obs = observations(
+            FaultState::Injecting,
+            &[inj("a", "n1", InjectionState::Applied, 2), refused],
+            at(5),
+        );
+        match obs.as_slice() {
+            [Observation::InjectionFailed { reason, .. }] => {
+                assert!(reason.contains("refused by the agent"), "{reason}");
+                assert!(reason.contains("kube-system/coredns"), "{reason}");
             }
             other => panic!("{other:?}"),
         }

@@ -3,11 +3,10 @@
 //! [`Injection`]s for the agents, and one-shot pod deletions for the operator.
 //!
 //! Safety rules enforced here, whatever the manifest says:
-//! - a target namespace must exist and carry `firedrill.dev/chaos=enabled`;
-//! - protected namespaces (kube-system, kube-public, kube-node-lease, firedrill-system and the
-//!   operator's own) are never targets;
-//! - control-plane nodes and nodes labelled `firedrill.dev/protected=true` are never part of a
-//!   fault: neither their pods nor the nodes themselves;
+//! - the rules of [`firedrill_core::api`]'s protection module (the agent applies them too):
+//!   protected namespaces and nodes are never targets; a target namespace must exist, opt in,
+//!   and be the Experiment's own or consent to it; a fault on whole nodes needs the grant on
+//!   the Experiment's namespace;
 //! - a plan over the blast radius (count or percent) is refused, never trimmed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,16 +14,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
     BlackoutMode, DiskLossMode, Experiment, ExperimentSpec, FaultKind, Injection, InjectionSpec,
-    LabelSelector, NetworkCut, NodeAction, OutageMode, PROTECTED_NAMESPACES, PartitionDirection,
-    PeerGroup, PodRef, ProcessAction, ProcessSignal, VolumeAction,
+    LabelSelector, NetworkCut, NodeAction, OutageMode, PartitionDirection, PeerGroup, PodRef,
+    ProcessAction, ProcessSignal, VolumeAction, consents, grants_node_faults, opted_in,
+    protected_namespaces,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use kube::{Resource, ResourceExt};
 
 use crate::{
-    CONTROL_PLANE_LABELS, EXPERIMENT_LABEL, EXPERIMENT_UID_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
-    NODE_LABEL, OPT_IN_LABEL, OPT_IN_VALUE, PLAN_SIZE_ANNOTATION, PROTECTED_NODE_LABEL, ZONE_LABEL,
+    CONSENT_ANNOTATION, EXPERIMENT_LABEL, EXPERIMENT_UID_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
+    NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE, NODE_LABEL, OPT_IN_LABEL, OPT_IN_VALUE,
+    PLAN_SIZE_ANNOTATION, ZONE_LABEL,
 };
 
 /// The most pods one Injection may name (the CRD's limit).
@@ -42,21 +43,18 @@ pub struct Policy {
 impl Policy {
     /// The built-in protected namespaces plus the operator's own.
     pub fn new(operator_namespace: &str) -> Self {
-        let mut protected: BTreeSet<String> = PROTECTED_NAMESPACES
-            .iter()
-            .map(|n| (*n).to_owned())
-            .collect();
-        protected.insert(operator_namespace.to_owned());
         Self {
-            protected_namespaces: protected,
+            protected_namespaces: protected_namespaces(operator_namespace),
         }
     }
 }
 
-/// What was listed for planning: the experiment's target namespaces (those that exist),
-/// every node, and every pod of the target namespaces.
+/// What was listed for planning: the experiment's own namespace, its target namespaces
+/// (those that exist), every node, and every pod of the target namespaces.
 #[derive(Clone, Debug, Default)]
 pub struct Candidates {
+    /// The Experiment's own namespace (its labels say whether node faults are granted).
+    pub source: Namespace,
     pub namespaces: Vec<Namespace>,
     pub nodes: Vec<Node>,
     pub pods: Vec<Pod>,
@@ -73,6 +71,20 @@ pub enum PlanError {
         "namespace {namespace} has not opted in to chaos: label it {OPT_IN_LABEL}={OPT_IN_VALUE}"
     )]
     NotOptedIn { index: usize, namespace: String },
+    #[error(
+        "namespace {namespace} does not let Experiments of {from} target it: its annotation \
+         {CONSENT_ANNOTATION} must list {from}"
+    )]
+    NotConsented {
+        index: usize,
+        namespace: String,
+        from: String,
+    },
+    #[error(
+        "{fault} acts on whole nodes (every tenant's pods on them), which needs a cluster-level \
+         grant: label namespace {from} {NODE_FAULT_GRANT_LABEL}={NODE_FAULT_GRANT_VALUE}"
+    )]
+    NoNodeFaultGrant { fault: &'static str, from: String },
     #[error("the experiment has no single fault")]
     NoFault,
     #[error("{fault} acts on the pods picked by target.selector, which is missing")]
@@ -115,7 +127,9 @@ impl PlanError {
         match self {
             Self::ProtectedNamespace { index, .. }
             | Self::NamespaceNotFound { index, .. }
-            | Self::NotOptedIn { index, .. } => format!("spec.target.namespaces[{index}]"),
+            | Self::NotOptedIn { index, .. }
+            | Self::NotConsented { index, .. } => format!("spec.target.namespaces[{index}]"),
+            Self::NoNodeFaultGrant { .. } => "spec.fault".into(),
             Self::NoFault => "spec.fault".into(),
             Self::NoSelector { .. } | Self::NoTargets { .. } => "spec.target.selector".into(),
             Self::EmptyZone { .. } => "spec.fault.zoneBlackout".into(),
@@ -134,6 +148,8 @@ impl PlanError {
             Self::ProtectedNamespace { .. } => "ProtectedNamespace",
             Self::NamespaceNotFound { .. } => "NamespaceNotFound",
             Self::NotOptedIn { .. } => "NamespaceNotOptedIn",
+            Self::NotConsented { .. } => "NamespaceNotConsented",
+            Self::NoNodeFaultGrant { .. } => "NodeFaultNotGranted",
             Self::NoFault => "NoFault",
             Self::NoSelector { .. } => "NoSelector",
             Self::EmptyZone { .. } => "EmptyZone",
@@ -209,14 +225,7 @@ pub fn uses_injections(spec: &ExperimentSpec) -> bool {
 
 /// Why a node is never a target, if it is protected.
 pub fn node_protection(node: &Node) -> Option<&'static str> {
-    let labels = node.labels();
-    if CONTROL_PLANE_LABELS.iter().any(|l| labels.contains_key(*l)) {
-        return Some("control plane");
-    }
-    if labels.get(PROTECTED_NODE_LABEL).map(String::as_str) == Some("true") {
-        return Some("labelled protected");
-    }
-    None
+    firedrill_core::api::node_protection(node.labels())
 }
 
 /// A pod that is there to be hit: scheduled, running or about to, not being deleted.
@@ -287,10 +296,18 @@ fn scope<'a>(
                 namespace: namespace.clone(),
             });
         };
-        if found.labels().get(OPT_IN_LABEL).map(String::as_str) != Some(OPT_IN_VALUE) {
+        if !opted_in(found.labels()) {
             return Err(PlanError::NotOptedIn {
                 index,
                 namespace: namespace.clone(),
+            });
+        }
+        let from = candidates.source.name_any();
+        if !consents(namespace, found.annotations(), &from) {
+            return Err(PlanError::NotConsented {
+                index,
+                namespace: namespace.clone(),
+                from,
             });
         }
     }
@@ -531,6 +548,14 @@ pub fn plan(
                 "no live pod of {} on an unprotected node matches",
                 spec.target.namespaces.join(", ")
             ),
+        });
+    }
+    if plan.work.iter().any(|w| w.action.acts_on_node())
+        && !grants_node_faults(candidates.source.labels())
+    {
+        return Err(PlanError::NoNodeFaultGrant {
+            fault: spec.fault.name(),
+            from: candidates.source.name_any(),
         });
     }
     check_blast_radius(spec, &plan)?;
@@ -809,11 +834,14 @@ pub struct Expiry {
     pub cut_off_at: DateTime<Utc>,
 }
 
-/// The Injections that carry out `plan` for `experiment`, expiring as `expiry` says,
-/// owned by the experiment (so they are garbage-collected with it) and labelled so the
-/// experiment's can be listed and each agent can watch its node's.
+/// The Injections that carry out `plan` for `experiment`, in firedrill's own `namespace`
+/// (the only one the agents follow), expiring as `expiry` says, and labelled so the
+/// experiment's can be listed and each agent can watch its node's. No owner reference: it
+/// cannot cross namespaces. The Experiment's finalizer deletes them, and an Injection left
+/// behind anyway still ends at its expiry on its agent's own timer.
 pub fn injections(
     experiment: &Experiment,
+    namespace: &str,
     plan: &Plan,
     expiry: Expiry,
 ) -> Result<Vec<Injection>, PlanError> {
@@ -822,7 +850,7 @@ pub fn injections(
         .name
         .clone()
         .ok_or(PlanError::Unsaved("name"))?;
-    let namespace = experiment
+    let experiment_namespace = experiment
         .metadata
         .namespace
         .clone()
@@ -831,9 +859,6 @@ pub fn injections(
         .metadata
         .uid
         .clone()
-        .ok_or(PlanError::Unsaved("uid"))?;
-    let owner = experiment
-        .controller_owner_ref(&())
         .ok_or(PlanError::Unsaved("uid"))?;
     let size = plan.work.len().to_string();
     Ok(plan
@@ -853,18 +878,17 @@ pub fn injections(
             Injection {
                 metadata: ObjectMeta {
                     name: Some(injection_name(&name, &uid, &work.node, &work.key)),
-                    namespace: Some(namespace.clone()),
+                    namespace: Some(namespace.to_owned()),
                     labels: Some(labels),
                     annotations: Some(BTreeMap::from([(
                         PLAN_SIZE_ANNOTATION.to_owned(),
                         size.clone(),
                     )])),
-                    owner_references: Some(vec![owner.clone()]),
                     ..ObjectMeta::default()
                 },
                 spec: InjectionSpec {
                     node_name: work.node.clone(),
-                    experiment: format!("{namespace}/{name}"),
+                    experiment: format!("{experiment_namespace}/{name}"),
                     action: work.action.clone(),
                     expires_at: if work.action.cuts_node_off() {
                         expiry.cut_off_at.min(expiry.at)

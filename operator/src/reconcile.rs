@@ -23,6 +23,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -46,6 +47,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
+    /// firedrill's own namespace, where every Injection lives: the agents follow no other,
+    /// and only the operator may write there (so no tenant can hand an agent work).
+    pub injection_namespace: String,
     /// Watch only this namespace's Experiments (all when `None`).
     pub watch_namespace: Option<String>,
     /// Watch only Experiments matching this label selector (all when `None`).
@@ -64,7 +68,8 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// `operator_namespace` is protected; `identity` names this replica in Events.
+    /// `operator_namespace` is protected and holds the Injections; `identity` names this
+    /// replica in Events.
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
@@ -87,6 +92,7 @@ impl Context {
             client,
             metrics,
             policy: Policy::new(operator_namespace),
+            injection_namespace: operator_namespace.to_owned(),
             watch_namespace: None,
             experiment_selector: None,
             probers: Mutex::new(HashMap::new()),
@@ -237,7 +243,10 @@ async fn inject(
     expires_at: DateTime<Utc>,
 ) -> Result<Vec<Observation>, Error> {
     let spec = &experiment.spec;
-    let candidates = cluster::candidates(&ctx.client, spec).await?;
+    let source = experiment
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
+    let candidates = cluster::candidates(&ctx.client, &source, spec).await?;
     let planned = match plan::plan(spec, &candidates, &ctx.policy) {
         Ok(planned) => planned,
         Err(e) => {
@@ -251,10 +260,8 @@ async fn inject(
         cluster::delete_pods(&ctx.client, &planned.deletions).await?;
         return Ok(vec![Observation::FaultApplied { at: Utc::now() }]);
     }
-    let namespace = experiment
-        .namespace()
-        .ok_or(Error::MissingField("namespace"))?;
-    let existing = cluster::injections(&ctx.client, &namespace, &uid(experiment)?).await?;
+    let namespace = &ctx.injection_namespace;
+    let existing = cluster::injections(&ctx.client, namespace, &uid(experiment)?).await?;
     // Once the plan's Injections all exist it is fixed; a retry only completes a partial
     // creation (Injections are immutable, so existing ones are never rewritten).
     let recorded = existing
@@ -277,12 +284,12 @@ async fn inject(
             at: expires_at,
             cut_off_at,
         };
-        plan::injections(experiment, &planned, expiry)?
+        plan::injections(experiment, namespace, &planned, expiry)?
             .into_iter()
             .filter(|w| !existing.iter().any(|e| e.name_any() == w.name_any()))
             .collect()
     };
-    let created = cluster::create_injections(&ctx.client, &namespace, &wanted).await?;
+    let created = cluster::create_injections(&ctx.client, namespace, &wanted).await?;
     ctx.metrics.injections_created.inc_by(created as u64);
     if created > 0 {
         ctx.publish(
@@ -302,16 +309,14 @@ async fn inject(
 /// Asks for every Injection of the experiment to be reverted (deleted), frees those whose
 /// node is gone, and returns those still present.
 async fn revert_all(ctx: &Context, experiment: &Experiment) -> Result<Vec<Injection>, Error> {
-    let namespace = experiment
-        .namespace()
-        .ok_or(Error::MissingField("namespace"))?;
+    let namespace = ctx.injection_namespace.as_str();
     let uid = uid(experiment)?;
-    let present = cluster::injections(&ctx.client, &namespace, &uid).await?;
+    let present = cluster::injections(&ctx.client, namespace, &uid).await?;
     if present.is_empty() {
         return Ok(present);
     }
-    cluster::delete_injections(&ctx.client, &namespace, &observe::to_delete(&present)).await?;
-    let present = cluster::injections(&ctx.client, &namespace, &uid).await?;
+    cluster::delete_injections(&ctx.client, namespace, &observe::to_delete(&present)).await?;
+    let present = cluster::injections(&ctx.client, namespace, &uid).await?;
     if present
         .iter()
         .any(|i| i.metadata.deletion_timestamp.is_some())
@@ -319,8 +324,8 @@ async fn revert_all(ctx: &Context, experiment: &Experiment) -> Result<Vec<Inject
         let nodes = cluster::nodes(&ctx.client).await?;
         let orphans = observe::orphaned(&present, &nodes);
         if !orphans.is_empty() {
-            cluster::release_orphans(&ctx.client, &namespace, &orphans).await?;
-            return cluster::injections(&ctx.client, &namespace, &uid).await;
+            cluster::release_orphans(&ctx.client, namespace, &orphans).await?;
+            return cluster::injections(&ctx.client, namespace, &uid).await;
         }
     }
     Ok(present)
@@ -346,7 +351,7 @@ async fn drive(
     for round in 0..=MAX_ROUNDS {
         let now = Utc::now();
         if uses_injections && status.fault_state.may_be_active() {
-            let present = cluster::injections(&ctx.client, &namespace, &uid).await?;
+            let present = cluster::injections(&ctx.client, &ctx.injection_namespace, &uid).await?;
             observations.extend(observe::observations(status.fault_state, &present, now));
         }
         let transition = step(spec, status, now, &observations);
@@ -461,7 +466,10 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
             return Ok(Action::await_change());
         }
         // Plan before starting: a refused plan never starts, and a dry run shows its targets.
-        let candidates = cluster::candidates(&ctx.client, &experiment.spec).await?;
+        let source = experiment
+            .namespace()
+            .ok_or(Error::MissingField("namespace"))?;
+        let candidates = cluster::candidates(&ctx.client, &source, &experiment.spec).await?;
         match plan::plan(&experiment.spec, &candidates, &ctx.policy) {
             Err(e) => {
                 let message = format!("{}: {e}", e.field());
@@ -594,26 +602,32 @@ pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Contex
 }
 
 /// The controller: Experiments (of one namespace or all, matching a label selector or
-/// not), and the Injections they own (an agent's status report triggers its experiment at
-/// once).
+/// not), and the Injections written for them in firedrill's namespace (an agent's status
+/// report triggers its experiment at once). Injections live in another namespace than
+/// their Experiment, so no owner reference ties them: `spec.experiment` does.
 pub fn controller(
     client: Client,
     namespace: Option<&str>,
+    injection_namespace: &str,
     selector: Option<&str>,
 ) -> Controller<Experiment> {
-    let (experiments, injections): (Api<Experiment>, Api<Injection>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let experiments: Api<Experiment> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    let injections: Api<Injection> = Api::namespaced(client, injection_namespace);
+    let written = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     let mut watched = watcher::Config::default();
     if let Some(selector) = selector {
         watched = watched.labels(selector);
     }
-    Controller::new(experiments, watched).owns(injections, owned)
+    let only = namespace.map(str::to_owned);
+    Controller::new(experiments, watched).watches(injections, written, move |i: Injection| {
+        let (ns, name) = i.spec.experiment.split_once('/')?;
+        only.as_deref()
+            .is_none_or(|o| o == ns)
+            .then(|| ObjectRef::new(name).within(ns))
+    })
 }
 
 /// Runs the controller until `stop` completes; reconciliations in flight finish first.
@@ -621,6 +635,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
     controller(
         ctx.client.clone(),
         ctx.watch_namespace.as_deref(),
+        &ctx.injection_namespace,
         ctx.experiment_selector.as_deref(),
     )
     .graceful_shutdown_on(stop)

@@ -14,11 +14,11 @@ use firedrill_core::api::{Condition, Experiment, Injection, Phase, Verdict};
 use firedrill_operator::lease::{LeaderElector, LeaseConfig};
 use firedrill_operator::metrics::Metrics;
 use firedrill_operator::reconcile::{self, Context};
-use firedrill_operator::{FINALIZER, status};
+use firedrill_operator::{CONSENT_ANNOTATION, FINALIZER, status};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -35,15 +35,16 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(client: &Client, namespace: &str) -> Self {
+    /// Watches `ns`'s Experiments and writes their Injections in `ns.firedrill`.
+    fn start(client: &Client, ns: &TestNamespace) -> Self {
         let mut ctx = Context::new(
             client.clone(),
             Arc::new(Metrics::default()),
-            "firedrill-system",
+            &ns.firedrill,
             "operator-tests",
         )
         .unwrap();
-        ctx.watch_namespace = Some(namespace.to_owned());
+        ctx.watch_namespace = Some(ns.name.clone());
         ctx.experiment_selector = Some(TEST_LABEL.to_owned());
         let ctx = Arc::new(ctx);
         let (stop, mut stopped) = watch::channel(false);
@@ -149,8 +150,8 @@ async fn an_experiment_runs_to_a_verdict_and_leaves_nothing_behind() {
     };
     let ns = TestNamespace::new(&client, "run", true).await;
     victim(&client, &ns.name, "victim", &node).await;
-    let agent = FakeAgent::start(&client, &ns.name);
-    let operator = Operator::start(&client, &ns.name);
+    let agent = FakeAgent::start(&client, &ns.firedrill);
+    let operator = Operator::start(&client, &ns);
     let exp = experiment(
         "freeze",
         &ns.name,
@@ -181,7 +182,7 @@ async fn an_experiment_runs_to_a_verdict_and_leaves_nothing_behind() {
     );
     assert_eq!(status.observed_generation, done.metadata.generation);
     // Reverted means deleted: nothing of the experiment is left.
-    assert!(injections(&client, &ns.name).await.is_empty());
+    assert!(injections(&client, &ns.firedrill).await.is_empty());
     // Its story is told in Events.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
     let told = eventually(Duration::from_secs(10), || async {
@@ -228,8 +229,8 @@ async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
     };
     let ns = TestNamespace::new(&client, "delete", true).await;
     victim(&client, &ns.name, "victim", &node).await;
-    let agent = FakeAgent::start(&client, &ns.name);
-    let operator = Operator::start(&client, &ns.name);
+    let agent = FakeAgent::start(&client, &ns.firedrill);
+    let operator = Operator::start(&client, &ns);
     let exp = experiment(
         "long",
         &ns.name,
@@ -239,7 +240,7 @@ async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
     );
     let api = create(&client, &exp).await;
     wait_for_phase(&api, "long", Phase::Holding, 90).await;
-    assert_eq!(injections(&client, &ns.name).await.len(), 1);
+    assert_eq!(injections(&client, &ns.firedrill).await.len(), 1);
 
     // The agent is slow to revert: the experiment must wait for it.
     agent.hold.store(true, Ordering::SeqCst);
@@ -253,7 +254,7 @@ async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
     let status = waiting.status.unwrap();
     assert_eq!(status.phase, Phase::Reverting, "{status:#?}");
     assert!(status.abort_requested);
-    let left = injections(&client, &ns.name).await;
+    let left = injections(&client, &ns.firedrill).await;
     assert_eq!(left.len(), 1);
     assert!(
         left[0].metadata.deletion_timestamp.is_some(),
@@ -266,7 +267,7 @@ async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
     })
     .await;
     assert!(gone.is_some(), "the experiment outlived its revert");
-    assert!(injections(&client, &ns.name).await.is_empty());
+    assert!(injections(&client, &ns.firedrill).await.is_empty());
     operator.shutdown().await;
     drop(agent);
     ns.delete().await;
@@ -281,8 +282,8 @@ async fn refused_and_dry_run_experiments_inject_nothing() {
     let open = TestNamespace::new(&client, "dry", true).await;
     victim(&client, &closed.name, "victim", &node).await;
     victim(&client, &open.name, "victim", &node).await;
-    let op_closed = Operator::start(&client, &closed.name);
-    let op_open = Operator::start(&client, &open.name);
+    let op_closed = Operator::start(&client, &closed);
+    let op_open = Operator::start(&client, &open);
     let freeze = json!({"opsToolOutage": {"mode": "Freeze"}});
 
     let refused = experiment("refused", &closed.name, &node, freeze.clone(), json!({}));
@@ -326,12 +327,41 @@ async fn refused_and_dry_run_experiments_inject_nothing() {
         "{targets:?}"
     );
 
-    assert!(injections(&client, &closed.name).await.is_empty());
-    assert!(injections(&client, &open.name).await.is_empty());
+    // Tenancy: another opted-in namespace is no target for `open`'s Experiments until it
+    // names `open` in its consent annotation (the next plan, at most PLAN_RETRY later).
+    let foreign = TestNamespace::new(&client, "foreign", true).await;
+    victim(&client, &foreign.name, "victim", &node).await;
+    let mut across = experiment(
+        "across",
+        &open.name,
+        &node,
+        json!({"opsToolOutage": {"mode": "Freeze"}}),
+        json!({"dryRun": true}),
+    );
+    across.spec.target.namespaces = vec![foreign.name.clone()];
+    create(&client, &across).await;
+    let invalid = invalid_condition(&open_api, "across").await;
+    assert_eq!(invalid.reason, "NamespaceNotConsented", "{invalid:?}");
+    assert!(invalid.message.contains(CONSENT_ANNOTATION), "{invalid:?}");
+    let consent = json!({"metadata": {"annotations": {CONSENT_ANNOTATION: open.name}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &foreign.name,
+            &PatchParams::default(),
+            &Patch::Merge(&consent),
+        )
+        .await
+        .unwrap();
+    let done = wait_for_phase(&open_api, "across", Phase::Completed, 45).await;
+    assert_eq!(done.status.unwrap().verdict, Some(Verdict::Skipped));
+
+    assert!(injections(&client, &closed.firedrill).await.is_empty());
+    assert!(injections(&client, &open.firedrill).await.is_empty());
     op_closed.shutdown().await;
     op_open.shutdown().await;
     closed.delete().await;
     open.delete().await;
+    foreign.delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +371,7 @@ async fn pod_kill_deletes_the_target_pod_it_resolved() {
     };
     let ns = TestNamespace::new(&client, "kill", true).await;
     let pod = victim(&client, &ns.name, "victim", &node).await;
-    let operator = Operator::start(&client, &ns.name);
+    let operator = Operator::start(&client, &ns);
     let exp = experiment(
         "kill",
         &ns.name,
@@ -363,7 +393,7 @@ async fn pod_kill_deletes_the_target_pod_it_resolved() {
     .await;
     assert!(gone.is_some(), "the victim pod was not deleted");
     // A one-shot fault never needs an Injection.
-    assert!(injections(&client, &ns.name).await.is_empty());
+    assert!(injections(&client, &ns.firedrill).await.is_empty());
     operator.shutdown().await;
     ns.delete().await;
 }

@@ -33,15 +33,16 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(client: &Client, namespace: &str) -> Self {
+    /// Watches `ns`'s Experiments and writes their Injections in `ns.firedrill`.
+    fn start(client: &Client, ns: &TestNamespace) -> Self {
         let mut ctx = Context::new(
             client.clone(),
             Arc::new(Metrics::default()),
-            "firedrill-system",
+            &ns.firedrill,
             "operator-tests",
         )
         .unwrap();
-        ctx.watch_namespace = Some(namespace.to_owned());
+        ctx.watch_namespace = Some(ns.name.clone());
         ctx.experiment_selector = Some(TEST_LABEL.to_owned());
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(controllers::run(Arc::new(ctx), async move {
@@ -167,7 +168,7 @@ async fn a_game_day_runs_its_steps_in_order_resumes_after_a_restart_and_aggregat
     };
     let ns = TestNamespace::new(&client, "gd", true).await;
     victim(&client, &ns.name, "victim", &node).await;
-    let agent = FakeAgent::start(&client, &ns.name);
+    let agent = FakeAgent::start(&client, &ns.firedrill);
     // A referenced Experiment: only a spec holder (no test label: the tests' operator leaves
     // it alone; it is a dry run for any other).
     let template: Experiment = serde_json::from_value(json!({
@@ -182,7 +183,7 @@ async fn a_game_day_runs_its_steps_in_order_resumes_after_a_restart_and_aggregat
         .create(&PostParams::default(), &template)
         .await
         .unwrap();
-    let operator = Operator::start(&client, &ns.name);
+    let operator = Operator::start(&client, &ns);
     let api: Api<GameDay> = Api::namespaced(client.clone(), &ns.name);
     let gd = game_day(
         "drill",
@@ -221,7 +222,7 @@ async fn a_game_day_runs_its_steps_in_order_resumes_after_a_restart_and_aggregat
     // The operator restarts mid-step: the new one resumes from status.
     operator.shutdown().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let operator = Operator::start(&client, &ns.name);
+    let operator = Operator::start(&client, &ns);
 
     let done = wait_for_game_day(&api, "drill", 240, "completed", completed).await;
     let status = done.status.clone().unwrap();
@@ -294,11 +295,11 @@ async fn overlapping_game_days_queue_and_deleting_one_aborts_its_step() {
     };
     let ns = TestNamespace::new(&client, "gdq", true).await;
     victim(&client, &ns.name, "victim", &node).await;
-    let agent = FakeAgent::start(&client, &ns.name);
-    let operator = Operator::start(&client, &ns.name);
+    let agent = FakeAgent::start(&client, &ns.firedrill);
+    let operator = Operator::start(&client, &ns);
     let api: Api<GameDay> = Api::namespaced(client.clone(), &ns.name);
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
-    let injections: Api<Injection> = Api::namespaced(client.clone(), &ns.name);
+    let injections: Api<Injection> = Api::namespaced(client.clone(), &ns.firedrill);
     let long = game_day(
         "long",
         &ns.name,
@@ -366,8 +367,8 @@ async fn an_every_minute_schedule_fires_and_records_its_drill() {
     };
     let ns = TestNamespace::new(&client, "drill", true).await;
     victim(&client, &ns.name, "victim", &node).await;
-    let agent = FakeAgent::start(&client, &ns.name);
-    let operator = Operator::start(&client, &ns.name);
+    let agent = FakeAgent::start(&client, &ns.firedrill);
+    let operator = Operator::start(&client, &ns);
     let schedule: DrillSchedule = serde_json::from_value(json!({
         "apiVersion": "firedrill.dev/v1alpha1",
         "kind": "DrillSchedule",

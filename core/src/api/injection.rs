@@ -139,6 +139,16 @@ pub enum InjectionState {
     Applied,
     Reverted,
     Failed,
+    /// Never applied: the agent will not act on it (a protected node, or a pod of a
+    /// protected namespace). The message says why.
+    Refused,
+}
+
+impl InjectionState {
+    /// Whether the agent is done with it for good (`Reverted`, `Failed` or `Refused`).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Reverted | Self::Failed | Self::Refused)
+    }
 }
 
 /// Reported by the agent.

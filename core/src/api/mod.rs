@@ -9,6 +9,7 @@ mod fault;
 mod gameday;
 mod injection;
 mod probe;
+mod protection;
 mod schedule;
 mod selector;
 
@@ -18,6 +19,7 @@ pub use fault::*;
 pub use gameday::*;
 pub use injection::*;
 pub use probe::*;
+pub use protection::*;
 pub use schedule::*;
 pub use selector::*;
 

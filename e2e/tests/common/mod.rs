@@ -197,7 +197,11 @@ where
     );
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {E2E_LABEL: prefix}}
+        // The catalog's zone blackout cuts whole nodes: the cluster-level grant.
+        "metadata": {"name": name, "labels": {
+            E2E_LABEL: prefix,
+            firedrill_core::api::NODE_FAULT_GRANT_LABEL: firedrill_core::api::NODE_FAULT_GRANT_VALUE,
+        }}
     }))
     .unwrap();
     namespaces
@@ -249,9 +253,8 @@ async fn dump(client: &Client, ns: &str) {
             ));
         }
     }
-    let injections: Api<firedrill_core::api::Injection> = Api::namespaced(client.clone(), ns);
-    if let Ok(list) = injections.list(&ListParams::default()).await {
-        for i in list.items {
+    {
+        for i in injections_of(client, ns).await {
             note(format!(
                 "injection {ns}/{}: {}",
                 i.name_any(),
@@ -423,6 +426,20 @@ pub fn delivering(sli: &Value) -> bool {
 /// The zone label of nodes.
 pub const ZONE: &str = "topology.kubernetes.io/zone";
 
+/// The Injections of the Experiments of `ns`, wherever they are (the operator writes them
+/// in firedrill's own namespace).
+pub async fn injections_of(client: &Client, ns: &str) -> Vec<Injection> {
+    let prefix = format!("{ns}/");
+    Api::<Injection>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i.spec.experiment.starts_with(&prefix))
+        .collect()
+}
+
 /// The catalog's Experiment `file`, moved into `ns` and pointed at talk in `talk_ns`.
 pub fn catalog_experiment(file: &str, ns: &str, talk_ns: &str) -> Experiment {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -533,15 +550,8 @@ pub async fn nothing_left(
                 .collect::<Vec<_>>())
         );
     }
-    let in_ns: Api<Injection> = Api::namespaced(client.clone(), ns);
-    assert!(
-        in_ns
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    let left = injections_of(client, ns).await;
+    assert!(left.is_empty(), "{} Injection(s) left", left.len());
 
     for node in nodes {
         let chains = chains_on_node(client, ns, &node.name_any(), image).await;

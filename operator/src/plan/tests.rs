@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
+use crate::PROTECTED_NODE_LABEL;
 
 fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     Some(
@@ -129,7 +130,12 @@ fn cluster() -> Candidates {
     if let Some(s) = done.status.as_mut() {
         s.phase = Some("Succeeded".into());
     }
+    let mut source = namespace("talk", true);
+    source
+        .labels_mut()
+        .insert(NODE_FAULT_GRANT_LABEL.into(), NODE_FAULT_GRANT_VALUE.into());
     Candidates {
+        source,
         namespaces: vec![
             namespace("talk", true),
             namespace("other", false),
@@ -290,6 +296,60 @@ fn namespaces_must_exist_opt_in_and_not_be_protected() {
     spec.target.namespaces = vec!["ops".into()];
     let err = plan(&spec, &cluster(), &Policy::new("ops")).expect_err("operator's own");
     assert_eq!(err.reason(), "ProtectedNamespace");
+}
+
+#[test]
+fn another_namespace_must_consent_and_node_faults_need_the_grant() {
+    let mut c = cluster();
+    c.source = namespace("team-a", false);
+    let mut spec = catalog("ops-tool-outage");
+    let err = plan(&spec, &c, &policy()).expect_err("talk did not consent");
+    assert_eq!(
+        err,
+        PlanError::NotConsented {
+            index: 0,
+            namespace: "talk".into(),
+            from: "team-a".into()
+        }
+    );
+    assert_eq!(err.reason(), "NamespaceNotConsented");
+    assert!(err.to_string().contains(CONSENT_ANNOTATION), "{err}");
+    let talk = c
+        .namespaces
+        .iter_mut()
+        .find(|n| n.name_any() == "talk")
+        .expect("talk");
+    talk.annotations_mut()
+        .insert(CONSENT_ANNOTATION.into(), "team-b,team-a".into());
+    assert!(plan(&spec, &c, &policy()).is_ok(), "consented");
+
+    // A pod-level fault needs no grant; one that cuts whole nodes does, even in its own
+    // namespace, and only the Experiment's namespace can carry it.
+    c.source = namespace("talk", true);
+    spec.target.namespaces = vec!["talk".into()];
+    assert!(plan(&spec, &c, &policy()).is_ok());
+    let blackout = catalog("zone-blackout");
+    assert!(
+        blackout
+            .fault
+            .zone_blackout
+            .as_ref()
+            .is_some_and(|z| z.cut_network)
+    );
+    let err = plan(&blackout, &c, &policy()).expect_err("no grant");
+    assert_eq!(err.reason(), "NodeFaultNotGranted");
+    assert_eq!(err.field(), "spec.fault");
+    assert!(
+        err.to_string()
+            .contains("firedrill.dev/node-faults=allowed"),
+        "{err}"
+    );
+    let mut frozen_only = blackout.clone();
+    if let Some(z) = frozen_only.fault.zone_blackout.as_mut() {
+        z.cut_network = false;
+    }
+    assert!(plan(&frozen_only, &c, &policy()).is_ok(), "processes only");
+    assert!(plan(&blackout, &cluster(), &policy()).is_ok(), "granted");
 }
 
 #[test]
@@ -543,7 +603,7 @@ fn experiment(name: &str, spec: ExperimentSpec) -> Experiment {
 }
 
 #[test]
-fn injections_are_owned_labelled_expiring_and_deterministically_named() {
+fn injections_live_in_firedrills_namespace_labelled_expiring_and_deterministically_named() {
     let spec = catalog("zone-blackout");
     let planned = plan(&spec, &cluster(), &policy()).expect("plan");
     let exp = experiment("zone-blackout", spec);
@@ -553,10 +613,10 @@ fn injections_are_owned_labelled_expiring_and_deterministically_named() {
         at: expires,
         cut_off_at: cut_off,
     };
-    let built = injections(&exp, &planned, expiry).expect("injections");
+    let built = injections(&exp, "firedrill-system", &planned, expiry).expect("injections");
     assert_eq!(built.len(), planned.work.len());
     assert_eq!(built.len(), 4, "processes and network on a1 and a2");
-    let again = injections(&exp, &planned, expiry).expect("again");
+    let again = injections(&exp, "firedrill-system", &planned, expiry).expect("again");
     assert_eq!(built, again, "the same plan gives the same objects");
     let mut names: Vec<String> = built.iter().map(|i| i.name_any()).collect();
     names.sort();
@@ -575,11 +635,12 @@ fn injections_are_owned_labelled_expiring_and_deterministically_named() {
         };
         assert_eq!(inj.spec.expires_at, expected, "{name}");
         assert_eq!(inj.spec.experiment, "talk/zone-blackout");
-        assert_eq!(inj.namespace().as_deref(), Some("talk"));
-        let owner = &inj.owner_references()[0];
-        assert_eq!(owner.kind, "Experiment");
-        assert_eq!(owner.uid, "0b6a3e1c-5c1e-4d7c-9b53-1a2b3c4d5e6f");
-        assert_eq!(owner.controller, Some(true));
+        // Not the Experiment's namespace: firedrill's own, where tenants write nothing.
+        assert_eq!(inj.namespace().as_deref(), Some("firedrill-system"));
+        assert!(
+            inj.owner_references().is_empty(),
+            "none can cross namespaces"
+        );
         let l = inj.labels();
         assert_eq!(
             l.get(EXPERIMENT_UID_LABEL).map(String::as_str),
@@ -608,7 +669,7 @@ fn injections_are_owned_labelled_expiring_and_deterministically_named() {
     // A new experiment of the same name (new UID) gets new names.
     let mut other = exp.clone();
     other.metadata.uid = Some("another-uid".into());
-    let renamed = injections(&other, &planned, expiry).expect("other");
+    let renamed = injections(&other, "firedrill-system", &planned, expiry).expect("other");
     assert_eq!(
         built
             .iter()
@@ -661,7 +722,7 @@ fn unsaved_experiments_get_no_injections() {
         cut_off_at: expires,
     };
     assert_eq!(
-        injections(&exp, &planned, expiry),
+        injections(&exp, "firedrill-system", &planned, expiry),
         Err(PlanError::Unsaved("uid"))
     );
 }

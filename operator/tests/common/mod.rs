@@ -15,7 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Says why a test is skipped, on stderr directly so the test harness does not swallow it.
 pub fn skip(test: &str, why: &str) {
@@ -122,10 +122,24 @@ where
     }
 }
 
-/// A namespace for one test, opted in to chaos (or not), deleted by [`TestNamespace::delete`].
+/// A namespace for one test, opted in to chaos (or not), with a companion that plays
+/// firedrill's own namespace (where the operator writes the Injections); both deleted by
+/// [`TestNamespace::delete`].
 pub struct TestNamespace {
     pub name: String,
+    pub firedrill: String,
     client: Client,
+}
+
+async fn create_namespace(client: &Client, name: &str, labels: serde_json::Map<String, Value>) {
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
 }
 
 impl TestNamespace {
@@ -135,27 +149,23 @@ impl TestNamespace {
             Utc::now().timestamp_micros() & 0xff_ffff
         );
         let mut labels = serde_json::Map::new();
+        labels.insert("firedrill.dev/test".into(), "operator".into());
+        let firedrill = format!("{name}-fd");
+        create_namespace(client, &firedrill, labels.clone()).await;
         if opted_in {
             labels.insert(OPT_IN_LABEL.into(), OPT_IN_VALUE.into());
         }
-        labels.insert("firedrill.dev/test".into(), "operator".into());
-        let ns: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels}
-        }))
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
+        create_namespace(client, &name, labels).await;
         Self {
             name,
+            firedrill,
             client: client.clone(),
         }
     }
 
-    /// Deletes the namespace, first freeing anything a test left with finalizers.
+    /// Deletes the namespaces, first freeing anything a test left with finalizers.
     pub async fn delete(self) {
-        let injections: Api<Injection> = Api::namespaced(self.client.clone(), &self.name);
+        let injections: Api<Injection> = Api::namespaced(self.client.clone(), &self.firedrill);
         let experiments: Api<Experiment> = Api::namespaced(self.client.clone(), &self.name);
         let clear = json!({"metadata": {"finalizers": null}});
         for i in injections.list(&ListParams::default()).await.unwrap().items {
@@ -181,9 +191,11 @@ impl TestNamespace {
                 )
                 .await;
         }
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::background())
-            .await;
+        for name in [&self.name, &self.firedrill] {
+            let _ = Api::<Namespace>::all(self.client.clone())
+                .delete(name, &DeleteParams::background())
+                .await;
+        }
     }
 }
 
