@@ -22,9 +22,26 @@ pub struct ClusterArgs {
     /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, value_name = "FILE", global = true)]
     pub kubeconfig: Option<PathBuf>,
+    /// The namespace firedrill is installed in: the cluster-wide pause is kept on it.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        global = true,
+        env = "FIREDRILL_NAMESPACE",
+        default_value = "firedrill-system"
+    )]
+    pub firedrill_namespace: String,
 }
 
 impl ClusterArgs {
+    /// The namespace firedrill is installed in (`firedrill-system` unless told).
+    pub fn firedrill_namespace(&self) -> &str {
+        match self.firedrill_namespace.trim() {
+            "" => "firedrill-system",
+            ns => ns,
+        }
+    }
+
     /// True when the user named a cluster on the command line.
     pub fn given(&self) -> bool {
         self.context.is_some() || self.kubeconfig.is_some()

@@ -703,6 +703,12 @@ pub fn run_get(
     }
     runtime()?.block_on(async {
         let (client, _) = connect(cluster).await?;
+        // The kill switch is the first thing to know; a pause that cannot be read (no
+        // firedrill there, or no right to read Namespaces) is not worth failing `get` over.
+        let firedrill = cluster.firedrill_namespace();
+        if let Ok(Some(why)) = crate::pause::read(&client, firedrill).await {
+            eprintln!("{}", crate::pause::banner(firedrill, &why));
+        }
         let all = scope == Scope::All;
         let now = Utc::now();
         let text = match kind {

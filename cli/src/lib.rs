@@ -8,6 +8,7 @@ pub mod gameday;
 pub mod get;
 pub mod history;
 pub mod lab;
+pub mod pause;
 pub mod stop;
 pub mod validate;
 

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 use chaosctl::cluster::ClusterArgs;
-use chaosctl::{CliError, crds, gameday, get, history, lab, stop, validate};
+use chaosctl::{CliError, crds, gameday, get, history, lab, pause, stop, validate};
 
 /// firedrill's command line: check experiment manifests, print the CRDs, and (with the lab or
 /// a cluster) run game days.
@@ -192,10 +192,14 @@ enum Command {
         #[arg(long, default_value = "aborted by hand")]
         reason: String,
     },
-    /// The kill switch: abort every running experiment in every namespace and wait until
-    /// the agents confirm every fault reverted.
+    /// The kill switch: pause firedrill, abort every running experiment in every namespace
+    /// and wait until the agents confirm every fault reverted.
     ///
-    /// Annotates every running Experiment with firedrill.dev/abort, deletes every Injection
+    /// First pauses firedrill cluster-wide (the firedrill.dev/paused label and annotation on
+    /// its namespace, --firedrill-namespace): until `chaosctl resume`, no Experiment starts,
+    /// GameDays stop after reverting their current step and DrillSchedules record their runs
+    /// as skipped. With -l nothing is paused. Then annotates every running Experiment with
+    /// firedrill.dev/abort, deletes every Injection
     /// (revert = delete: the node's agent reverts and then lets it go, so this works even when
     /// the operator is down), and waits until every Injection is gone or Reverted by its
     /// agent. Exits 0 when nothing is active any more, 1 with the list of what still is when
@@ -215,6 +219,13 @@ enum Command {
         #[arg(long)]
         no_delete: bool,
     },
+    /// Lift the pause `stop-all` set: Experiments waiting in Pending start, GameDays can be
+    /// started again, DrillSchedules run at their next scheduled time (skipped runs are not
+    /// made up).
+    #[command(after_help = "Examples:
+  chaosctl resume
+  chaosctl resume --firedrill-namespace chaos-system")]
+    Resume,
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   chaosctl completions bash > ~/.local/share/bash-completion/completions/chaosctl
@@ -270,6 +281,7 @@ fn main() -> ExitCode {
             namespace,
             reason,
         } => stop::run_abort(&cli.cluster, &name, namespace, &reason).map_err(CliError::from),
+        Command::Resume => pause::run_resume(&cli.cluster).map_err(CliError::from),
         Command::StopAll {
             timeout,
             selector,

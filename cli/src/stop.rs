@@ -185,8 +185,8 @@ pub fn run_abort(
                         aborted += 1;
                     }
                     println!(
-                        "game day {ns}/{name}: {aborted} running experiment(s) aborted; its abort annotation is set too \
-                         (to stop the steps still to come, delete it: kubectl delete gameday {name} -n {ns})"
+                        "game day {ns}/{name}: {aborted} running experiment(s) aborted; its abort annotation is set, so \
+                         no step after the running one starts and the game day ends Aborted"
                     );
                 }
                 Ok(ExitCode::SUCCESS)
@@ -233,6 +233,21 @@ pub fn run_stop_all(cluster: &ClusterArgs, options: &StopAll) -> Result<ExitCode
         let experiments: Vec<Experiment> =
             fetch(&client, &Scope::All, None, "experiments", options.selector.as_deref()).await?;
         let reason = format!("kill switch: chaosctl stop-all by {} at {}", whoami(), Utc::now().format("%H:%M:%SZ"));
+        // Cluster-wide, the pause comes first: nothing starts between the list and the aborts.
+        // With a selector only the selected experiments stop and nothing is paused.
+        let firedrill = cluster.firedrill_namespace();
+        let mut not_paused = None;
+        if options.selector.is_none() {
+            match crate::pause::set(&client, firedrill, &reason).await {
+                Ok(()) => eprintln!(
+                    "stop-all: firedrill in {firedrill} paused: nothing starts until `chaosctl resume`"
+                ),
+                Err(e) => {
+                    eprintln!("stop-all: WARNING: could not pause firedrill in {firedrill}: {e}");
+                    not_paused = Some(e);
+                }
+            }
+        }
         let mut aborted = 0usize;
         for e in experiments.iter().filter(|e| needs_abort(e)) {
             annotate(&client, e, "experiments", &reason).await?;
@@ -278,6 +293,13 @@ pub fn run_stop_all(cluster: &ClusterArgs, options: &StopAll) -> Result<ExitCode
                     started.elapsed().as_secs_f64(),
                     seen.len()
                 );
+                if let Some(e) = &not_paused {
+                    eprintln!(
+                        "stop-all: but firedrill is NOT paused ({e}): new experiments may start. \
+                         Is it installed in {firedrill}? Say where with --firedrill-namespace"
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             if last != Some(active.len()) {
@@ -294,7 +316,7 @@ pub fn run_stop_all(cluster: &ClusterArgs, options: &StopAll) -> Result<ExitCode
                     println!("  {line}");
                 }
                 eprintln!(
-                    "what to do: check the agents on those nodes (kubectl -n firedrill-system get pods -o wide); \
+                    "what to do: check the agents on those nodes (kubectl -n {firedrill} get pods -o wide); \
                      an agent reverts on its own at the injection's expiry even when it cannot reach the API server"
                 );
                 return Ok(ExitCode::FAILURE);

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use firedrill_core::api::{Experiment, GameDay, Injection};
+use firedrill_core::api::{Experiment, GameDay, Injection, PAUSE_KEY};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -410,12 +410,72 @@ async fn stop_all_reverts_and_waits_for_the_agents() {
     let Some((kc, client)) = cluster(test).await else {
         return;
     };
-    // With no active fault it returns 0 promptly: cluster-wide when the cluster is idle,
-    // else limited to this test's objects.
+    // With no active fault it returns 0 promptly: cluster-wide when the cluster is idle
+    // (pausing the namespace that plays firedrill's here, never a real firedrill's), else
+    // limited to this test's objects.
     let idle = cluster_idle(&client).await;
+    let home = TestNs::new(&client, "home").await;
     let started = Instant::now();
     let out = if idle {
-        run(&kc, &["stop-all", "--timeout", "20"])
+        let out = run(
+            &kc,
+            &[
+                "stop-all",
+                "--timeout",
+                "20",
+                "--firedrill-namespace",
+                &home.name,
+            ],
+        );
+        let ns = Api::<Namespace>::all(client.clone())
+            .get(&home.name)
+            .await
+            .unwrap();
+        assert_eq!(ns.labels().get(PAUSE_KEY).map(String::as_str), Some("true"));
+        let why = ns.annotations().get(PAUSE_KEY).cloned().unwrap_or_default();
+        assert!(why.contains("stop-all"), "{why}");
+        let got = run(
+            &kc,
+            &[
+                "get",
+                "exp",
+                "-n",
+                &home.name,
+                "--firedrill-namespace",
+                &home.name,
+            ],
+        );
+        assert!(
+            String::from_utf8_lossy(&got.stderr).contains("PAUSED"),
+            "get shows the pause: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        let resumed = run(&kc, &["resume", "--firedrill-namespace", &home.name]);
+        assert_eq!(resumed.status.code(), Some(0));
+        assert!(stdout(&resumed).contains("resumed"), "{}", stdout(&resumed));
+        let ns = Api::<Namespace>::all(client.clone())
+            .get(&home.name)
+            .await
+            .unwrap();
+        assert!(!ns.labels().contains_key(PAUSE_KEY) && !ns.annotations().contains_key(PAUSE_KEY));
+        // A kill switch that could not pause says so and fails.
+        let nowhere = run(
+            &kc,
+            &[
+                "stop-all",
+                "--timeout",
+                "5",
+                "--firedrill-namespace",
+                "fd-no-such-namespace",
+            ],
+        );
+        assert_eq!(nowhere.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&nowhere.stderr).contains("NOT paused"),
+            "{}",
+            String::from_utf8_lossy(&nowhere.stderr)
+        );
+        out
     } else {
         eprintln!("{test}: other tests are running faults; stop-all limited to this test's label");
         run(
@@ -496,6 +556,7 @@ async fn stop_all_reverts_and_waits_for_the_agents() {
         "{text}"
     );
     ns.delete().await;
+    home.delete().await;
 }
 
 #[tokio::test]

@@ -8,6 +8,13 @@
 //! deterministic ([`child_name`]), so a step created just before a crash is adopted, not
 //! created twice, and a finished step is never run again.
 //!
+//! # Stopping
+//!
+//! A game day stops when it carries `firedrill.dev/abort` or firedrill is paused
+//! cluster-wide ([`crate::pause`]): its running step's Experiment gets the abort annotation
+//! (so its fault is reverted through the engine), and once that step has finished every
+//! step still to come is recorded as not run and the verdict is `Aborted` ([`halt`]).
+//!
 //! # Never two faults on the same targets
 //!
 //! A game day has at most one running child. Before starting a step, the controller plans it
@@ -24,8 +31,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
-    API_VERSION, Experiment, ExperimentSpec, ExperimentStatus, FailurePolicy, GameDay,
-    GameDayPhase, GameDaySpec, GameDayStatus, Phase, Stage, StepResult, Verdict,
+    ABORT_ANNOTATION, API_VERSION, Experiment, ExperimentSpec, ExperimentStatus, FailurePolicy,
+    GameDay, GameDayPhase, GameDaySpec, GameDayStatus, Phase, Stage, StepResult, Verdict,
 };
 use firedrill_core::manifest::check_experiment;
 use futures_util::StreamExt;
@@ -257,6 +264,32 @@ pub fn advance(
         }
     }
     Next::Start(index)
+}
+
+/// Ends a game day that must stop (its abort annotation, or the cluster-wide pause) once no
+/// step runs: every step still to come is recorded as not run, with why, and the verdict
+/// is `Aborted`.
+pub fn halt(spec: &GameDaySpec, status: &mut GameDayStatus, why: &str, now: DateTime<Utc>) {
+    let reason = format!("not run: {why}");
+    let rest: Vec<_> = spec.experiments.iter().skip(status.results.len()).collect();
+    for step in rest {
+        let fault = step.spec.as_ref().map(|s| s.fault.name());
+        not_run(status, &step.name, fault, &reason, now);
+    }
+    status.progress = Some(progress(spec, status));
+    status.phase = GameDayPhase::Completed;
+    status.verdict = Some(Verdict::Aborted);
+    status.finished_at = Some(now);
+    status.message = Some(format!("stopped: {why}"));
+}
+
+/// Why a game day must stop now, if it must: its own abort annotation first, then the pause.
+pub fn halt_reason(game_day: &GameDay, pause: &crate::pause::Pause) -> Option<String> {
+    game_day
+        .annotations()
+        .get(ABORT_ANNOTATION)
+        .map(|why| format!("{ABORT_ANNOTATION}: {why}"))
+        .or_else(|| pause.halts())
 }
 
 /// What an experiment may touch: its targets and the nodes its Injections act on.
@@ -532,6 +565,7 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
     let before = game_day.status.clone().unwrap_or_default();
     let mut status = before.clone();
     status.observed_generation = game_day.meta().generation;
+    let stopping = halt_reason(game_day, &base.pause.read(&base.client).await);
     let mut wait = None;
     // Each round absorbs what the previous did; a step that cannot run is recorded at once.
     for _ in 0..=game_day.spec.experiments.len() {
@@ -540,7 +574,25 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
             .into_iter()
             .map(|e| (e.name_any(), e.status.unwrap_or_default()))
             .collect();
-        match advance(&game_day.spec, &mut status, &children, Utc::now()) {
+        let next = advance(&game_day.spec, &mut status, &children, Utc::now());
+        if let Some(why) = &stopping {
+            match next {
+                // Its running step is aborted (the Experiment reverts its fault) and waited
+                // for; nothing after it starts.
+                Next::Running => {
+                    abort_running(base, game_day, &status, why).await?;
+                    wait = Some(Duration::from_secs(2));
+                    break;
+                }
+                Next::Start(_) | Next::Until(_) => {
+                    halt(&game_day.spec, &mut status, why, Utc::now());
+                    wait = None;
+                    break;
+                }
+                Next::Done => {}
+            }
+        }
+        match next {
             Next::Done => {
                 wait = None;
                 break;
@@ -576,6 +628,34 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Sets the abort annotation on the game day's running step's Experiment (once).
+async fn abort_running(
+    ctx: &Context,
+    game_day: &GameDay,
+    status: &GameDayStatus,
+    why: &str,
+) -> Result<(), Error> {
+    let api: Api<Experiment> = Api::namespaced(ctx.client.clone(), &namespace(game_day)?);
+    let running = status
+        .results
+        .iter()
+        .filter(|r| r.verdict.is_none())
+        .filter_map(|r| r.experiment.as_deref());
+    for name in running {
+        let Some(child) = api.get_opt(name).await? else {
+            continue;
+        };
+        if child.annotations().contains_key(ABORT_ANNOTATION) {
+            continue;
+        }
+        let patch = json!({"metadata": {"annotations": {ABORT_ANNOTATION: format!("game day stopped: {why}")}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(game_day = %game_day.name_any(), experiment = name, why, "aborting the running step");
+    }
+    Ok(())
 }
 
 /// A deleted game day deletes its Experiments (their finalizer reverts any fault) and keeps
@@ -833,6 +913,51 @@ mod tests {
             advance(&spec, &mut status, &children, at(40)),
             Next::Start(1)
         );
+    }
+
+    #[test]
+    fn a_halted_game_day_records_the_rest_as_not_run_and_is_aborted() {
+        let spec = spec("Continue", "0s", &["a", "b", "c"]);
+        let mut status = GameDayStatus::default();
+        let mut children = BTreeMap::new();
+        advance(&spec, &mut status, &children, at(0));
+        started(&mut status, "a", "gd-a", "podKill", at(0));
+        // Aborted because of the halt, the running step finishes; then nothing else starts.
+        children.insert("gd-a".to_owned(), finished(Verdict::Aborted, 3));
+        assert_eq!(
+            advance(&spec, &mut status, &children, at(4)),
+            Next::Start(1)
+        );
+        halt(
+            &spec,
+            &mut status,
+            "firedrill is paused cluster-wide: stop-all",
+            at(4),
+        );
+        assert_eq!(status.phase, GameDayPhase::Completed);
+        assert_eq!(status.verdict, Some(Verdict::Aborted));
+        assert_eq!(status.results.len(), 3);
+        for r in &status.results[1..] {
+            assert_eq!(r.verdict, Some(Verdict::Skipped));
+            assert!(
+                r.reason.as_deref().is_some_and(|w| w.contains("paused")),
+                "{r:?}"
+            );
+        }
+        assert_eq!(advance(&spec, &mut status, &children, at(9)), Next::Done);
+    }
+
+    #[test]
+    fn its_own_abort_annotation_comes_before_the_pause() {
+        use crate::pause::Pause;
+        let mut g = GameDay::new("gd", spec("Stop", "0s", &["a"]));
+        assert_eq!(halt_reason(&g, &Pause::Off), None);
+        assert_eq!(halt_reason(&g, &Pause::Unknown("x".into())), None);
+        assert!(halt_reason(&g, &Pause::On("by ana".into())).is_some_and(|w| w.contains("by ana")));
+        g.annotations_mut()
+            .insert(ABORT_ANNOTATION.into(), "wrong cluster".into());
+        let why = halt_reason(&g, &Pause::On("by ana".into())).unwrap();
+        assert!(why.contains("wrong cluster"), "{why}");
     }
 
     #[test]

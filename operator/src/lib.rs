@@ -36,6 +36,7 @@ pub mod lease;
 pub mod metrics;
 pub mod objects;
 pub mod observe;
+pub mod pause;
 pub mod plan;
 pub mod reconcile;
 pub mod schedule;

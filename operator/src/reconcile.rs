@@ -24,13 +24,15 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::reflector::ObjectRef;
+
+use crate::pause::PauseReader;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::metrics::{Metrics, VerdictLabels};
 use crate::objects::KubeObjects;
 use crate::plan::{self, Policy};
-use crate::status::{self, INVALID, Note, TARGETS};
+use crate::status::{self, INVALID, Note, PAUSED, TARGETS};
 use crate::{
     ABORT_ANNOTATION, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, PLAN_SIZE_ANNOTATION,
     cluster, observe,
@@ -38,6 +40,8 @@ use crate::{
 
 /// Steps per reconciliation: each absorbs what the previous one's actions produced.
 const MAX_ROUNDS: usize = 4;
+/// How often a Pending experiment looks whether the pause was lifted.
+const PAUSE_RECHECK: Duration = Duration::from_secs(3);
 /// How often a refused plan is tried again (a namespace may opt in meanwhile).
 const PLAN_RETRY: Duration = Duration::from_secs(30);
 
@@ -50,6 +54,8 @@ pub struct Context {
     /// firedrill's own namespace, where every Injection lives: the agents follow no other,
     /// and only the operator may write there (so no tenant can hand an agent work).
     pub injection_namespace: String,
+    /// The kill switch: the pause marker on `injection_namespace`.
+    pub pause: PauseReader,
     /// Watch only this namespace's Experiments (all when `None`).
     pub watch_namespace: Option<String>,
     /// Watch only Experiments matching this label selector (all when `None`).
@@ -93,6 +99,7 @@ impl Context {
             metrics,
             policy: Policy::new(operator_namespace),
             injection_namespace: operator_namespace.to_owned(),
+            pause: PauseReader::new(operator_namespace),
             watch_namespace: None,
             experiment_selector: None,
             probers: Mutex::new(HashMap::new()),
@@ -444,6 +451,35 @@ async fn refuse(
     Ok(())
 }
 
+/// A Pending experiment while firedrill is paused: it stays Pending, says why in its
+/// `Paused` condition (and an Event, once), and looks again shortly.
+async fn wait_for_resume(
+    ctx: &Context,
+    experiment: &Experiment,
+    before: &ExperimentStatus,
+    mut status: ExperimentStatus,
+    why: &str,
+) -> Result<Action, Error> {
+    let news = !status::is_true(before, PAUSED);
+    status::set(
+        &mut status.conditions,
+        PAUSED,
+        true,
+        "Paused",
+        why,
+        Utc::now(),
+    );
+    write_status(ctx, experiment, before, &status).await?;
+    if news {
+        ctx.publish(
+            experiment,
+            &Note::new(EventType::Warning, "Paused", why, "Start"),
+        )
+        .await;
+    }
+    Ok(Action::requeue(PAUSE_RECHECK))
+}
+
 /// Reconciles a live (not deleted) experiment.
 async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> {
     let before = experiment.status.clone().unwrap_or_default();
@@ -459,7 +495,21 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
             Action::requeue(Duration::from_secs(1))
         });
     }
+    let pause = ctx.pause.read(&ctx.client).await;
     if status.phase == Phase::Pending {
+        if let Some(why) = pause.blocks_start() {
+            return wait_for_resume(ctx, experiment, &before, status, &why).await;
+        }
+        if status::is_true(&before, PAUSED) {
+            status::set(
+                &mut status.conditions,
+                PAUSED,
+                false,
+                "Resumed",
+                "",
+                Utc::now(),
+            );
+        }
         if let Some((path, message)) = check_experiment(&experiment.spec).first() {
             let message = format!("spec.{path}: {message}");
             refuse(ctx, experiment, &before, status, "InvalidSpec", &message).await?;
@@ -500,6 +550,8 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
         observations.push(Observation::AbortRequested {
             reason: format!("{ABORT_ANNOTATION}: {reason}"),
         });
+    } else if let Some(reason) = pause.halts() {
+        observations.push(Observation::AbortRequested { reason });
     }
     let next = drive(ctx, experiment, &mut status, observations).await?;
     write_status(ctx, experiment, &before, &status).await?;

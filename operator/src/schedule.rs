@@ -164,6 +164,7 @@ pub fn plan_runs(
     active: &Active,
     created: DateTime<Utc>,
     now: DateTime<Utc>,
+    paused: Option<&str>,
 ) -> Result<Runs, String> {
     let mut runs = Runs::default();
     if let Some(name) = status.active.clone() {
@@ -256,6 +257,13 @@ pub fn plan_runs(
         };
         let running = status.active.clone().filter(|_| *active == Active::Running);
         match (running, spec.concurrency_policy) {
+            // The kill switch: a due run is recorded, never started.
+            _ if paused.is_some() => {
+                let note = format!("skipped while paused: {}", paused.unwrap_or_default());
+                runs.notes
+                    .push(("DrillSkipped".to_owned(), note.clone(), true));
+                entry.note = Some(note);
+            }
             (Some(previous), ConcurrencyPolicy::Forbid) => {
                 let note = format!(
                     "skipped: drill {previous} was still running (concurrencyPolicy Forbid)"
@@ -388,6 +396,7 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
         .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
         .ok_or(Error::MissingField("creationTimestamp"))?;
     let now = Utc::now();
+    let paused = ctx.pause.read(&ctx.client).await.blocks_start();
     let runs = match plan_runs(
         &schedule.name_any(),
         &schedule.spec,
@@ -395,6 +404,7 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
         &active,
         created,
         now,
+        paused.as_deref(),
     ) {
         Ok(runs) => runs,
         Err(message) => {
@@ -640,6 +650,55 @@ mod tests {
     }
 
     #[test]
+    fn a_run_due_while_paused_is_recorded_as_skipped_and_the_next_one_starts_after_resume() {
+        let spec = spec("*/5 * * * *", json!({}));
+        let created = utc(2026, 3, 1, 9, 58);
+        let mut status = DrillScheduleStatus::default();
+        let runs = plan_runs(
+            "dr",
+            &spec,
+            &mut status,
+            &Active::None,
+            created,
+            utc(2026, 3, 1, 10, 0),
+            Some("firedrill is paused cluster-wide (stop-all by ana)"),
+        )
+        .expect("runs");
+        assert_eq!(runs.start, None, "nothing starts while paused");
+        assert_eq!(status.active, None);
+        let skipped = &status.history[0];
+        assert_eq!(skipped.game_day, "dr-202603011000");
+        assert_eq!(skipped.started_at, None);
+        assert!(
+            skipped
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("skipped while paused") && n.contains("ana")),
+            "{skipped:?}"
+        );
+        assert!(
+            runs.notes
+                .iter()
+                .any(|(reason, _, warning)| reason == "DrillSkipped" && *warning)
+        );
+        // Resumed: the next scheduled run starts; the skipped one is not run late.
+        let runs = plan_runs(
+            "dr",
+            &spec,
+            &mut status,
+            &Active::None,
+            created,
+            utc(2026, 3, 1, 10, 5),
+            None,
+        )
+        .expect("runs");
+        assert_eq!(
+            runs.start,
+            Some(("dr-202603011005".into(), utc(2026, 3, 1, 10, 5)))
+        );
+    }
+
+    #[test]
     fn a_due_drill_starts_and_its_end_is_recorded_with_figures() {
         let spec = spec("*/5 * * * *", json!({}));
         let created = utc(2026, 3, 1, 9, 58);
@@ -651,6 +710,7 @@ mod tests {
             &Active::None,
             created,
             utc(2026, 3, 1, 10, 0),
+            None,
         )
         .expect("runs");
         assert_eq!(
@@ -667,6 +727,7 @@ mod tests {
             &Active::Running,
             created,
             utc(2026, 3, 1, 10, 2),
+            None,
         )
         .expect("runs");
         assert_eq!(runs, Runs::default());
@@ -677,6 +738,7 @@ mod tests {
             &finished(Verdict::Failed),
             created,
             utc(2026, 3, 1, 10, 3),
+            None,
         )
         .expect("runs");
         assert!(runs.start.is_none());
@@ -702,6 +764,7 @@ mod tests {
             &Active::None,
             created,
             utc(2026, 3, 1, 10, 0),
+            None,
         )
         .expect("runs");
         let mut replaced = status.clone();
@@ -712,6 +775,7 @@ mod tests {
             &Active::Running,
             created,
             utc(2026, 3, 1, 10, 5),
+            None,
         )
         .expect("runs");
         assert!(runs.start.is_none() && runs.replace.is_none());
@@ -731,6 +795,7 @@ mod tests {
             &Active::Running,
             created,
             utc(2026, 3, 1, 10, 5),
+            None,
         )
         .expect("runs");
         assert_eq!(runs.replace.as_deref(), Some("dr-202603011000"));
@@ -754,6 +819,7 @@ mod tests {
             &Active::None,
             created,
             utc(2026, 3, 1, 3, 5),
+            None,
         )
         .expect("runs");
         assert_eq!(runs.start.map(|s| s.1), Some(utc(2026, 3, 1, 3, 0)));
@@ -773,6 +839,7 @@ mod tests {
             &finished(Verdict::Passed),
             created,
             utc(2026, 3, 1, 4, 30),
+            None,
         )
         .expect("runs");
         assert!(runs.start.is_none());
@@ -794,6 +861,7 @@ mod tests {
             &Active::None,
             created,
             utc(2026, 3, 1, 1, 0),
+            None,
         )
         .expect("runs");
         plan_runs(
@@ -803,6 +871,7 @@ mod tests {
             &Active::Gone,
             created,
             utc(2026, 3, 1, 1, 5),
+            None,
         )
         .expect("runs");
         assert_eq!(status.active, None);
@@ -823,6 +892,7 @@ mod tests {
             &Active::None,
             utc(2026, 3, 1, 0, 0),
             utc(2026, 3, 1, 0, 5),
+            None,
         )
         .expect("runs");
         assert!(runs.start.is_none());

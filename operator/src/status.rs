@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 pub const INVALID: &str = "Invalid";
 /// The resolved targets (or, for a dry run, what would have been hit).
 pub const TARGETS: &str = "TargetsResolved";
+/// `True` while a Pending Experiment waits for the cluster-wide pause to be lifted.
+pub const PAUSED: &str = "Paused";
 
 /// The most a condition message or Event note carries.
 const MAX_MESSAGE: usize = 1000;

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{FakeAgent, TestNamespace, cluster, eventually, install_crds, victim, worker};
-use firedrill_core::api::{Condition, Experiment, Injection, Phase, Verdict};
+use firedrill_core::api::{Condition, Experiment, Injection, PAUSE_KEY, Phase, Verdict};
 use firedrill_operator::lease::{LeaderElector, LeaseConfig};
 use firedrill_operator::metrics::Metrics;
 use firedrill_operator::reconcile::{self, Context};
@@ -268,6 +268,102 @@ async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
     .await;
     assert!(gone.is_some(), "the experiment outlived its revert");
     assert!(injections(&client, &ns.firedrill).await.is_empty());
+    operator.shutdown().await;
+    drop(agent);
+    ns.delete().await;
+}
+
+/// Sets (`Some(why)`) or lifts (`None`) the pause on the namespace playing firedrill's.
+async fn pause(client: &Client, firedrill: &str, why: Option<&str>) {
+    let patch = json!({"metadata": {
+        "labels": {PAUSE_KEY: why.map(|_| "true")},
+        "annotations": {PAUSE_KEY: why},
+    }});
+    Api::<Namespace>::all(client.clone())
+        .patch(firedrill, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_aborts_what_runs_and_holds_what_would_start_until_resumed() {
+    let Some((client, node)) = setup("a_pause").await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "pause", true).await;
+    victim(&client, &ns.name, "victim", &node).await;
+    let agent = FakeAgent::start(&client, &ns.firedrill);
+    let operator = Operator::start(&client, &ns);
+    let freeze = json!({"opsToolOutage": {"mode": "Freeze"}});
+    let long = experiment(
+        "long",
+        &ns.name,
+        &node,
+        freeze.clone(),
+        json!({"duration": "10m"}),
+    );
+    let api = create(&client, &long).await;
+    wait_for_phase(&api, "long", Phase::Holding, 90).await;
+
+    pause(
+        &client,
+        &ns.firedrill,
+        Some("stop-all by the operator tests"),
+    )
+    .await;
+    let done = wait_for_phase(&api, "long", Phase::Completed, 45).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.verdict, Some(Verdict::Aborted), "{status:#?}");
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("paused")),
+        "{:?}",
+        status.reason
+    );
+    let gone = eventually(Duration::from_secs(30), || async {
+        injections(&client, &ns.firedrill)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the paused experiment's Injection was not reverted"
+    );
+
+    // What is created while paused waits in Pending, saying why, and injects nothing.
+    let later = experiment("later", &ns.name, &node, freeze, json!({"duration": "2s"}));
+    create(&client, &later).await;
+    let paused = eventually(Duration::from_secs(30), || async {
+        let e = api.get("later").await.ok()?;
+        let s = e.status?;
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::PAUSED && c.status == "True")
+            .cloned()
+            .map(|c| (s.phase, c))
+    })
+    .await;
+    let (phase, condition) = paused.expect("a Paused condition");
+    assert_eq!(phase, Phase::Pending);
+    assert!(
+        condition.message.contains("chaosctl resume"),
+        "{condition:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        api.get("later").await.unwrap().status.unwrap().phase,
+        Phase::Pending
+    );
+    assert!(injections(&client, &ns.firedrill).await.is_empty());
+
+    // Resumed: it runs.
+    pause(&client, &ns.firedrill, None).await;
+    let done = wait_for_phase(&api, "later", Phase::Completed, 90).await;
+    assert_eq!(done.status.unwrap().verdict, Some(Verdict::Passed));
     operator.shutdown().await;
     drop(agent);
     ns.delete().await;

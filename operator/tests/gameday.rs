@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{FakeAgent, TestNamespace, cluster, eventually, install_crds, victim, worker};
 use firedrill_core::api::{
-    DrillSchedule, Experiment, GameDay, GameDayPhase, Injection, Phase, Verdict,
+    ABORT_ANNOTATION, DrillSchedule, Experiment, GameDay, GameDayPhase, Injection, Phase, Verdict,
 };
 use firedrill_operator::controllers;
 use firedrill_operator::gameday::{GAMEDAY_FINALIZER, GAMEDAY_UID_LABEL};
@@ -284,6 +284,76 @@ async fn a_game_day_runs_its_steps_in_order_resumes_after_a_restart_and_aggregat
     operator.shutdown().await;
     drop(agent);
     release(&client, &ns.name).await;
+    ns.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn its_abort_annotation_stops_a_game_day_after_reverting_its_current_step() {
+    let test = "game_day_abort";
+    let Some((client, node)) = setup(test).await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "gdabort", true).await;
+    victim(&client, &ns.name, "victim", &node).await;
+    let agent = FakeAgent::start(&client, &ns.firedrill);
+    let operator = Operator::start(&client, &ns);
+    let api: Api<GameDay> = Api::namespaced(client.clone(), &ns.name);
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
+    let gd = game_day(
+        "stopped",
+        &ns.name,
+        json!({"experiments": [
+            {"name": "hold", "spec": experiment_spec(&ns.name, &node, "10m", json!({}))},
+            {"name": "after", "spec": experiment_spec(&ns.name, &node, "3s", json!({}))},
+        ], "failurePolicy": "Continue"}),
+    );
+    api.create(&PostParams::default(), &gd).await.unwrap();
+    let held = eventually(Duration::from_secs(90), || async {
+        let e = experiments.get("stopped-hold").await.ok()?;
+        (e.status?.phase == Phase::Holding).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the first step never held its fault");
+    let abort = json!({"metadata": {"annotations": {ABORT_ANNOTATION: "wrong cluster"}}});
+    api.patch("stopped", &PatchParams::default(), &Patch::Merge(&abort))
+        .await
+        .unwrap();
+    let done = wait_for_game_day(&api, "stopped", 60, "stopped", completed).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.verdict, Some(Verdict::Aborted), "{status:#?}");
+    assert_eq!(status.results.len(), 2);
+    assert_eq!(status.results[0].verdict, Some(Verdict::Aborted));
+    assert_eq!(status.results[1].verdict, Some(Verdict::Skipped));
+    assert!(
+        status.results[1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("wrong cluster")),
+        "{:?}",
+        status.results[1]
+    );
+    assert!(
+        experiments
+            .get_opt("stopped-after")
+            .await
+            .unwrap()
+            .is_none(),
+        "never started"
+    );
+    let reverted = eventually(Duration::from_secs(30), || async {
+        let left = Api::<Injection>::namespaced(client.clone(), &ns.firedrill)
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        reverted.is_some(),
+        "the aborted step's fault was not reverted"
+    );
+    operator.shutdown().await;
+    drop(agent);
     ns.delete().await;
 }
 

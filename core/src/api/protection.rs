@@ -165,6 +165,22 @@ mod tests {
     }
 
     #[test]
+    fn either_pause_marker_pauses_and_the_annotation_says_why() {
+        use crate::api::{PAUSE_KEY, pause_of};
+        let none = BTreeMap::new();
+        assert_eq!(pause_of(&none, &none), None);
+        let why = labels(&[(PAUSE_KEY, " stop-all by ana ")]);
+        assert_eq!(pause_of(&none, &why).as_deref(), Some("stop-all by ana"));
+        let label = labels(&[(PAUSE_KEY, "true")]);
+        assert!(pause_of(&label, &none).is_some(), "the label alone pauses");
+        let blank = labels(&[(PAUSE_KEY, "")]);
+        assert!(
+            pause_of(&none, &blank).is_some(),
+            "an empty annotation pauses"
+        );
+    }
+
+    #[test]
     fn firedrills_own_namespace_is_protected_beside_the_built_in_ones() {
         let p = protected_namespaces("chaos-ops");
         assert!(p.contains("kube-system") && p.contains("firedrill-system"));
