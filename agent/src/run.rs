@@ -225,10 +225,18 @@ impl Agent {
                 match self.cluster.report(&injection, &report).await {
                     Ok(()) => {
                         tracing::info!(injection = %name, state = ?report.state(), "status reported");
-                        self.memory.reported.insert(key, report.state());
-                        if let Report::Refused { message } = &report {
-                            self.cluster.warn(&injection, "Refused", message).await;
+                        // What a person must act on is also an Event, where they look.
+                        let warning = match &report {
+                            Report::Refused { message } => Some(("Refused", message)),
+                            Report::Failed { message } if self.memory.salvaged.contains_key(&key) => {
+                                Some(("JournalUnreadable", message))
+                            }
+                            _ => None,
+                        };
+                        if let Some((reason, message)) = warning {
+                            self.cluster.warn(&injection, reason, message).await;
                         }
+                        self.memory.reported.insert(key, report.state());
                     }
                     Err(e) => self.api_failed("status report", &name, &e),
                 }

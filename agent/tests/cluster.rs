@@ -353,3 +353,61 @@ async fn the_agent_ignores_other_namespaces_and_refuses_protected_targets() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_unreadable_journal_entry_is_reported_failed_with_an_event_and_keeps_its_finalizer() {
+    let test = "an_unreadable_journal_entry_is_reported_failed_with_an_event";
+    let Some(client) = client(test).await else {
+        return;
+    };
+    let h = Harness::start(client.clone()).await;
+    let (api, node, journal) = (h.injections(), h.node.clone(), h.journal.path());
+    api.create(&PostParams::default(), &injection("corrupt", &node, 300))
+        .await
+        .unwrap();
+    eventually("corrupt applied", || async {
+        let i = api.get("corrupt").await.ok()?;
+        (state(&i) == InjectionState::Applied).then_some(())
+    })
+    .await;
+    // Damage every entry, then touch the object so the agent looks at once.
+    let entries: Vec<_> = journal.read_dir().unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!entries.is_empty());
+    for entry in &entries {
+        std::fs::write(entry, b"{ not json").unwrap();
+    }
+    let touch = serde_json::json!({"metadata": {"labels": {"firedrill.dev/touched": "1"}}});
+    api.patch("corrupt", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    let failed = eventually("corrupt reported failed", || async {
+        let i = api.get("corrupt").await.ok()?;
+        (state(&i) == InjectionState::Failed).then_some(i)
+    })
+    .await;
+    assert!(failed.finalizers().iter().any(|f| f == AGENT_FINALIZER), "kept");
+    let message = failed.status.unwrap().message.unwrap();
+    assert!(message.contains("cannot prove"), "{message}");
+    let events: Api<Event> = Api::namespaced(client.clone(), &h.namespace);
+    eventually("a JournalUnreadable event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("JournalUnreadable")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("corrupt")
+            })
+            .then_some(())
+    })
+    .await;
+    // The person removes the entry: the agent lets the Injection go.
+    for entry in &entries {
+        std::fs::remove_file(entry).unwrap();
+    }
+    api.delete("corrupt", &DeleteParams::default()).await.unwrap();
+    eventually("corrupt released", || async {
+        matches!(api.get_opt("corrupt").await, Ok(None)).then_some(())
+    })
+    .await;
+    h.finish().await;
+}

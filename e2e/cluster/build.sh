@@ -58,6 +58,16 @@ export GOTOOLCHAIN=local
 T0=$(date +%s)
 log() { printf '[build %4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
 
+# One build at a time: `make test` starts one in the background at the lowest priority
+# while the Rust checks run; e2e/run.sh's own call waits here and then finds the cache full.
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/.build.lock"
+if ! flock -n 9; then
+	log "another build.sh is running; waiting for it"
+	flock 9
+	log "it is done"
+fi
+
 wanted() {
 	((${#WANT[@]} == 0)) && return 0
 	local w
