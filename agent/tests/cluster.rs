@@ -371,7 +371,11 @@ async fn an_unreadable_journal_entry_is_reported_failed_with_an_event_and_keeps_
     })
     .await;
     // Damage every entry, then touch the object so the agent looks at once.
-    let entries: Vec<_> = journal.read_dir().unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = journal
+        .read_dir()
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert!(!entries.is_empty());
     for entry in &entries {
         std::fs::write(entry, b"{ not json").unwrap();
@@ -385,7 +389,10 @@ async fn an_unreadable_journal_entry_is_reported_failed_with_an_event_and_keeps_
         (state(&i) == InjectionState::Failed).then_some(i)
     })
     .await;
-    assert!(failed.finalizers().iter().any(|f| f == AGENT_FINALIZER), "kept");
+    assert!(
+        failed.finalizers().iter().any(|f| f == AGENT_FINALIZER),
+        "kept"
+    );
     let message = failed.status.unwrap().message.unwrap();
     assert!(message.contains("cannot prove"), "{message}");
     let events: Api<Event> = Api::namespaced(client.clone(), &h.namespace);
@@ -404,7 +411,9 @@ async fn an_unreadable_journal_entry_is_reported_failed_with_an_event_and_keeps_
     for entry in &entries {
         std::fs::remove_file(entry).unwrap();
     }
-    api.delete("corrupt", &DeleteParams::default()).await.unwrap();
+    api.delete("corrupt", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("corrupt released", || async {
         matches!(api.get_opt("corrupt").await, Ok(None)).then_some(())
     })
