@@ -85,24 +85,35 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             applied_at: previous.applied_at.or(Some(*at)),
             reverted_at: None,
             message: None,
+            lapses: previous.lapses,
         },
         Report::Reverted { at, why } => InjectionStatus {
             state: InjectionState::Reverted,
             applied_at: previous.applied_at,
             reverted_at: previous.reverted_at.or(Some(*at)),
             message: Some(why.clone()),
+            lapses: previous.lapses,
         },
         Report::Failed { message } => InjectionStatus {
             state: InjectionState::Failed,
             applied_at: previous.applied_at,
             reverted_at: previous.reverted_at,
             message: Some(message.clone()),
+            lapses: previous.lapses,
         },
         Report::Refused { message } => InjectionStatus {
             state: InjectionState::Refused,
             applied_at: None,
             reverted_at: None,
             message: Some(message.clone()),
+            lapses: vec![],
+        },
+        Report::Checked { applied_at, lapses } => InjectionStatus {
+            state: InjectionState::Applied,
+            applied_at: previous.applied_at.or(Some(*applied_at)),
+            reverted_at: None,
+            message: None,
+            lapses: lapses.clone(),
         },
     }
 }
@@ -251,6 +262,39 @@ mod tests {
         );
         assert_eq!(failed.state, InjectionState::Failed);
         assert_eq!(failed.applied_at, None);
+    }
+
+    #[test]
+    fn lapses_are_written_with_the_state_applied_even_over_a_stale_status() {
+        let lapse = firedrill_core::api::Lapse {
+            since: at(10),
+            seen_at: at(12),
+            healed_at: Some(at(12)),
+            what: "chain gone (re-applied)".into(),
+        };
+        let checked = Report::Checked {
+            applied_at: at(3),
+            lapses: vec![lapse.clone()],
+        };
+        // The watch has not shown the Applied report yet: still Applied, since then.
+        let status = next_status(None, &checked);
+        assert_eq!(status.state, InjectionState::Applied);
+        assert_eq!(status.applied_at, Some(at(3)));
+        assert_eq!(status.lapses, vec![lapse.clone()]);
+        let applied = next_status(None, &Report::Applied { at: at(2) });
+        assert_eq!(
+            next_status(Some(&applied), &checked).applied_at,
+            Some(at(2))
+        );
+        // Later reports keep them.
+        let reverted = next_status(
+            Some(&status),
+            &Report::Reverted {
+                at: at(60),
+                why: "deleted".into(),
+            },
+        );
+        assert_eq!(reverted.lapses, vec![lapse]);
     }
 
     #[test]

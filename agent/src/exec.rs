@@ -199,14 +199,7 @@ impl Executor {
     /// Carries on past failures (they stay recorded, to be tried again) and returns the
     /// first. Returns how many faults were reverted.
     pub fn revert(&self, key: &str) -> Result<usize> {
-        let entries: Vec<Entry> = self
-            .injector
-            .journal()
-            .scan()?
-            .entries
-            .into_iter()
-            .filter(|e| key_of_id(&e.id) == key)
-            .collect();
+        let entries = self.entries_of(key)?;
         let mut first_error = None;
         let mut reverted = 0;
         for entry in &entries {
@@ -219,6 +212,36 @@ impl Executor {
             }
         }
         first_error.map_or(Ok(reverted), Err)
+    }
+
+    fn entries_of(&self, key: &str) -> Result<Vec<Entry>> {
+        Ok(self
+            .injector
+            .journal()
+            .scan()?
+            .entries
+            .into_iter()
+            .filter(|e| key_of_id(&e.id) == key)
+            .collect())
+    }
+
+    /// Re-checks every fault the journal holds for `key` against the node, and re-applies
+    /// a part found gone (from the recorded fault, so it never reaches new processes).
+    /// Returns what was missing; empty when all of it held.
+    pub fn recheck(&self, key: &str) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for entry in self.entries_of(key)? {
+            if let Some(what) = self.injector.missing(&entry)? {
+                match self
+                    .injector
+                    .apply(&entry.id, &entry.fault, entry.expires_at)
+                {
+                    Ok(_) => missing.push(format!("{what} (re-applied)")),
+                    Err(e) => missing.push(format!("{what} (re-applying failed: {e})")),
+                }
+            }
+        }
+        Ok(missing)
     }
 
     fn revert_entry(&self, entry: &Entry) -> Result<()> {

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use firedrill_core::api::InjectionState;
+use firedrill_core::api::{InjectionState, Lapse, MAX_LAPSES};
 use firedrill_faults::InjectionId;
 
 /// An Injection's journal key (see [`crate::translate::key_of`]).
@@ -65,6 +65,67 @@ pub struct Held {
     pub unreadable: Vec<String>,
 }
 
+/// How often a held fault is checked against the node (and what is gone re-applied).
+pub const RECHECK_EVERY: TimeDelta = TimeDelta::seconds(2);
+
+/// The re-checks of one held fault by this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checks {
+    /// When the next check is due.
+    pub next_at: DateTime<Utc>,
+    /// The last time the whole fault was known in place.
+    pub whole_at: DateTime<Utc>,
+    /// The lapses found, newest last (at most [`MAX_LAPSES`]).
+    pub lapses: Vec<Lapse>,
+    /// The lapses as last written to the status.
+    pub reported: Vec<Lapse>,
+}
+
+impl Checks {
+    /// Checks of a fault known whole at `whole_at`, the first due now.
+    pub fn new(whole_at: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        Self {
+            next_at: now,
+            whole_at,
+            lapses: vec![],
+            reported: vec![],
+        }
+    }
+
+    /// Takes in one check at `now`: `missing` is what was found gone (and re-applied); empty
+    /// when the whole fault was in place. A lapse runs from the last whole check to the next
+    /// one; right after a lapse the next check is due at once, to measure the repair.
+    pub fn record(&mut self, missing: &[String], now: DateTime<Utc>) {
+        let open = self.lapses.last_mut().filter(|l| l.healed_at.is_none());
+        if missing.is_empty() {
+            if let Some(open) = open {
+                open.healed_at = Some(now);
+            }
+            self.whole_at = now;
+            self.next_at = now + RECHECK_EVERY;
+            return;
+        }
+        let what: String = missing.join("; ").chars().take(MAX_LAPSE_TEXT).collect();
+        match open {
+            Some(open) => open.what = what,
+            None => {
+                self.lapses.push(Lapse {
+                    since: self.whole_at,
+                    seen_at: now,
+                    healed_at: None,
+                    what,
+                });
+                let extra = self.lapses.len().saturating_sub(MAX_LAPSES);
+                self.lapses.drain(..extra);
+            }
+        }
+        self.next_at = now;
+    }
+}
+
+/// The most characters of what a lapse found missing that the status carries.
+const MAX_LAPSE_TEXT: usize = 500;
+
 /// What this agent process did that the API server may not show yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
@@ -80,6 +141,8 @@ pub struct Memory {
     /// Injections with unreadable journal entries that this process salvaged: what the
     /// inspection of the node found and did.
     pub salvaged: BTreeMap<Key, String>,
+    /// The re-checks of each held fault.
+    pub checks: BTreeMap<Key, Checks>,
 }
 
 /// Why something is reverted.
@@ -113,10 +176,25 @@ impl RevertReason {
 /// A status to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    Applied { at: DateTime<Utc> },
-    Reverted { at: DateTime<Utc>, why: String },
-    Failed { message: String },
-    Refused { message: String },
+    Applied {
+        at: DateTime<Utc>,
+    },
+    Reverted {
+        at: DateTime<Utc>,
+        why: String,
+    },
+    Failed {
+        message: String,
+    },
+    Refused {
+        message: String,
+    },
+    /// The held fault's lapses, as the re-checks found them; the state stays `Applied`
+    /// (since `applied_at`, should the status last seen not show it yet).
+    Checked {
+        applied_at: DateTime<Utc>,
+        lapses: Vec<Lapse>,
+    },
 }
 
 impl Report {
@@ -126,6 +204,7 @@ impl Report {
             Report::Reverted { .. } => InjectionState::Reverted,
             Report::Failed { .. } => InjectionState::Failed,
             Report::Refused { .. } => InjectionState::Refused,
+            Report::Checked { .. } => InjectionState::Applied,
         }
     }
 }
@@ -143,6 +222,8 @@ pub enum Step {
     Apply(Key),
     /// Kill again whatever of the pods came back.
     Enforce(Key),
+    /// Check the held fault against the node; re-apply what is gone.
+    Recheck(Key),
     /// Revert what the journal can still read for the key, then inspect the node for what
     /// its unreadable entries may hold and undo that too.
     Salvage(Key),
@@ -152,7 +233,11 @@ impl Step {
     pub fn key(&self) -> &str {
         match self {
             Step::Revert { key, .. } | Step::Report { key, .. } => key,
-            Step::Release(key) | Step::Apply(key) | Step::Enforce(key) | Step::Salvage(key) => key,
+            Step::Release(key)
+            | Step::Apply(key)
+            | Step::Enforce(key)
+            | Step::Recheck(key)
+            | Step::Salvage(key) => key,
         }
     }
 
@@ -162,7 +247,7 @@ impl Step {
             Step::Revert { .. } | Step::Salvage(_) => 0,
             Step::Report { .. } => 1,
             Step::Release(_) => 2,
-            Step::Enforce(_) => 3,
+            Step::Enforce(_) | Step::Recheck(_) => 3,
             Step::Apply(_) => 4,
         }
     }
@@ -310,6 +395,28 @@ fn decide(
             if w.kill {
                 out.steps.push(Step::Enforce(key()));
                 out.wake_at(now + ENFORCE_EVERY);
+                return;
+            }
+            // Held, whole and reported: check it is still in place, and say what lapsed.
+            if state != InjectionState::Applied {
+                return;
+            }
+            let checks = memory.checks.get(&w.key);
+            if let Some(c) = checks.filter(|c| c.lapses != c.reported) {
+                out.steps.push(Step::Report {
+                    key: key(),
+                    report: Report::Checked {
+                        applied_at: h.created_at,
+                        lapses: c.lapses.clone(),
+                    },
+                });
+            }
+            let due = checks.map_or(now, |c| c.next_at);
+            if due <= now {
+                out.steps.push(Step::Recheck(key()));
+                out.wake_at(now + RECHECK_EVERY);
+            } else {
+                out.wake_at(due);
             }
         }
         None => match (memory.refused.get(&w.key), memory.failed.get(&w.key)) {
@@ -381,6 +488,60 @@ mod tests {
     }
 
     #[test]
+    fn a_held_fault_is_rechecked_and_a_lapse_is_measured_from_the_last_whole_check() {
+        let view = [wanted("a", Applied)];
+        // First plan of a held, reported fault: check now, then every RECHECK_EVERY.
+        let p = plan(Some(&view), &[held("a")], &Memory::default(), at(10));
+        assert_eq!(p.steps, vec![Step::Recheck("a".into())]);
+        assert_eq!(p.wake, Some(at(10) + RECHECK_EVERY));
+        let mut checks = Checks::new(at(5), at(10));
+        checks.record(&[], at(10));
+        assert_eq!((checks.whole_at, checks.next_at), (at(10), at(12)));
+        let mut memory = Memory::default();
+        memory.checks.insert("a".into(), checks.clone());
+        let p = plan(Some(&view), &[held("a")], &memory, at(11));
+        assert_eq!(p.steps, vec![], "not due yet");
+        assert_eq!(p.wake, Some(at(12)));
+        // Found gone at 12 (re-applied): a lapse since 10, and another look at once.
+        checks.record(&["chain x gone (re-applied)".into()], at(12));
+        assert_eq!(checks.lapses.len(), 1);
+        assert_eq!(checks.lapses[0].since, at(10));
+        assert_eq!(checks.lapses[0].seen_at, at(12));
+        assert_eq!(checks.next_at, at(12));
+        // Still gone: the same lapse, its text updated; whole again: healed.
+        checks.record(&["chain x gone (re-applying failed: busy)".into()], at(12));
+        assert_eq!(checks.lapses.len(), 1);
+        assert!(checks.lapses[0].what.contains("busy"));
+        checks.record(&[], at(13));
+        assert_eq!(checks.lapses[0].healed_at, Some(at(13)));
+        // Unreported lapses are written before anything else is checked.
+        memory.checks.insert("a".into(), checks.clone());
+        let p = plan(Some(&view), &[held("a")], &memory, at(13));
+        assert!(matches!(
+            &p.steps[0],
+            Step::Report { report: Report::Checked { lapses, .. }, .. } if lapses.len() == 1
+        ));
+        checks.reported = checks.lapses.clone();
+        memory.checks.insert("a".into(), checks.clone());
+        let p = plan(Some(&view), &[held("a")], &memory, at(13));
+        assert_eq!(p.steps, vec![]);
+        // A kill is enforced, never rechecked; at most MAX_LAPSES are kept.
+        let mut kill = wanted("k", Applied);
+        kill.kill = true;
+        let p = plan(Some(&[kill]), &[held("k")], &Memory::default(), at(10));
+        assert_eq!(p.steps, vec![Step::Enforce("k".into())]);
+        for n in 0..(MAX_LAPSES as i64 + 5) {
+            checks.record(&["gone".into()], at(20 + 2 * n));
+            checks.record(&[], at(21 + 2 * n));
+        }
+        assert_eq!(checks.lapses.len(), MAX_LAPSES);
+        assert_eq!(
+            checks.lapses.last().and_then(|l| l.healed_at),
+            Some(at(21 + 2 * (MAX_LAPSES as i64 + 4)))
+        );
+    }
+
+    #[test]
     fn a_refused_injection_is_reported_refused_and_never_applied_again() {
         let mut memory = Memory::default();
         memory
@@ -407,8 +568,17 @@ mod tests {
     fn applied_and_held_needs_nothing_until_expiry_then_reverts_and_reports() {
         let view = [wanted("a", Applied)];
         let p = plan(Some(&view), &[held("a")], &Memory::default(), at(50));
+        assert_eq!(
+            p.steps,
+            vec![Step::Recheck("a".into())],
+            "only its re-check"
+        );
+        assert_eq!(p.wake, Some(at(50) + RECHECK_EVERY));
+        let mut memory = Memory::default();
+        memory.checks.insert("a".into(), Checks::new(at(5), at(99)));
+        let p = plan(Some(&view), &[held("a")], &memory, at(50));
         assert_eq!(p.steps, vec![]);
-        assert_eq!(p.wake, Some(at(100)));
+        assert_eq!(p.wake, Some(at(99)));
         let p = plan(Some(&view), &[held("a")], &Memory::default(), at(100));
         assert_eq!(p.steps, vec![revert("a", RevertReason::Expired)]);
         // Once reverted: report and release.

@@ -17,7 +17,7 @@ use crate::cluster::Cluster;
 use crate::contract::{display_name, show, wanted};
 use crate::error::Result;
 use crate::exec::Executor;
-use crate::planner::{self, Key, Memory, Report, RevertReason, Step, Wanted};
+use crate::planner::{self, Checks, Key, Memory, Report, RevertReason, Step, Wanted};
 use crate::translate::key_of;
 
 /// The longest the loop sleeps without looking at the clock again (wall-clock jumps).
@@ -205,6 +205,7 @@ impl Agent {
                 Ok(n) => {
                     tracing::info!(injection = %name, faults = n, "{}", reason.describe());
                     self.memory.complete.remove(&key);
+                    self.memory.checks.remove(&key);
                     if reason == RevertReason::Interrupted {
                         self.memory.reported.remove(&key);
                     }
@@ -237,6 +238,11 @@ impl Agent {
                         };
                         if let Some((reason, message)) = warning {
                             self.cluster.warn(&injection, reason, message).await;
+                        }
+                        if let (Report::Checked { lapses, .. }, Some(checks)) =
+                            (&report, self.memory.checks.get_mut(&key))
+                        {
+                            checks.reported.clone_from(lapses);
                         }
                         self.memory.reported.insert(key, report.state());
                     }
@@ -276,6 +282,31 @@ impl Agent {
                     return false;
                 };
                 self.apply(&key, &name, &injection).await
+            }
+            Step::Recheck(_) => {
+                let now = Utc::now();
+                let missing = match self.exec.recheck(&key) {
+                    Ok(missing) => missing,
+                    // A check that cannot tell is no evidence that the fault held.
+                    Err(e) => vec![format!("the fault could not be checked: {e}")],
+                };
+                let applied_at = injection
+                    .as_ref()
+                    .and_then(|i| i.status.as_ref()?.applied_at)
+                    .unwrap_or(now);
+                let checks = self
+                    .memory
+                    .checks
+                    .entry(key)
+                    .or_insert_with(|| Checks::new(applied_at, now));
+                let open_before = checks.lapses.last().is_some_and(|l| l.healed_at.is_none());
+                checks.record(&missing, now);
+                if !missing.is_empty() && !open_before {
+                    tracing::warn!(injection = %name, missing = %missing.join("; "), "the held fault lapsed; re-applied");
+                }
+                // A lapse asks for another look at once (the repair is measured); the
+                // journal is what changed then.
+                !missing.is_empty()
             }
             Step::Salvage(_) => {
                 let Some(injection) = injection else {

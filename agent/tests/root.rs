@@ -327,6 +327,69 @@ fn a_freeze_stops_the_pods_processes_until_reverted() {
 }
 
 #[test]
+fn a_recheck_finds_a_deleted_chain_and_a_thawed_process_and_puts_them_back() {
+    if !usable("a_recheck_finds_a_deleted_chain_and_a_thawed_process_and_puts_them_back") {
+        return;
+    }
+    let pod = FakePod::new();
+    let pid = i32::try_from(pod.sleepers[0].id()).unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+    exec.apply(&key, &spec(cut(&pod), 300)).unwrap();
+    assert_eq!(exec.recheck(&key).unwrap(), Vec::<String>::new(), "whole");
+    // Someone deletes firedrill's table in the pod's namespace.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &pod.name,
+        "nft",
+        "delete",
+        "table",
+        "inet",
+        "firedrill",
+    ]);
+    let missing = exec.recheck(&key).unwrap();
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(missing[0].contains("re-applied"), "{missing:?}");
+    assert!(
+        pod.ruleset().contains(&format!("chain {key}-0-in")),
+        "put back"
+    );
+    assert_eq!(
+        exec.recheck(&key).unwrap(),
+        Vec::<String>::new(),
+        "whole again"
+    );
+    exec.revert(&key).unwrap();
+
+    // The same key again, now for a freeze (the cut is reverted).
+    let frozen = key.clone();
+    exec.apply(&frozen, &spec(freeze(&pod), 300)).unwrap();
+    assert_eq!(FakePod::state(pid), 'T');
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while FakePod::state(pid) == 'T' && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let missing = exec.recheck(&frozen).unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.contains(&pid.to_string()) && m.contains("re-applied")),
+        "{missing:?}"
+    );
+    assert_eq!(FakePod::state(pid), 'T', "frozen again");
+    exec.revert(&frozen).unwrap();
+    assert!(journal_files(journal.path()).is_empty());
+}
+
+#[test]
 fn a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted() {
     if !usable("a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted") {
         return;

@@ -348,6 +348,7 @@ mod tests {
             message: None,
             applied_at: None,
             reverted_at: None,
+            lapses: vec![],
         });
         i
     }

@@ -1,7 +1,7 @@
 //! What the Injections' status (written by the node agents) tells the engine, without I/O.
 
 use chrono::{DateTime, Utc};
-use firedrill_core::api::{FaultState, Injection, InjectionState};
+use firedrill_core::api::{FaultState, Injection, InjectionState, Lapse};
 use firedrill_core::engine::Observation;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
@@ -96,6 +96,59 @@ pub fn observations(
     }
 }
 
+/// A stretch without the whole fault in place: since, healed (`None`: still open), what.
+type Stretch<'a> = (DateTime<Utc>, Option<DateTime<Utc>>, Vec<&'a str>);
+
+/// The engine's re-check observations from the lapses the agents measured (each
+/// Injection's `status.lapses`), for a fault held since the engine last knew it whole at
+/// `last_held_at`. Lapses of different nodes that overlap are one stretch without the
+/// whole fault in place. One already taken in (healed by `last_held_at`) is not taken
+/// again; one still open lasts until `now`.
+pub fn lapse_observations(
+    injections: &[Injection],
+    last_held_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<Observation> {
+    let mut lapses: Vec<&Lapse> = injections
+        .iter()
+        .filter_map(|i| i.status.as_ref())
+        .flat_map(|s| &s.lapses)
+        .collect();
+    lapses.sort_by_key(|l| l.since);
+    let mut merged: Vec<Stretch> = Vec::new();
+    for l in lapses {
+        match merged.last_mut() {
+            Some((_, end, what)) if end.is_none_or(|e| l.since <= e) => {
+                *end = match (*end, l.healed_at) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                if !what.contains(&l.what.as_str()) {
+                    what.push(&l.what);
+                }
+            }
+            _ => merged.push((l.since, l.healed_at, vec![&l.what])),
+        }
+    }
+    let mut out = Vec::new();
+    for (since, healed, what) in merged {
+        if healed.is_some_and(|h| last_held_at.is_some_and(|k| h <= k)) {
+            continue;
+        }
+        if last_held_at.is_none_or(|k| since > k) {
+            out.push(Observation::FaultHeld { at: since });
+        }
+        out.push(Observation::FaultLapsed {
+            at: healed.unwrap_or(now),
+            what: what.join("; "),
+        });
+        if let Some(at) = healed {
+            out.push(Observation::FaultHeld { at });
+        }
+    }
+    out
+}
+
 /// Injections being deleted that only their node's agent could finish, on a node that no
 /// longer exists: nothing runs there any more, so their agent finalizer may be removed.
 pub fn orphaned<'a>(injections: &'a [Injection], nodes: &[Node]) -> Vec<&'a Injection> {
@@ -164,6 +217,7 @@ mod tests {
                 applied_at: (state != InjectionState::Pending).then(|| at(3)),
                 reverted_at: (state == InjectionState::Reverted).then(|| at(50)),
                 message: (state == InjectionState::Failed).then(|| "no such pod".into()),
+                lapses: vec![],
             }),
         }
     }
@@ -202,6 +256,64 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn lapse(since: i64, seen: i64, healed: Option<i64>, what: &str) -> Lapse {
+        Lapse {
+            since: at(since),
+            seen_at: at(seen),
+            healed_at: healed.map(at),
+            what: what.into(),
+        }
+    }
+
+    fn with_lapses(name: &str, lapses: Vec<Lapse>) -> Injection {
+        let mut i = inj(name, "n1", InjectionState::Applied, 2);
+        if let Some(s) = i.status.as_mut() {
+            s.lapses = lapses;
+        }
+        i
+    }
+
+    #[test]
+    fn lapses_become_held_lapsed_held_once_and_overlapping_ones_merge() {
+        let a = with_lapses(
+            "a",
+            vec![lapse(10, 11, Some(12), "chain a gone (re-applied)")],
+        );
+        let b = with_lapses(
+            "b",
+            vec![lapse(11, 12, Some(14), "pid 7 running (re-applied)")],
+        );
+        let obs = lapse_observations(&[a.clone(), b], Some(at(5)), at(20));
+        assert_eq!(obs.len(), 3, "{obs:?}");
+        assert_eq!(obs[0], Observation::FaultHeld { at: at(10) });
+        match &obs[1] {
+            Observation::FaultLapsed { at: t, what } => {
+                assert_eq!(*t, at(14), "the stretch ends when both healed");
+                assert!(what.contains("chain a") && what.contains("pid 7"), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(obs[2], Observation::FaultHeld { at: at(14) });
+        // Taken in already (the engine knew the fault whole at 14): nothing again.
+        assert!(lapse_observations(&[a], Some(at(14)), at(20)).is_empty());
+        // Still open: it lasts until now, and is not "held" at its start twice.
+        let open = with_lapses(
+            "c",
+            vec![lapse(30, 31, None, "mount writable (re-applying failed)")],
+        );
+        let obs = lapse_observations(std::slice::from_ref(&open), Some(at(14)), at(40));
+        assert_eq!(obs[0], Observation::FaultHeld { at: at(30) });
+        assert!(matches!(&obs[1], Observation::FaultLapsed { at: t, .. } if *t == at(40)));
+        assert_eq!(obs.len(), 2);
+        let again = lapse_observations(&[open], Some(at(30)), at(45));
+        assert!(matches!(&again[..], [Observation::FaultLapsed { at: t, .. }] if *t == at(45)));
+        // No lapses, no observations.
+        assert!(
+            lapse_observations(&[inj("d", "n1", InjectionState::Applied, 1)], None, at(1))
+                .is_empty()
+        );
     }
 
     #[test]

@@ -360,6 +360,10 @@ async fn drive(
         if uses_injections && status.fault_state.may_be_active() {
             let present = cluster::injections(&ctx.client, &ctx.injection_namespace, &uid).await?;
             observations.extend(observe::observations(status.fault_state, &present, now));
+            if status.fault_state == firedrill_core::api::FaultState::Injected {
+                let known = status.fault_check.as_ref().and_then(|c| c.last_held_at);
+                observations.extend(observe::lapse_observations(&present, known, now));
+            }
         }
         let transition = step(spec, status, now, &observations);
         observations.clear();

@@ -162,4 +162,26 @@ pub struct InjectionStatus {
     pub reverted_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Each time the agent's re-check found part of the held fault gone (newest last, at
+    /// most [`MAX_LAPSES`]). The agent re-applies what is gone at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lapses: Vec<Lapse>,
+}
+
+/// The most lapses an Injection's status keeps (the oldest go first).
+pub const MAX_LAPSES: usize = 20;
+
+/// One stretch without the whole fault in place, as the node agent measured it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lapse {
+    /// The last check that found the whole fault in place: it may have gone any time since.
+    pub since: DateTime<Utc>,
+    /// The check that found part of it gone.
+    pub seen_at: DateTime<Utc>,
+    /// The first check after that found it whole again (unset while it is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healed_at: Option<DateTime<Utc>>,
+    /// What was missing, and whether re-applying it worked.
+    pub what: String,
 }
