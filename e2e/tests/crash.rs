@@ -26,15 +26,31 @@ use common::{
     firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report, running,
     talk_delivering, talk_namespace, talk_pods, with_temp_ns,
 };
-use firedrill_core::api::{Experiment, Phase, Verdict};
+use firedrill_core::api::{Experiment, PAUSE_KEY, Phase, Verdict};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Mutex;
 
 /// One at a time: they all disturb the same talk and the same operator.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// Runs `chaosctl resume` when dropped: the kill switch's pause must not outlive its test.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let out = std::process::Command::new(chaosctl())
+            .args(["--kubeconfig", &self.0, "resume"])
+            .args(["--firedrill-namespace", &firedrill_namespace()])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => note(String::from_utf8_lossy(&o.stdout).trim()),
+            other => note(format!("COULD NOT resume firedrill: {other:?}")),
+        }
+    }
+}
 
 const LEASE: &str = "firedrill-operator";
 
@@ -212,14 +228,29 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
             Crash::KillSwitch => {
                 let kubeconfig = std::env::var("KUBECONFIG").unwrap();
                 let pulled = Instant::now();
+                // The pause stop-all sets is lifted however the test ends.
+                let resume = Resume(kubeconfig.clone());
                 let out = tokio::task::spawn_blocking(move || {
                     std::process::Command::new(chaosctl())
                         .args(["--kubeconfig", &kubeconfig, "stop-all", "--timeout", "90"])
+                        .args(["--firedrill-namespace", &firedrill_namespace()])
                         .output()
                         .unwrap()
                 })
                 .await
                 .unwrap();
+                let namespaces: Api<Namespace> = Api::all(client.clone());
+                let fd = namespaces.get(&firedrill_namespace()).await.unwrap();
+                assert!(
+                    fd.annotations()
+                        .get(PAUSE_KEY)
+                        .is_some_and(|why| why.contains("stop-all")),
+                    "stop-all did not pause firedrill: {:?}",
+                    fd.annotations()
+                );
+                drop(resume);
+                let fd = namespaces.get(&firedrill_namespace()).await.unwrap();
+                assert!(!fd.annotations().contains_key(PAUSE_KEY), "resume did not lift it");
                 note(format!(
                     "{test}: chaosctl stop-all exited {:?} after {:.1}s\n--- stderr\n{}--- stdout\n{}",
                     out.status.code(),
