@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod contract;
 pub mod error;
 pub mod exec;
+pub mod heartbeat;
 pub mod planner;
 pub mod pods;
 pub mod run;

@@ -12,12 +12,23 @@ use tokio::signal::unix::{SignalKind, signal};
 #[command(version)]
 struct Args {
     /// This node's name (from the downward API: spec.nodeName).
-    #[arg(long, env = "NODE_NAME")]
-    node: String,
+    #[arg(long, env = "NODE_NAME", required_unless_present = "check_heartbeat")]
+    node: Option<String>,
     /// firedrill's own namespace (from the downward API: metadata.namespace): the only one
     /// whose Injections the agent follows, and never a target.
-    #[arg(long, env = "POD_NAMESPACE")]
-    namespace: String,
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        required_unless_present = "check_heartbeat"
+    )]
+    namespace: Option<String>,
+    /// The file the loop stamps after every pass (an emptyDir of the pod).
+    #[arg(long, env = "FIREDRILL_HEARTBEAT_FILE", default_value = firedrill_agent::heartbeat::DEFAULT_PATH)]
+    heartbeat_file: PathBuf,
+    /// The liveness probe: exit 0 if the heartbeat is fresh, 1 (saying why) if the loop
+    /// has not stamped it for 120 s or it is missing.
+    #[arg(long)]
+    check_heartbeat: bool,
     /// The crash journal: a hostPath directory, so it outlives the agent's pod.
     #[arg(
         long,
@@ -57,6 +68,27 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
+    if args.check_heartbeat {
+        let stale_after = firedrill_agent::heartbeat::STALE_AFTER;
+        return match firedrill_agent::heartbeat::check(
+            &args.heartbeat_file,
+            std::time::SystemTime::now(),
+            stale_after,
+        ) {
+            Ok(age) => {
+                println!("alive: the loop beat {}s ago", age.as_secs());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(why) => {
+                println!("{why}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let (Some(node), Some(namespace)) = (args.node.clone(), args.namespace.clone()) else {
+        tracing::error!("--node and --namespace are required");
+        return std::process::ExitCode::FAILURE;
+    };
     let exec = match Executor::new(
         &args.journal_dir,
         &args.kubelet_root,
@@ -68,7 +100,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing::info!(node = %args.node, namespace = %args.namespace, journal = %args.journal_dir.display(), "firedrill-agent starting");
+    tracing::info!(node = %node, namespace = %namespace, journal = %args.journal_dir.display(), "firedrill-agent starting");
     // Until there is a client, the journal's expiries are still kept.
     let client = loop {
         match kube::Client::try_default().await {
@@ -76,12 +108,17 @@ async fn main() -> std::process::ExitCode {
             Err(e) => {
                 tracing::warn!(category = "kube", error = %e, "no API client yet; reverting only what expires");
                 revert_due(&exec);
+                let _ = firedrill_agent::heartbeat::beat(&args.heartbeat_file);
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
     };
-    let cluster = Cluster::new(client, args.node.clone(), args.namespace);
-    let agent = Agent::new(args.node, exec, cluster);
+    let cluster = Cluster::new(client, node.clone(), namespace);
+    let agent = Agent::new(node, exec, cluster).with_heartbeat(&args.heartbeat_file);
+    // Alive from the start: the first pass may wait for the API server.
+    if let Err(e) = firedrill_agent::heartbeat::beat(&args.heartbeat_file) {
+        tracing::warn!(path = %args.heartbeat_file.display(), error = %e, "cannot stamp the heartbeat");
+    }
     match agent.run(shutdown()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -107,6 +107,8 @@ pub struct Agent {
     memory: Memory,
     /// No API writes before this (after a failure).
     api_quiet_until: Option<tokio::time::Instant>,
+    /// Stamped after every pass of the loop (the liveness probe reads it).
+    heartbeat: Option<std::path::PathBuf>,
 }
 
 impl Agent {
@@ -118,7 +120,14 @@ impl Agent {
             store: Store::default(),
             memory: Memory::default(),
             api_quiet_until: None,
+            heartbeat: None,
         }
+    }
+
+    /// Stamps `path` after every pass of the loop (see [`crate::heartbeat`]).
+    pub fn with_heartbeat(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.heartbeat = Some(path.into());
+        self
     }
 
     /// Runs until `shutdown` completes; then reverts everything it holds (a new agent
@@ -128,6 +137,11 @@ impl Agent {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let wake = self.tick().await;
+            if let Some(path) = &self.heartbeat
+                && let Err(e) = crate::heartbeat::beat(path)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot stamp the heartbeat; the liveness probe will restart the agent");
+            }
             let now = Utc::now();
             let sleep = wake
                 .and_then(|w| (w - now).to_std().ok())

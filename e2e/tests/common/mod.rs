@@ -305,13 +305,13 @@ pub fn firedrill_chains(ruleset: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn nft_container(name: &str, image: &str) -> Value {
+fn nft_container(name: &str, image: &str, args: &[&str]) -> Value {
     json!({
         "name": name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["/usr/sbin/nft"],
-        "args": ["-j", "list", "ruleset"],
+        "args": args,
         "securityContext": {
             "runAsUser": 0,
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}
@@ -333,7 +333,7 @@ pub async fn chains_on_node(client: &Client, ns: &str, node: &str, image: &str) 
             "hostNetwork": true,
             "restartPolicy": "Never",
             "tolerations": [{"operator": "Exists"}],
-            "containers": [nft_container("nft", image)]
+            "containers": [nft_container("nft", image, &["-j", "list", "ruleset"])]
         }
     }))
     .unwrap();
@@ -361,14 +361,14 @@ pub async fn chains_on_node(client: &Client, ns: &str, node: &str, image: &str) 
     firedrill_chains(&logs).unwrap_or_else(|e| panic!("node {node}: {e}"))
 }
 
-/// firedrill's chains in a pod's sandbox network namespace (where a partition's rules go):
-/// an ephemeral container in the pod runs `nft -j list ruleset`.
-pub async fn chains_in_pod(client: &Client, pod: &Pod, image: &str) -> Vec<String> {
+/// Runs `nft ARGS` in a pod's sandbox network namespace (an ephemeral container of the
+/// agent's image, with NET_ADMIN only) and returns its output; panics unless it succeeds.
+pub async fn nft_in_pod(client: &Client, pod: &Pod, image: &str, args: &[&str]) -> String {
     let ns = pod.namespace().unwrap();
     let pod_name = pod.name_any();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let name = format!("fd-nft-{:06x}", Utc::now().timestamp_micros() & 0xff_ffff);
-    let patch = json!({"spec": {"ephemeralContainers": [nft_container(&name, image)]}});
+    let patch = json!({"spec": {"ephemeralContainers": [nft_container(&name, image, args)]}});
     pods.patch_ephemeral_containers(
         &pod_name,
         &PatchParams::default(),
@@ -398,9 +398,21 @@ pub async fn chains_in_pod(client: &Client, pod: &Pod, image: &str) -> Vec<Strin
     assert_eq!(
         done,
         Some(0),
-        "nft in pod {ns}/{pod_name} did not succeed: {logs}"
+        "nft {args:?} in pod {ns}/{pod_name} did not succeed: {logs}"
     );
-    firedrill_chains(&logs).unwrap_or_else(|e| panic!("pod {ns}/{pod_name}: {e}"))
+    logs
+}
+
+/// firedrill's chains in a pod's sandbox network namespace (where a partition's rules go).
+pub async fn chains_in_pod(client: &Client, pod: &Pod, image: &str) -> Vec<String> {
+    let logs = nft_in_pod(client, pod, image, &["-j", "list", "ruleset"]).await;
+    firedrill_chains(&logs).unwrap_or_else(|e| {
+        panic!(
+            "pod {}/{}: {e}",
+            pod.namespace().unwrap_or_default(),
+            pod.name_any()
+        )
+    })
 }
 
 /// talk-load's live SLIs (`/sli`), through the API server's service proxy.
