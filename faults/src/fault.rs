@@ -222,7 +222,8 @@ impl Injector {
             }
             Err(e) => {
                 tracing::warn!(%id, error = %e, "apply failed; undoing");
-                if revert_target(id, &target).is_ok() {
+                let undo = self.not_held_by_others(id, &target)?;
+                if revert_target(id, &undo).is_ok() {
                     self.journal.remove(id)?;
                 }
                 Err(e)
@@ -245,7 +246,8 @@ impl Injector {
 
     /// Reverts a recorded entry and removes it from the journal on success.
     pub fn revert_entry(&self, entry: &Entry) -> Result<Reverted> {
-        let (outcome, processes) = revert_target(&entry.id, &entry.target)?;
+        let target = self.not_held_by_others(&entry.id, &entry.target)?;
+        let (outcome, processes) = revert_target(&entry.id, &target)?;
         self.journal.remove(&entry.id)?;
         tracing::info!(id = %entry.id, ?outcome, "fault reverted");
         Ok(Reverted {
@@ -253,6 +255,33 @@ impl Injector {
             outcome,
             processes,
         })
+    }
+
+    /// What reverting `target` of injection `id` may undo: a freeze leaves stopped the
+    /// processes another recorded freeze still holds (overlapping freezes are counted by
+    /// their journal entries: the last one to go thaws). Other targets are their own.
+    fn not_held_by_others(&self, id: &InjectionId, target: &Target) -> Result<Target> {
+        let Target::Freeze { processes } = target else {
+            return Ok(target.clone());
+        };
+        let held: std::collections::HashSet<ProcessRef> = self
+            .journal
+            .scan()?
+            .entries
+            .into_iter()
+            .filter(|e| &e.id != id)
+            .filter_map(|e| match e.target {
+                Target::Freeze { processes } => Some(processes),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let (kept, thawed): (Vec<ProcessRef>, Vec<ProcessRef>) =
+            processes.iter().partition(|p| held.contains(p));
+        if !kept.is_empty() {
+            tracing::info!(%id, kept = kept.len(), "left frozen: another injection still freezes them");
+        }
+        Ok(Target::Freeze { processes: thawed })
     }
 
     /// Re-checks a recorded injection against the real system: `Ok(None)` when all of it

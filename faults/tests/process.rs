@@ -116,6 +116,49 @@ fn freeze_through_the_journal() {
 }
 
 #[test]
+fn overlapping_freezes_thaw_only_when_the_last_one_is_reverted() {
+    let shared = Sleeper::new();
+    let own = Sleeper::new();
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Injector::new(dir.path()).unwrap();
+    let expires = firedrill_faults::now_unix() + 60;
+    let first = InjectionId::new("freeze-a").unwrap();
+    let second = InjectionId::new("freeze-b").unwrap();
+    injector
+        .apply(
+            &first,
+            &Fault::Freeze {
+                pids: vec![shared.pid(), own.pid()],
+            },
+            expires,
+        )
+        .unwrap();
+    injector
+        .apply(
+            &second,
+            &Fault::Freeze {
+                pids: vec![shared.pid()],
+            },
+            expires,
+        )
+        .unwrap();
+    // The first revert thaws only what no other freeze holds.
+    injector.revert(&first).unwrap();
+    assert_eq!(wait_state(own.pid(), 'S'), 'S');
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(state(shared.pid()), 'T', "still frozen by the second");
+    assert_eq!(
+        injector
+            .missing(&injector.journal().get(&second).unwrap().unwrap())
+            .unwrap(),
+        None
+    );
+    // The last one thaws it.
+    injector.revert(&second).unwrap();
+    assert_eq!(wait_state(shared.pid(), 'S'), 'S');
+}
+
+#[test]
 fn kill_through_the_journal_is_irreversible() {
     let mut s = Sleeper::new();
     let dir = tempfile::tempdir().unwrap();
