@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{InjectionSpec, PodRef, ProcessSignal};
@@ -37,6 +38,9 @@ pub struct Executor {
     injector: Injector,
     procfs: ProcFs,
     kubelet_root: PathBuf,
+    /// The journal's entries as last read: what expiry reverts work from while the journal
+    /// directory cannot be read.
+    remembered: Arc<Mutex<Vec<Entry>>>,
 }
 
 impl Executor {
@@ -46,7 +50,33 @@ impl Executor {
             injector: Injector::new(journal_dir)?,
             procfs,
             kubelet_root: kubelet_root.to_path_buf(),
+            remembered: Arc::default(),
         })
+    }
+
+    /// Reverts, from the journal as last read, every fault whose expiry has passed at
+    /// `now`, without the journal (whose directory cannot be read now). Returns how many.
+    pub fn revert_remembered_due(&self, now: DateTime<Utc>) -> usize {
+        let Ok(mut remembered) = self.remembered.lock() else {
+            return 0;
+        };
+        let mut undone = 0;
+        remembered.retain(|entry| {
+            if time(entry.expires_at) > now {
+                return true;
+            }
+            match self.injector.undo(entry) {
+                Ok(_) => {
+                    undone += 1;
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(id = %entry.id, category = e.category(), error = %e, "undoing an expired fault failed; will try again");
+                    true
+                }
+            }
+        });
+        undone
     }
 
     pub fn procfs(&self) -> &ProcFs {
@@ -57,6 +87,9 @@ impl Executor {
     /// (left in place for a human; they are logged).
     pub fn held(&self) -> Result<(Vec<Held>, Vec<firedrill_faults::Error>)> {
         let scan = self.injector.journal().scan()?;
+        if let Ok(mut remembered) = self.remembered.lock() {
+            remembered.clone_from(&scan.entries);
+        }
         let mut by_key: BTreeMap<Key, Held> = BTreeMap::new();
         for entry in scan.entries {
             let key = key_of_id(&entry.id).to_owned();

@@ -176,6 +176,14 @@ impl Agent {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(category = e.category(), error = %e, "cannot read the journal");
+                    // Expiry still holds: undo what was due from the journal as last read.
+                    let undone = self.exec.revert_remembered_due(Utc::now());
+                    if undone > 0 {
+                        tracing::warn!(
+                            undone,
+                            "reverted at expiry from the journal as last read; its entries stay for the next reader"
+                        );
+                    }
                     return Some(Utc::now() + chrono::TimeDelta::seconds(1));
                 }
             };

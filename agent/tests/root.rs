@@ -390,6 +390,40 @@ fn a_recheck_finds_a_deleted_chain_and_a_thawed_process_and_puts_them_back() {
 }
 
 #[test]
+fn expiry_reverts_even_when_the_journal_directory_cannot_be_read() {
+    if !usable("expiry_reverts_even_when_the_journal_directory_cannot_be_read") {
+        return;
+    }
+    let pod = FakePod::new();
+    let pid = i32::try_from(pod.sleepers[0].id()).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let journal = root.path().join("journal");
+    std::fs::create_dir(&journal).unwrap();
+    let exec = executor(&journal);
+    let key = key_of(&pod.uid).unwrap();
+    exec.apply(&key, &spec(freeze(&pod), 2)).unwrap();
+    assert_eq!(exec.held().unwrap().0.len(), 1, "read once");
+    // The journal's directory goes away (an unmounted or failing hostPath).
+    let away = root.path().join("away");
+    std::fs::rename(&journal, &away).unwrap();
+    assert!(exec.held().is_err());
+    assert_eq!(exec.revert_remembered_due(Utc::now()), 0, "not due yet");
+    assert_eq!(FakePod::state(pid), 'T');
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(exec.revert_remembered_due(Utc::now()), 1);
+    assert_ne!(
+        FakePod::state(pid),
+        'T',
+        "thawed at expiry without the journal"
+    );
+    assert_eq!(exec.revert_remembered_due(Utc::now()), 0, "once");
+    // Back: the entry is still there, and reverting it again is harmless.
+    std::fs::rename(&away, &journal).unwrap();
+    assert_eq!(exec.revert(&key).unwrap(), 1);
+    assert!(journal_files(&journal).is_empty());
+}
+
+#[test]
 fn a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted() {
     if !usable("a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted") {
         return;

@@ -257,6 +257,17 @@ impl Injector {
         })
     }
 
+    /// Undoes a recorded fault on the system without touching the journal: for when the
+    /// journal cannot be read or written (its directory gone or failing) and the fault's
+    /// expiry has come. The entry stays, so whoever reads the journal next reverts it again,
+    /// which is harmless. Overlapping freezes cannot be counted without the journal: the
+    /// processes are thawed.
+    pub fn undo(&self, entry: &Entry) -> Result<RevertOutcome> {
+        let (outcome, _) = revert_target(&entry.id, &entry.target)?;
+        tracing::warn!(id = %entry.id, ?outcome, "fault undone without the journal");
+        Ok(outcome)
+    }
+
     /// What reverting `target` of injection `id` may undo: a freeze leaves stopped the
     /// processes another recorded freeze still holds (overlapping freezes are counted by
     /// their journal entries: the last one to go thaws). Other targets are their own.
