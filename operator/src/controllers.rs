@@ -1,5 +1,6 @@
-//! All three controllers together — Experiment, GameDay, DrillSchedule — behind one leader
-//! election: only the leader runs any of them, and all stop when it loses the lease.
+//! All three controllers together — Experiment, GameDay, DrillSchedule — and the sweep of
+//! orphaned Injections, behind one leader election: only the leader runs any of them, and
+//! all stop when it loses the lease.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use tokio::sync::watch;
 use crate::gameday::{self, GameDayContext};
 use crate::lease::{LeaderElector, LeaseConfig};
 use crate::reconcile::{self, Context};
-use crate::schedule;
+use crate::{schedule, sweep};
 
 /// A future that completes once `stop` turns true (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
@@ -25,6 +26,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + 'sta
     let game_days = Arc::new(GameDayContext::new(ctx.clone()));
     tokio::join!(
         reconcile::run(ctx.clone(), stopped(rx.clone())),
+        sweep::run(ctx.clone(), stopped(rx.clone())),
         gameday::run(game_days, stopped(rx.clone())),
         schedule::run(ctx, stopped(rx)),
     );

@@ -41,6 +41,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod schedule;
 pub mod status;
+pub mod sweep;
 
 pub use error::{Error, Result};
 

@@ -357,6 +357,67 @@ async fn its_abort_annotation_stops_a_game_day_after_reverting_its_current_step(
     ns.delete().await;
 }
 
+/// Here because these tests run all of the leader's tasks (`controllers::run`), the sweep
+/// of orphaned Injections included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injections_of_an_experiment_removed_without_its_finalizer_are_swept() {
+    let test = "injections_swept";
+    let Some((client, node)) = setup(test).await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "sweep", true).await;
+    victim(&client, &ns.name, "victim", &node).await;
+    let agent = FakeAgent::start(&client, &ns.firedrill);
+    let operator = Operator::start(&client, &ns);
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
+    let injections: Api<Injection> = Api::namespaced(client.clone(), &ns.firedrill);
+    let exp: Experiment = serde_json::from_value(json!({
+        "apiVersion": "firedrill.dev/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": "forced", "namespace": ns.name, "labels": {TEST_LABEL: "gameday"}},
+        "spec": experiment_spec(&ns.name, &node, "10m", json!({})),
+    }))
+    .unwrap();
+    experiments
+        .create(&PostParams::default(), &exp)
+        .await
+        .unwrap();
+    let held = eventually(Duration::from_secs(90), || async {
+        let e = experiments.get("forced").await.ok()?;
+        (e.status?.phase == Phase::Holding).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "never held its fault");
+    assert_eq!(
+        injections
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    // Someone removes the finalizer by hand and deletes it: no revert through the engine.
+    let clear = json!({"metadata": {"finalizers": null}});
+    experiments
+        .patch("forced", &PatchParams::default(), &Patch::Merge(&clear))
+        .await
+        .unwrap();
+    experiments
+        .delete("forced", &DeleteParams::default())
+        .await
+        .unwrap();
+    let swept = eventually(Duration::from_secs(60), || async {
+        let left = injections.list(&ListParams::default()).await.ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+    assert!(swept.is_some(), "the orphaned Injection was never deleted");
+    operator.shutdown().await;
+    drop(agent);
+    ns.delete().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_game_days_queue_and_deleting_one_aborts_its_step() {
     let test = "overlapping_game_days";
