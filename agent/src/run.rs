@@ -97,6 +97,16 @@ impl Store {
     }
 }
 
+/// How long the loop sleeps before looking again: until `wake`, at once when `wake` has
+/// already passed (a pass that ran past an expiry must not sleep through it), and never
+/// longer than [`MAX_SLEEP`].
+pub fn sleep_until(wake: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    match wake {
+        Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(MAX_SLEEP),
+        None => MAX_SLEEP,
+    }
+}
+
 /// The agent: executor, API, view and memory.
 #[derive(Debug)]
 pub struct Agent {
@@ -142,11 +152,7 @@ impl Agent {
             {
                 tracing::warn!(path = %path.display(), error = %e, "cannot stamp the heartbeat; the liveness probe will restart the agent");
             }
-            let now = Utc::now();
-            let sleep = wake
-                .and_then(|w| (w - now).to_std().ok())
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
+            let sleep = sleep_until(wake, Utc::now());
             tokio::select! {
                 event = events.next() => match event {
                     Some(Ok(event)) => self.store.apply(event),
@@ -459,6 +465,18 @@ mod tests {
             },
             status: None,
         }
+    }
+
+    #[test]
+    fn a_wake_time_already_past_means_no_sleep_not_the_longest() {
+        let now = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
+        let past = now - chrono::TimeDelta::milliseconds(5);
+        assert_eq!(sleep_until(Some(past), now), Duration::ZERO);
+        let soon = now + chrono::TimeDelta::milliseconds(1500);
+        assert_eq!(sleep_until(Some(soon), now), Duration::from_millis(1500));
+        let far = now + chrono::TimeDelta::hours(1);
+        assert_eq!(sleep_until(Some(far), now), MAX_SLEEP);
+        assert_eq!(sleep_until(None, now), MAX_SLEEP);
     }
 
     #[test]
