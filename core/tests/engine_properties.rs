@@ -707,6 +707,57 @@ fn a_lapse_still_open_at_the_revert_counts_until_the_revert() {
     assert!(check.longest_lapse_seconds >= 8.0, "{check:?}");
 }
 
+/// A platform whose fault is reverted on its own (the node's timer, or its driver's
+/// heartbeat stopped) `after` into the fault, and healthy throughout.
+fn reverted_after(
+    after: TimeDelta,
+) -> impl Fn(DateTime<Utc>, &ExperimentStatus) -> Option<Observation> {
+    move |now, status| {
+        let t = now - status.injected_at?;
+        Some(if t >= after {
+            Observation::FaultReverted { at: now }
+        } else {
+            Observation::FaultHeld { at: now }
+        })
+    }
+}
+
+#[test]
+fn a_fault_reverted_before_its_duration_was_up_cannot_pass() {
+    let spec = partition_spec();
+    let held = spec.duration.to_chrono();
+    let status = simulate_checked(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        reverted_after(held - TimeDelta::seconds(20)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed), "{:?}", status.reason);
+    let reason = status.reason.unwrap_or_default();
+    assert!(reason.starts_with("the fault did not hold"), "{reason}");
+    assert!(reason.contains("before its duration was up"), "{reason}");
+    let check = status.fault_check.expect("checked");
+    assert!(
+        (19.0..=21.0).contains(&check.longest_lapse_seconds),
+        "{check:?}"
+    );
+}
+
+#[test]
+fn a_fault_reverted_on_its_own_within_a_sample_interval_of_the_end_still_passes() {
+    let spec = partition_spec();
+    let held = spec.duration.to_chrono();
+    let status = simulate_checked(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        reverted_after(held - TimeDelta::seconds(1)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
+}
+
 #[test]
 fn durations_past_any_bound_do_not_overflow_the_clock() {
     let mut spec = partition_spec();

@@ -402,6 +402,27 @@ impl Run<'_> {
         }
     }
 
+    /// A fault reverted before its duration was up (its node's own timer, or its driver's
+    /// heartbeat stopped) did not hold for the rest: that stretch counts as a lapse.
+    fn ended_early(&mut self) {
+        let Some(injected) = self.s.injected_at else {
+            return;
+        };
+        let end = later(injected, self.spec.duration.to_chrono());
+        let reverted = self.s.reverted_at.unwrap_or(self.now).min(end);
+        let missing = seconds(reverted, end);
+        let check = self.s.fault_check.get_or_insert_with(FaultCheck::default);
+        check.lapsed_since = None;
+        check.lapses = check.lapses.saturating_add(1);
+        check.longest_lapse_seconds = check.longest_lapse_seconds.max(missing);
+        check.last_lapse = Some(format!(
+            "it was reverted {missing:.1}s before its duration was up"
+        ));
+        self.note(format!(
+            "the fault ended {missing:.1}s before its duration was up"
+        ));
+    }
+
     /// Why the fault cannot count as having held: it was found gone for longer than one
     /// sample interval.
     fn lapse_failure(&self) -> Option<String> {
@@ -594,9 +615,10 @@ impl Run<'_> {
                     return self.enter(Phase::Reverting, format!("abort condition fired: {probe}"));
                 }
                 if self.s.fault_state == FaultState::Reverted {
+                    self.ended_early();
                     return self.enter(
                         Phase::Recovering,
-                        "the fault ended early (expired on its own)",
+                        "the fault ended early (reverted on the node's own timer)",
                     );
                 }
                 if self.spec.hypothesis.during == DuringPolicy::Enforce
