@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use firedrill_core::api::{Injection, protected_namespaces};
 use futures_util::Stream;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -21,6 +22,9 @@ use crate::planner::Report;
 
 /// How long one API call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a heartbeat read may take: it is made every couple of seconds while faults are
+/// held, and must not hold up the loop's reverts when the API server is out of reach.
+pub const HEARTBEAT_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The API server, for one node's agent.
 #[derive(Clone)]
@@ -164,6 +168,33 @@ impl Cluster {
         Err(Error::Config(format!(
             "the finalizers of {name} kept changing under the agent"
         )))
+    }
+
+    /// The heartbeat Lease `name` in firedrill's namespace as the API server tells it now
+    /// (see [`crate::driver::Answer`]); `None` when it did not answer within
+    /// [`HEARTBEAT_READ_TIMEOUT`] (this node may be cut off: then it cannot tell).
+    pub async fn heartbeat(&self, name: &str) -> Option<crate::driver::Answer> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        match tokio::time::timeout(HEARTBEAT_READ_TIMEOUT, api.get(name)).await {
+            Ok(Ok(lease)) => {
+                let spec = lease.spec.unwrap_or_default();
+                Some(format!(
+                    "held by {} renewed at {}",
+                    spec.holder_identity.as_deref().unwrap_or("nobody"),
+                    spec.renew_time
+                        .map_or_else(|| "never".to_owned(), |t| t.0.to_string())
+                ))
+            }
+            Ok(Err(kube::Error::Api(status))) => {
+                tracing::warn!(lease = name, code = status.code, reason = %status.message, "the heartbeat Lease cannot be read: its faults revert at the timeout");
+                Some(format!("answered {} {}", status.code, status.reason))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(lease = name, error = %e, "no answer for the heartbeat Lease");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// This node's labels, read now (whether it is protected is decided on them).

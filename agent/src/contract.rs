@@ -6,13 +6,15 @@
 //! [`AGENT_FINALIZER`] before applying, writes `status` with server-side apply under the one
 //! field manager [`FIELD_MANAGER`], and removes its finalizer once nothing is in place.
 
-use chrono::{DateTime, Utc};
-use firedrill_core::api::{Injection, InjectionState, InjectionStatus, ProcessSignal};
+use chrono::{DateTime, TimeDelta, Utc};
+use firedrill_core::api::{
+    HOLD_GRACE, Injection, InjectionSpec, InjectionState, InjectionStatus, ProcessSignal,
+};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::error::Result;
-use crate::planner::{Report, Wanted};
+use crate::planner::{Driver, Report, Wanted};
 use crate::translate::key_of;
 
 /// The label the operator puts on every Injection with its node's name.
@@ -71,6 +73,11 @@ pub fn wanted(injection: &Injection, node: &str) -> Result<Option<Wanted>> {
             .processes
             .as_ref()
             .is_some_and(|p| p.signal == ProcessSignal::Kill),
+        driver: injection.spec.heartbeat.as_ref().map(|h| Driver {
+            lease: h.lease.clone(),
+            timeout: TimeDelta::seconds(i64::from(h.timeout_seconds)),
+            unchanged_since: None,
+        }),
     }))
 }
 
@@ -133,11 +140,23 @@ pub fn show(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// When the agent reverts a fault applied at `applied_at` on its own clock: at the
+/// Injection's `expiresAt`, or at the end of its `holdFor` (plus [`HOLD_GRACE`]) if sooner.
+pub fn own_expiry(spec: &InjectionSpec, applied_at: DateTime<Utc>) -> DateTime<Utc> {
+    let held_until = spec.hold_for.and_then(|d| {
+        let hold = d
+            .to_chrono()
+            .checked_add(&TimeDelta::from_std(HOLD_GRACE).ok()?)?;
+        applied_at.checked_add_signed(hold)
+    });
+    held_until.map_or(spec.expires_at, |t| t.min(spec.expires_at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use firedrill_core::api::{InjectionSpec, NetworkCut, NodeAction, PodRef, ProcessAction};
+    use firedrill_core::api::{NetworkCut, NodeAction, PodRef, ProcessAction};
     use kube::api::ObjectMeta;
 
     const UID: &str = "6f1c2a3b-0d4e-4f5a-8b9c-0123456789ab";
@@ -159,6 +178,8 @@ mod tests {
                 experiment: "chaos/exp".into(),
                 action,
                 expires_at: at(100),
+                hold_for: None,
+                heartbeat: None,
             },
             status: None,
         }
@@ -310,5 +331,25 @@ mod tests {
             "None is skipped"
         );
         assert!(patch["status"].get("message").is_none());
+    }
+
+    #[test]
+    fn the_agent_reverts_at_the_end_of_hold_for_on_its_own_clock_or_at_expires_at() {
+        let mut spec = injection("fd-a-1", kill()).spec;
+        spec.expires_at = at(600);
+        assert_eq!(own_expiry(&spec, at(10)), at(600), "no holdFor: expiresAt");
+        spec.hold_for = Some(std::time::Duration::from_secs(45).into());
+        assert_eq!(
+            own_expiry(&spec, at(10)),
+            at(10 + 45 + 5),
+            "applied + holdFor + grace"
+        );
+        assert_eq!(
+            own_expiry(&spec, at(590)),
+            at(600),
+            "expiresAt is the latest"
+        );
+        spec.hold_for = Some(std::time::Duration::MAX.into());
+        assert_eq!(own_expiry(&spec, at(10)), at(600), "no overflow");
     }
 }

@@ -11,6 +11,7 @@ use firedrill_faults::fault::Target;
 use firedrill_faults::journal::Entry;
 use firedrill_faults::{Fault, InjectionId, Injector, Netns, RevertOutcome, nft, process};
 
+use crate::contract::own_expiry;
 use crate::error::{Error, Result};
 use crate::planner::{Held, Key};
 use crate::pods::ProcFs;
@@ -177,7 +178,8 @@ impl Executor {
     /// what was applied before returning the error). Returns a summary for the logs.
     pub fn apply(&self, key: &str, spec: &InjectionSpec) -> Result<String> {
         let faults = self.faults(key, spec)?;
-        let expires_at = unix(spec.expires_at);
+        // The journal keeps the agent's own end of the fault, so it holds across restarts.
+        let expires_at = unix(own_expiry(spec, Utc::now()));
         let mut processes = 0;
         for (n, (id, fault)) in faults.iter().enumerate() {
             let result = self
@@ -429,6 +431,8 @@ mod tests {
             experiment: "a/b".into(),
             action,
             expires_at: Utc.timestamp_opt(2_000_000_000, 0).unwrap(),
+            hold_for: None,
+            heartbeat: None,
         }
     }
 

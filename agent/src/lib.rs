@@ -1,7 +1,8 @@
 //! firedrill's node agent: applies this node's `Injection`s with the shared fault
 //! primitives (`firedrill-faults`, the very code the lab runs) and reverts them — when the
-//! operator deletes them, at their `expiresAt` on its own timer (API server reachable or
-//! not), and after a crash from its journal.
+//! operator deletes them, at the end of their duration or their `expiresAt` on its own
+//! timer (API server reachable or not), once the operator's heartbeat stops (the dead man's
+//! switch), and after a crash from its journal.
 //!
 //! Pure core, thin shell:
 //!
@@ -12,6 +13,7 @@
 //! - [`translate`] (pure): journal ids, network cuts → rule sets, Injection → faults.
 //! - [`pods`]: a pod's processes and sandbox network namespace from the host's `/proc`.
 //! - [`volume`]: a pod volume's directory under the kubelet's root.
+//! - [`driver`] (pure): the dead man's switch, from reads of the driver's heartbeat Lease.
 //! - [`exec`]: applies, enforces and reverts with the fault primitives, journalled.
 //! - [`cluster`]: the watch, status and finalizer calls, each with a short deadline.
 //! - [`run`]: the loop that ties them together.
@@ -22,6 +24,7 @@
 
 pub mod cluster;
 pub mod contract;
+pub mod driver;
 pub mod error;
 pub mod exec;
 pub mod heartbeat;

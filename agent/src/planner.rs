@@ -50,6 +50,29 @@ pub struct Wanted {
     pub state: InjectionState,
     /// A kill, which is enforced again while it lasts.
     pub kill: bool,
+    /// The driver's heartbeat, when the Injection names one.
+    pub driver: Option<Driver>,
+}
+
+/// What the agent knows of an Injection's driver (see
+/// [`firedrill_core::api::Heartbeat`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Driver {
+    /// The heartbeat Lease's name.
+    pub lease: String,
+    /// Without a renewal this long, the driver is gone.
+    pub timeout: TimeDelta,
+    /// Since when, by this agent's clock, the Lease's renew time has been what it is now,
+    /// as long as the API server's last answer said so; `None` while the agent cannot tell
+    /// (no answer yet, or the API server unreachable: a node cut off holds its fault).
+    pub unchanged_since: Option<DateTime<Utc>>,
+}
+
+impl Driver {
+    /// When the driver counts as gone, if the agent can tell.
+    fn gone_at(&self) -> Option<DateTime<Utc>> {
+        self.unchanged_since.map(|since| since + self.timeout)
+    }
 }
 
 /// What the journal holds of one Injection (all of its faults).
@@ -126,6 +149,23 @@ impl Checks {
 /// The most characters of what a lapse found missing that the status carries.
 const MAX_LAPSE_TEXT: usize = 500;
 
+impl Driver {
+    /// Why the fault ends, in plain words.
+    fn gone(&self) -> String {
+        format!(
+            "its driver's heartbeat (Lease {}) was not renewed for {}s while the API server \
+             answered: nobody is watching its hypothesis any more",
+            self.lease,
+            self.timeout.num_seconds()
+        )
+    }
+}
+
+/// How often a heartbeat is read (see [`firedrill_core::api::HEARTBEAT_POLL`]).
+pub fn heartbeat_poll() -> TimeDelta {
+    TimeDelta::from_std(firedrill_core::api::HEARTBEAT_POLL).unwrap_or(TimeDelta::seconds(2))
+}
+
 /// What this agent process did that the API server may not show yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
@@ -143,6 +183,8 @@ pub struct Memory {
     pub salvaged: BTreeMap<Key, String>,
     /// The re-checks of each held fault.
     pub checks: BTreeMap<Key, Checks>,
+    /// When this process last reverted each Injection's faults.
+    pub reverted_at: BTreeMap<Key, DateTime<Utc>>,
 }
 
 /// Why something is reverted.
@@ -158,6 +200,8 @@ pub enum RevertReason {
     Gone,
     /// An apply was interrupted (the agent crashed part-way); it is applied again after.
     Interrupted,
+    /// Its driver's heartbeat stopped: nobody is watching the hypothesis any more.
+    DriverGone,
 }
 
 impl RevertReason {
@@ -165,10 +209,15 @@ impl RevertReason {
     pub fn describe(self) -> &'static str {
         match self {
             RevertReason::Deleted => "reverted: the Injection was deleted",
-            RevertReason::Expired => "reverted at expiresAt by the agent's own timer",
+            RevertReason::Expired => {
+                "reverted by the agent's own timer: the fault's duration (holdFor) or its expiresAt was up"
+            }
             RevertReason::Ended => "reverted: the Injection had already ended",
             RevertReason::Gone => "reverted: no Injection wants it any more",
             RevertReason::Interrupted => "reverted an interrupted apply, to apply it again",
+            RevertReason::DriverGone => {
+                "reverted: the driver's heartbeat Lease was not renewed within its timeout"
+            }
         }
     }
 }
@@ -339,13 +388,17 @@ fn decide(
     let expires_at = h.map_or(w.expires_at, |h| h.expires_at.min(w.expires_at));
     let expired = expires_at <= now;
     let ended = state.is_final();
-    if w.deleting || expired || ended {
+    let driver_gone_at = w.driver.as_ref().and_then(Driver::gone_at);
+    let driver_gone = driver_gone_at.is_some_and(|at| at <= now);
+    if w.deleting || expired || ended || driver_gone {
         let reason = if w.deleting {
             RevertReason::Deleted
         } else if expired {
             RevertReason::Expired
-        } else {
+        } else if ended {
             RevertReason::Ended
+        } else {
+            RevertReason::DriverGone
         };
         if h.is_some() {
             // Report and release once nothing is held any more (the next plan).
@@ -354,15 +407,23 @@ fn decide(
         }
         let report = match state {
             InjectionState::Applied => Some(Report::Reverted {
-                at: now,
-                why: reason.describe().to_owned(),
+                at: memory.reverted_at.get(&w.key).copied().unwrap_or(now),
+                why: match (&w.driver, reason) {
+                    (Some(d), RevertReason::DriverGone) => d.gone(),
+                    _ => reason.describe().to_owned(),
+                },
             }),
             InjectionState::Pending if !w.deleting => Some(Report::Failed {
                 message: memory.failed.get(&w.key).cloned().unwrap_or_else(|| {
-                    format!(
-                        "expired at {} before the agent could apply it",
-                        w.expires_at
-                    )
+                    match (&w.driver, reason) {
+                        (Some(d), RevertReason::DriverGone) => {
+                            format!("not applied: {}", d.gone())
+                        }
+                        _ => format!(
+                            "expired at {} before the agent could apply it",
+                            w.expires_at
+                        ),
+                    }
                 }),
             }),
             _ => None,
@@ -376,6 +437,13 @@ fn decide(
         return;
     }
     out.wake_at(expires_at);
+    if let Some(d) = &w.driver {
+        // Read the heartbeat again soon, and decide when it would run out.
+        out.wake_at(now + heartbeat_poll());
+        if let Some(at) = d.gone_at() {
+            out.wake_at(at);
+        }
+    }
     match h {
         Some(h) => {
             let complete = state == InjectionState::Applied || memory.complete.contains(&w.key);
@@ -455,6 +523,7 @@ mod tests {
             finalized: state != Pending,
             state,
             kill: false,
+            driver: None,
         }
     }
 

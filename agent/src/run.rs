@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use kube::runtime::watcher;
 
 use crate::cluster::Cluster;
-use crate::contract::{display_name, show, wanted};
+use crate::contract::{display_name, own_expiry, show, wanted};
+use crate::driver::{self, Beat};
 use crate::error::Result;
 use crate::exec::Executor;
 use crate::planner::{self, Checks, Key, Memory, Report, RevertReason, Step, Wanted};
@@ -119,6 +120,8 @@ pub struct Agent {
     api_quiet_until: Option<tokio::time::Instant>,
     /// Stamped after every pass of the loop (the liveness probe reads it).
     heartbeat: Option<std::path::PathBuf>,
+    /// What was read of each driver's heartbeat Lease (the dead man's switch).
+    beats: BTreeMap<String, Beat>,
 }
 
 impl Agent {
@@ -131,6 +134,7 @@ impl Agent {
             memory: Memory::default(),
             api_quiet_until: None,
             heartbeat: None,
+            beats: BTreeMap::new(),
         }
     }
 
@@ -196,7 +200,10 @@ impl Agent {
             for e in unreadable {
                 tracing::error!(category = "journal_corrupt", error = %e, "journal file left for a human");
             }
-            let view = self.store.view(&self.node);
+            let mut view = self.store.view(&self.node);
+            if let Some(view) = view.as_mut() {
+                self.read_heartbeats(view).await;
+            }
             let plan = planner::plan(view.as_deref(), &held, &self.memory, Utc::now());
             wake = plan.wake;
             let mut changed = false;
@@ -208,6 +215,19 @@ impl Agent {
             }
         }
         wake
+    }
+
+    /// Reads the heartbeat Leases that are due and tells the view what they say; forgets
+    /// those no live Injection names.
+    async fn read_heartbeats(&mut self, view: &mut [Wanted]) {
+        let followed = driver::followed(view);
+        self.beats.retain(|lease, _| followed.contains(lease));
+        for lease in driver::due(view, &self.beats, Utc::now()) {
+            let answer = self.cluster.heartbeat(&lease).await;
+            let beat = Beat::read(self.beats.get(&lease), answer, Utc::now());
+            self.beats.insert(lease, beat);
+        }
+        driver::annotate(view, &self.beats);
     }
 
     fn api_quiet(&self) -> bool {
@@ -234,6 +254,8 @@ impl Agent {
                     tracing::info!(injection = %name, faults = n, "{}", reason.describe());
                     self.memory.complete.remove(&key);
                     self.memory.checks.remove(&key);
+                    // The status says when it was reverted, not when that could be told.
+                    self.memory.reverted_at.insert(key.clone(), Utc::now());
                     if reason == RevertReason::Interrupted {
                         self.memory.reported.remove(&key);
                     }
@@ -386,7 +408,7 @@ impl Agent {
             let announced = Report::Applied { at: Utc::now() };
             match self.cluster.report(injection, &announced).await {
                 Ok(()) => {
-                    tracing::info!(injection = %name, expires_at = %show(injection.spec.expires_at), "cutting this node off: reported applied beforehand");
+                    tracing::info!(injection = %name, reverts_at = %show(own_expiry(&injection.spec, Utc::now())), "cutting this node off: reported applied beforehand");
                     self.memory
                         .reported
                         .insert(key.to_owned(), announced.state());
@@ -408,7 +430,7 @@ impl Agent {
         };
         let report = match result {
             Ok(summary) => {
-                tracing::info!(injection = %name, expires_at = %show(injection.spec.expires_at), "applied: {summary}");
+                tracing::info!(injection = %name, reverts_at = %show(own_expiry(&injection.spec, Utc::now())), "applied: {summary}");
                 self.memory.complete.insert(key.to_owned());
                 Report::Applied { at: Utc::now() }
             }
@@ -462,6 +484,8 @@ mod tests {
                     read_only_volume: None,
                 },
                 expires_at: Utc.timestamp_opt(2_000_000_000, 0).unwrap(),
+                hold_for: None,
+                heartbeat: None,
             },
             status: None,
         }

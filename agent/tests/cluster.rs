@@ -125,6 +125,8 @@ fn injection(name: &str, node: &str, ttl: i64) -> Injection {
                 read_only_volume: None,
             },
             expires_at: Utc::now() + TimeDelta::seconds(ttl),
+            hold_for: None,
+            heartbeat: None,
         },
     );
     i.metadata.labels = Some([(NODE_LABEL.to_owned(), node.to_owned())].into());
@@ -418,5 +420,117 @@ async fn an_unreadable_journal_entry_is_reported_failed_with_an_event_and_keeps_
         matches!(api.get_opt("corrupt").await, Ok(None)).then_some(())
     })
     .await;
+    h.finish().await;
+}
+
+/// Renews the Lease `name` every 500 ms until the returned sender is dropped or fired;
+/// the handle yields the time of the last renewal.
+async fn renew_lease(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<chrono::DateTime<Utc>>,
+) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let lease: Lease = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"holderIdentity": "test-driver"},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &lease).await.unwrap();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let name = name.to_owned();
+    let renewing = tokio::spawn(async move {
+        let mut last = Utc::now();
+        loop {
+            let now = Utc::now();
+            let renew = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let patch = serde_json::json!({"spec": {"renewTime": renew}});
+            if api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .is_ok()
+            {
+                last = now;
+            }
+            tokio::select! {
+                _ = &mut stopped => return last,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    });
+    (stop, renewing)
+}
+
+#[tokio::test]
+async fn a_fault_ends_when_its_drivers_heartbeat_stops_and_at_its_duration_on_the_nodes_clock() {
+    let test =
+        "a_fault_ends_when_its_drivers_heartbeat_stops_and_at_its_duration_on_the_nodes_clock";
+    let Some(client) = client(test).await else {
+        return;
+    };
+    let h = Harness::start(client.clone()).await;
+    let (api, node) = (h.injections(), h.node.clone());
+    let (stop_renewing, renewing) = renew_lease(&client, &h.namespace, "driver").await;
+    let timeout = 4;
+    let mut watched = injection("watched", &node, 300);
+    watched.spec.heartbeat = Some(firedrill_core::api::Heartbeat {
+        lease: "driver".into(),
+        timeout_seconds: timeout,
+    });
+    api.create(&PostParams::default(), &watched).await.unwrap();
+    // Held for 3 s, with nobody to ask for the revert: the agent ends it on its own clock.
+    let hold = 3;
+    let mut timed = injection("timed", &node, 300);
+    timed.spec.hold_for = Some(std::time::Duration::from_secs(hold).into());
+    api.create(&PostParams::default(), &timed).await.unwrap();
+    for name in ["watched", "timed"] {
+        eventually(&format!("{name} applied"), || async {
+            let i = api.get(name).await.ok()?;
+            (state(&i) == InjectionState::Applied).then_some(())
+        })
+        .await;
+    }
+    let ended = eventually("timed reverted at its duration", || async {
+        let i = api.get("timed").await.ok()?;
+        (state(&i) == InjectionState::Reverted).then_some(i)
+    })
+    .await;
+    let status = ended.status.unwrap();
+    let held = (status.reverted_at.unwrap() - status.applied_at.unwrap()).as_seconds_f64();
+    let grace = firedrill_core::api::HOLD_GRACE.as_secs_f64();
+    eprintln!("holdFor {hold}s: reverted {held:.1}s after it was applied (grace {grace}s)");
+    assert!(
+        held >= hold as f64 + grace - 1.0 && held <= hold as f64 + grace + 2.0,
+        "held {held:.1}s"
+    );
+    // Renewed: the fault holds past the heartbeat's timeout.
+    tokio::time::sleep(Duration::from_secs(u64::from(timeout) * 2)).await;
+    let still = api.get("watched").await.unwrap();
+    assert_eq!(state(&still), InjectionState::Applied, "{:?}", still.status);
+    // The driver dies: reverted within the timeout (plus one read) of its last renewal.
+    let _ = stop_renewing.send(());
+    let last_renewal = renewing.await.unwrap();
+    let reverted = eventually("watched reverted by the dead man's switch", || async {
+        let i = api.get("watched").await.ok()?;
+        (state(&i) == InjectionState::Reverted).then_some(i)
+    })
+    .await;
+    let status = reverted.status.unwrap();
+    let after = (status.reverted_at.unwrap() - last_renewal).as_seconds_f64();
+    eprintln!(
+        "dead man's switch: reverted {after:.1}s after the last renewal (timeout {timeout}s, read every {:?})",
+        firedrill_core::api::HEARTBEAT_POLL
+    );
+    let poll = firedrill_core::api::HEARTBEAT_POLL.as_secs_f64();
+    assert!(
+        after >= f64::from(timeout) - 1.0 && after <= f64::from(timeout) + poll + 1.5,
+        "reverted {after:.1}s after the last renewal"
+    );
+    let message = status.message.unwrap();
+    assert!(message.contains("Lease driver"), "{message}");
     h.finish().await;
 }

@@ -158,6 +158,8 @@ fn spec(action: NodeAction, ttl: i64) -> InjectionSpec {
         experiment: "chaos/test".into(),
         action,
         expires_at: Utc::now() + TimeDelta::seconds(ttl),
+        hold_for: None,
+        heartbeat: None,
     }
 }
 
@@ -455,6 +457,7 @@ fn a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted() {
             finalized: true,
             state: firedrill_core::api::InjectionState::Applied,
             kill: false,
+            driver: None,
         };
         let mut memory = Memory::default();
         let plan = planner::plan(Some(&[w.clone()]), &held, &memory, Utc::now());

@@ -26,7 +26,7 @@ use common::{
     firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report, running,
     talk_delivering, talk_namespace, talk_pods, with_temp_ns,
 };
-use firedrill_core::api::{Experiment, PAUSE_KEY, Phase, Verdict};
+use firedrill_core::api::{Experiment, InjectionState, PAUSE_KEY, Phase, Verdict};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -176,7 +176,38 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                 note(format!(
                     "{test}: killing the operator leader {holder} on {node}"
                 ));
+                let killed_at = chrono::Utc::now();
                 kill(&client, &fd_ns, &holder).await;
+                // The dead man's switch: with nobody renewing the leader Lease, the agents
+                // revert within its timeout, before a standby may even take over.
+                let reverted = eventually(Duration::from_secs(60), Duration::from_millis(250), || async {
+                    let injections = common::injections_of(&client, &ns).await;
+                    let times: Option<Vec<_>> = injections
+                        .iter()
+                        .map(|i| {
+                            let s = i.status.as_ref()?;
+                            (s.state == InjectionState::Reverted).then_some(s.reverted_at?)
+                        })
+                        .collect();
+                    times.filter(|t| !t.is_empty())?.into_iter().max()
+                })
+                .await;
+                match reverted {
+                    Some(at) => {
+                        let after = (at - killed_at).as_seconds_f64();
+                        note(format!(
+                            "BENCH {test}: dead man's switch: every fault reverted {after:.1}s after the leader was killed"
+                        ));
+                        assert!(
+                            after <= 14.0,
+                            "reverted {after:.1}s after the leader was killed (timeout 10 s, read every 2 s)"
+                        );
+                    }
+                    // The standby took over first and asked for the revert itself.
+                    None => note(format!(
+                        "{test}: the Injections were deleted before the agents reverted them on their own"
+                    )),
+                }
                 let next = eventually(Duration::from_secs(90), Duration::from_secs(1), || async {
                     leader(&client).await.filter(|(h, _)| *h != holder)
                 })

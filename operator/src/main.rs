@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use firedrill_core::api::Heartbeat;
 use firedrill_operator::controllers;
 use firedrill_operator::lease::LeaseConfig;
 use firedrill_operator::metrics::{self, Metrics};
@@ -42,6 +43,11 @@ struct Args {
     /// Run without leader election (one replica only).
     #[arg(long)]
     no_leader_election: bool,
+    /// The dead man's switch: agents revert a held fault once the leader Lease has not
+    /// been renewed for this many seconds (while the API server answers them). Needs
+    /// leader election; without it faults end at their duration only.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=600))]
+    heartbeat_timeout_seconds: u32,
 }
 
 fn identity(args: &Args) -> String {
@@ -89,6 +95,10 @@ async fn main() -> std::process::ExitCode {
         Ok(mut ctx) => {
             ctx.watch_namespace = args.watch_namespace.clone();
             ctx.experiment_selector = args.experiment_selector.clone();
+            ctx.heartbeat = (!args.no_leader_election).then(|| Heartbeat {
+                lease: args.lease_name.clone(),
+                timeout_seconds: args.heartbeat_timeout_seconds,
+            });
             Arc::new(ctx)
         }
         Err(e) => {

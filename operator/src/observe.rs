@@ -211,6 +211,8 @@ mod tests {
                 experiment: "talk/x".into(),
                 action: crate::plan::isolate(vec![]),
                 expires_at: at(100),
+                hold_for: None,
+                heartbeat: None,
             },
             status: Some(InjectionStatus {
                 state,

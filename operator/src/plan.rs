@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
-    BlackoutMode, DiskLossMode, Experiment, ExperimentSpec, FaultKind, Injection, InjectionSpec,
-    LabelSelector, NetworkCut, NodeAction, OutageMode, PartitionDirection, PeerGroup, PodRef,
-    ProcessAction, ProcessSignal, VolumeAction, consents, grants_node_faults, opted_in,
-    protected_namespaces,
+    BlackoutMode, DiskLossMode, Duration, Experiment, ExperimentSpec, FaultKind, Heartbeat,
+    Injection, InjectionSpec, LabelSelector, NetworkCut, NodeAction, OutageMode,
+    PartitionDirection, PeerGroup, PodRef, ProcessAction, ProcessSignal, VolumeAction, consents,
+    grants_node_faults, opted_in, protected_namespaces,
 };
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::ResourceExt;
@@ -823,19 +823,22 @@ pub fn is_label_value(value: &str) -> bool {
             .is_none_or(|c| c.is_ascii_alphanumeric())
 }
 
-/// When the Injections of one injection expire.
-#[derive(Clone, Copy, Debug)]
-pub struct Expiry {
-    /// Every Injection's, at the latest: the engine's safety net.
-    pub at: DateTime<Utc>,
-    /// Those that cut their node off the network: its agent can neither report them
-    /// applied nor see a revert asked for, so it reverts on its own clock, and that must
-    /// be the end of the fault's duration (plus a little), not the safety net's.
-    pub cut_off_at: DateTime<Utc>,
+/// How long the Injections of one injection live on their nodes.
+#[derive(Clone, Debug)]
+pub struct Lifetime {
+    /// Every Injection's expiry: the engine's safety net.
+    pub expires_at: DateTime<Utc>,
+    /// The fault's duration: each agent reverts at its own apply time plus this (plus
+    /// [`firedrill_core::api::HOLD_GRACE`]) at the latest, on its own clock, so a node cut off by the fault ends
+    /// it on time without seeing the revert asked for.
+    pub hold_for: Duration,
+    /// The driver's heartbeat (a leader-elected operator's Lease): while it is not renewed
+    /// the agents revert within its timeout.
+    pub heartbeat: Option<Heartbeat>,
 }
 
 /// The Injections that carry out `plan` for `experiment`, in firedrill's own `namespace`
-/// (the only one the agents follow), expiring as `expiry` says, and labelled so the
+/// (the only one the agents follow), living as `lifetime` says, and labelled so the
 /// experiment's can be listed and each agent can watch its node's. No owner reference: it
 /// cannot cross namespaces. The Experiment's finalizer deletes them, and an Injection left
 /// behind anyway still ends at its expiry on its agent's own timer.
@@ -843,7 +846,7 @@ pub fn injections(
     experiment: &Experiment,
     namespace: &str,
     plan: &Plan,
-    expiry: Expiry,
+    lifetime: &Lifetime,
 ) -> Result<Vec<Injection>, PlanError> {
     let name = experiment
         .metadata
@@ -890,11 +893,9 @@ pub fn injections(
                     node_name: work.node.clone(),
                     experiment: format!("{experiment_namespace}/{name}"),
                     action: work.action.clone(),
-                    expires_at: if work.action.cuts_node_off() {
-                        expiry.cut_off_at.min(expiry.at)
-                    } else {
-                        expiry.at
-                    },
+                    expires_at: lifetime.expires_at,
+                    hold_for: Some(lifetime.hold_for),
+                    heartbeat: lifetime.heartbeat.clone(),
                 },
                 status: None,
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
-    Experiment, ExperimentSpec, ExperimentStatus, Injection, Phase, ProbeKind, Stage,
+    Experiment, ExperimentSpec, ExperimentStatus, Heartbeat, Injection, Phase, ProbeKind, Stage,
     WorkloadCounters,
 };
 use firedrill_core::engine::{Action as EngineAction, Observation, step};
@@ -56,6 +56,9 @@ pub struct Context {
     pub injection_namespace: String,
     /// The kill switch: the pause marker on `injection_namespace`.
     pub pause: PauseReader,
+    /// The dead man's switch written into every Injection: the leader Lease this replica
+    /// renews while it leads (none without leader election).
+    pub heartbeat: Option<Heartbeat>,
     /// Watch only this namespace's Experiments (all when `None`).
     pub watch_namespace: Option<String>,
     /// Watch only Experiments matching this label selector (all when `None`).
@@ -100,6 +103,7 @@ impl Context {
             policy: Policy::new(operator_namespace),
             injection_namespace: operator_namespace.to_owned(),
             pause: PauseReader::new(operator_namespace),
+            heartbeat: None,
             watch_namespace: None,
             experiment_selector: None,
             probers: Mutex::new(HashMap::new()),
@@ -238,9 +242,6 @@ async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observati
     workload_counters(&sli).map(Observation::Workload)
 }
 
-/// How long after the end of its duration a node cut off by a fault reverts it.
-const CUT_OFF_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
-
 /// Carries out `Inject`: plans against the cluster as it is now and creates the Injections
 /// that are missing, or deletes the pods of a one-shot fault. A plan that is refused now is
 /// an injection failure (the engine reverts whatever may be in place).
@@ -284,14 +285,12 @@ async fn inject(
     let wanted: Vec<Injection> = if complete {
         vec![]
     } else {
-        // A node cut off reverts on its own clock: at the end of the duration, plus the
-        // time its agent may take to see the Injection.
-        let cut_off_at = Utc::now() + spec.duration.to_chrono() + CUT_OFF_GRACE;
-        let expiry = plan::Expiry {
-            at: expires_at,
-            cut_off_at,
+        let lifetime = plan::Lifetime {
+            expires_at,
+            hold_for: spec.duration,
+            heartbeat: ctx.heartbeat.clone(),
         };
-        plan::injections(experiment, namespace, &planned, expiry)?
+        plan::injections(experiment, namespace, &planned, &lifetime)?
             .into_iter()
             .filter(|w| !existing.iter().any(|e| e.name_any() == w.name_any()))
             .collect()

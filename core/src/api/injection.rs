@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
+
+use super::Duration;
 use serde::{Deserialize, Serialize};
 
 /// One node-level action for one node, with an absolute expiry after which the agent reverts
@@ -40,7 +42,40 @@ pub struct InjectionSpec {
     pub action: NodeAction,
     /// The agent reverts at this time on its own, even if it cannot reach the API server.
     pub expires_at: DateTime<Utc>,
+    /// How long the fault is to hold once applied: the agent reverts it at the time it
+    /// applied it, by its own clock, plus this plus [`HOLD_GRACE`] at the latest, whether or
+    /// not it can reach the API server (a node cut off sees no revert asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<Duration>,
+    /// The dead man's switch: the heartbeat of whoever drives the experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Heartbeat>,
 }
+
+/// How long after `holdFor` an agent reverts on its own: its driver asks a little after
+/// the fault's duration (it counts from the latest node's apply, and reconciles late).
+pub const HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A `coordination.k8s.io/v1` Lease in the Injection's namespace that the experiment's
+/// driver (the operator's leader) renews while it is alive. While it holds the fault, the
+/// agent reads the Lease every [`HEARTBEAT_POLL`]; once the API server has answered and the
+/// renew time has not changed for `timeoutSeconds` by the agent's own clock (so clock skew
+/// does not matter), nobody is watching the hypothesis and the agent reverts. While the API
+/// server does not answer (a node cut off), the agent cannot tell and holds the fault until
+/// `holdFor` ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The Lease's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub lease: String,
+    /// Seconds without a renewal after which the agent reverts.
+    #[schemars(range(min = 2, max = 600))]
+    pub timeout_seconds: u32,
+}
+
+/// How often an agent holding a fault reads its driver's heartbeat Lease.
+pub const HEARTBEAT_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A node-level action. Exactly one field is set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

@@ -608,15 +608,18 @@ fn injections_live_in_firedrills_namespace_labelled_expiring_and_deterministical
     let planned = plan(&spec, &cluster(), &policy()).expect("plan");
     let exp = experiment("zone-blackout", spec);
     let expires = crate::testing::at(0);
-    let cut_off = crate::testing::at(-100);
-    let expiry = Expiry {
-        at: expires,
-        cut_off_at: cut_off,
+    let lifetime = Lifetime {
+        expires_at: expires,
+        hold_for: exp.spec.duration,
+        heartbeat: Some(Heartbeat {
+            lease: "firedrill-operator".into(),
+            timeout_seconds: 10,
+        }),
     };
-    let built = injections(&exp, "firedrill-system", &planned, expiry).expect("injections");
+    let built = injections(&exp, "firedrill-system", &planned, &lifetime).expect("injections");
     assert_eq!(built.len(), planned.work.len());
     assert_eq!(built.len(), 4, "processes and network on a1 and a2");
-    let again = injections(&exp, "firedrill-system", &planned, expiry).expect("again");
+    let again = injections(&exp, "firedrill-system", &planned, &lifetime).expect("again");
     assert_eq!(built, again, "the same plan gives the same objects");
     let mut names: Vec<String> = built.iter().map(|i| i.name_any()).collect();
     names.sort();
@@ -626,14 +629,11 @@ fn injections_live_in_firedrills_namespace_labelled_expiring_and_deterministical
         let name = inj.name_any();
         assert!(name.starts_with("zone-blackout-a"), "{name}");
         assert!(name.len() <= 63);
-        // The node's own network cut reverts on the node's clock at the duration's end;
-        // killing processes keeps the engine's safety net.
-        let expected = if inj.spec.action.cuts_node_off() {
-            cut_off
-        } else {
-            expires
-        };
-        assert_eq!(inj.spec.expires_at, expected, "{name}");
+        // Every node reverts on its own clock at the duration's end (a node cut off sees
+        // no revert asked for), and within the heartbeat's timeout of the driver's death.
+        assert_eq!(inj.spec.expires_at, expires, "{name}");
+        assert_eq!(inj.spec.hold_for, Some(lifetime.hold_for), "{name}");
+        assert_eq!(inj.spec.heartbeat, lifetime.heartbeat, "{name}");
         assert_eq!(inj.spec.experiment, "talk/zone-blackout");
         // Not the Experiment's namespace: firedrill's own, where tenants write nothing.
         assert_eq!(inj.namespace().as_deref(), Some("firedrill-system"));
@@ -669,7 +669,7 @@ fn injections_live_in_firedrills_namespace_labelled_expiring_and_deterministical
     // A new experiment of the same name (new UID) gets new names.
     let mut other = exp.clone();
     other.metadata.uid = Some("another-uid".into());
-    let renamed = injections(&other, "firedrill-system", &planned, expiry).expect("other");
+    let renamed = injections(&other, "firedrill-system", &planned, &lifetime).expect("other");
     assert_eq!(
         built
             .iter()
@@ -716,13 +716,13 @@ fn unsaved_experiments_get_no_injections() {
     let planned = plan(&spec, &cluster(), &policy()).expect("plan");
     let mut exp = experiment("zone-blackout", spec);
     exp.metadata.uid = None;
-    let expires = crate::testing::at(0);
-    let expiry = Expiry {
-        at: expires,
-        cut_off_at: expires,
+    let lifetime = Lifetime {
+        expires_at: crate::testing::at(0),
+        hold_for: exp.spec.duration,
+        heartbeat: None,
     };
     assert_eq!(
-        injections(&exp, "firedrill-system", &planned, expiry),
+        injections(&exp, "firedrill-system", &planned, &lifetime),
         Err(PlanError::Unsaved("uid"))
     );
 }
