@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
-    HOLD_GRACE, Injection, InjectionSpec, InjectionState, InjectionStatus, ProcessSignal,
+    Injection, InjectionSpec, InjectionState, InjectionStatus, ProcessSignal, fault_end,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -140,16 +140,10 @@ pub fn show(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// When the agent reverts a fault applied at `applied_at` on its own clock: at the
-/// Injection's `expiresAt`, or at the end of its `holdFor` (plus [`HOLD_GRACE`]) if sooner.
+/// When the agent reverts a fault applied at `applied_at` on its own clock (see
+/// [`fault_end`]).
 pub fn own_expiry(spec: &InjectionSpec, applied_at: DateTime<Utc>) -> DateTime<Utc> {
-    let held_until = spec.hold_for.and_then(|d| {
-        let hold = d
-            .to_chrono()
-            .checked_add(&TimeDelta::from_std(HOLD_GRACE).ok()?)?;
-        applied_at.checked_add_signed(hold)
-    });
-    held_until.map_or(spec.expires_at, |t| t.min(spec.expires_at))
+    fault_end(applied_at, spec.hold_for, spec.expires_at)
 }
 
 #[cfg(test)]

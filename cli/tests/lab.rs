@@ -456,6 +456,7 @@ fn crash_mid_fault(experiment_file: &str, step: &str, expect_mount: bool) {
     let pids = lab_pids(lab.path());
     assert!(!pids.is_empty(), "no lab process recorded");
     child.kill().expect("kill -9 chaosctl");
+    let killed = Instant::now();
     let _ = child.wait();
     let dir = lab.path().canonicalize().expect("lab dir");
     // The page caches' FUSE mounts are part of the lab and writable; the fault's own is a
@@ -477,6 +478,23 @@ fn crash_mid_fault(experiment_file: &str, step: &str, expect_mount: bool) {
         fault_mounts > 0,
         expect_mount,
         "the fault's mount under the lab dir"
+    );
+    // The dead man's switch: with nobody renewing the heartbeat, the supervisor reverts
+    // within its 10 s timeout (renewed on every runner pass, about each second).
+    while fault_journalled(lab.path()) && killed.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reverted_after = killed.elapsed().as_secs_f64();
+    eprintln!(
+        "BENCH {experiment_file}: dead man's switch: the supervisor reverted the fault {reverted_after:.1}s after chaosctl was killed"
+    );
+    assert!(
+        !fault_journalled(lab.path()),
+        "the fault is still in place 60 s after chaosctl was killed"
+    );
+    assert!(
+        reverted_after <= 12.0,
+        "reverted {reverted_after:.1}s after chaosctl was killed (timeout 10 s)"
     );
     let down = Command::new(chaosctl())
         .args(["lab", "down", "--dir"])

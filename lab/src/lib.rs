@@ -3,6 +3,7 @@
 //! primitives the cluster agent uses, and the game-day runner that drives the engine over it.
 
 pub mod error;
+pub mod heartbeat;
 pub mod lifecycle;
 pub mod net;
 pub mod pause;

@@ -299,6 +299,10 @@ impl LabPlatform {
         &self.state.topology
     }
 
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+
     fn pid_of(&self, process: &str) -> Result<Option<PidRecord>> {
         self.run.read_pid(process)
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
-    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, Verdict, WorkloadCounters,
+    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, Verdict, WorkloadCounters, fault_end,
 };
 use firedrill_core::engine::{Action, Observation, step};
 use firedrill_core::report::{ExperimentReport, GameDayReport, Point, Series};
@@ -209,7 +209,14 @@ impl Runner {
         let mut abort_sent = false;
         let mut last_sli_report = Utc::now() - TimeDelta::seconds(60);
         let mut last_recheck = Utc::now() - RECHECK;
+        let run = self.platform.run_dir();
         loop {
+            // The dead man's switch: a pass of this loop is the driver alive (see
+            // crate::heartbeat); a killed or wedged runner's fault is reverted by the
+            // supervisor within its timeout.
+            if let Err(e) = run.renew_heartbeat(&id) {
+                tracing::warn!(error = %e, "cannot renew the heartbeat; the supervisor will revert the fault");
+            }
             if self.abort.load(Ordering::SeqCst) && !abort_sent {
                 pending.push(Observation::AbortRequested {
                     reason: "interrupted (Ctrl-C)".to_owned(),
@@ -234,7 +241,9 @@ impl Runner {
             for action in transition.actions {
                 match action {
                     Action::Inject { expires_at } => {
-                        pending.push(self.inject(&id, &plan, expires_at).await);
+                        // The node side ends it at the duration on its own, too.
+                        let ends_at = fault_end(Utc::now(), Some(spec.duration), expires_at);
+                        pending.push(self.inject(&id, &plan, ends_at).await);
                     }
                     Action::Revert => pending.extend(self.revert(&id).await),
                     Action::Sample { stage, probes } => {
@@ -299,6 +308,7 @@ impl Runner {
         let platform = self.platform.clone();
         let cleanup_id = id.clone();
         let _ = tokio::task::spawn_blocking(move || platform.revert(&cleanup_id)).await;
+        run.clear_heartbeat(&id);
         let series = series
             .into_iter()
             .map(|(name, points)| Series {

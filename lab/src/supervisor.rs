@@ -1,6 +1,7 @@
 //! The lab's kubelet: keeps every process running on its node unless a hold keeps it down,
-//! and, like a node agent, reverts faults and lifts holds at their expiry on its own clock,
-//! so a fault outlives neither its experiment nor a chaosctl killed mid-way.
+//! and, like a node agent, reverts faults and lifts holds at their expiry on its own clock
+//! and as soon as their driver's heartbeat stops (the dead man's switch), so a fault
+//! outlives neither its experiment nor a chaosctl killed mid-way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -12,7 +13,9 @@ use firedrill_faults::{Injector, ProcessRef, now_unix, process, run_in};
 use nix::mount::{MntFlags, umount2};
 
 use crate::error::{LabError, Result};
+use crate::heartbeat::{self, now_millis};
 use crate::net::netns_path;
+use crate::platform::LabPlatform;
 use crate::render::launch;
 use crate::state::{LabState, PidRecord, RunDir};
 use crate::topology::{Kind, Process};
@@ -43,6 +46,7 @@ pub fn supervise(run: &RunDir) -> Result<()> {
         start_time,
     })?;
     let injector = Injector::new(run.journal_dir())?;
+    let platform = LabPlatform::open(run.clone())?;
     run.event(&format!("supervisor started (pid {me})"));
     let now = Instant::now();
     let mut slots: BTreeMap<String, Slot> = state
@@ -62,6 +66,7 @@ pub fn supervise(run: &RunDir) -> Result<()> {
         })
         .collect();
     loop {
+        enforce_heartbeats(run, &platform);
         enforce_expiry(run, &injector);
         let held: BTreeSet<String> = run
             .holds()
@@ -89,6 +94,35 @@ pub fn supervise(run: &RunDir) -> Result<()> {
             }
         }
         std::thread::sleep(TICK);
+    }
+}
+
+/// The dead man's switch: reverts every injection whose driver stopped renewing its
+/// heartbeat (see [`crate::heartbeat`]).
+fn enforce_heartbeats(run: &RunDir, platform: &LabPlatform) {
+    for lapsed in run.lapsed_heartbeats(now_millis(), heartbeat::TIMEOUT) {
+        let id = &lapsed.injection;
+        let silent = lapsed.silent.as_secs_f64();
+        match platform.is_active(id) {
+            Ok(false) => {}
+            Ok(true) => match platform.revert(id) {
+                Ok(()) => run.event(&format!(
+                    "injection {id} reverted: its driver's heartbeat was not renewed for {silent:.1}s"
+                )),
+                Err(e) => {
+                    run.event(&format!(
+                        "reverting {id} after its driver's heartbeat stopped failed: {e}"
+                    ));
+                    // Kept: tried again on the next tick.
+                    continue;
+                }
+            },
+            Err(e) => {
+                run.event(&format!("cannot tell whether {id} is in place: {e}"));
+                continue;
+            }
+        }
+        run.clear_heartbeat(id);
     }
 }
 

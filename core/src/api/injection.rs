@@ -56,6 +56,23 @@ pub struct InjectionSpec {
 /// the fault's duration (it counts from the latest node's apply, and reconciles late).
 pub const HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// When a node ends a fault it applied at `applied_at` on its own clock: at `expires_at`,
+/// or at the end of `hold_for` (plus [`HOLD_GRACE`]) if that is sooner. Both platforms'
+/// node sides (the agent, the lab's supervisor) journal this as the fault's expiry.
+pub fn fault_end(
+    applied_at: DateTime<Utc>,
+    hold_for: Option<Duration>,
+    expires_at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let held_until = hold_for.and_then(|d| {
+        let hold = d
+            .to_chrono()
+            .checked_add(&chrono::TimeDelta::from_std(HOLD_GRACE).ok()?)?;
+        applied_at.checked_add_signed(hold)
+    });
+    held_until.map_or(expires_at, |t| t.min(expires_at))
+}
+
 /// A `coordination.k8s.io/v1` Lease in the Injection's namespace that the experiment's
 /// driver (the operator's leader) renews while it is alive. While it holds the fault, the
 /// agent reads the Lease every [`HEARTBEAT_POLL`]; once the API server has answered and the
