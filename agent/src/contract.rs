@@ -59,7 +59,12 @@ pub fn wanted(injection: &Injection, node: &str) -> Result<Option<Wanted>> {
     let key = key_of(injection.meta().uid.as_deref().unwrap_or_default())?;
     Ok(Some(Wanted {
         key,
-        expires_at: injection.spec.expires_at,
+        // Once applied, the fault ends at its duration by the agent's clock even with
+        // nothing left in the journal to say so (reverted, then restarted).
+        expires_at: match injection.status.as_ref().and_then(|s| s.applied_at) {
+            Some(applied_at) => own_expiry(&injection.spec, applied_at),
+            None => injection.spec.expires_at,
+        },
         deleting: injection.meta().deletion_timestamp.is_some(),
         finalized: injection.finalizers().iter().any(|f| f == AGENT_FINALIZER),
         state: injection
@@ -345,5 +350,28 @@ mod tests {
         );
         spec.hold_for = Some(std::time::Duration::MAX.into());
         assert_eq!(own_expiry(&spec, at(10)), at(600), "no overflow");
+        // Once applied, the planner sees the fault's own end, journal or not: a fault
+        // reverted at its duration is never applied again.
+        let mut applied = injection("fd-a-1", kill());
+        applied.spec.expires_at = at(600);
+        applied.spec.hold_for = Some(std::time::Duration::from_secs(45).into());
+        let w = wanted(&applied, "fd-a-1").unwrap().unwrap();
+        assert_eq!(w.expires_at, at(600), "not applied yet");
+        applied.status = Some(InjectionStatus {
+            state: InjectionState::Applied,
+            applied_at: Some(at(10)),
+            ..InjectionStatus::default()
+        });
+        let w = wanted(&applied, "fd-a-1").unwrap().unwrap();
+        assert_eq!(w.expires_at, at(60));
+        let plan =
+            crate::planner::plan(Some(&[w]), &[], &crate::planner::Memory::default(), at(61));
+        assert!(
+            !plan
+                .steps
+                .iter()
+                .any(|s| matches!(s, crate::planner::Step::Apply(_))),
+            "{plan:?}"
+        );
     }
 }
