@@ -129,6 +129,8 @@ cluster_tests() {
 		exit 1
 	fi
 }
+# The cluster is up: every cluster test must reach it, and fails (not skips) if it cannot.
+export FIREDRILL_E2E_REQUIRE=1
 for run in "${runs[@]}"; do
 	read -r dir only <<<"$run"
 	cluster_tests "$dir" "$only"
@@ -145,6 +147,5 @@ step "images (dev build)"
 e2e/images.sh --profile dev
 step "deploy firedrill and talk"
 e2e/deploy.sh up
-export FIREDRILL_E2E_REQUIRE=1
 cluster_tests e2e
 grep '^\[.*\] BENCH' "$log" | sed 's/^/[e2e] /' || true

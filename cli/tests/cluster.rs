@@ -25,6 +25,11 @@ const TEST_LABEL: &str = "firedrill.dev/test";
 fn skip(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    // e2e/run.sh sets it once the cluster is up: a test that cannot reach it then fails.
+    assert!(
+        std::env::var("FIREDRILL_E2E_REQUIRE").as_deref() != Ok("1"),
+        "{test}: {why} (FIREDRILL_E2E_REQUIRE=1)"
+    );
 }
 
 fn chaosctl() -> PathBuf {

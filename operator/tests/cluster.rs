@@ -594,3 +594,39 @@ async fn the_catalog_passes_the_real_api_servers_validation() {
     assert!(checked >= 5, "only {checked} experiments in the catalog");
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_of_a_started_experiment_cannot_change() {
+    let test = "the_spec_of_a_started_experiment_cannot_change";
+    let Some((client, node)) = setup(test).await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "immutable", true).await;
+    let exp = experiment("fixed", &ns.name, &node, json!({"podKill": {}}), json!({}));
+    let api = create(&client, &exp).await;
+    let longer = |d: &str| Patch::Merge(json!({"spec": {"duration": d}}));
+    // Not started (no operator watches this one): the spec may still change.
+    api.patch("fixed", &PatchParams::default(), &longer("4s"))
+        .await
+        .expect("a pending Experiment's spec changes");
+    let started = Patch::Merge(json!({"status": {"phase": "Holding"}}));
+    api.patch_status("fixed", &PatchParams::default(), &started)
+        .await
+        .unwrap();
+    let refused = api
+        .patch("fixed", &PatchParams::default(), &longer("1h"))
+        .await
+        .expect_err("the API server must refuse a started Experiment's new spec");
+    let message = refused.to_string();
+    assert!(message.contains("has started cannot change"), "{message}");
+    // Its metadata still may: that is how abort and the pause reach it.
+    let label = Patch::Merge(json!({"metadata": {"annotations": {"note": "still editable"}}}));
+    api.patch("fixed", &PatchParams::default(), &label)
+        .await
+        .expect("metadata of a started Experiment changes");
+    assert_eq!(
+        api.get("fixed").await.unwrap().spec.duration.to_string(),
+        "4s"
+    );
+    ns.delete().await;
+}

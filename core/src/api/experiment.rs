@@ -29,6 +29,9 @@ pub const PROTECTED_NAMESPACES: [&str; 4] = [
     shortname = "fdexp",
     category = "firedrill",
     doc = "A chaos experiment: one fault against selected targets, judged by a steady-state hypothesis checked before, during and after.",
+    // What ran is what the report describes: once started, an Experiment's spec stays.
+    validation = Rule::new("self.spec == oldSelf.spec || !has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending'")
+        .message("the spec of an Experiment that has started cannot change; delete it (which reverts its fault) and create a new one"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
     printcolumn(name = "Fault", type_ = "string", json_path = ".status.fault"),

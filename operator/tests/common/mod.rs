@@ -21,6 +21,11 @@ use serde_json::{Value, json};
 pub fn skip(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    // e2e/run.sh sets it once the cluster is up: a test that cannot reach it then fails.
+    assert!(
+        std::env::var("FIREDRILL_E2E_REQUIRE").as_deref() != Ok("1"),
+        "{test}: {why} (FIREDRILL_E2E_REQUIRE=1)"
+    );
 }
 
 /// A client for the cluster in `KUBECONFIG`, or `None` (with the reason printed) when there
