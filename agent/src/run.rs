@@ -122,6 +122,10 @@ pub struct Agent {
     heartbeat: Option<std::path::PathBuf>,
     /// What was read of each driver's heartbeat Lease (the dead man's switch).
     beats: BTreeMap<String, Beat>,
+    /// Faults this agent holds that cut its node off, with their own end: until then the
+    /// API server is out of reach, and a call would only hold up the loop for its deadline
+    /// (and the revert with it).
+    cut_off: BTreeMap<Key, DateTime<Utc>>,
 }
 
 impl Agent {
@@ -135,6 +139,7 @@ impl Agent {
             api_quiet_until: None,
             heartbeat: None,
             beats: BTreeMap::new(),
+            cut_off: BTreeMap::new(),
         }
     }
 
@@ -220,6 +225,14 @@ impl Agent {
     /// Reads the heartbeat Leases that are due and tells the view what they say; forgets
     /// those no live Injection names.
     async fn read_heartbeats(&mut self, view: &mut [Wanted]) {
+        if self.api_quiet() {
+            // Not read now: what was read before says nothing about the driver now.
+            for beat in self.beats.values_mut() {
+                beat.answered = false;
+            }
+            driver::annotate(view, &self.beats);
+            return;
+        }
         let followed = driver::followed(view);
         self.beats.retain(|lease, _| followed.contains(lease));
         for lease in driver::due(view, &self.beats, Utc::now()) {
@@ -231,8 +244,10 @@ impl Agent {
     }
 
     fn api_quiet(&self) -> bool {
+        let now = Utc::now();
         self.api_quiet_until
             .is_some_and(|t| tokio::time::Instant::now() < t)
+            || self.cut_off.values().any(|end| *end > now)
     }
 
     fn api_failed(&mut self, what: &str, key: &str, e: &crate::Error) {
@@ -254,6 +269,7 @@ impl Agent {
                     tracing::info!(injection = %name, faults = n, "{}", reason.describe());
                     self.memory.complete.remove(&key);
                     self.memory.checks.remove(&key);
+                    self.cut_off.remove(&key);
                     // The status says when it was reverted, not when that could be told.
                     self.memory.reverted_at.insert(key.clone(), Utc::now());
                     if reason == RevertReason::Interrupted {
@@ -430,7 +446,11 @@ impl Agent {
         };
         let report = match result {
             Ok(summary) => {
-                tracing::info!(injection = %name, reverts_at = %show(own_expiry(&injection.spec, Utc::now())), "applied: {summary}");
+                let ends_at = own_expiry(&injection.spec, Utc::now());
+                tracing::info!(injection = %name, reverts_at = %show(ends_at), "applied: {summary}");
+                if injection.spec.action.cuts_node_off() {
+                    self.cut_off.insert(key.to_owned(), ends_at);
+                }
                 self.memory.complete.insert(key.to_owned());
                 Report::Applied { at: Utc::now() }
             }

@@ -22,14 +22,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    AGENT, ZONE, agent_image, catalog_experiment, chains_in_pod, chaosctl, completed, eventually,
-    firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report, running,
-    talk_delivering, talk_namespace, talk_pods, with_temp_ns,
+    AGENT, OPERATOR, ZONE, agent_image, catalog_experiment, chains_in_pod, chaosctl, completed,
+    eventually, firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report,
+    running, talk_delivering, talk_namespace, talk_pods, with_temp_ns,
 };
 use firedrill_core::api::{Experiment, InjectionState, PAUSE_KEY, Phase, Verdict};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Mutex;
 
@@ -60,6 +61,8 @@ enum Crash {
     OperatorLeader,
     Experiment,
     AgentOnFaultedNode,
+    /// The operator scaled to zero: nobody drives the experiment any more.
+    DriverGone,
     /// `chaosctl stop-all`, as an operator in a hurry would run it.
     KillSwitch,
     /// Nothing more: the experiment itself (a blackout of the leader's zone) is the crash.
@@ -87,6 +90,47 @@ async fn agent_on(client: &Client, node: &str) -> Option<Pod> {
         .items
         .into_iter()
         .find(|p| running(p) && p.metadata.deletion_timestamp.is_none())
+}
+
+/// Sets the operator Deployment's replicas.
+async fn scale_operator(client: &Client, ns: &str, replicas: i32) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    deployments
+        .patch(OPERATOR, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("scale {ns}/{OPERATOR} to {replicas}: {e}"));
+}
+
+/// Seconds from `since` until every Injection of the experiments in `ns` was reverted by
+/// its agent because the driver's heartbeat stopped (the latest `revertedAt`); `None` if
+/// that did not happen within 60 s.
+async fn reverted_by_heartbeat(
+    client: &Client,
+    ns: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Option<f64> {
+    let last = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            let injections = common::injections_of(client, ns).await;
+            let times: Option<Vec<_>> = injections
+                .iter()
+                .map(|i| {
+                    let s = i.status.as_ref()?;
+                    let by_heartbeat = s.state == InjectionState::Reverted
+                        && s.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("heartbeat"));
+                    by_heartbeat.then_some(s.reverted_at?)
+                })
+                .collect();
+            times.filter(|t| !t.is_empty())?.into_iter().max()
+        },
+    )
+    .await?;
+    Some((last - since).as_seconds_f64())
 }
 
 /// Kills a pod at once (grace 0: SIGKILL, no chance to clean up).
@@ -176,38 +220,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                 note(format!(
                     "{test}: killing the operator leader {holder} on {node}"
                 ));
-                let killed_at = chrono::Utc::now();
                 kill(&client, &fd_ns, &holder).await;
-                // The dead man's switch: with nobody renewing the leader Lease, the agents
-                // revert within its timeout, before a standby may even take over.
-                let reverted = eventually(Duration::from_secs(60), Duration::from_millis(250), || async {
-                    let injections = common::injections_of(&client, &ns).await;
-                    let times: Option<Vec<_>> = injections
-                        .iter()
-                        .map(|i| {
-                            let s = i.status.as_ref()?;
-                            (s.state == InjectionState::Reverted).then_some(s.reverted_at?)
-                        })
-                        .collect();
-                    times.filter(|t| !t.is_empty())?.into_iter().max()
-                })
-                .await;
-                match reverted {
-                    Some(at) => {
-                        let after = (at - killed_at).as_seconds_f64();
-                        note(format!(
-                            "BENCH {test}: dead man's switch: every fault reverted {after:.1}s after the leader was killed"
-                        ));
-                        assert!(
-                            after <= 14.0,
-                            "reverted {after:.1}s after the leader was killed (timeout 10 s, read every 2 s)"
-                        );
-                    }
-                    // The standby took over first and asked for the revert itself.
-                    None => note(format!(
-                        "{test}: the Injections were deleted before the agents reverted them on their own"
-                    )),
-                }
                 let next = eventually(Duration::from_secs(90), Duration::from_secs(1), || async {
                     leader(&client).await.filter(|(h, _)| *h != holder)
                 })
@@ -217,6 +230,23 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                     "{test}: +{:.1}s new leader {next} on {on}",
                     t0.elapsed().as_secs_f64()
                 ));
+            }
+            Crash::DriverGone => {
+                // No operator at all: nobody renews the leader Lease, so the agents'
+                // dead man's switch must end the fault within its timeout.
+                let gone_at = chrono::Utc::now();
+                scale_operator(&client, &fd_ns, 0).await;
+                note(format!("{test}: operator scaled to 0 mid-fault"));
+                let reverted = reverted_by_heartbeat(&client, &ns, gone_at).await;
+                scale_operator(&client, &fd_ns, 2).await;
+                let after = reverted.expect("the agents reverted on their own within 60 s");
+                note(format!(
+                    "BENCH {test}: dead man's switch: every fault reverted {after:.1}s after the operator was scaled to 0"
+                ));
+                assert!(
+                    after <= 14.0,
+                    "reverted {after:.1}s after the operator went (timeout 10 s, read every 2 s)"
+                );
             }
             Crash::Experiment => {
                 note(format!("{test}: deleting {ns}/{name} mid-fault"));
@@ -310,6 +340,12 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
             if matches!(crash, Crash::KillSwitch) {
                 assert_eq!(status.verdict, Some(Verdict::Aborted), "{:?}", status.reason);
             }
+            if matches!(crash, Crash::DriverGone) {
+                // The fault ended long before its duration: it cannot count as held.
+                assert_eq!(status.verdict, Some(Verdict::Failed), "{:?}", status.reason);
+                let reason = status.reason.clone().unwrap_or_default();
+                assert!(reason.contains("did not hold"), "{reason}");
+            }
         }
         // A blackout leaves its zone's pods restarting for a while.
         nothing_left(&client, test, &ns, &[uid], &nodes, &image, t0).await;
@@ -327,6 +363,16 @@ async fn killing_the_operator_leader_mid_fault_still_reverts() {
         "killing_the_operator_leader_mid_fault_still_reverts",
         "network-partition.yaml",
         Crash::OperatorLeader,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn with_no_operator_left_the_agents_revert_within_the_heartbeat_timeout() {
+    crash_mid_fault(
+        "with_no_operator_left_the_agents_revert_within_the_heartbeat_timeout",
+        "network-partition.yaml",
+        Crash::DriverGone,
     )
     .await;
 }

@@ -109,10 +109,12 @@ pub fn lapse_observations(
     last_held_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Vec<Observation> {
+    let early = reverted_early(injections);
     let mut lapses: Vec<&Lapse> = injections
         .iter()
         .filter_map(|i| i.status.as_ref())
         .flat_map(|s| &s.lapses)
+        .chain(&early)
         .collect();
     lapses.sort_by_key(|l| l.since);
     let mut merged: Vec<Stretch> = Vec::new();
@@ -147,6 +149,37 @@ pub fn lapse_observations(
         }
     }
     out
+}
+
+/// While the fault is held, an Injection its agent already reverted (its own timer, or its
+/// driver's heartbeat stopped) left that part of the fault gone since: an open lapse. Once
+/// every Injection is reverted the fault as a whole ended early, which the engine judges.
+fn reverted_early(injections: &[Injection]) -> Vec<Lapse> {
+    if injections
+        .iter()
+        .all(|i| state(i) == InjectionState::Reverted)
+    {
+        return vec![];
+    }
+    injections
+        .iter()
+        .filter(|i| state(i) == InjectionState::Reverted)
+        .filter_map(|i| {
+            let status = i.status.as_ref()?;
+            let at = status.reverted_at?;
+            Some(Lapse {
+                since: at,
+                seen_at: at,
+                healed_at: None,
+                what: format!(
+                    "{} on node {} was reverted by its agent before the revert was asked ({})",
+                    i.name_any(),
+                    i.spec.node_name,
+                    status.message.as_deref().unwrap_or("no reason given")
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Injections being deleted that only their node's agent could finish, on a node that no
@@ -316,6 +349,34 @@ mod tests {
             lapse_observations(&[inj("d", "n1", InjectionState::Applied, 1)], None, at(1))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_part_its_agent_reverted_while_the_rest_holds_is_an_open_lapse() {
+        let held = inj("a", "n1", InjectionState::Applied, 2);
+        let mut early = inj("b", "n2", InjectionState::Reverted, 2);
+        if let Some(s) = early.status.as_mut() {
+            s.message = Some("its driver's heartbeat (Lease x) was not renewed".into());
+        }
+        let obs = lapse_observations(&[held.clone(), early.clone()], Some(at(10)), at(60));
+        assert_eq!(obs[0], Observation::FaultHeld { at: at(50) }, "{obs:?}");
+        match &obs[1] {
+            Observation::FaultLapsed { at: t, what } => {
+                assert_eq!(*t, at(60), "open: it lasts until now");
+                assert!(
+                    what.contains("b on node n2") && what.contains("heartbeat"),
+                    "{what}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // All reverted: the fault ended as a whole, no lapse of a part.
+        let mut both = held;
+        if let Some(s) = both.status.as_mut() {
+            s.state = InjectionState::Reverted;
+            s.reverted_at = Some(at(55));
+        }
+        assert!(lapse_observations(&[both, early], Some(at(10)), at(60)).is_empty());
     }
 
     #[test]
