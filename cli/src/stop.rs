@@ -317,7 +317,8 @@ pub fn run_stop_all(cluster: &ClusterArgs, options: &StopAll) -> Result<ExitCode
                 }
                 eprintln!(
                     "what to do: check the agents on those nodes (kubectl -n {firedrill} get pods -o wide); \
-                     an agent reverts on its own at the injection's expiry even when it cannot reach the API server"
+                     an agent reverts on its own at the end of the fault's duration (holdFor) even when it cannot reach \
+                     the API server, and within the heartbeat timeout once no operator leader renews its Lease"
                 );
                 return Ok(ExitCode::FAILURE);
             }
