@@ -73,6 +73,16 @@ impl Driver {
     fn gone_at(&self) -> Option<DateTime<Utc>> {
         self.unchanged_since.map(|since| since + self.timeout)
     }
+
+    /// Why the fault ends, in plain words.
+    fn gone(&self) -> String {
+        format!(
+            "its driver's heartbeat (Lease {}) was not renewed for {}s while the API server \
+             answered: nobody is watching its hypothesis any more",
+            self.lease,
+            self.timeout.num_seconds()
+        )
+    }
 }
 
 /// What the journal holds of one Injection (all of its faults).
@@ -148,18 +158,6 @@ impl Checks {
 
 /// The most characters of what a lapse found missing that the status carries.
 const MAX_LAPSE_TEXT: usize = 500;
-
-impl Driver {
-    /// Why the fault ends, in plain words.
-    fn gone(&self) -> String {
-        format!(
-            "its driver's heartbeat (Lease {}) was not renewed for {}s while the API server \
-             answered: nobody is watching its hypothesis any more",
-            self.lease,
-            self.timeout.num_seconds()
-        )
-    }
-}
 
 /// How often a heartbeat is read (see [`firedrill_core::api::HEARTBEAT_POLL`]).
 pub fn heartbeat_poll() -> TimeDelta {
