@@ -327,8 +327,20 @@ fn a_healthy_system_passes_with_figures() {
     let spec = partition_spec();
     let status = simulate(&spec, healthy, true, TimeDelta::minutes(10));
     assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
-    assert!(status.time_to_recover_seconds.is_some());
+    // Nothing left tolerance, so there is nothing to recover from: no figure rather than
+    // the 0.0 s of a first sample taken at once after the revert.
     assert!(status.time_to_impact_seconds.is_none());
+    assert_eq!(status.time_to_recover_seconds, None);
+    assert!(
+        status
+            .slis
+            .iter()
+            .all(|f| f.time_to_recover_seconds.is_none())
+    );
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("the hypothesis held; no SLI left its tolerance")
+    );
     assert!(status.timeline.iter().any(|e| e.phase == Phase::Holding));
 }
 
@@ -606,6 +618,36 @@ fn figures_are_measured_at_the_sample_interval_not_read_off_the_window() {
     );
     let unhealthy = longer.slis[0].unhealthy_seconds;
     assert!((18.0..=20.0).contains(&unhealthy), "{unhealthy}s");
+}
+
+#[test]
+fn a_heal_that_hurts_is_recovered_from_and_measured() {
+    // In tolerance while the fault holds, out for the first 4 s after the revert.
+    let spec = with_interval(partition_spec(), "1s");
+    let status = simulate_over_time(
+        &spec,
+        |stage, now, status: &ExperimentStatus| {
+            let since_revert = status.reverted_at.map(|at| now - at);
+            match (stage, since_revert) {
+                (Stage::Recovery, Some(t)) if t < TimeDelta::seconds(4) => Outcome::Measured(0.8),
+                _ => Outcome::Measured(0.0),
+            }
+        },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
+    assert!(status.time_to_impact_seconds.is_none());
+    for sli in &status.slis {
+        let recovered = sli.time_to_recover_seconds.expect("recovered");
+        assert!(
+            (4.0..=5.0).contains(&recovered),
+            "{}: recovered {recovered}s",
+            sli.name
+        );
+    }
+    let rto = status.time_to_recover_seconds.expect("rto");
+    assert!((4.0..=5.0).contains(&rto), "RTO {rto}s");
 }
 
 #[test]

@@ -143,6 +143,11 @@ fn end_unhealthy(f: &mut SliFigures, at: DateTime<Utc>) {
     }
 }
 
+/// Whether the SLI had a sample out of tolerance while the fault held or while recovering.
+fn left_tolerance(f: &SliFigures) -> bool {
+    f.time_to_impact_seconds.is_some() || f.unhealthy_since.is_some() || f.unhealthy_seconds > 0.0
+}
+
 /// Ends an open lapse at `at`, keeping the longest; returns how long it lasted.
 fn end_lapse(check: &mut FaultCheck, at: DateTime<Utc>) -> Option<f64> {
     let gone = seconds(check.lapsed_since.take()?, at);
@@ -725,21 +730,25 @@ impl Run<'_> {
             .max()
     }
 
-    /// Records each SLI's time to recover (revert → the first sample of the run of samples
-    /// in tolerance it is still in) and returns the slowest, once every SLI has one.
+    /// Records each impacted SLI's time to recover (revert → the first sample of the run of
+    /// samples in tolerance it is still in) and returns the slowest, once every impacted SLI
+    /// has one. An SLI that never left its tolerance had nothing to recover from: it gets no
+    /// figure (its first sample after the revert, taken at once, would read 0.0 s), and a
+    /// run none of whose SLIs left tolerance has no time to recover at all.
     fn measured_recovery(&mut self) -> Option<f64> {
         let reverted = self.s.reverted_at?;
-        let mut slowest = Some(0.0_f64);
+        let mut slowest: Option<f64> = None;
         for probe in &self.spec.hypothesis.probes {
-            let figures = self.s.slis.iter_mut().find(|f| f.name == probe.name);
-            let recovered = figures.and_then(|f| {
-                f.time_to_recover_seconds = f.healthy_since.map(|at| seconds(reverted, at));
-                f.time_to_recover_seconds
-            });
-            slowest = match (slowest, recovered) {
-                (Some(worst), Some(t)) => Some(worst.max(t)),
-                _ => None,
+            let Some(f) = self.s.slis.iter_mut().find(|f| f.name == probe.name) else {
+                continue;
             };
+            if !left_tolerance(f) {
+                f.time_to_recover_seconds = None;
+                continue;
+            }
+            f.time_to_recover_seconds = f.healthy_since.map(|at| seconds(reverted, at));
+            let t = f.time_to_recover_seconds?;
+            slowest = Some(slowest.map_or(t, |worst: f64| worst.max(t)));
         }
         slowest
     }
@@ -763,12 +772,11 @@ impl Run<'_> {
                 format!("{lost} acknowledged messages lost (RPO must be 0)"),
             );
         }
-        let recovered = self
-            .s
-            .time_to_recover_seconds
-            .map(|t| format!("; recovered in {t:.1}s"))
-            .unwrap_or_default();
-        (Verdict::Passed, format!("the hypothesis held{recovered}"))
+        let recovered = match self.s.time_to_recover_seconds {
+            Some(t) => format!("recovered in {t:.1}s"),
+            None => "no SLI left its tolerance".to_owned(),
+        };
+        (Verdict::Passed, format!("the hypothesis held; {recovered}"))
     }
 
     fn update_conditions(&mut self) {
