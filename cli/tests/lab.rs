@@ -681,3 +681,73 @@ fn stop_all_reverts_the_running_fault_and_nothing_starts_until_resume() {
     assert!(resume.status.success(), "{said}");
     assert!(said.contains("resumed"), "{said}");
 }
+
+/// Both majority zones frozen for a known 7 s (SIGSTOP: no process answers, no quorum, no
+/// connection closes): each sample of a probe that reads talk-load over its own 1 s interval
+/// speaks for that second, so the figures are the freeze itself, not the 10 s window.
+#[test]
+fn a_seven_second_freeze_of_two_zones_is_measured_at_the_sample_interval() {
+    let turn = LabTurn::take();
+    let (lab, reports) = (&turn.lab, &turn.reports);
+    let catalog = tempfile::tempdir().expect("catalog");
+    std::fs::write(
+        catalog.path().join("two-zone-freeze.yaml"),
+        "apiVersion: firedrill.dev/v1alpha1\nkind: Experiment\nmetadata: {name: two-zone-freeze, \
+         namespace: talk}\nspec:\n  target: {namespaces: [talk]}\n  fault:\n    zoneBlackout: \
+         {zones: [zone-a, zone-b], mode: Freeze, cutNetwork: false}\n  duration: 7s\n  \
+         hypothesis:\n    interval: 1s\n    window: 10s\n    probes:\n      - name: delivery\n        \
+         talk: {url: 'http://talk-load.talk:8080/sli?window=1s', sli: DeliverySuccessRatio}\n        \
+         tolerance: {op: '>=', value: 0.9}\n        failureThreshold: 20\n  \
+         recoveryDeadline: 1m\n  blastRadius: {maxTargets: 4, maxPercent: 100}\n",
+    )
+    .expect("write experiment");
+    let game_day_file = catalog.path().join("gameday.yaml");
+    std::fs::write(
+        &game_day_file,
+        "apiVersion: firedrill.dev/v1alpha1\nkind: GameDay\nmetadata: {name: freeze, namespace: \
+         talk}\nspec:\n  experiments:\n    - name: two-zone-freeze\n      experimentRef: {name: \
+         two-zone-freeze}\n",
+    )
+    .expect("write game day");
+    let out = game_day(
+        lab.path(),
+        reports.path(),
+        &[game_day_file.to_str().expect("utf-8 path")],
+    );
+    let report = report_of(&out);
+    let e = experiment(&report, "two-zone-freeze");
+    let sli = e["slis"]
+        .as_array()
+        .expect("per-SLI figures")
+        .iter()
+        .find(|s| s["name"] == "delivery")
+        .unwrap_or_else(|| panic!("no delivery figures: {e:#}"));
+    let figure = |key: &str| {
+        sli[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("delivery has no {key}: {sli:#}"))
+    };
+    let (impact, unhealthy, recover) = (
+        figure("timeToImpactSeconds"),
+        figure("unhealthySeconds"),
+        figure("timeToRecoverSeconds"),
+    );
+    eprintln!(
+        "BENCH two-zone 7 s freeze: impact after {impact:.1} s, unhealthy {unhealthy:.1} s, \
+         recovered {recover:.1} s after the revert, worst delivery {}",
+        sli["worstValue"]
+    );
+    // One sample interval either way: the first sample after the freeze may still read
+    // the second before it, the first after the thaw the second before that.
+    assert!(
+        (6.0..=8.0).contains(&unhealthy),
+        "unhealthy {unhealthy:.1} s for a 7 s freeze: {e:#}"
+    );
+    assert!(impact <= 2.0, "impact after {impact:.1} s: {e:#}");
+    assert!(
+        recover < 10.0,
+        "recovered {recover:.1} s after the revert: the 10 s window, not a measurement: {e:#}"
+    );
+    assert_eq!(e["verdict"], "Passed", "{e:#}");
+    assert_nothing_left(lab.path(), &[]);
+}

@@ -93,10 +93,10 @@ pub async fn run_generator(
             record.counter,
             shared.micros(),
         );
-        shared.sli.record_sent();
+        let begun = shared.sli.begin();
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             // Too many in flight: count as failed, never sent.
-            shared.sli.record(Instant::now(), None);
+            shared.sli.record(begun, Instant::now(), None);
             shared
                 .ledger()
                 .failed(&record.room, &record.producer, record.counter);
@@ -114,7 +114,7 @@ pub async fn run_generator(
                 preferred: target,
                 deadline,
             };
-            send_one(&client, route, record, body, &shared).await;
+            send_one(&client, route, record, body, &shared, begun).await;
         });
     }
     // Wait for every in-flight send (each is bounded by the request timeout).
@@ -187,6 +187,7 @@ async fn send_one(
     record: SendRecord,
     body: String,
     shared: &Shared,
+    begun: Instant,
 ) {
     let req = SendRequest {
         producer: record.producer.to_string(),
@@ -199,7 +200,7 @@ async fn send_one(
     let done = Instant::now();
     match result {
         Ok(resp) => {
-            shared.sli.record(done, Some(done - started));
+            shared.sli.record(begun, done, Some(done - started));
             let acked_at = shared.micros();
             shared.ledger().acked(
                 &record.room,
@@ -212,7 +213,7 @@ async fn send_one(
         }
         Err(e) => {
             tracing::debug!(error = %e, "send failed (indeterminate)");
-            shared.sli.record(done, None);
+            shared.sli.record(begun, done, None);
             shared
                 .ledger()
                 .failed(&record.room, &record.producer, record.counter);

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::metrics::gauge::Gauge;
@@ -207,8 +208,40 @@ fn sli_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn sli(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    axum::Json(shared.sli.snapshot(Instant::now()))
+#[derive(Debug, serde::Deserialize)]
+struct SliQuery {
+    /// A window shorter than `--sli-window`, e.g. `1s`: a probe that samples every second
+    /// reads each second on its own instead of a sliding average over the longer window.
+    window: Option<String>,
+}
+
+async fn sli(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<SliQuery>,
+) -> axum::response::Response {
+    let now = Instant::now();
+    let Some(raw) = query.window else {
+        return axum::Json(shared.sli.snapshot(now)).into_response();
+    };
+    let retention = shared.sli.retention();
+    match crate::duration::parse_duration(&raw) {
+        Ok(window) if !window.is_zero() && window <= retention => {
+            axum::Json(shared.sli.snapshot_over(now, window)).into_response()
+        }
+        Ok(_) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "window={raw}: must be above zero and at most talk-load's --sli-window ({})\n",
+                seconds_text(retention)
+            ),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("window={raw}: {e}\n")).into_response(),
+    }
+}
+
+fn seconds_text(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> axum::response::Response {
@@ -217,7 +250,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> axum::response::Response 
     let gauges: [(&str, &str, f64); 9] = [
         (
             "delivery_success_ratio",
-            "Acked / completed sends over the window",
+            "Acked / (ended + overdue) sends over the window",
             s.delivery_success_ratio,
         ),
         (

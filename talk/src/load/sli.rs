@@ -1,6 +1,6 @@
 //! Sliding-window SLIs: what `GET /sli` returns.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,15 +19,22 @@ pub struct SliSnapshot {
     pub sent: u64,
     pub acked: u64,
     pub failed: u64,
+    /// Sends still unanswered after longer than the window: counted as not delivered, at
+    /// their age so far as latency.
+    #[serde(default)]
+    pub overdue: u64,
     pub window_seconds: f64,
 }
 
-/// Outcomes of recent sends plus running totals.
+/// Outcomes of recent sends, the sends still in flight, plus running totals.
 #[derive(Debug)]
 pub struct SliWindow {
+    /// The longest window a snapshot may ask for: what is kept of completed sends.
     window: Duration,
     /// (completed at, latency in ms if acked).
     recent: Mutex<VecDeque<(Instant, Option<f64>)>>,
+    /// When each send still in flight began, with how many began at that instant.
+    in_flight: Mutex<BTreeMap<Instant, u32>>,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
     pub failed: AtomicU64,
@@ -40,6 +47,7 @@ impl SliWindow {
         Self {
             window,
             recent: Mutex::new(VecDeque::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -48,39 +56,84 @@ impl SliWindow {
         }
     }
 
-    pub fn record_sent(&self) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+    /// The longest window a snapshot may ask for.
+    pub fn retention(&self) -> Duration {
+        self.window
     }
 
-    pub fn record(&self, now: Instant, latency: Option<Duration>) {
+    /// A send begins now; returns the instant to hand to [`Self::record`] when it ends.
+    pub fn begin(&self) -> Instant {
+        let now = Instant::now();
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.in_flight).entry(now).or_insert(0) += 1;
+        now
+    }
+
+    /// The send begun at `begun` ended at `now`: acknowledged after `latency`, or not.
+    pub fn record(&self, begun: Instant, now: Instant, latency: Option<Duration>) {
         match latency {
             Some(_) => self.acked.fetch_add(1, Ordering::Relaxed),
             None => self.failed.fetch_add(1, Ordering::Relaxed),
         };
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut in_flight = lock(&self.in_flight);
+            if let Some(n) = in_flight.get_mut(&begun) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(&begun);
+                }
+            }
+        }
+        let mut recent = lock(&self.recent);
         recent.push_back((now, latency.map(|l| l.as_secs_f64() * 1000.0)));
         prune(&mut recent, now, self.window);
     }
 
+    /// The SLIs over the full window.
     pub fn snapshot(&self, now: Instant) -> SliSnapshot {
+        self.snapshot_over(now, self.window)
+    }
+
+    /// The SLIs over the last `window` (at most the retention): the sends that ended in it,
+    /// and those still unanswered after longer than it. A send that hangs is news at once,
+    /// not when its request finally times out: a frozen server that answers nothing would
+    /// otherwise read as perfect delivery (no send ended, so none failed).
+    pub fn snapshot_over(&self, now: Instant, window: Duration) -> SliSnapshot {
+        let window = window.min(self.window);
         let mut latencies = Vec::new();
         let mut failed = 0u64;
         {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = lock(&self.recent);
             prune(&mut recent, now, self.window);
-            for (_, l) in recent.iter() {
+            for (_, l) in recent
+                .iter()
+                .filter(|(t, _)| now.saturating_duration_since(*t) <= window)
+            {
                 match l {
                     Some(ms) => latencies.push(*ms),
                     None => failed += 1,
                 }
             }
         }
+        let mut overdue = 0u64;
+        {
+            let in_flight = lock(&self.in_flight);
+            let overdue_since = now.checked_sub(window);
+            for (begun, n) in in_flight
+                .iter()
+                .take_while(|(begun, _)| overdue_since.is_some_and(|o| **begun < o))
+            {
+                overdue += u64::from(*n);
+                let age = now.saturating_duration_since(*begun).as_secs_f64() * 1000.0;
+                latencies.extend(std::iter::repeat_n(age, *n as usize));
+            }
+        }
+        let delivered = (latencies.len() as u64).saturating_sub(overdue) as f64;
         latencies.sort_by(f64::total_cmp);
-        let ok = latencies.len() as f64;
-        let total = ok + failed as f64;
+        let total = delivered + failed as f64 + overdue as f64;
         SliSnapshot {
-            // No completions in the window: nothing failed, report 1.0.
-            delivery_success_ratio: if total > 0.0 { ok / total } else { 1.0 },
+            // Nothing ended in the window and nothing is overdue: nothing failed, 1.0.
+            delivery_success_ratio: if total > 0.0 { delivered / total } else { 1.0 },
             p50_latency_ms: percentile(&latencies, 0.50),
             p99_latency_ms: percentile(&latencies, 0.99),
             lost_messages: self.lost.load(Ordering::Relaxed),
@@ -88,9 +141,16 @@ impl SliWindow {
             sent: self.sent.load(Ordering::Relaxed),
             acked: self.acked.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            window_seconds: self.window.as_secs_f64(),
+            overdue,
+            window_seconds: window.as_secs_f64(),
         }
     }
+}
+
+// A panicked holder cannot leave these half-updated in a way that matters more than
+// losing the run, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn prune(recent: &mut VecDeque<(Instant, Option<f64>)>, now: Instant, window: Duration) {
@@ -130,17 +190,54 @@ mod tests {
     #[test]
     fn window_forgets_old_failures() {
         let w = SliWindow::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        w.record(t0, None);
-        w.record(t0, Some(Duration::from_millis(4)));
-        assert_eq!(w.snapshot(t0).delivery_success_ratio, 0.5);
+        let t0 = w.begin();
+        w.record(t0, t0, None);
+        let t1 = w.begin();
+        w.record(t1, t1, Some(Duration::from_millis(4)));
+        assert_eq!(w.snapshot(t1).delivery_success_ratio, 0.5);
         let later = t0 + Duration::from_secs(11);
-        w.record(later, Some(Duration::from_millis(2)));
+        let t2 = w.begin();
+        w.record(t2, later, Some(Duration::from_millis(2)));
         let s = w.snapshot(later);
         assert_eq!(s.delivery_success_ratio, 1.0);
         assert_eq!(s.p99_latency_ms, 2.0);
         assert_eq!(s.failed, 1);
         assert_eq!(s.acked, 2);
+    }
+
+    #[test]
+    fn a_send_unanswered_past_the_window_counts_at_once() {
+        let w = SliWindow::new(Duration::from_secs(10));
+        let hung = w.begin();
+        let ok = w.begin();
+        w.record(ok, ok, Some(Duration::from_millis(3)));
+        // Within the window the hanging send is only in flight.
+        let s = w.snapshot_over(hung + Duration::from_millis(500), Duration::from_secs(1));
+        assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0));
+        // Past it, it is not delivered, at its age so far.
+        let at = hung + Duration::from_millis(2500);
+        let s = w.snapshot_over(at, Duration::from_secs(1));
+        assert_eq!(s.overdue, 1);
+        assert_eq!(s.delivery_success_ratio, 0.0, "the ack is older than 1 s");
+        assert!(
+            (s.p99_latency_ms - 2500.0).abs() < 1.0,
+            "{}",
+            s.p99_latency_ms
+        );
+        let s = w.snapshot_over(at, Duration::from_secs(10));
+        assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0));
+        // Once answered it is no longer in flight.
+        w.record(hung, at, Some(Duration::from_millis(2500)));
+        let s = w.snapshot_over(at, Duration::from_secs(1));
+        assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0));
+        assert_eq!(s.p99_latency_ms, 2500.0);
+    }
+
+    #[test]
+    fn a_window_longer_than_what_is_kept_is_cut_to_it() {
+        let w = SliWindow::new(Duration::from_secs(10));
+        let s = w.snapshot_over(Instant::now(), Duration::from_secs(60));
+        assert_eq!(s.window_seconds, 10.0);
     }
 
     #[test]
@@ -155,6 +252,7 @@ mod tests {
             "sent",
             "acked",
             "failed",
+            "overdue",
             "windowSeconds",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
