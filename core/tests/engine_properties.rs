@@ -255,6 +255,19 @@ fn simulate_checked(
     revert_works: bool,
     limit: TimeDelta,
 ) -> ExperimentStatus {
+    simulate_verified(spec, health, check, |_| None, revert_works, limit)
+}
+
+/// `simulate_checked` whose workload answers verification reads with `verify(status)`
+/// (none: the read failed).
+fn simulate_verified(
+    spec: &ExperimentSpec,
+    health: impl Fn(Stage, DateTime<Utc>, &ExperimentStatus) -> Outcome,
+    check: impl Fn(DateTime<Utc>, &ExperimentStatus) -> Option<Observation>,
+    verify: impl Fn(&ExperimentStatus) -> Option<WorkloadCounters>,
+    revert_works: bool,
+    limit: TimeDelta,
+) -> ExperimentStatus {
     let mut status = ExperimentStatus::default();
     let mut now = t0();
     let mut pending = Vec::new();
@@ -287,6 +300,9 @@ fn simulate_checked(
                             outcome: health(stage, now, &status),
                         });
                     }
+                }
+                Action::VerifyWorkload => {
+                    pending.extend(verify(&status).map(Observation::Verified))
                 }
                 Action::RequeueAt(at) => {
                     next = next.min(at.max(now + TimeDelta::milliseconds(100)))
@@ -821,4 +837,91 @@ fn durations_past_any_bound_do_not_overflow_the_clock() {
         now += TimeDelta::seconds(30);
     }
     assert_ne!(status.phase, Phase::Completed);
+}
+
+/// The workload's verification reads as a platform reports them: `earlier` lost before the
+/// fault, `earlier + during` once it is over (the closing read is asked for at the end).
+fn reads(earlier: u64, during: u64) -> impl Fn(&ExperimentStatus) -> Option<WorkloadCounters> {
+    move |status| {
+        let lost = if status.injected_at.is_some() {
+            earlier + during
+        } else {
+            earlier
+        };
+        Some(WorkloadCounters {
+            lost,
+            duplicated: 0,
+        })
+    }
+}
+
+#[test]
+fn the_loss_is_what_the_closing_verification_read_finds_beyond_the_first() {
+    let spec = partition_spec();
+    // Losses before this experiment (an earlier one's) are not this one's.
+    let status = simulate_verified(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        |_, _| None,
+        reads(5, 0),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
+    assert_eq!(status.messages_lost, Some(0));
+    let v = status.loss_verification.expect("verification reads");
+    assert_eq!(v.baseline.map(|b| b.lost), Some(5));
+    assert_eq!(v.closing.map(|c| c.lost), Some(5));
+    // A message read live and lost afterwards shows only in the closing read.
+    let status = simulate_verified(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        |_, _| None,
+        reads(5, 7),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.messages_lost, Some(7));
+    assert_eq!(status.verdict, Some(Verdict::Failed));
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("7 acknowledged messages lost (RPO must be 0)")
+    );
+}
+
+#[test]
+fn without_a_closing_read_the_end_waits_its_patience_then_takes_the_live_count() {
+    let spec = partition_spec();
+    let status = simulate_verified(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        |_, _| None,
+        |status: &ExperimentStatus| {
+            status
+                .injected_at
+                .is_none()
+                .then_some(WorkloadCounters::default())
+        },
+        true,
+        TimeDelta::minutes(20),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
+    let asked = status
+        .loss_verification
+        .and_then(|v| v.closing_asked_at)
+        .expect("the closing read was asked for");
+    let finished = status.finished_at.expect("finished");
+    assert!(
+        finished - asked > firedrill_core::engine::VERIFY_PATIENCE,
+        "finished {} s after asking",
+        (finished - asked).num_seconds()
+    );
+    assert!(
+        status
+            .timeline
+            .iter()
+            .any(|e| e.message.starts_with("no verification read within")),
+        "{:#?}",
+        status.timeline
+    );
 }

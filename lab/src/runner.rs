@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
-    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, Verdict, WorkloadCounters, fault_end,
+    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, VERIFY_READ_TIMEOUT, Verdict,
+    WorkloadCounters, fault_end, verification_url,
 };
 use firedrill_core::engine::{Action, Observation, step};
 use firedrill_core::report::{ExperimentReport, GameDayReport, Point, Series};
@@ -99,6 +100,24 @@ impl Runner {
     async fn read_slis(&self) -> Option<serde_json::Value> {
         let response = self.http.get(&self.sli_url).send().await.ok()?;
         response.json().await.ok()
+    }
+
+    /// A verification read of talk-load (`GET /verify`); none when it failed, and the
+    /// engine asks again.
+    async fn verify_workload(&self) -> Option<Observation> {
+        let url = verification_url(&self.sli_url)?;
+        let response = self
+            .http
+            .get(&url)
+            .timeout(VERIFY_READ_TIMEOUT)
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let document: serde_json::Value = response.json().await.ok()?;
+        WorkloadCounters::from_document(&document).map(Observation::Verified)
     }
 
     async fn sample(
@@ -249,6 +268,7 @@ impl Runner {
                     Action::Sample { stage, probes } => {
                         pending.extend(self.sample(spec, stage, &probes).await);
                     }
+                    Action::VerifyWorkload => pending.extend(self.verify_workload().await),
                     Action::RequeueAt(at) => {
                         next = next.min(at.max(now + TimeDelta::milliseconds(100)));
                     }
@@ -284,13 +304,8 @@ impl Runner {
                 points.push(Point { at, value });
                 values.insert((*key).to_owned(), value);
             }
-            if let Some(v) = &slis {
-                let count = |k: &str| v.get(k).and_then(|x| x.as_u64());
-                if let (Some(lost), Some(duplicated)) =
-                    (count("lostMessages"), count("duplicatedMessages"))
-                {
-                    pending.push(Observation::Workload(WorkloadCounters { lost, duplicated }));
-                }
+            if let Some(counters) = slis.as_ref().and_then(WorkloadCounters::from_document) {
+                pending.push(Observation::Workload(counters));
             }
             if at - last_sli_report >= TimeDelta::seconds(5) {
                 last_sli_report = at;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
-    Experiment, ExperimentSpec, ExperimentStatus, Heartbeat, Injection, Phase, ProbeKind, Stage,
+    Experiment, ExperimentSpec, ExperimentStatus, Heartbeat, Injection, Phase, Stage,
     WorkloadCounters,
 };
 use firedrill_core::engine::{Action as EngineAction, Observation, step};
@@ -218,21 +218,14 @@ async fn sample(
         .collect()
 }
 
-/// The talk prober's SLI endpoint, when the hypothesis has a talk probe: its loss counters
-/// measure the experiment's RPO.
+/// The talk prober's SLI endpoint (see [`ExperimentSpec::workload_url`]).
 pub fn workload_url(spec: &ExperimentSpec) -> Option<&str> {
-    spec.hypothesis.probes.iter().find_map(|p| match p.kind() {
-        Some(ProbeKind::Talk(t)) => Some(t.url.as_str()),
-        _ => None,
-    })
+    spec.workload_url()
 }
 
 /// Reads the workload's cumulative loss counters from a talk SLI document.
 pub fn workload_counters(sli: &serde_json::Value) -> Option<WorkloadCounters> {
-    Some(WorkloadCounters {
-        lost: sli.get("lostMessages")?.as_u64()?,
-        duplicated: sli.get("duplicatedMessages")?.as_u64()?,
-    })
+    WorkloadCounters::from_document(sli)
 }
 
 async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
@@ -240,6 +233,25 @@ async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observati
     let response = ctx.http.get(url).send().await.ok()?;
     let sli: serde_json::Value = response.json().await.ok()?;
     workload_counters(&sli).map(Observation::Workload)
+}
+
+/// A verification read of the workload (talk-load's `GET /verify`); none when it could
+/// not be read, and the engine asks again.
+async fn verify_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
+    let url = spec.verification_url()?;
+    let response = ctx
+        .http
+        .get(&url)
+        .timeout(firedrill_core::api::VERIFY_READ_TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        tracing::warn!(%url, status = %response.status(), "verification read failed");
+        return None;
+    }
+    let document: serde_json::Value = response.json().await.ok()?;
+    WorkloadCounters::from_document(&document).map(Observation::Verified)
 }
 
 /// Carries out `Inject`: plans against the cluster as it is now and creates the Injections
@@ -388,6 +400,9 @@ async fn drive(
                 }
                 EngineAction::Inject { expires_at } => {
                     observations.extend(inject(ctx, experiment, expires_at).await?);
+                }
+                EngineAction::VerifyWorkload => {
+                    observations.extend(verify_workload(ctx, spec).await);
                 }
                 EngineAction::Revert => {
                     if uses_injections {

@@ -126,6 +126,29 @@ fn default_max_percent() -> u32 {
     50
 }
 
+impl ExperimentSpec {
+    /// The workload's SLI endpoint, when the hypothesis has a talk probe: its loss counters
+    /// measure the experiment's RPO.
+    pub fn workload_url(&self) -> Option<&str> {
+        self.hypothesis.probes.iter().find_map(|p| match p.kind() {
+            Some(super::ProbeKind::Talk(t)) => Some(t.url.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The workload's verification read (`GET /verify` on the SLI endpoint's host).
+    pub fn verification_url(&self) -> Option<String> {
+        verification_url(self.workload_url()?)
+    }
+}
+
+/// `scheme://authority/verify` for an SLI endpoint's URL (path and query dropped).
+pub fn verification_url(sli_url: &str) -> Option<String> {
+    let (scheme, rest) = sli_url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty()).then(|| format!("{scheme}://{authority}/verify"))
+}
+
 impl Default for BlastRadius {
     fn default() -> Self {
         Self {
@@ -269,6 +292,10 @@ pub struct ExperimentStatus {
     /// Workload counters when the experiment started, so figures are this experiment's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_baseline: Option<WorkloadCounters>,
+    /// The workload's verification reads (every stored message looked for), before the
+    /// fault and at the end: their difference is this experiment's exact loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_verification: Option<LossVerification>,
     /// Per probe and stage: how its samples went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeRecord>,
@@ -347,6 +374,38 @@ pub struct WorkloadCounters {
     pub duplicated: u64,
 }
 
+impl WorkloadCounters {
+    /// The counters of talk-load's `/sli` or `/verify` document
+    /// (`lostMessages`, `duplicatedMessages`).
+    pub fn from_document(document: &serde_json::Value) -> Option<Self> {
+        Some(Self {
+            lost: document.get("lostMessages")?.as_u64()?,
+            duplicated: document.get("duplicatedMessages")?.as_u64()?,
+        })
+    }
+}
+
+/// How long a platform gives one verification read of the workload: it reads back the
+/// whole stream.
+pub const VERIFY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// An experiment's verification reads of its workload.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LossVerification {
+    /// What the read before the fault found missing (the run's losses until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<WorkloadCounters>,
+    /// When the closing read was first asked for (it is given up after a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closing_asked_at: Option<DateTime<Utc>>,
+    /// What the closing read found missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closing: Option<WorkloadCounters>,
+}
+
 /// The samples of one probe in one stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -390,4 +449,28 @@ pub struct Condition {
     pub reason: String,
     pub message: String,
     pub last_transition_time: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verification_url;
+
+    #[test]
+    fn the_verification_read_is_on_the_sli_endpoints_host() {
+        for (sli, verify) in [
+            (
+                "http://talk-load.talk:8080/sli",
+                Some("http://talk-load.talk:8080/verify"),
+            ),
+            (
+                "http://talk-load.talk:8080/sli?window=1s",
+                Some("http://talk-load.talk:8080/verify"),
+            ),
+            ("https://10.0.0.1?x=1", Some("https://10.0.0.1/verify")),
+            ("http:///sli", None),
+            ("talk-load:8080/sli", None),
+        ] {
+            assert_eq!(verification_url(sli).as_deref(), verify, "{sli}");
+        }
+    }
 }

@@ -4,4 +4,4 @@
 
 mod step;
 
-pub use step::{Action, INJECT_TIMEOUT, Observation, Outcome, Transition, step};
+pub use step::{Action, INJECT_TIMEOUT, Observation, Outcome, Transition, VERIFY_PATIENCE, step};

@@ -15,6 +15,10 @@ const EXPIRY_GRACE: TimeDelta = TimeDelta::seconds(60);
 /// How often a platform is asked again to revert (or inject) while it has not confirmed.
 const RETRY: TimeDelta = TimeDelta::seconds(1);
 
+/// How long the end of an experiment waits for its closing verification read before it
+/// settles for the live loss count.
+pub const VERIFY_PATIENCE: TimeDelta = TimeDelta::seconds(30);
+
 /// Something the platform observed since the last step.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observation {
@@ -40,6 +44,9 @@ pub enum Observation {
     AbortRequested { reason: String },
     /// The workload's cumulative loss checker counters.
     Workload(WorkloadCounters),
+    /// What a verification read of the workload (asked for by [`Action::VerifyWorkload`])
+    /// found missing over the whole run so far.
+    Verified(WorkloadCounters),
 }
 
 /// What one probe sample found.
@@ -62,6 +69,9 @@ pub enum Action {
     Revert,
     /// Sample these probes now and report them as this stage.
     Sample { stage: Stage, probes: Vec<String> },
+    /// Read back everything the workload stored and report what is missing
+    /// ([`Observation::Verified`]): once before the fault, once at the end.
+    VerifyWorkload,
     /// Call `step` again no later than this.
     RequeueAt(DateTime<Utc>),
 }
@@ -222,6 +232,13 @@ impl Run<'_> {
                     self.note(format!("abort requested: {reason}"));
                 }
             }
+            Observation::Verified(counters) => self.observe_verification(*counters),
+            // The closing verification read is exact; live counts after it change nothing.
+            Observation::Workload(_)
+                if self
+                    .s
+                    .loss_verification
+                    .is_some_and(|v| v.closing.is_some()) => {}
             Observation::Workload(counters) => match self.s.workload_baseline {
                 None => self.s.workload_baseline = Some(*counters),
                 Some(base) => {
@@ -231,6 +248,59 @@ impl Run<'_> {
                 }
             },
         }
+    }
+
+    /// A verification read: the baseline when it comes before the fault, the closing read
+    /// when the end asked for it. Their difference is what this experiment lost.
+    fn observe_verification(&mut self, counters: WorkloadCounters) {
+        let before_fault = self.s.injected_at.is_none()
+            && matches!(self.s.phase, Phase::Pending | Phase::SteadyStateBefore);
+        let v = self
+            .s
+            .loss_verification
+            .get_or_insert_with(Default::default);
+        if before_fault {
+            if v.baseline.is_none() {
+                v.baseline = Some(counters);
+            }
+            return;
+        }
+        let (Some(base), Some(_), None) = (v.baseline, v.closing_asked_at, v.closing) else {
+            return;
+        };
+        v.closing = Some(counters);
+        let lost = counters.lost.saturating_sub(base.lost);
+        self.s.messages_lost = Some(lost);
+        self.s.messages_duplicated = Some(counters.duplicated.saturating_sub(base.duplicated));
+        self.note(format!(
+            "verification read: {lost} more stored messages missing than before the fault"
+        ));
+    }
+
+    /// Whether the experiment still waits for its closing verification read: one was
+    /// taken before the fault, and the closing one has neither come nor been given up.
+    fn awaits_closing_read(&mut self) -> bool {
+        let now = self.now;
+        let Some(v) = self.s.loss_verification.as_mut() else {
+            return false;
+        };
+        if v.baseline.is_none() || v.closing.is_some() {
+            return false;
+        }
+        let asked = *v.closing_asked_at.get_or_insert(now);
+        if now - asked <= VERIFY_PATIENCE {
+            return true;
+        }
+        self.note(format!(
+            "no verification read within {}s: the loss is the live count",
+            VERIFY_PATIENCE.num_seconds()
+        ));
+        // Given up: a late answer changes nothing now.
+        if let Some(v) = self.s.loss_verification.as_mut() {
+            v.closing = v.closing.or(Some(WorkloadCounters::default()));
+            v.baseline = None;
+        }
+        false
     }
 
     fn observe_sample(&mut self, name: &str, stage: Stage, at: DateTime<Utc>, outcome: &Outcome) {
@@ -504,6 +574,13 @@ impl Run<'_> {
             self.enter(Phase::Reverting, "reverting before completing");
             return;
         }
+        // Whatever the verdict, a fault that was applied ends with the closing read; the
+        // step that asks for it decides the same way again once it has come.
+        if self.s.inject_requested_at.is_some() && self.awaits_closing_read() {
+            self.actions.push(Action::VerifyWorkload);
+            self.actions.push(Action::RequeueAt(self.now + RETRY));
+            return;
+        }
         self.close_unhealthy();
         self.s.verdict = Some(verdict);
         self.s.reason = Some(reason.clone());
@@ -588,6 +665,16 @@ impl Run<'_> {
                         }
                         Err(_) => {}
                     }
+                }
+                // The read the closing one is compared with, while the steady state is
+                // established (an experiment without a workload has none).
+                if self.spec.workload_url().is_some()
+                    && self
+                        .s
+                        .loss_verification
+                        .is_none_or(|v| v.baseline.is_none())
+                {
+                    self.actions.push(Action::VerifyWorkload);
                 }
                 let deadline = later(self.s.phase_since.unwrap_or(self.now), window);
                 self.sample(&[Stage::Before], deadline.max(self.now));

@@ -166,6 +166,49 @@ struct Lane {
     final_read: RangeSet,
 }
 
+/// One lane's messages the stream must hold (see [`Ledger::stored`]).
+#[derive(Debug, Clone)]
+pub struct StoredLane {
+    pub room: Arc<str>,
+    pub producer: Arc<str>,
+    read: RangeSet,
+    acked_unread: Vec<u64>,
+    indeterminate: std::collections::BTreeSet<u64>,
+}
+
+impl StoredLane {
+    /// The counters of this lane missing from `present`, ascending.
+    pub fn missing(&self, present: &RangeSet) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .read
+            .missing_from(present)
+            .filter(|c| !self.indeterminate.contains(c))
+            .chain(
+                self.acked_unread
+                    .iter()
+                    .copied()
+                    .filter(|&c| !present.contains(c)),
+            )
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// How many messages the stream must hold for this lane.
+    pub fn len(&self) -> u64 {
+        let recovered = self
+            .indeterminate
+            .iter()
+            .filter(|&&c| self.read.contains(c))
+            .count() as u64;
+        self.read.len() - recovered + self.acked_unread.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[derive(Debug, Default)]
 struct RoomState {
     lanes: HashMap<Arc<str>, Lane>,
@@ -366,6 +409,31 @@ impl Ledger {
         out
     }
 
+    /// What the stream must hold now, lane by lane: every message the live pass has read
+    /// and every one acknowledged, except failed sends (indeterminate). Each was stored
+    /// before this moment, so a read of the stream begun after it finds it, unless the
+    /// stream lost it.
+    pub fn stored(&self) -> Vec<StoredLane> {
+        let mut out = Vec::new();
+        for (room, r) in &self.rooms {
+            for (producer, lane) in &r.lanes {
+                out.push(StoredLane {
+                    room: room.clone(),
+                    producer: producer.clone(),
+                    read: lane.read.clone(),
+                    acked_unread: lane
+                        .pending
+                        .iter()
+                        .filter(|(_, p)| p.ack.is_some())
+                        .map(|(&c, _)| c)
+                        .collect(),
+                    indeterminate: lane.indeterminate.keys().copied().collect(),
+                });
+            }
+        }
+        out
+    }
+
     /// Copies the live pass read at a second position.
     pub fn duplicated(&self) -> u64 {
         self.rooms.values().map(|r| r.live_duplicated).sum()
@@ -428,6 +496,33 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_stream_must_hold_is_what_was_read_or_acknowledged_not_what_failed() {
+        let mut l = Ledger::default();
+        let now = Instant::now();
+        for c in 1..=5 {
+            l.register("r", "p", c, 0);
+        }
+        l.acked("r", "p", 1, 1, 1, now);
+        l.read("r", "p", 1, 1);
+        l.acked("r", "p", 2, 2, 1, now); // acknowledged, not read yet
+        l.failed("r", "p", 3); // indeterminate, read later: recovered
+        l.read("r", "p", 3, 3);
+        l.failed("r", "p", 4); // indeterminate, never read
+        // 5: still in flight
+        let stored = l.stored();
+        assert_eq!(stored.len(), 1);
+        let lane = &stored[0];
+        assert_eq!(lane.len(), 2, "1 (read) and 2 (acknowledged)");
+        let mut present = RangeSet::default();
+        assert_eq!(lane.missing(&present), vec![1, 2]);
+        present.insert(2);
+        present.insert(5);
+        assert_eq!(lane.missing(&present), vec![1]);
+        present.insert(1);
+        assert!(lane.missing(&present).is_empty());
+    }
 
     fn a(s: &str) -> Arc<str> {
         Arc::from(s)

@@ -15,6 +15,7 @@ pub mod reader;
 pub mod run;
 pub mod sli;
 pub mod targets;
+pub mod verify;
 
 pub use config::{LoadConfig, Profile};
 pub use run::{LoadReport, run};

@@ -19,6 +19,7 @@ use super::client::TalkClient;
 use super::config::{LoadConfig, Profile};
 use super::sli::{SliSnapshot, SliWindow};
 use super::targets::Targets;
+use super::verify::Verifier;
 use super::{LoadError, drain, generator, reader};
 
 /// State shared by the generator, the reader and the SLI endpoint.
@@ -89,6 +90,8 @@ pub async fn run(
     let shared = Arc::new(Shared::new(config.sli_window));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reader_stop_tx, reader_stop_rx) = watch::channel(false);
+    let reader_client = TalkClient::new(config.request_timeout)?;
+    let rooms: Vec<Arc<str>> = config.room_names().into_iter().map(Arc::from).collect();
 
     if let Some(addr) =
         super::config::parse_listen(&config.sli_listen).map_err(LoadError::Config)?
@@ -105,7 +108,15 @@ pub async fn run(
         })?;
         tracing::info!(%bound, "SLI endpoint listening");
         on_sli_bound(bound);
-        let app = sli_router(shared.clone());
+        let verifier = Arc::new(Verifier {
+            shared: shared.clone(),
+            client: reader_client.clone(),
+            targets: targets.clone(),
+            rooms: rooms.clone(),
+            timeout: config.drain_timeout,
+            busy: tokio::sync::Mutex::new(()),
+        });
+        let app = sli_router(shared.clone()).merge(verify_router(verifier));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "SLI endpoint failed");
@@ -118,8 +129,6 @@ pub async fn run(
     });
 
     tokio::spawn(targets.clone().keep_fresh(reader_stop_rx.clone()));
-    let reader_client = TalkClient::new(config.request_timeout)?;
-    let rooms: Vec<Arc<str>> = config.room_names().into_iter().map(Arc::from).collect();
     let mut readers = Vec::new();
     for room in &rooms {
         readers.push(tokio::spawn(reader::follow_room(
@@ -206,6 +215,25 @@ fn sli_router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared)
+}
+
+fn verify_router(verifier: Arc<Verifier>) -> Router {
+    Router::new()
+        .route("/verify", get(verify))
+        .with_state(verifier)
+}
+
+/// A verification read of every room (see [`Verifier`]); 503 when the stream could not be
+/// read to its end in time.
+async fn verify(State(verifier): State<Arc<Verifier>>) -> axum::response::Response {
+    match verifier.verify().await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("verification read incomplete: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -126,7 +126,11 @@ pub fn start_load(
         .args(["--rooms", "4"])
         .args(["--connections", "4"])
         .args(["--request-timeout", "3s"])
-        .args(["--sli-listen", "off"])
+        .args(if extra.contains(&"--sli-listen") {
+            &[][..]
+        } else {
+            &["--sli-listen", "off"][..]
+        })
         .args(["--drain-timeout", "60s"])
         .args(["--report", report.to_str().unwrap()])
         .args(extra)
