@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
-    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, VERIFY_READ_TIMEOUT, Verdict,
-    WorkloadCounters, fault_end, verification_url,
+    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, Verdict, WorkloadCounters, fault_end,
+    verification_url,
 };
 use firedrill_core::engine::{Action, Observation, step};
 use firedrill_core::report::{ExperimentReport, GameDayReport, Point, Series};
@@ -102,22 +102,16 @@ impl Runner {
         response.json().await.ok()
     }
 
-    /// A verification read of talk-load (`GET /verify`); none when it failed, and the
-    /// engine asks again.
+    /// A verification read of talk-load; none when it failed, and the engine asks again.
     async fn verify_workload(&self) -> Option<Observation> {
         let url = verification_url(&self.sli_url)?;
-        let response = self
-            .http
-            .get(&url)
-            .timeout(VERIFY_READ_TIMEOUT)
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
+        match firedrill_probes::verification_read(&self.http, &url).await {
+            Ok(counters) => Some(Observation::Verified(counters)),
+            Err(e) => {
+                tracing::warn!(error = %e, "verification read failed");
+                None
+            }
         }
-        let document: serde_json::Value = response.json().await.ok()?;
-        WorkloadCounters::from_document(&document).map(Observation::Verified)
     }
 
     async fn sample(

@@ -235,23 +235,16 @@ async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observati
     workload_counters(&sli).map(Observation::Workload)
 }
 
-/// A verification read of the workload (talk-load's `GET /verify`); none when it could
-/// not be read, and the engine asks again.
+/// A verification read of the workload; none when it failed, and the engine asks again.
 async fn verify_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
     let url = spec.verification_url()?;
-    let response = ctx
-        .http
-        .get(&url)
-        .timeout(firedrill_core::api::VERIFY_READ_TIMEOUT)
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        tracing::warn!(%url, status = %response.status(), "verification read failed");
-        return None;
+    match firedrill_probes::verification_read(&ctx.http, &url).await {
+        Ok(counters) => Some(Observation::Verified(counters)),
+        Err(e) => {
+            tracing::warn!(error = %e, "verification read failed");
+            None
+        }
     }
-    let document: serde_json::Value = response.json().await.ok()?;
-    WorkloadCounters::from_document(&document).map(Observation::Verified)
 }
 
 /// Carries out `Inject`: plans against the cluster as it is now and creates the Injections

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 pub use error::Error;
 pub use kubernetes::{BoxFuture, ObjectSource, default_condition, evaluate_object};
+pub use talk::verification_read;
 
 use route::Routes;
 

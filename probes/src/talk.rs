@@ -1,6 +1,6 @@
 //! `talk` probes: one indicator from talk-load's `GET /sli` JSON document.
 
-use firedrill_core::api::{HttpMethod, TalkProbe, TalkSli};
+use firedrill_core::api::{HttpMethod, TalkProbe, TalkSli, WorkloadCounters};
 use reqwest::Client;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -44,6 +44,30 @@ pub(crate) async fn read(
             problem,
         },
     })
+}
+
+/// A verification read of talk-load (`GET /verify`, see
+/// [`firedrill_core::api::ExperimentSpec::verification_url`]): what it found missing over
+/// the whole run. It reads the whole stream back, so it gets
+/// [`VERIFY_READ_TIMEOUT`](firedrill_core::api::VERIFY_READ_TIMEOUT).
+pub async fn verification_read(client: &Client, url: &str) -> Result<WorkloadCounters, String> {
+    let response = client
+        .get(url)
+        .timeout(firedrill_core::api::VERIFY_READ_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{url}: {status}: {}", text.trim()));
+    }
+    let document: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("{url}: not JSON: {e}"))?;
+    WorkloadCounters::from_document(&document)
+        .ok_or_else(|| format!("{url}: no lostMessages and duplicatedMessages counts"))
 }
 
 #[derive(Debug, PartialEq)]
