@@ -14,6 +14,11 @@ use firedrill_lab::{LabError, RunDir, sweep};
 fn root_or_skip() -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
+        // `make test` sets it: there a skipped root test would be a test that cannot fail.
+        assert!(
+            std::env::var_os("FIREDRILL_ROOT_REQUIRE").is_none(),
+            "lab down needs root (FIREDRILL_ROOT_REQUIRE is set)"
+        );
         eprintln!("skipped: lab down needs root");
     }
     root
