@@ -218,21 +218,11 @@ async fn sample(
         .collect()
 }
 
-/// The talk prober's SLI endpoint (see [`ExperimentSpec::workload_url`]).
-pub fn workload_url(spec: &ExperimentSpec) -> Option<&str> {
-    spec.workload_url()
-}
-
-/// Reads the workload's cumulative loss counters from a talk SLI document.
-pub fn workload_counters(sli: &serde_json::Value) -> Option<WorkloadCounters> {
-    WorkloadCounters::from_document(sli)
-}
-
 async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
-    let url = workload_url(spec)?;
+    let url = spec.workload_url()?;
     let response = ctx.http.get(url).send().await.ok()?;
     let sli: serde_json::Value = response.json().await.ok()?;
-    workload_counters(&sli).map(Observation::Workload)
+    WorkloadCounters::from_document(&sli).map(Observation::Workload)
 }
 
 /// A verification read of the workload; none when it failed, and the engine asks again.
@@ -761,15 +751,18 @@ mod tests {
             ]}
         }))
         .expect("spec");
-        assert_eq!(workload_url(&spec), Some("http://talk-load.talk:8080/sli"));
+        assert_eq!(spec.workload_url(), Some("http://talk-load.talk:8080/sli"));
         let sli = serde_json::json!({"lostMessages": 3, "duplicatedMessages": 1});
         assert_eq!(
-            workload_counters(&sli),
+            WorkloadCounters::from_document(&sli),
             Some(WorkloadCounters {
                 lost: 3,
                 duplicated: 1
             })
         );
-        assert_eq!(workload_counters(&serde_json::json!({})), None);
+        assert_eq!(
+            WorkloadCounters::from_document(&serde_json::json!({})),
+            None
+        );
     }
 }

@@ -253,6 +253,10 @@ impl Run<'_> {
     /// A verification read: the baseline when it comes before the fault, the closing read
     /// when the end asked for it. Their difference is what this experiment lost.
     fn observe_verification(&mut self, counters: WorkloadCounters) {
+        // An answer after the end (the read given up) changes nothing.
+        if self.s.phase == Phase::Completed {
+            return;
+        }
         let before_fault = self.s.injected_at.is_none()
             && matches!(self.s.phase, Phase::Pending | Phase::SteadyStateBefore);
         let v = self
@@ -291,15 +295,11 @@ impl Run<'_> {
         if now - asked <= VERIFY_PATIENCE {
             return true;
         }
+        // Given up: the experiment completes in this step, with the live count.
         self.note(format!(
             "no verification read within {}s: the loss is the live count",
             VERIFY_PATIENCE.num_seconds()
         ));
-        // Given up: a late answer changes nothing now.
-        if let Some(v) = self.s.loss_verification.as_mut() {
-            v.closing = v.closing.or(Some(WorkloadCounters::default()));
-            v.baseline = None;
-        }
         false
     }
 
