@@ -185,6 +185,31 @@ pub struct Memory {
     pub reverted_at: BTreeMap<Key, DateTime<Utc>>,
 }
 
+impl Memory {
+    /// Forgets every Injection that neither the watch (`view`, complete) nor the journal
+    /// (`held`) knows any more: nothing can ask about it again (a recreated Injection has
+    /// a new UID, so a new key), and an agent that runs for months must not grow with
+    /// every Injection it ever saw. Without a complete view nothing is forgotten.
+    pub fn forget_gone(&mut self, view: Option<&[Wanted]>, held: &[Held]) {
+        let Some(view) = view else {
+            return;
+        };
+        let live: BTreeSet<&str> = view
+            .iter()
+            .map(|w| w.key.as_str())
+            .chain(held.iter().map(|h| h.key.as_str()))
+            .collect();
+        let keep = |key: &Key| live.contains(key.as_str());
+        self.complete.retain(|k| keep(k));
+        self.failed.retain(|k, _| keep(k));
+        self.refused.retain(|k, _| keep(k));
+        self.reported.retain(|k, _| keep(k));
+        self.salvaged.retain(|k, _| keep(k));
+        self.checks.retain(|k, _| keep(k));
+        self.reverted_at.retain(|k, _| keep(k));
+    }
+}
+
 /// Why something is reverted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevertReason {
@@ -871,5 +896,38 @@ mod tests {
             at(40),
         );
         assert_eq!(p.steps, vec![revert("a", RevertReason::Expired)]);
+    }
+
+    #[test]
+    fn memory_forgets_what_neither_the_watch_nor_the_journal_knows() {
+        let mut memory = Memory::default();
+        for key in ["watched", "journalled", "gone"] {
+            memory.complete.insert(key.into());
+            memory.failed.insert(key.into(), "x".into());
+            memory.refused.insert(key.into(), "x".into());
+            memory.reported.insert(key.into(), Reverted);
+            memory.salvaged.insert(key.into(), "x".into());
+            memory.checks.insert(key.into(), Checks::new(at(5), at(6)));
+            memory.reverted_at.insert(key.into(), at(7));
+        }
+        let before = memory.clone();
+        // A watch that has not listed yet says nothing about what is gone.
+        memory.forget_gone(None, &[held("journalled")]);
+        assert_eq!(memory, before);
+
+        memory.forget_gone(Some(&[wanted("watched", Applied)]), &[held("journalled")]);
+        let keys = |m: &Memory| -> Vec<Vec<String>> {
+            vec![
+                m.complete.iter().cloned().collect(),
+                m.failed.keys().cloned().collect(),
+                m.refused.keys().cloned().collect(),
+                m.reported.keys().cloned().collect(),
+                m.salvaged.keys().cloned().collect(),
+                m.checks.keys().cloned().collect(),
+                m.reverted_at.keys().cloned().collect(),
+            ]
+        };
+        let kept = vec!["journalled".to_owned(), "watched".to_owned()];
+        assert_eq!(keys(&memory), vec![kept; 7]);
     }
 }

@@ -209,6 +209,7 @@ impl Agent {
             if let Some(view) = view.as_mut() {
                 self.read_heartbeats(view).await;
             }
+            self.memory.forget_gone(view.as_deref(), &held);
             let plan = planner::plan(view.as_deref(), &held, &self.memory, Utc::now());
             wake = plan.wake;
             let mut changed = false;
