@@ -17,30 +17,10 @@ use crate::error::Result;
 use crate::planner::{Driver, Report, Wanted};
 use crate::translate::key_of;
 
-/// The label the operator puts on every Injection with its node's name.
-pub const NODE_LABEL: &str = "firedrill.dev/node";
-/// The agent's finalizer on Injections.
-pub const AGENT_FINALIZER: &str = "firedrill.dev/agent";
-/// The one field manager of everything the agent writes.
-pub const FIELD_MANAGER: &str = "firedrill-agent";
-
-/// Whether `value` can be a label value (63 characters of `[A-Za-z0-9._-]`, alphanumeric at
-/// both ends) — when the node name cannot, the operator sets no node label and the agent
-/// has to list every Injection and filter.
-pub fn is_label_value(value: &str) -> bool {
-    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
-    value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && edge(value.chars().next())
-        && edge(value.chars().last())
-}
-
-/// The label selector that lists this node's Injections, if the node name fits a label.
-pub fn node_selector(node: &str) -> Option<String> {
-    is_label_value(node).then(|| format!("{NODE_LABEL}={node}"))
-}
+// The names both sides use, defined once in core's contract module.
+pub use firedrill_core::api::{
+    AGENT_FIELD_MANAGER as FIELD_MANAGER, AGENT_FINALIZER, NODE_LABEL, node_selector,
+};
 
 /// `namespace/name`, for logs and messages.
 pub fn display_name(injection: &Injection) -> String {
@@ -200,17 +180,9 @@ mod tests {
     }
 
     #[test]
-    fn names_match_the_operators() {
-        assert_eq!(NODE_LABEL, firedrill_operator::NODE_LABEL);
-        assert_eq!(AGENT_FINALIZER, firedrill_operator::AGENT_FINALIZER);
-        assert_ne!(FIELD_MANAGER, firedrill_operator::FIELD_MANAGER);
-        for v in ["", "node-1", "a.b_c", "-x", "x-", &"n".repeat(64), "a/b"] {
-            assert_eq!(
-                is_label_value(v),
-                firedrill_operator::plan::is_label_value(v),
-                "{v:?}"
-            );
-        }
+    fn the_agent_writes_under_its_own_field_manager() {
+        // Server-side apply: the agent must never take over the operator's fields.
+        assert_ne!(FIELD_MANAGER, firedrill_core::api::OPERATOR_FIELD_MANAGER);
     }
 
     #[test]
@@ -239,8 +211,8 @@ mod tests {
             network: Some(NetworkCut {
                 pods: vec![],
                 all: true,
-                drop_to: vec![],
-                drop_from: vec![],
+                peers: vec![],
+                direction: Default::default(),
             }),
             processes: None,
             read_only_volume: None,

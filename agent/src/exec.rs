@@ -462,8 +462,8 @@ mod tests {
             network: Some(NetworkCut {
                 pods: vec![pod("u1")],
                 all: true,
-                drop_to: vec![],
-                drop_from: vec![],
+                peers: vec![],
+                direction: Default::default(),
             }),
             processes: None,
             read_only_volume: None,
@@ -482,8 +482,8 @@ mod tests {
             network: Some(NetworkCut {
                 pods: vec![],
                 all: true,
-                drop_to: vec![],
-                drop_from: vec![],
+                peers: vec![],
+                direction: Default::default(),
             }),
             processes: None,
             read_only_volume: None,

@@ -498,8 +498,8 @@ mod tests {
                     network: Some(NetworkCut {
                         pods: vec![],
                         all: true,
-                        drop_to: vec![],
-                        drop_from: vec![],
+                        peers: vec![],
+                        direction: Default::default(),
                     }),
                     processes: None,
                     read_only_volume: None,

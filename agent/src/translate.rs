@@ -6,97 +6,67 @@
 //! `<key>-<n>`, which also names its nftables chains. `n` is stable for a given Injection
 //! (pod position × 2 + rule-set position), so applying again finds the same records.
 
-use std::collections::BTreeSet;
-
-use firedrill_core::api::NetworkCut;
+use firedrill_core::api::{NetworkCut, TrafficDirection, journal_key, journal_part, key_of_part};
 use firedrill_faults::{Cidr, Direction, Fault, InjectionId, Netns, RuleSet};
 
 use crate::error::{Error, Result};
 
-/// The journal key of an Injection: its UID, lowercase, without dashes.
+/// The journal key of an Injection (see [`journal_key`]).
 pub fn key_of(uid: &str) -> Result<String> {
-    let key: String = uid
-        .chars()
-        .filter(|c| *c != '-')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let valid = !key.is_empty()
-        && key.len() <= 32
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if valid {
-        Ok(key)
-    } else {
-        Err(Error::Invalid(format!("UID {uid:?} is not a UUID")))
-    }
+    journal_key(uid).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// The id of fault `n` of the Injection with `key`.
 pub fn sub_id(key: &str, n: usize) -> Result<InjectionId> {
-    Ok(InjectionId::new(format!("{key}-{n}"))?)
+    Ok(InjectionId::new(journal_part(key, n))?)
 }
 
-/// The key a journalled fault belongs to: the id without its `-<n>` suffix (an id not
-/// made by [`sub_id`] is its own key, so it is still reverted).
+/// The key a journalled fault belongs to (see [`key_of_part`]).
 pub fn key_of_id(id: &InjectionId) -> &str {
-    let id = id.as_str();
-    match id.rsplit_once('-') {
-        Some((key, n))
-            if !key.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            key
-        }
-        _ => id,
+    key_of_part(id.as_str())
+}
+
+/// The fault library's direction for the contract's.
+pub fn direction(direction: TrafficDirection) -> Direction {
+    match direction {
+        TrafficDirection::Both => Direction::Both,
+        TrafficDirection::Egress => Direction::Egress,
+        TrafficDirection::Ingress => Direction::Ingress,
     }
 }
 
-fn cidrs(field: &str, list: &[String]) -> Result<Vec<Cidr>> {
-    list.iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|e| Error::Invalid(format!("network.{field}: {e}")))
-        })
-        .collect()
-}
-
-/// The rule sets a network cut needs: a blackout for `all`; otherwise one partition, both
-/// ways when `dropTo` and `dropFrom` name the same networks, else one per direction.
+/// The rule set a network cut needs: a blackout for `all`, else a partition from `peers` in
+/// the cut's direction, as the planner decided it.
 pub fn rule_sets(cut: &NetworkCut) -> Result<Vec<RuleSet>> {
-    if cut.all {
-        return Ok(vec![RuleSet::Blackout { ports: None }]);
-    }
-    let to = cidrs("dropTo", &cut.drop_to)?;
-    let from = cidrs("dropFrom", &cut.drop_from)?;
-    let set = |v: &[Cidr]| v.iter().copied().collect::<BTreeSet<Cidr>>();
-    let partition = |peers: Vec<Cidr>, direction| RuleSet::Partition {
-        peers,
-        direction,
-        ports: None,
-    };
-    let sets = if !to.is_empty() && set(&to) == set(&from) {
-        vec![partition(to, Direction::Both)]
-    } else {
-        let mut sets = Vec::new();
-        if !to.is_empty() {
-            sets.push(partition(to, Direction::Egress));
+    let set = match (cut.all, cut.peers.is_empty()) {
+        (true, true) => RuleSet::Blackout { ports: None },
+        (false, false) => RuleSet::Partition {
+            peers: cut
+                .peers
+                .iter()
+                .map(|s| {
+                    s.parse::<Cidr>()
+                        .map_err(|e| Error::Invalid(format!("network.peers: {e}")))
+                })
+                .collect::<Result<_>>()?,
+            direction: direction(cut.direction),
+            ports: None,
+        },
+        (true, false) => {
+            return Err(Error::Invalid(
+                "network: all and peers are both set; a cut is one or the other".into(),
+            ));
         }
-        if !from.is_empty() {
-            sets.push(partition(from, Direction::Ingress));
+        (false, true) => {
+            return Err(Error::Invalid(
+                "network: neither all nor peers is set, so nothing would be cut".into(),
+            ));
         }
-        sets
     };
-    if sets.is_empty() {
-        return Err(Error::Invalid(
-            "network: neither all, dropTo nor dropFrom is set, so nothing would be cut".into(),
-        ));
-    }
     // Fail on bad input here, before anything is applied.
-    for s in &sets {
-        s.validated()
-            .map_err(|e| Error::Invalid(format!("network: {e}")))?;
-    }
-    Ok(sets)
+    set.validated()
+        .map_err(|e| Error::Invalid(format!("network: {e}")))?;
+    Ok(vec![set])
 }
 
 /// The faults of a network cut in `targets` (the node's namespace, or one per pod).
@@ -127,12 +97,12 @@ mod tests {
 
     const UID: &str = "6F1C2A3B-0d4e-4f5a-8b9c-0123456789ab";
 
-    fn cut(all: bool, to: &[&str], from: &[&str]) -> NetworkCut {
+    fn cut(all: bool, peers: &[&str], direction: TrafficDirection) -> NetworkCut {
         NetworkCut {
             pods: vec![],
             all,
-            drop_to: to.iter().map(|s| s.to_string()).collect(),
-            drop_from: from.iter().map(|s| s.to_string()).collect(),
+            peers: peers.iter().map(|s| s.to_string()).collect(),
+            direction,
         }
     }
 
@@ -154,56 +124,40 @@ mod tests {
     #[test]
     fn all_is_a_blackout() {
         assert_eq!(
-            rule_sets(&cut(true, &["10.0.0.0/8"], &[])).unwrap(),
+            rule_sets(&cut(true, &[], TrafficDirection::Both)).unwrap(),
             vec![RuleSet::Blackout { ports: None }]
         );
     }
 
     #[test]
-    fn the_same_peers_both_ways_are_one_partition() {
-        let sets = rule_sets(&cut(
-            false,
-            &["10.1.0.0/16", "10.2.0.1"],
-            &["10.2.0.1", "10.1.0.0/16"],
-        ))
-        .unwrap();
-        assert!(matches!(
-            &sets[..],
-            [RuleSet::Partition { direction: Direction::Both, peers, .. }] if peers.len() == 2
-        ));
-    }
-
-    #[test]
-    fn one_way_and_different_peers_are_one_set_per_direction() {
-        let sets = rule_sets(&cut(false, &["10.1.0.0/16"], &[])).unwrap();
-        assert!(matches!(
-            &sets[..],
-            [RuleSet::Partition {
-                direction: Direction::Egress,
-                ..
-            }]
-        ));
-        let sets = rule_sets(&cut(false, &[], &["10.1.0.0/16"])).unwrap();
-        assert!(matches!(
-            &sets[..],
-            [RuleSet::Partition {
-                direction: Direction::Ingress,
-                ..
-            }]
-        ));
-        let sets = rule_sets(&cut(false, &["10.1.0.0/16"], &["10.2.0.0/16"])).unwrap();
-        assert_eq!(sets.len(), 2);
+    fn peers_are_one_partition_in_the_planned_direction() {
+        for (planned, applied) in [
+            (TrafficDirection::Both, Direction::Both),
+            (TrafficDirection::Egress, Direction::Egress),
+            (TrafficDirection::Ingress, Direction::Ingress),
+        ] {
+            let sets = rule_sets(&cut(false, &["10.1.0.0/16", "10.2.0.1/32"], planned)).unwrap();
+            assert!(
+                matches!(
+                    &sets[..],
+                    [RuleSet::Partition { direction, peers, .. }] if *direction == applied && peers.len() == 2
+                ),
+                "{sets:?}"
+            );
+        }
     }
 
     #[test]
     fn bad_input_names_the_field() {
-        let err = rule_sets(&cut(false, &["10.0.0.1/8"], &[])).unwrap_err();
+        let err = rule_sets(&cut(false, &["10.0.0.1/8"], TrafficDirection::Both)).unwrap_err();
         assert_eq!(err.category(), "invalid");
-        assert!(err.to_string().contains("dropTo"), "{err}");
-        let err = rule_sets(&cut(false, &[], &["nonsense"])).unwrap_err();
-        assert!(err.to_string().contains("dropFrom"), "{err}");
-        let err = rule_sets(&cut(false, &[], &[])).unwrap_err();
+        assert!(err.to_string().contains("peers"), "{err}");
+        let err = rule_sets(&cut(false, &["nonsense"], TrafficDirection::Egress)).unwrap_err();
+        assert!(err.to_string().contains("peers"), "{err}");
+        let err = rule_sets(&cut(false, &[], TrafficDirection::Both)).unwrap_err();
         assert!(err.to_string().contains("nothing would be cut"), "{err}");
+        let err = rule_sets(&cut(true, &["10.0.0.0/8"], TrafficDirection::Both)).unwrap_err();
+        assert!(err.to_string().contains("one or the other"), "{err}");
     }
 
     #[test]
@@ -212,17 +166,17 @@ mod tests {
         let targets = [Netns::of_pid(10), Netns::of_pid(20)];
         let faults = network_faults(
             &key,
-            &cut(false, &["10.1.0.0/16"], &["10.2.0.0/16"]),
+            &cut(false, &["10.1.0.0/16"], TrafficDirection::Egress),
             &targets,
         )
         .unwrap();
         let ids: Vec<String> = faults.iter().map(|(id, _)| id.to_string()).collect();
         assert_eq!(
             ids,
-            ["-0", "-1", "-2", "-3"]
-                .map(|n| format!("{key}{n}"))
-                .to_vec()
+            // Pod position × 2 + rule-set position: the scheme older agents journalled
+            // under (two rule sets per pod), kept so their entries are still found.
+            ["-0", "-2"].map(|n| format!("{key}{n}")).to_vec()
         );
-        assert!(matches!(&faults[2].1, Fault::Network { netns, .. } if *netns == targets[1]));
+        assert!(matches!(&faults[1].1, Fault::Network { netns, .. } if *netns == targets[1]));
     }
 }

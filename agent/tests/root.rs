@@ -174,8 +174,8 @@ fn cut(pod: &FakePod) -> NodeAction {
         network: Some(NetworkCut {
             pods: vec![pod.pod_ref()],
             all: false,
-            drop_to: vec!["10.99.0.0/16".into()],
-            drop_from: vec!["10.99.0.0/16".into()],
+            peers: vec!["10.99.0.0/16".into()],
+            direction: Default::default(),
         }),
         processes: None,
         read_only_volume: None,

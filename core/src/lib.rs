@@ -6,5 +6,6 @@ pub mod api;
 pub mod crd;
 pub mod engine;
 pub mod manifest;
+pub mod planner;
 pub mod report;
 pub mod yaml;

@@ -40,6 +40,12 @@ pub enum LabError {
     /// An experiment cannot run in the lab as written (targets, blast radius).
     #[error("{0}")]
     Plan(String),
+    /// The fault planner refused the experiment (the same refusal as on a cluster).
+    #[error("{}: {source}", source.field())]
+    Refused {
+        #[from]
+        source: firedrill_core::planner::PlanError,
+    },
     #[error(transparent)]
     Fault(#[from] firedrill_faults::Error),
     #[error(transparent)]
@@ -58,7 +64,7 @@ impl LabError {
             LabError::OtherLabUp(_) => "other_lab_up",
             LabError::NotReady(_) => "not_ready",
             LabError::Paused(_) => "paused",
-            LabError::Plan(_) => "plan",
+            LabError::Plan(_) | LabError::Refused { .. } => "plan",
             LabError::Fault(e) => e.category(),
             LabError::Probe(_) => "probe",
         }

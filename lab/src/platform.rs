@@ -1,17 +1,22 @@
-//! Carries out an experiment's fault in the lab: plans it against the topology (pure), then
-//! applies and reverts it with the fault library, journalled, plus holds that keep killed
-//! processes down for the fault's duration.
+//! The lab adapter of the fault planner, and the platform that carries plans out: the
+//! topology becomes the planner's inventory (every process a pod of namespace `talk`, every
+//! node a network namespace), the planner decides what the fault means — the same
+//! [`firedrill_core::planner`] the operator uses — and its node actions become the lab's
+//! steps, applied and reverted with the fault library, journalled, plus holds that keep
+//! killed processes down for the fault's duration.
 //!
 //! One experiment becomes several injections (`<id>-0`, `<id>-1`, ...), one per node or
 //! process touched, so each is reverted on its own and the supervisor can revert any of
 //! them at its expiry.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
 
 use firedrill_core::api::{
-    BlackoutMode, DiskLossMode, ExperimentSpec, FaultKind, LabelSelector, OutageMode,
-    PartitionDirection, PeerGroup,
+    ExperimentSpec, NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE, NetworkCut, OPT_IN_LABEL,
+    OPT_IN_VALUE, PodRef, ProcessSignal, TrafficDirection, ZONE_LABEL,
+};
+use firedrill_core::planner::{
+    self, ClaimVolume, FaultPlan, Inventory, NamespaceInfo, NodeInfo, PodInfo, Policy,
 };
 use firedrill_faults::{
     Cidr, Direction, Entry, Fault, InjectionId, Injector, Ports, Protocol, RuleSet, now_unix,
@@ -20,7 +25,7 @@ use firedrill_faults::{
 use crate::error::{LabError, Result};
 use crate::net::netns_path;
 use crate::state::{Hold, LabState, PidRecord, RunDir};
-use crate::topology::{NAMESPACE, Process, Topology};
+use crate::topology::{Kind, NAMESPACE, Topology};
 
 /// One thing to do to the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +47,9 @@ pub enum Step {
 /// What a fault does in the lab, before doing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Targets as counted for the blast radius (nodes or processes).
+    /// What the planner decided, as it would on a cluster.
+    pub fault: FaultPlan,
+    /// Targets as counted for the blast radius, by their lab names (nodes or processes).
     pub targets: Vec<String>,
     /// How many candidates there were (for the percentage).
     pub candidates: usize,
@@ -53,227 +60,207 @@ fn plan_err(msg: impl Into<String>) -> LabError {
     LabError::Plan(msg.into())
 }
 
-fn selected<'a>(topology: &'a Topology, selector: Option<&LabelSelector>) -> Vec<&'a Process> {
-    topology
-        .processes
-        .iter()
-        .filter(|p| selector.is_none_or(|s| s.matches(&p.labels)))
-        .collect()
-}
+/// The volume every lab process with data keeps it in, and the claim that stands for it.
+const DATA_VOLUME: &str = "data";
 
-/// Nodes of a peer group: its zones' nodes, or the nodes running selected processes.
-fn group_nodes(topology: &Topology, group: &PeerGroup) -> Vec<String> {
-    let mut nodes: BTreeSet<String> = BTreeSet::new();
-    for zone in &group.zones {
-        nodes.extend(topology.nodes_in(zone).iter().map(|n| n.name.clone()));
+/// The planner's view of the lab: namespace `talk` (opted in, and allowed node faults: the
+/// lab is the operator's own machine), the nodes with their zones and addresses, and every
+/// process but the page caches as a pod. A page cache is the node's memory, not a
+/// workload: it goes with its node's power and with its volume (see [`steps`]).
+pub fn inventory(topology: &Topology) -> Inventory {
+    let talk = NamespaceInfo {
+        name: NAMESPACE.to_owned(),
+        labels: BTreeMap::from([
+            (OPT_IN_LABEL.to_owned(), OPT_IN_VALUE.to_owned()),
+            (
+                NODE_FAULT_GRANT_LABEL.to_owned(),
+                NODE_FAULT_GRANT_VALUE.to_owned(),
+            ),
+        ]),
+        annotations: BTreeMap::new(),
+    };
+    let host = |addr: std::net::Ipv4Addr| format!("{addr}/32");
+    Inventory {
+        source: talk.clone(),
+        namespaces: vec![talk],
+        nodes: topology
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                labels: n
+                    .zone
+                    .iter()
+                    .map(|z| (ZONE_LABEL.to_owned(), z.clone()))
+                    .collect(),
+                cidrs: vec![host(n.addr)],
+            })
+            .collect(),
+        pods: topology
+            .processes
+            .iter()
+            .filter(|p| !matches!(p.kind, Kind::PageCache { .. }))
+            .map(|p| PodInfo {
+                pod: PodRef {
+                    namespace: NAMESPACE.to_owned(),
+                    name: p.name.clone(),
+                    uid: p.name.clone(),
+                },
+                node: p.node.clone(),
+                labels: p.labels.clone(),
+                // A process has its node's address: the node is its network namespace.
+                cidrs: topology
+                    .node(&p.node)
+                    .map(|n| host(n.addr))
+                    .into_iter()
+                    .collect(),
+                claims: if p.has_data {
+                    vec![ClaimVolume {
+                        volume: DATA_VOLUME.to_owned(),
+                        claim: format!("{DATA_VOLUME}-{}", p.name),
+                    }]
+                } else {
+                    vec![]
+                },
+            })
+            .collect(),
     }
-    if let Some(sel) = &group.selector {
-        nodes.extend(
-            selected(topology, Some(sel))
-                .into_iter()
-                .map(|p| p.node.clone()),
-        );
-    }
-    nodes.into_iter().collect()
-}
-
-fn cidrs(topology: &Topology, nodes: &[String]) -> Result<Vec<Cidr>> {
-    nodes
-        .iter()
-        .filter_map(|n| topology.node(n))
-        .map(|n| Cidr::new(IpAddr::V4(n.addr), 32).map_err(LabError::from))
-        .collect()
 }
 
 /// Plans `spec`'s fault against the lab. Refuses (never trims) a plan over the blast radius.
 pub fn plan(spec: &ExperimentSpec, topology: &Topology) -> Result<Plan> {
-    if !spec.target.namespaces.iter().any(|n| n == NAMESPACE) {
-        return Err(plan_err(format!(
-            "the lab deploys everything in namespace {NAMESPACE:?}; the experiment targets {:?}",
-            spec.target.namespaces
-        )));
-    }
-    let selector = spec.target.selector.as_ref();
-    let kind = spec
-        .fault
-        .kind()
-        .ok_or_else(|| plan_err("the experiment has no single fault"))?;
-    let zone_nodes = topology.nodes.iter().filter(|n| n.zone.is_some()).count();
+    let fault = planner::plan(spec, &inventory(topology), &Policy::new(""))?;
+    let steps = steps(&fault, topology)?;
+    Ok(Plan {
+        targets: fault.targets.iter().map(|t| t.name().to_owned()).collect(),
+        candidates: fault.candidates,
+        steps,
+        fault,
+    })
+}
+
+/// The lab's steps for a plan: how this platform carries out each node action.
+pub fn steps(fault: &FaultPlan, topology: &Topology) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
-    let (targets, candidates) = match kind {
-        FaultKind::ZoneBlackout(b) => {
-            let mut nodes = Vec::new();
-            for zone in b.all_zones() {
-                let in_zone = topology.nodes_in(zone);
-                if in_zone.is_empty() {
-                    return Err(plan_err(format!("the lab has no zone {zone:?}")));
-                }
-                nodes.extend(in_zone);
+    let mut sides: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for work in &fault.work {
+        let action = &work.action;
+        if let Some(p) = &action.processes {
+            let whole_node = fault.hits_whole_node(&work.node);
+            let mut processes: Vec<String> = p.pods.iter().map(|p| p.name.clone()).collect();
+            if whole_node {
+                // The node's memory goes with its power: unsynced writes are lost.
+                processes.extend(page_caches_on(topology, &work.node));
             }
-            for node in &nodes {
-                for p in topology.processes_on(&node.name) {
-                    let process = p.name.clone();
-                    match b.mode {
-                        BlackoutMode::Kill => {
-                            steps.push(Step::Hold {
-                                process: process.clone(),
-                                reason: format!("{} has no power", node.name),
-                            });
-                            steps.push(Step::Kill { process });
-                        }
-                        BlackoutMode::Freeze => steps.push(Step::Freeze { process }),
-                    }
-                }
-                if b.cut_network {
-                    steps.push(Step::Network {
-                        node: node.name.clone(),
-                        rules: RuleSet::Blackout { ports: None },
-                    });
-                }
-            }
-            (
-                nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
-                zone_nodes,
-            )
-        }
-        FaultKind::NetworkPartition(np) => {
-            let left = group_nodes(topology, &np.left);
-            let right = group_nodes(topology, &np.right);
-            if left.is_empty() || right.is_empty() {
-                return Err(plan_err(
-                    "a side of the partition matches no node in the lab",
-                ));
-            }
-            if let Some(both) = left.iter().find(|n| right.contains(n)) {
-                return Err(plan_err(format!(
-                    "node {both} is on both sides of the partition"
-                )));
-            }
-            let (left_dir, right_dir) = match np.direction {
-                PartitionDirection::Both => (Direction::Both, Direction::Both),
-                // Left cannot reach right: left's packets towards right are dropped, and
-                // right drops what arrives from left.
-                PartitionDirection::LeftToRight => (Direction::Egress, Direction::Ingress),
-                PartitionDirection::RightToLeft => (Direction::Ingress, Direction::Egress),
-            };
-            let (left_peers, right_peers) = (cidrs(topology, &right)?, cidrs(topology, &left)?);
-            for (nodes, peers, direction) in [
-                (&left, &left_peers, left_dir),
-                (&right, &right_peers, right_dir),
-            ] {
-                for node in nodes {
-                    steps.push(Step::Network {
-                        node: node.clone(),
-                        rules: RuleSet::Partition {
-                            peers: peers.clone(),
-                            direction,
-                            ports: None,
-                        },
-                    });
-                }
-            }
-            // The isolated side is what the blast radius counts.
-            (left, zone_nodes)
-        }
-        FaultKind::DiskLoss(d) => {
-            let candidates = selected(topology, None)
-                .into_iter()
-                .filter(|p| p.has_data)
-                .count();
-            let picked: Vec<&Process> = selected(topology, selector)
-                .into_iter()
-                .filter(|p| p.has_data)
-                .collect();
-            for p in &picked {
-                let process = p.name.clone();
-                match d.mode {
-                    DiskLossMode::Wipe => {
-                        // A new disk comes with an empty page cache: the old one goes too.
-                        let cache = topology.page_cache_for(&process).map(|c| c.name.clone());
-                        for down in std::iter::once(&process).chain(cache.as_ref()) {
-                            steps.push(Step::Hold {
-                                process: down.clone(),
-                                reason: "waiting for a new volume".to_owned(),
-                            });
-                            steps.push(Step::Kill {
-                                process: down.clone(),
-                            });
-                        }
-                        steps.push(Step::Wipe { process });
-                    }
-                    DiskLossMode::ReadOnly => steps.push(Step::ReadOnly { process }),
-                }
-            }
-            (picked.iter().map(|p| p.name.clone()).collect(), candidates)
-        }
-        FaultKind::OpsToolOutage(o) => {
-            let picked = selected(topology, selector);
-            for p in &picked {
-                let process = p.name.clone();
-                match o.mode {
-                    OutageMode::Stop => {
+            for process in processes {
+                match p.signal {
+                    ProcessSignal::Kill => {
                         steps.push(Step::Hold {
                             process: process.clone(),
-                            reason: "scaled to zero".to_owned(),
+                            reason: if whole_node {
+                                format!("{} has no power", work.node)
+                            } else {
+                                "scaled to zero".to_owned()
+                            },
                         });
                         steps.push(Step::Kill { process });
                     }
-                    OutageMode::Freeze => steps.push(Step::Freeze { process }),
-                    // The node may run other processes: cut only the tool's own port.
-                    OutageMode::Isolate => {
-                        let endpoint = p.kind.endpoint().ok_or_else(|| {
-                            plan_err(format!("{} serves nothing to isolate", p.name))
-                        })?;
-                        steps.push(Step::Network {
-                            node: p.node.clone(),
-                            rules: RuleSet::Blackout {
-                                ports: Some(Ports {
-                                    protocol: Protocol::Tcp,
-                                    ports: vec![endpoint.port()],
-                                }),
-                            },
-                        });
-                    }
+                    ProcessSignal::Freeze => steps.push(Step::Freeze { process }),
                 }
             }
-            (
-                picked.iter().map(|p| p.name.clone()).collect(),
-                topology.processes.len(),
-            )
         }
-        FaultKind::PodKill(_) => {
-            let picked = selected(topology, selector);
-            for p in &picked {
-                steps.push(Step::Kill {
-                    process: p.name.clone(),
-                });
+        if let Some(cut) = &action.network {
+            if !cut.all {
+                sides.entry(&work.node).or_default().insert(&work.key);
             }
-            (
-                picked.iter().map(|p| p.name.clone()).collect(),
-                topology.processes.len(),
-            )
+            steps.extend(network_steps(&work.node, cut, topology)?);
         }
-    };
-    if targets.is_empty() {
-        return Err(plan_err("the fault selects nothing in the lab"));
+        if let Some(v) = &action.read_only_volume {
+            steps.push(Step::ReadOnly {
+                process: v.pod.name.clone(),
+            });
+        }
     }
-    let radius = &spec.blast_radius;
-    let percent = targets.len() * 100 / candidates.max(1);
-    if targets.len() > radius.max_targets as usize || percent > radius.max_percent as usize {
+    // Processes of a node share its network namespace: it cannot be on both sides.
+    if let Some((node, _)) = sides.iter().find(|(_, keys)| keys.len() > 1) {
         return Err(plan_err(format!(
-            "{} target(s) ({percent}% of {candidates}) exceed the blast radius (at most {} and \
-             {}%): {}",
-            targets.len(),
-            radius.max_targets,
-            radius.max_percent,
-            targets.join(", ")
+            "node {node} is on both sides of the partition: its processes share one network \
+             namespace in the lab"
         )));
     }
-    Ok(Plan {
-        targets,
-        candidates,
-        steps,
-    })
+    for deletion in &fault.deletions {
+        let process = deletion.pod.name.clone();
+        if deletion.claims.is_empty() {
+            steps.push(Step::Kill { process });
+            continue;
+        }
+        // A new disk comes with an empty page cache: the old one goes too.
+        let cache = topology.page_cache_for(&process).map(|c| c.name.clone());
+        for down in std::iter::once(&process).chain(cache.as_ref()) {
+            steps.push(Step::Hold {
+                process: down.clone(),
+                reason: "waiting for a new volume".to_owned(),
+            });
+            steps.push(Step::Kill {
+                process: down.clone(),
+            });
+        }
+        steps.push(Step::Wipe { process });
+    }
+    Ok(steps)
+}
+
+fn page_caches_on(topology: &Topology, node: &str) -> Vec<String> {
+    topology
+        .processes_on(node)
+        .into_iter()
+        .filter(|p| matches!(p.kind, Kind::PageCache { .. }))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// A cut in the lab: a node's namespace is every process's on it, so a whole-node cut or a
+/// partition is the node's, and isolating one process cuts only its port.
+fn network_steps(node: &str, cut: &NetworkCut, topology: &Topology) -> Result<Vec<Step>> {
+    let on_node = |rules| Step::Network {
+        node: node.to_owned(),
+        rules,
+    };
+    if !cut.all {
+        let peers = cut
+            .peers
+            .iter()
+            .map(|c| c.parse::<Cidr>().map_err(LabError::from))
+            .collect::<Result<Vec<_>>>()?;
+        let direction = match cut.direction {
+            TrafficDirection::Both => Direction::Both,
+            TrafficDirection::Egress => Direction::Egress,
+            TrafficDirection::Ingress => Direction::Ingress,
+        };
+        return Ok(vec![on_node(RuleSet::Partition {
+            peers,
+            direction,
+            ports: None,
+        })]);
+    }
+    if cut.pods.is_empty() {
+        return Ok(vec![on_node(RuleSet::Blackout { ports: None })]);
+    }
+    cut.pods
+        .iter()
+        .map(|pod| {
+            let endpoint = topology
+                .process(&pod.name)
+                .and_then(|p| p.kind.endpoint())
+                .ok_or_else(|| plan_err(format!("{} serves nothing to isolate", pod.name)))?;
+            Ok(on_node(RuleSet::Blackout {
+                ports: Some(Ports {
+                    protocol: Protocol::Tcp,
+                    ports: vec![endpoint.port()],
+                }),
+            }))
+        })
+        .collect()
 }
 
 /// Applies and reverts planned faults in a running lab.
@@ -441,6 +428,8 @@ impl LabPlatform {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
     use firedrill_core::manifest::{Manifest, load_str};
 

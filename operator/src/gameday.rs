@@ -294,11 +294,7 @@ pub fn halt_reason(game_day: &GameDay, pause: &crate::pause::Pause) -> Option<St
 
 /// What an experiment may touch: its targets and the nodes its Injections act on.
 pub fn footprint(plan: &Plan) -> BTreeSet<String> {
-    plan.targets
-        .iter()
-        .cloned()
-        .chain(plan.work.iter().map(|w| format!("node/{}", w.node)))
-        .collect()
+    plan.footprint()
 }
 
 /// What two plans both touch.
@@ -1042,17 +1038,24 @@ mod tests {
 
     #[test]
     fn footprints_overlap_on_shared_pods_and_nodes() {
+        let pod = |name: &str| {
+            plan::Target::Pod(firedrill_core::api::PodRef {
+                namespace: "talk".into(),
+                name: name.into(),
+                uid: format!("uid-{name}"),
+            })
+        };
         let mine = Plan {
-            targets: vec!["talk/nats-0".into()],
+            targets: vec![pod("nats-0")],
             ..Default::default()
         };
         let theirs = Plan {
-            targets: vec!["talk/nats-0".into(), "talk/nats-1".into()],
+            targets: vec![pod("nats-0"), pod("nats-1")],
             ..Default::default()
         };
         assert_eq!(overlap(&mine, &theirs), ["talk/nats-0"]);
         let elsewhere = Plan {
-            targets: vec!["node/w2".into()],
+            targets: vec![plan::Target::Node("w2".into())],
             ..Default::default()
         };
         assert!(overlap(&mine, &elsewhere).is_empty());

@@ -2,9 +2,11 @@
 //!
 //! The layout follows the pure-core, thin-shell split of the rest of firedrill:
 //!
-//! - [`plan`] (pure): resolves an experiment's targets from listed Pods, Nodes and
-//!   Namespaces, enforces opt-in, protected namespaces and nodes and the blast radius, and
-//!   builds one [`Injection`](firedrill_core::api::Injection) per node and action.
+//! - [`plan`] (pure): the Kubernetes adapter of core's fault planner: the listed Pods, Nodes
+//!   and Namespaces become its inventory, and its plan becomes one
+//!   [`Injection`](firedrill_core::api::Injection) per node and action. What a fault means
+//!   (targets, opt-in and consent, protection, blast radius) is decided in
+//!   [`firedrill_core::planner`], which the lab adapts too.
 //! - [`observe`] (pure): turns the Injections' status, written by the node agents, into the
 //!   engine's observations.
 //! - [`status`] (pure): conditions, the server-side-apply status patch, and the Kubernetes
@@ -45,32 +47,13 @@ pub mod sweep;
 
 pub use error::{Error, Result};
 
+// The contract's names, defined once in core (the agent and chaosctl use the same).
 pub use firedrill_core::api::{
-    CONSENT_ANNOTATION, CONTROL_PLANE_LABELS, NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE,
-    OPT_IN_LABEL, OPT_IN_VALUE, PROTECTED_NODE_LABEL,
+    ABORT_ANNOTATION, AGENT_FINALIZER, CONSENT_ANNOTATION, CONTROL_PLANE_LABELS, EXPERIMENT_LABEL,
+    EXPERIMENT_UID_LABEL, FINALIZER, MANAGED_BY_LABEL, NODE_FAULT_GRANT_LABEL,
+    NODE_FAULT_GRANT_VALUE, NODE_LABEL, OPERATOR_FIELD_MANAGER as FIELD_MANAGER, OPT_IN_LABEL,
+    OPT_IN_VALUE, PLAN_SIZE_ANNOTATION, PROTECTED_NODE_LABEL, ZONE_LABEL,
 };
-/// The zone label of nodes.
-pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-
-/// The operator's finalizer on Experiments.
-pub const FINALIZER: &str = "firedrill.dev/revert";
-/// The agent's finalizer on Injections (see the crate docs).
-pub const AGENT_FINALIZER: &str = "firedrill.dev/agent";
-/// The one field manager of everything this operator writes.
-pub const FIELD_MANAGER: &str = "firedrill-operator";
-
-/// Labels every Injection with its Experiment's UID.
-pub const EXPERIMENT_UID_LABEL: &str = "firedrill.dev/experiment-uid";
-/// Labels every Injection with its Experiment's name, when that fits a label value.
-pub const EXPERIMENT_LABEL: &str = "firedrill.dev/experiment";
-/// Labels every Injection with its node's name, when that fits a label value, so an agent
-/// can watch only its own.
-pub const NODE_LABEL: &str = "firedrill.dev/node";
-/// `app.kubernetes.io/managed-by` on everything the operator creates.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// How many Injections the plan had when they were created.
-pub const PLAN_SIZE_ANNOTATION: &str = "firedrill.dev/plan-size";
-pub use firedrill_core::api::ABORT_ANNOTATION;
 
 #[cfg(test)]
 mod testing {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::LabelSelector;
 
 /// The one fault to inject. Exactly one field is set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new(
     "[has(self.zoneBlackout), has(self.networkPartition), has(self.diskLoss), has(self.opsToolOutage), has(self.podKill)].filter(x, x).size() == 1"

@@ -121,9 +121,12 @@ impl NodeAction {
     }
 }
 
-/// Traffic to drop, in the host's network namespace or in the sandboxes of the listed pods.
+/// Traffic to drop, in the host's network namespace or in the sandboxes of the listed pods:
+/// everything (`all`), or the traffic between them and `peers` in `direction`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("(has(self.all) && self.all) != (has(self.peers) && size(self.peers) > 0)")
+    .message("set either all or peers: all drops everything, peers the traffic with them"))]
 pub struct NetworkCut {
     /// Pods whose sandbox network namespace gets the rules; empty means the node itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -132,14 +135,34 @@ pub struct NetworkCut {
     /// Drop everything but loopback.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all: bool,
-    /// Drop packets going to these CIDRs.
+    /// The other side: CIDRs whose traffic with the pods (or node) is dropped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000), inner(length(max = 43)))]
-    pub drop_to: Vec<String>,
-    /// Drop packets coming from these CIDRs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000), inner(length(max = 43)))]
-    pub drop_from: Vec<String>,
+    pub peers: Vec<String>,
+    /// Which way the traffic with `peers` is dropped, seen from the pods (or node).
+    #[serde(default, skip_serializing_if = "TrafficDirection::is_both")]
+    pub direction: TrafficDirection,
+}
+
+/// Which packets of a cut are dropped, seen from the side that gets the rules.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum TrafficDirection {
+    /// To and from the peers.
+    #[default]
+    Both,
+    /// Only what goes to the peers.
+    Egress,
+    /// Only what comes from the peers.
+    Ingress,
+}
+
+impl TrafficDirection {
+    /// Whether this is the default, both ways.
+    pub fn is_both(&self) -> bool {
+        *self == Self::Both
+    }
 }
 
 /// Freeze or kill the processes of pods.

@@ -3,6 +3,7 @@
 // kube-derive's `printcolumn(...)` repeats `type_ = ...` per column, which this lint misreads.
 #![allow(clippy::duplicated_attributes)]
 
+mod contract;
 mod duration;
 mod experiment;
 mod fault;
@@ -13,6 +14,7 @@ mod protection;
 mod schedule;
 mod selector;
 
+pub use contract::*;
 pub use duration::{Duration, ParseDurationError};
 pub use experiment::*;
 pub use fault::*;

@@ -156,8 +156,8 @@ mod tests {
             network: Some(NetworkCut {
                 pods,
                 all: true,
-                drop_to: vec![],
-                drop_from: vec![],
+                peers: vec![],
+                direction: Default::default(),
             }),
             processes: None,
             read_only_volume: None,
