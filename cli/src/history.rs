@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use firedrill_core::api::{DrillRecord, DrillSchedule, Verdict};
 
+use crate::access::{Scope, fetch};
 use crate::cluster::{ClusterArgs, ClusterError, connect, runtime};
-use crate::get::{Scope, fetch, render_table};
+use crate::output::{Column, Table, width_budget};
 
 /// Oldest first: the order a trend is read in (the status keeps newest first).
 pub fn chronological(history: &[DrillRecord]) -> Vec<&DrillRecord> {
@@ -25,45 +26,40 @@ fn verdict_text(r: &DrillRecord) -> String {
     }
 }
 
-/// The history as a table, oldest first.
-pub fn history_table(history: &[DrillRecord]) -> String {
+/// The history as a table, oldest first, fitting `width` (see [`crate::output`]).
+pub fn history_table(history: &[DrillRecord], width: Option<usize>) -> String {
     if history.is_empty() {
         return "no drills yet\n".to_owned();
     }
-    let rows: Vec<Vec<String>> = chronological(history)
-        .into_iter()
-        .map(|r| {
-            let took = match (r.started_at, r.finished_at) {
-                (Some(s), Some(f)) => format!(
-                    "{}m{:02}s",
-                    (f - s).num_minutes(),
-                    (f - s).num_seconds() % 60
-                ),
-                _ => "-".to_owned(),
-            };
-            vec![
-                r.scheduled_for.format("%Y-%m-%d %H:%M").to_string(),
-                r.game_day.clone(),
-                verdict_text(r),
-                r.passed.map_or_else(|| "-".to_owned(), |n| n.to_string()),
-                r.failed.map_or_else(|| "-".to_owned(), |n| n.to_string()),
-                took,
-                r.note.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    render_table(
-        &[
-            "SCHEDULED (UTC)",
-            "GAME DAY",
-            "VERDICT",
-            "PASSED",
-            "FAILED",
-            "TOOK",
-            "NOTE",
-        ],
-        &rows,
-    )
+    let mut table = Table::new([
+        Column::keep("SCHEDULED (UTC)"),
+        Column::keep("GAME DAY"),
+        Column::keep("VERDICT"),
+        Column::keep("PASSED").right(),
+        Column::keep("FAILED").right(),
+        Column::keep("TOOK").right(),
+        Column::cut("NOTE"),
+    ]);
+    for r in chronological(history) {
+        let took = match (r.started_at, r.finished_at) {
+            (Some(s), Some(f)) => format!(
+                "{}m{:02}s",
+                (f - s).num_minutes(),
+                (f - s).num_seconds() % 60
+            ),
+            _ => "-".to_owned(),
+        };
+        table.push(vec![
+            r.scheduled_for.format("%Y-%m-%d %H:%M").to_string(),
+            r.game_day.clone(),
+            verdict_text(r),
+            r.passed.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            r.failed.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            took,
+            r.note.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render(width)
 }
 
 fn color(r: &DrillRecord) -> &'static str {
@@ -207,7 +203,7 @@ pub fn run(
         let records: Vec<&DrillRecord> = chronological(&history);
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else {
-        print!("{}", history_table(&history));
+        print!("{}", history_table(&history, Some(width_budget())));
     }
     if let Some(path) = svg {
         std::fs::write(&path, trend_svg(name, &history)).map_err(|source| ClusterError::Io {
@@ -255,7 +251,7 @@ mod tests {
 
     #[test]
     fn the_table_is_oldest_first_with_figures_and_notes() {
-        let t = history_table(&history());
+        let t = history_table(&history(), Some(120));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
         assert!(
@@ -268,7 +264,7 @@ mod tests {
             "{t}"
         );
         assert!(lines[3].contains("Passed"), "{t}");
-        assert_eq!(history_table(&[]), "no drills yet\n");
+        assert_eq!(history_table(&[], Some(120)), "no drills yet\n");
     }
 
     #[test]

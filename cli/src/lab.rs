@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use firedrill_lab::lifecycle::{self, Programs, UpOptions};
+use firedrill_lab::lifecycle::{self, ProcessStatus, Programs, UpOptions};
 use firedrill_lab::{LabError, RunDir, Weakness};
+
+use crate::output::{Column, Table, width_budget};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -202,26 +204,10 @@ fn status(run: &RunDir, json: bool) -> Result<ExitCode, LabError> {
                 .map(|w| format!(", weakened: {w}"))
                 .unwrap_or_default()
         );
-        println!(
-            "{:<18} {:<10} {:<8} {:<8} {:>8} {:>8}  {:<22} NOTE",
-            "PROCESS", "NODE", "ZONE", "STATE", "PID", "RESTARTS", "ENDPOINT"
+        print!(
+            "{}",
+            processes_table(&status.processes, Some(width_budget()))
         );
-        for p in &status.processes {
-            println!(
-                "{:<18} {:<10} {:<8} {:<8} {:>8} {:>8}  {:<22} {}",
-                p.name,
-                p.node,
-                p.zone.as_deref().unwrap_or("-"),
-                if p.running { "running" } else { "down" },
-                p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                p.restarts.saturating_sub(1),
-                p.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
-                p.held_by
-                    .as_ref()
-                    .map(|h| format!("held: {h}"))
-                    .unwrap_or_default()
-            );
-        }
         if status.active_faults.is_empty() {
             println!("faults in place: none");
         } else {
@@ -233,4 +219,90 @@ fn status(run: &RunDir, json: bool) -> Result<ExitCode, LabError> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `lab status`'s table: one row per process, the hold on it (if any) last, cut to fit
+/// `width` (see [`crate::output`]).
+pub fn processes_table(processes: &[ProcessStatus], width: Option<usize>) -> String {
+    let mut table = Table::new([
+        Column::keep("PROCESS"),
+        Column::keep("NODE"),
+        Column::keep("ZONE"),
+        Column::keep("STATE"),
+        Column::keep("PID").right(),
+        Column::keep("RESTARTS").right(),
+        Column::keep("ENDPOINT"),
+        Column::cut("NOTE"),
+    ]);
+    for p in processes {
+        table.push(vec![
+            p.name.clone(),
+            p.node.clone(),
+            p.zone.clone().unwrap_or_else(|| "-".to_owned()),
+            if p.running { "running" } else { "down" }.to_owned(),
+            p.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            // The first start is not a restart.
+            p.restarts.saturating_sub(1).to_string(),
+            p.endpoint.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+            p.held_by
+                .as_ref()
+                .map(|h| format!("held: {h}"))
+                .unwrap_or_default(),
+        ]);
+    }
+    table.render(width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(name: &str, node: &str, held_by: Option<&str>) -> ProcessStatus {
+        ProcessStatus {
+            name: name.to_owned(),
+            node: node.to_owned(),
+            zone: Some("zone-a".to_owned()),
+            pid: held_by.is_none().then_some(4242),
+            running: held_by.is_none(),
+            restarts: 2,
+            held_by: held_by.map(str::to_owned),
+            endpoint: "10.77.1.2:4222".parse().ok(),
+        }
+    }
+
+    #[test]
+    fn the_status_table_stays_aligned_with_long_names_and_holds() {
+        let long_hold = format!("inj-zone-blackout ({})", "zone-a is dark; ".repeat(10));
+        let processes = [
+            process("nats-a", "fd-zone-a-1", None),
+            process(
+                "talk-server-zone-a-with-a-long-name",
+                "fd-zone-a-2",
+                Some(&long_hold),
+            ),
+        ];
+        let text = processes_table(&processes, Some(120));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let node = lines[0].find("NODE").unwrap();
+        let restarts_end = lines[0].find("RESTARTS").unwrap() + "RESTARTS".len();
+        for line in &lines[1..] {
+            assert_eq!(line.find("fd-zone-a-"), Some(node), "{text}");
+            assert_eq!(
+                line.find("  1  ").map(|i| i + 3),
+                Some(restarts_end),
+                "{text}"
+            );
+            assert!(line.chars().count() <= 120, "{line:?}");
+        }
+        assert!(
+            lines[1].contains("running") && lines[1].contains("4242"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("down") && lines[2].contains("held: inj-zone-"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with('…'), "the hold is cut: {text}");
+    }
 }

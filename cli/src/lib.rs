@@ -1,13 +1,17 @@
 //! chaosctl's library: every command's logic, pure where it can be; `main.rs` only parses
 //! the command line and dispatches.
 
+pub mod access;
 pub mod cluster;
 pub mod crds;
-pub mod follow;
+pub mod describe;
+#[cfg(test)]
+mod fixtures;
 pub mod gameday;
 pub mod get;
 pub mod history;
 pub mod lab;
+pub mod output;
 pub mod pause;
 pub mod stop;
 pub mod validate;

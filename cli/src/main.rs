@@ -5,7 +5,9 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 use chaosctl::cluster::ClusterArgs;
-use chaosctl::{CliError, crds, gameday, get, history, lab, pause, stop, validate};
+use chaosctl::{
+    CliError, access, crds, describe, gameday, get, history, lab, output, pause, stop, validate,
+};
 
 /// firedrill's command line: check experiment manifests, print the CRDs, and (with the lab or
 /// a cluster) run game days.
@@ -120,17 +122,21 @@ enum Command {
     /// List experiments, game days or drill schedules on the cluster.
     ///
     /// Tables show phase, verdict, fault and age (experiments), step and report (game
-    /// days), last verdict and next run (drills). -o json|yaml prints the objects as the API
-    /// server has them (one object by NAME, else a List).
+    /// days), last verdict and next run (drills); free text is cut to $COLUMNS (default
+    /// 120). -o wide adds targets, fault detail, nodes and figures (experiments), steps and
+    /// policy (game days), steps, policy and the last game day (drills), nothing cut.
+    /// -o json|yaml prints the objects as the API server has them (one object by NAME, else
+    /// a List).
     #[command(after_help = "Examples:
   chaosctl get experiments -A
   chaosctl get gd -n talk
+  chaosctl get exp -n talk -o wide              with targets, fault detail and nodes
   chaosctl get drills quarterly-dr -n talk -o yaml
   chaosctl get exp -A -l firedrill.dev/test=chaosctl -o json | jq '.items[].status.verdict'")]
     Get {
         /// experiments (exp), gamedays (gd) or drills (drillschedules).
         #[arg(value_enum)]
-        kind: get::Kind,
+        kind: access::Kind,
         /// Only this object.
         name: Option<String>,
         #[command(flatten)]
@@ -138,8 +144,8 @@ enum Command {
         /// Only objects with these labels (a Kubernetes label selector).
         #[arg(short = 'l', long, value_name = "SELECTOR")]
         selector: Option<String>,
-        #[arg(short, long, value_enum, default_value_t = get::Format::Table)]
-        output: get::Format,
+        #[arg(short, long, value_enum, default_value_t = output::Format::Table)]
+        output: output::Format,
     },
     /// Show one experiment, game day or drill schedule in detail.
     ///
@@ -152,7 +158,7 @@ enum Command {
   chaosctl describe drill quarterly-dr -n talk")]
     Describe {
         #[arg(value_enum)]
-        kind: get::Kind,
+        kind: access::Kind,
         name: String,
         /// The namespace (default: the context's).
         #[arg(short, long, value_name = "NAMESPACE")]
@@ -245,9 +251,9 @@ fn main() -> ExitCode {
         Command::Lab { dir, command } => lab::run(command, &dir).map_err(CliError::from),
         Command::GameDay { lab_dir, args } => {
             if args.on_cluster(&cli.cluster) {
-                gameday::run_cluster(args, cli.cluster).map_err(CliError::from)
+                gameday::cluster::run(args, cli.cluster).map_err(CliError::from)
             } else {
-                gameday::run(args, &lab_dir).map_err(CliError::from)
+                gameday::lab::run(args, &lab_dir).map_err(CliError::from)
             }
         }
         Command::Get {
@@ -260,7 +266,7 @@ fn main() -> ExitCode {
             &cli.cluster,
             kind,
             name.as_deref(),
-            get::scope(ns.namespace, ns.all_namespaces),
+            access::scope(ns.namespace, ns.all_namespaces),
             selector.as_deref(),
             output,
         )
@@ -269,7 +275,7 @@ fn main() -> ExitCode {
             kind,
             name,
             namespace,
-        } => get::run_describe(&cli.cluster, kind, &name, namespace).map_err(CliError::from),
+        } => describe::run_describe(&cli.cluster, kind, &name, namespace).map_err(CliError::from),
         Command::History {
             drill,
             namespace,

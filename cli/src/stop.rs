@@ -14,10 +14,10 @@ use firedrill_core::api::{Experiment, GameDay, Injection, InjectionState, Phase}
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
+use crate::access::{Scope, fetch};
 use crate::cluster::{
     ABORT_ANNOTATION, ClusterArgs, ClusterError, FIELD_MANAGER, Op, connect, runtime,
 };
-use crate::get::{Scope, fetch};
 
 /// True while an experiment may still inject or hold a fault.
 pub fn is_running(e: &Experiment) -> bool {
@@ -87,7 +87,7 @@ pub fn describe_active(active: &[&Injection], now: DateTime<Utc>) -> Vec<String>
                     ""
                 },
                 i.spec.experiment,
-                crate::get::due(Some(i.spec.expires_at), now),
+                crate::output::due(Some(i.spec.expires_at), now),
             )
         })
         .collect()
@@ -177,7 +177,7 @@ pub fn run_abort(
                     annotate(&client, g, "gamedays", &reason).await?;
                     let in_namespace: Vec<Experiment> =
                         fetch(&client, &Scope::Namespace(Some(ns.clone())), None, "experiments", None).await?;
-                    let children = crate::follow::children(g, &in_namespace);
+                    let children = crate::gameday::follow::children(g, &in_namespace);
                     let mut aborted = 0;
                     for e in children.into_iter().filter(|e| needs_abort(e)) {
                         annotate(&client, e, "experiments", &reason).await?;
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn running_experiments_are_aborted_once() {
-        let mut e = crate::get::tests::experiment("zb");
+        let mut e = crate::fixtures::experiment("zb");
         assert!(
             needs_abort(&e),
             "no status yet: may start injecting any moment"

@@ -1,23 +1,15 @@
-//! `chaosctl game-day --context CTX`: apply a GameDay to a cluster, follow it live, then print
-//! the same table and write the same report as the lab does.
-//!
-//! [`Follower`] turns what the watches deliver into progress lines and [`report`] turns the
-//! finished objects into the report; both are pure. [`run`] does the I/O.
+//! Following a game day on a cluster, purely: [`Follower`] turns what the watches deliver
+//! into the lab's progress lines, and [`report`] turns the finished objects into the lab's
+//! report. `cluster.rs` does the I/O around them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{Experiment, GameDay, GameDayPhase, StepResult, Verdict};
 use firedrill_core::report::{ExperimentReport, FailedProbe, GameDayReport};
-use futures_util::{StreamExt, TryStreamExt};
-use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
-use crate::cluster::{ClusterArgs, ClusterError, FIELD_MANAGER, Op, connect, runtime};
+use crate::access::{created, fault_of};
 
 /// The Experiments of a game day: owned by it, or named in its status.
 pub fn children<'a>(g: &GameDay, experiments: &'a [Experiment]) -> Vec<&'a Experiment> {
@@ -120,7 +112,7 @@ impl Follower {
             seen.started = true;
             lines.push(format!(
                 "\n== [{index}/{total}] {step}: experiment {name}, fault {}",
-                crate::get::fault_of(e)
+                fault_of(e)
             ));
         }
         let status = e.status.clone().unwrap_or_default();
@@ -211,12 +203,9 @@ pub fn report(g: &GameDay, experiments: &[Experiment], now: DateTime<Utc>) -> Ga
                     || step_of(g, &e.name_any()).as_deref() == Some(step.name.as_str())
             });
             match object.and_then(|e| e.status.as_ref().map(|s| (e, s))) {
-                Some((e, s)) if s.verdict.is_some() => ExperimentReport::from_status(
-                    &step.name,
-                    &crate::get::fault_of(e),
-                    s,
-                    Vec::new(),
-                ),
+                Some((e, s)) if s.verdict.is_some() => {
+                    ExperimentReport::from_status(&step.name, &fault_of(e), s, Vec::new())
+                }
                 _ => from_result(&step.name, fault, result),
             }
         })
@@ -225,237 +214,10 @@ pub fn report(g: &GameDay, experiments: &[Experiment], now: DateTime<Utc>) -> Ga
         name: g.name_any(),
         platform: "cluster".to_owned(),
         weakness: None,
-        started_at: status
-            .started_at
-            .or_else(|| crate::get::created(g))
-            .unwrap_or(now),
+        started_at: status.started_at.or_else(|| created(g)).unwrap_or(now),
         finished_at: status.finished_at.unwrap_or(now),
         verdict: GameDayReport::overall(&steps),
         experiments: steps,
-    }
-}
-
-/// Referenced experiments found in the plan's directory are inlined, so applying the plan
-/// never creates stand-alone Experiments (which the operator would run on their own).
-/// Returns the names of the references left for the cluster to resolve.
-pub fn inline_refs(
-    g: &mut GameDay,
-    local: &BTreeMap<String, firedrill_core::api::ExperimentSpec>,
-) -> Vec<String> {
-    let mut unresolved = Vec::new();
-    for step in &mut g.spec.experiments {
-        if let Some(r) = &step.experiment_ref {
-            match local.get(&r.name) {
-                Some(spec) => {
-                    step.spec = Some(spec.clone());
-                    step.experiment_ref = None;
-                }
-                None => unresolved.push(r.name.clone()),
-            }
-        }
-    }
-    unresolved
-}
-
-/// The name a run gets: the plan's name and the time, so every run is its own record.
-pub fn run_name(plan: &str, at: DateTime<Utc>) -> String {
-    let suffix = at.format("%Y%m%d-%H%M%S").to_string();
-    let keep = 63usize.saturating_sub(suffix.len() + 1);
-    let base: String = plan.chars().take(keep).collect();
-    format!("{}-{suffix}", base.trim_end_matches('-'))
-}
-
-/// What `game-day` on a cluster needs besides the lab's arguments.
-#[derive(Debug, Clone)]
-pub struct ClusterRun {
-    pub cluster: ClusterArgs,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub labels: Vec<(String, String)>,
-    pub timeout: Duration,
-    pub report_dir: Option<PathBuf>,
-    pub json: bool,
-}
-
-enum Event {
-    GameDay(Box<GameDay>),
-    Experiment(Box<Experiment>),
-}
-
-pub fn run(
-    mut game_day: GameDay,
-    local: &BTreeMap<String, firedrill_core::api::ExperimentSpec>,
-    opts: &ClusterRun,
-) -> Result<ExitCode, ClusterError> {
-    let plan_name = game_day.name_any();
-    let unresolved = inline_refs(&mut game_day, local);
-    for name in &unresolved {
-        eprintln!(
-            "note: step refers to Experiment {name}, not in the plan's directory: the cluster's copy is used"
-        );
-    }
-    runtime()?.block_on(async {
-        let (client, server) = connect(&opts.cluster).await?;
-        let namespace = opts
-            .namespace
-            .clone()
-            .or_else(|| game_day.namespace())
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        let name = opts
-            .name
-            .clone()
-            .unwrap_or_else(|| run_name(&plan_name, Utc::now()));
-        let mut object = GameDay::new(&name, game_day.spec.clone());
-        object.metadata.namespace = Some(namespace.clone());
-        let mut labels: BTreeMap<String, String> = game_day.labels().clone();
-        labels.insert("firedrill.dev/plan".into(), plan_name.clone());
-        labels.extend(opts.labels.iter().cloned());
-        object.metadata.labels = Some(labels);
-        object.metadata.annotations = game_day.metadata.annotations.clone();
-        let api: Api<GameDay> = Api::namespaced(client.clone(), &namespace);
-        let applied = api
-            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .map_err(|e| ClusterError::from_kube(e, &Op::new("apply", "gamedays").ns(Some(&namespace)).name(&name)))?;
-        eprintln!(
-            "game day {namespace}/{name} applied to {server}: {} experiments; following it (Ctrl-C stops following, not the game day)",
-            applied.spec.experiments.len()
-        );
-        follow(&client, &namespace, &name, opts).await
-    })
-}
-
-async fn follow(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    opts: &ClusterRun,
-) -> Result<ExitCode, ClusterError> {
-    let game_days: Api<GameDay> = Api::namespaced(client.clone(), namespace);
-    let experiments: Api<Experiment> = Api::namespaced(client.clone(), namespace);
-    let gd_stream = watcher(
-        game_days.clone(),
-        watcher::Config::default().fields(&format!("metadata.name={name}")),
-    )
-    .default_backoff()
-    .applied_objects()
-    .map_ok(|g| Event::GameDay(Box::new(g)));
-    let exp_stream = watcher(experiments.clone(), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .map_ok(|e| Event::Experiment(Box::new(e)));
-    let mut events = futures_util::stream::select(gd_stream.boxed(), exp_stream.boxed());
-    let mut follower = Follower::default();
-    let mut pending: Vec<Experiment> = Vec::new();
-    let deadline = tokio::time::Instant::now() + opts.timeout;
-    let mut warned = false;
-    let finished_game_day = loop {
-        let next = tokio::select! {
-            n = events.next() => n,
-            _ = tokio::time::sleep_until(deadline) => {
-                eprintln!(
-                    "game day {namespace}/{name}: not finished after {}s; it goes on in the cluster \
-                     (chaosctl describe gameday {name} -n {namespace}; chaosctl abort {name} -n {namespace})",
-                    opts.timeout.as_secs()
-                );
-                return Ok(ExitCode::from(2));
-            }
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!(
-                    "\nstopped following; game day {namespace}/{name} goes on in the cluster \
-                     (chaosctl abort {name} -n {namespace} stops it)"
-                );
-                return Ok(ExitCode::from(2));
-            }
-        };
-        match next {
-            None => {
-                return Err(ClusterError::Unreachable {
-                    detail: "the watch ended".to_owned(),
-                });
-            }
-            Some(Err(e)) => {
-                if !warned {
-                    eprintln!("warning: watch interrupted ({e}); retrying");
-                    warned = true;
-                }
-            }
-            Some(Ok(Event::GameDay(g))) => {
-                warned = false;
-                for line in follower.on_game_day(&g) {
-                    eprintln!("{line}");
-                }
-                for e in std::mem::take(&mut pending) {
-                    for line in follower.on_experiment(&e) {
-                        eprintln!("{line}");
-                    }
-                }
-                if finished(&g) {
-                    break *g;
-                }
-            }
-            Some(Ok(Event::Experiment(e))) => {
-                warned = false;
-                let lines = follower.on_experiment(&e);
-                if lines.is_empty() {
-                    // Maybe the game day's status naming it has not arrived yet.
-                    pending.retain(|p| p.name_any() != e.name_any());
-                    pending.push(*e);
-                }
-                for line in lines {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    };
-    let all = experiments
-        .list(&Default::default())
-        .await
-        .map_err(|e| {
-            ClusterError::from_kube(e, &Op::new("list", "experiments").ns(Some(namespace)))
-        })?
-        .items;
-    let report = report(&finished_game_day, &all, Utc::now());
-    let dir = opts.report_dir.clone().unwrap_or_else(|| {
-        PathBuf::from("firedrill-reports").join(format!(
-            "{name}-{}",
-            report.started_at.format("%Y%m%dT%H%M%SZ")
-        ))
-    });
-    crate::gameday::write_reports(&dir, &report).map_err(|e| ClusterError::Io {
-        path: dir.display().to_string(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    if opts.json {
-        println!("{}", firedrill_core::report::json(&report));
-    } else {
-        print!("{}", crate::gameday::table(&report));
-    }
-    eprintln!("report: {}", dir.display());
-    Ok(if report.verdict == Verdict::Passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Reads `KEY=VALUE`.
-pub fn parse_label(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{text:?} is not KEY=VALUE")),
-    }
-}
-
-/// The directory the plan's experiments are read from.
-pub fn experiments_dir(file: &Path, given: Option<&Path>) -> PathBuf {
-    match given {
-        Some(d) => d.to_path_buf(),
-        None => file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
     }
 }
 
@@ -472,13 +234,11 @@ mod tests {
     }
 
     fn game_day() -> GameDay {
-        let yaml = "apiVersion: firedrill.dev/v1alpha1\nkind: GameDay\nmetadata: {name: q, namespace: talk, uid: gd-uid}\nspec:\n  experiments:\n    - {name: zone-blackout, experimentRef: {name: zone-blackout}}\n    - {name: disk-loss, experimentRef: {name: disk-loss}}\n";
-        let docs = firedrill_core::yaml::parse_documents(yaml, Default::default()).unwrap();
-        serde_json::from_value(docs[0].value.clone()).unwrap()
+        crate::fixtures::game_day("q")
     }
 
     fn child(name: &str) -> Experiment {
-        let mut e = crate::get::tests::experiment(name);
+        let mut e = crate::fixtures::experiment(name);
         e.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "firedrill.dev/v1alpha1".into(),
             kind: "GameDay".into(),
@@ -500,7 +260,7 @@ mod tests {
     #[test]
     fn children_are_owned_or_named_and_map_to_steps() {
         let g = game_day();
-        let stranger = crate::get::tests::experiment("q-zone-blackout");
+        let stranger = crate::fixtures::experiment("q-zone-blackout");
         let list = [child("q-zone-blackout"), stranger];
         assert_eq!(children(&g, &list).len(), 1);
         assert_eq!(
@@ -590,31 +350,10 @@ mod tests {
         assert_eq!(r.experiments[0].time_to_recover_seconds, Some(12.5));
         assert_eq!(r.experiments[1].verdict, Verdict::Skipped);
         assert_eq!(r.experiments[1].reason.as_deref(), Some("not run"));
-        let table = crate::gameday::table(&r);
+        let table = crate::gameday::report::summary(&r, Some(120));
         assert!(
             table.contains("zone-blackout") && table.contains("12.5s"),
             "{table}"
         );
-    }
-
-    #[test]
-    fn local_references_are_inlined_and_names_are_unique_dns_labels() {
-        let mut g = game_day();
-        let spec = crate::get::tests::experiment("zone-blackout").spec;
-        let local = BTreeMap::from([("zone-blackout".to_owned(), spec)]);
-        assert_eq!(inline_refs(&mut g, &local), ["disk-loss"]);
-        assert!(
-            g.spec.experiments[0].spec.is_some() && g.spec.experiments[0].experiment_ref.is_none()
-        );
-        assert!(g.spec.experiments[1].experiment_ref.is_some());
-        let name = run_name(&"x".repeat(70), at(0));
-        assert_eq!(name.len(), 63);
-        assert!(name.ends_with("-20231114-221320"), "{name}");
-        assert_eq!(
-            run_name("quarterly-dr", at(0)),
-            "quarterly-dr-20231114-221320"
-        );
-        assert_eq!(parse_label("a=b"), Ok(("a".into(), "b".into())));
-        assert!(parse_label("ab").is_err());
     }
 }
