@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fault::{Fault, Target};
 use crate::id::InjectionId;
 use crate::process::stat;
+use crate::target::{Fault, Target};
 
 /// The entry format this build writes. Entries without a version are version 1 (before the
 /// field existed) and read the same; an entry from a newer format is unreadable here, never

@@ -4,6 +4,7 @@
 //!   injection, inside any network namespace ([`netns`]).
 //! - [`process`]: freeze, thaw and kill processes.
 //! - [`disk`]: take a data directory away, make it read-only, or wipe it.
+//! - [`target`]: a fault as asked for and as resolved to what it touches.
 //! - [`journal`] and [`fault`]: every fault is recorded on disk before it is applied, so
 //!   [`cleanup_all`] can revert everything after a crash.
 //!
@@ -19,6 +20,7 @@ pub mod netns;
 pub mod nft;
 pub mod process;
 pub mod rules;
+pub mod target;
 
 pub use error::{Error, Result};
 pub use fault::{

@@ -2,6 +2,7 @@
 //! namespaces and real processes on one Linux machine, faults applied to it with the same
 //! primitives the cluster agent uses, and the game-day runner that drives the engine over it.
 
+pub mod binaries;
 pub mod error;
 pub mod heartbeat;
 pub mod lifecycle;

@@ -4,23 +4,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use talk::nats::config::{ServerSpec, SyncPolicy, render as render_nats};
 
+pub use crate::binaries::Binaries;
 use crate::state::disk_beside;
 use crate::topology::{Kind, Process, Topology};
-
-/// Where the lab's programs are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Binaries {
-    pub nats_server: PathBuf,
-    pub talk_server: PathBuf,
-    pub talk_load: PathBuf,
-    pub prometheus: PathBuf,
-    pub alertmanager: PathBuf,
-    /// The page cache that loses unsynced writes on a power cut (`firedrill-powerloss`).
-    pub powerloss: PathBuf,
-}
 
 /// A process's command and the files it needs written first.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use firedrill_faults::ProcessRef;
 use serde::{Deserialize, Serialize};
 
+use crate::binaries::Binaries;
 use crate::error::{LabError, Result};
-use crate::render::Binaries;
 use crate::topology::Topology;
 
 /// Where the lab lives unless told otherwise.

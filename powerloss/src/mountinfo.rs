@@ -1,11 +1,11 @@
 //! Readiness and cleanup helpers for callers: is a FUSE mount live at a path, and detaching
 //! the dead mount a SIGKILLed daemon leaves behind.
 
-use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
+
+use firedrill_faults::mountinfo;
 
 use crate::error::{Error, Result};
 
@@ -14,26 +14,16 @@ use crate::error::{Error, Result};
 /// appears only after the FUSE handshake, so any access from then on is served. A dead mount
 /// (daemon killed) is still listed until detached.
 pub fn fuse_mounted(mountpoint: &Path) -> io::Result<bool> {
-    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let info = fs::read_to_string(mountinfo::PATH)?;
     Ok(lists_fuse_mount(&info, &canonical(mountpoint)))
 }
 
 /// Whether mountinfo text lists a FUSE mount at exactly `mountpoint` (already canonical).
-pub fn lists_fuse_mount(mountinfo: &str, mountpoint: &Path) -> bool {
-    mountinfo.lines().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(point) = fields.get(4) else {
-            return false;
-        };
-        // Optional fields end at a lone "-"; the filesystem type comes right after it.
-        let fstype = fields
-            .iter()
-            .skip(6)
-            .position(|f| *f == "-")
-            .and_then(|i| fields.get(i + 7));
-        let is_fuse = fstype.is_some_and(|t| *t == "fuse" || t.starts_with("fuse."));
-        is_fuse && Path::new(&unescape(point)) == mountpoint
-    })
+/// Lines that do not parse are passed over.
+pub fn lists_fuse_mount(info: &str, mountpoint: &Path) -> bool {
+    info.lines()
+        .filter_map(mountinfo::parse_line)
+        .any(|m| m.is_fuse() && m.mount_point == mountpoint)
 }
 
 /// Lazily unmounts (`umount -l`) whatever is mounted at `mountpoint`: the way to clean up
@@ -59,32 +49,6 @@ pub fn canonical(path: &Path) -> PathBuf {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for space and so on).
-fn unescape(field: &str) -> OsString {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                out.push(
-                    d.iter()
-                        .fold(0u8, |v, c| v.wrapping_mul(8).wrapping_add(c - b'0')),
-                );
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    OsString::from_vec(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,11 +67,5 @@ mod tests {
         assert!(!lists_fuse_mount(INFO, Path::new("/tmp/d")));
         assert!(!lists_fuse_mount(INFO, Path::new("/tmp/a")));
         assert!(!lists_fuse_mount(INFO, Path::new("/")));
-    }
-
-    #[test]
-    fn unescapes_octal() {
-        assert_eq!(unescape("/a\\040b\\134c"), OsString::from("/a b\\c"));
-        assert_eq!(unescape("/trailing\\04"), OsString::from("/trailing\\04"));
     }
 }

@@ -5,11 +5,10 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
+use fuser::{Errno, TimeOrNow};
 use nix::fcntl::OFlag;
 use nix::sys::time::TimeSpec;
 
-use super::FileState;
 use crate::nodes::BackingKey;
 
 pub(super) fn accmode_mask() -> i32 {
@@ -42,37 +41,6 @@ pub(super) fn system_time(secs: i64, nsecs: i64) -> SystemTime {
     match u64::try_from(secs) {
         Ok(s) => UNIX_EPOCH + Duration::new(s, nanos),
         Err(_) => UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nanos),
-    }
-}
-
-/// FUSE attributes of a backing object, with the logical size and mtime of dirty data.
-pub(super) fn attr(ino: u64, meta: &Metadata, dirty: Option<&FileState>) -> FileAttr {
-    let mut size = meta.len();
-    let mut blocks = meta.blocks();
-    let mut mtime = system_time(meta.mtime(), meta.mtime_nsec());
-    if let Some(st) = dirty.filter(|st| !st.overlay.is_empty()) {
-        size = st.overlay.size(size);
-        blocks = blocks.max(size.div_ceil(512));
-        if let Some(t) = st.dirty_mtime {
-            mtime = mtime.max(t);
-        }
-    }
-    FileAttr {
-        ino: INodeNo(ino),
-        size,
-        blocks,
-        atime: system_time(meta.atime(), meta.atime_nsec()),
-        mtime,
-        ctime: system_time(meta.ctime(), meta.ctime_nsec()),
-        crtime: UNIX_EPOCH,
-        kind: FileType::from_std(meta.file_type()).unwrap_or(FileType::RegularFile),
-        perm: u16::try_from(meta.mode() & 0o7777).unwrap_or(0o644),
-        nlink: u32::try_from(meta.nlink()).unwrap_or(u32::MAX),
-        uid: meta.uid(),
-        gid: meta.gid(),
-        rdev: u32::try_from(meta.rdev()).unwrap_or(0),
-        blksize: u32::try_from(meta.blksize()).unwrap_or(4096),
-        flags: 0,
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, watch};
 use super::balancer::Balancer;
 use super::client::{ClientError, TalkClient};
 use super::config::LoadConfig;
-use super::run::Shared;
+use super::shared::Shared;
 use super::targets::Targets;
 use crate::wire::{SendRequest, SendResponse, now_ms};
 

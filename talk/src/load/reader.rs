@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::client::TalkClient;
-use super::run::Shared;
+use super::shared::Shared;
 use super::targets::{Targets, pick};
 use crate::wire::HistoryPage;
 

@@ -1,7 +1,7 @@
 //! Orchestrates a talk-load run: SLI endpoint, generator, reader, drain, report.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -14,44 +14,15 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::checker::{CheckReport, Ledger};
+use super::checker::CheckReport;
 use super::client::TalkClient;
 use super::config::{LoadConfig, Profile};
-use super::sli::{SliSnapshot, SliWindow};
+use super::error::LoadError;
+use super::shared::Shared;
+use super::sli::SliSnapshot;
 use super::targets::Targets;
 use super::verify::Verifier;
-use super::{LoadError, drain, generator, reader};
-
-/// State shared by the generator, the reader and the SLI endpoint.
-#[derive(Debug)]
-pub struct Shared {
-    pub start: Instant,
-    pub sli: SliWindow,
-    /// Every send and read, compactly: settled messages take no memory of their own, so a
-    /// run may last days.
-    ledger: Mutex<Ledger>,
-}
-
-impl Shared {
-    fn new(window: Duration) -> Self {
-        Self {
-            start: Instant::now(),
-            sli: SliWindow::new(window),
-            ledger: Mutex::new(Ledger::default()),
-        }
-    }
-
-    /// Microseconds since the run started (the checker's clock).
-    pub fn micros(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    // A panicked holder cannot leave it half-updated in a way that
-    // matters more than losing the whole run, so poisoning is ignored.
-    pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+use super::{drain, generator, reader};
 
 /// The final JSON report.
 #[derive(Debug, Clone, Serialize)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::client::TalkClient;
 use super::drain::drain_room;
 use super::ranges::RangeSet;
-use super::run::Shared;
+use super::shared::Shared;
 use super::targets::Targets;
 
 /// How many lost messages a verification names.

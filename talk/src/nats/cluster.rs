@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::{ServerSpec, SyncPolicy};
+use super::error::{NatsError, io_err};
 use super::process::{NatsBinary, NatsProcess};
-use super::{NatsError, io_err};
 
 /// What to start.
 #[derive(Debug, Clone)]

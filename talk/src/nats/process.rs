@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::config::{ServerSpec, SyncPolicy, render};
-use super::{NatsError, io_err};
+use super::error::{NatsError, io_err};
 
 /// Env var naming the nats-server binary; otherwise `nats-server` on PATH.
 pub const BINARY_ENV: &str = "TALK_NATS_SERVER";

@@ -15,8 +15,8 @@ use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
-use super::AppState;
 use super::metrics::{ErrorLabels, Outcome, OutcomeLabels};
+use super::state::AppState;
 use crate::room::{NameError, RoomName, validate_producer};
 use crate::store::StoreError;
 use crate::wire::{

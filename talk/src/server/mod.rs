@@ -3,6 +3,7 @@
 mod api;
 pub mod config;
 mod metrics;
+mod state;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use config::ServerConfig;
 
 use crate::store::{MessageStore, StoreError};
 use metrics::ServerMetrics;
+use state::AppState;
 
 /// Errors that stop talk-server.
 #[derive(Debug, thiserror::Error)]
@@ -48,18 +50,6 @@ impl ServerError {
             Self::Serve(_) => "serve",
         }
     }
-}
-
-/// State shared by all handlers.
-#[derive(Debug)]
-pub(crate) struct AppState {
-    pub store: MessageStore,
-    pub config: ServerConfig,
-    pub metrics: ServerMetrics,
-    /// The stream exists (set once `ensure_stream` succeeded).
-    pub stream_ready: AtomicBool,
-    /// Flips to true on shutdown so live streams end and drain can finish.
-    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Binds `config.listen` and serves until SIGTERM/SIGINT.

@@ -1,31 +1,24 @@
 //! SVG, for the picture: one experiment's SLIs over time against its fault and recovery
 //! windows, so a reader sees at a glance when the system broke and when it came back.
+//!
+//! The document, its time grid, windows and markers are here; `layout` is where things go,
+//! `axis` maps time to x, `panel` draws one series, `text` formats numbers.
+
+mod axis;
+mod layout;
+mod panel;
+mod text;
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
-
-use super::junit::{escape_attr, escape_text};
-use super::{ExperimentReport, Point, Series};
+use self::axis::Axis;
+use self::layout::{BOTTOM, LABEL, LEFT, PLOT, RIGHT, SLOT, TOP, WIDTH};
+use self::panel::{frame, panel};
+use self::text::{num, value};
+use super::ExperimentReport;
+use super::model::verdict_name;
+use super::xml::{escape_attr, escape_text};
 use crate::api::Verdict;
-
-const WIDTH: f64 = 800.0;
-/// Room for the value labels left of the plots.
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 24.0;
-/// Room for the title, the legend and the marker labels above the first plot.
-const TOP: f64 = 76.0;
-/// One series: its name, its plot, and a gap before the next.
-const SLOT: f64 = 108.0;
-const LABEL: f64 = 16.0;
-const PLOT: f64 = 80.0;
-/// Room for the time axis below the last plot.
-const BOTTOM: f64 = 36.0;
-/// Keeps lines off the plot's frame.
-const PAD: f64 = 4.0;
-const PALETTE: [&str; 6] = [
-    "#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2",
-];
 
 /// One experiment's timeline as a self-contained SVG: every [`Series`] as its own small line
 /// chart, stacked on a shared time axis in seconds from the experiment's start, with the
@@ -168,81 +161,6 @@ pub fn timeline_svg(experiment: &ExperimentReport) -> String {
     out
 }
 
-/// The shared time axis: seconds from the experiment's start (or, without one, from the
-/// earliest timestamp), covering every timestamp the experiment has.
-struct Axis {
-    origin: Option<DateTime<Utc>>,
-    min: f64,
-    max: f64,
-}
-
-impl Axis {
-    fn of(e: &ExperimentReport) -> Self {
-        let stamps = [
-            e.started_at,
-            e.injected_at,
-            e.reverted_at,
-            e.recovered_at,
-            e.finished_at,
-        ]
-        .into_iter()
-        .flatten()
-        .chain(e.timeline.iter().map(|t| t.at))
-        .chain(e.series.iter().flat_map(|s| s.points.iter().map(|p| p.at)));
-        let origin = e.started_at.or_else(|| stamps.clone().min());
-        let mut axis = Self {
-            origin,
-            min: 0.0,
-            max: 0.0,
-        };
-        for at in stamps {
-            if let Some(offset) = axis.offset(Some(at)) {
-                axis.min = axis.min.min(offset);
-                axis.max = axis.max.max(offset);
-            }
-        }
-        // A zero-length axis would divide by zero; give it a second.
-        if axis.max - axis.min < 0.001 {
-            axis.max = axis.min + 1.0;
-        }
-        axis
-    }
-
-    fn offset(&self, at: Option<DateTime<Utc>>) -> Option<f64> {
-        Some((at? - self.origin?).num_milliseconds() as f64 / 1000.0)
-    }
-
-    fn x(&self, seconds: f64) -> f64 {
-        LEFT + (seconds - self.min) / (self.max - self.min) * (WIDTH - LEFT - RIGHT)
-    }
-
-    /// About six round ticks (1, 2 or 5 times a power of ten) with their labels.
-    fn ticks(&self) -> Vec<(f64, String)> {
-        let span = self.max - self.min;
-        let mut step = None;
-        'search: for exponent in -3..=13 {
-            for mantissa in [1.0, 2.0, 5.0] {
-                let candidate = mantissa * 10f64.powi(exponent);
-                if candidate * 6.0 >= span {
-                    step = Some((candidate, usize::try_from(-exponent).unwrap_or(0)));
-                    break 'search;
-                }
-            }
-        }
-        let Some((step, decimals)) = step else {
-            return Vec::new();
-        };
-        let first = (self.min / step).ceil() as i64;
-        let last = (self.max / step).floor() as i64;
-        (first..=last.min(first + 20))
-            .map(|k| {
-                let at = k as f64 * step;
-                (at, format!("{at:.decimals$}"))
-            })
-            .collect()
-    }
-}
-
 fn legend(out: &mut String) {
     let items = [
         ("fault", "fault window (inject → revert)"),
@@ -286,169 +204,7 @@ fn band(out: &mut String, axis: &Axis, class: &str, from: f64, to: f64, bottom: 
     );
 }
 
-fn frame(out: &mut String, plot_top: f64) {
-    let _ = writeln!(
-        out,
-        "<rect class=\"frame\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>",
-        num(LEFT),
-        num(plot_top),
-        num(WIDTH - LEFT - RIGHT),
-        num(PLOT),
-    );
-}
-
-/// One series' chart: its name, its frame, its min and max, and its line with gaps where
-/// the SLI could not be read.
-fn panel(out: &mut String, axis: &Axis, index: usize, series: &Series) {
-    let slot_top = TOP + index as f64 * SLOT;
-    let plot_top = slot_top + LABEL;
-    let plot_bottom = plot_top + PLOT;
-    let color = PALETTE[index % PALETTE.len()];
-    let _ = writeln!(
-        out,
-        "<text x=\"{}\" y=\"{}\" style=\"fill:{color}\">{}</text>",
-        num(LEFT),
-        num(slot_top + 12.0),
-        escape_text(&series.name),
-    );
-    frame(out, plot_top);
-
-    let mut points: Vec<&Point> = series.points.iter().collect();
-    points.sort_by_key(|p| p.at);
-    let finite = |p: &Point| p.value.filter(|v| v.is_finite());
-    let values: Vec<f64> = points.iter().filter_map(|p| finite(p)).collect();
-    let (Some(lo), Some(hi)) = (
-        values.iter().copied().reduce(f64::min),
-        values.iter().copied().reduce(f64::max),
-    ) else {
-        let _ = writeln!(
-            out,
-            "<text class=\"small\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no data</text>",
-            num(LEFT + (WIDTH - LEFT - RIGHT) / 2.0),
-            num(plot_top + PLOT / 2.0),
-        );
-        return;
-    };
-
-    let y = |v: f64| {
-        // Halves first, so that a range near f64::MAX cannot overflow to infinity.
-        let range = hi / 2.0 - lo / 2.0;
-        let fraction = if range > 0.0 {
-            ((v / 2.0 - lo / 2.0) / range).clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
-        plot_bottom - PAD - fraction * (PLOT - 2.0 * PAD)
-    };
-    let label_x = num(LEFT - 6.0);
-    if hi > lo {
-        let _ = writeln!(
-            out,
-            "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"end\">{}</text>\n\
-             <text x=\"{label_x}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            num(plot_top + PAD + 4.0),
-            value(hi),
-            num(plot_bottom - PAD),
-            value(lo),
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            num(plot_top + PLOT / 2.0 + 4.0),
-            value(lo),
-        );
-    }
-
-    // Runs of readable points become subpaths; a lone point between gaps becomes a dot.
-    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-    for point in &points {
-        match (finite(point), axis.offset(Some(point.at))) {
-            (Some(v), Some(t)) => {
-                if let Some(run) = runs.last_mut() {
-                    run.push((axis.x(t), y(v)));
-                }
-            }
-            _ => {
-                if runs.last().is_some_and(|run| !run.is_empty()) {
-                    runs.push(Vec::new());
-                }
-            }
-        }
-    }
-    let mut d = String::new();
-    let mut dots = String::new();
-    for run in runs.iter().filter(|run| !run.is_empty()) {
-        for (i, (x, y)) in run.iter().enumerate() {
-            let _ = write!(
-                d,
-                "{}{} {}",
-                if i == 0 { "M" } else { " L" },
-                num(*x),
-                num(*y)
-            );
-        }
-        d.push(' ');
-        if let [(x, y)] = run.as_slice() {
-            let _ = writeln!(
-                dots,
-                "<circle cx=\"{}\" cy=\"{}\" r=\"2\" fill=\"{color}\"/>",
-                num(*x),
-                num(*y)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "<path class=\"line\" stroke=\"{color}\" d=\"{}\"/>",
-        d.trim_end()
-    );
-    out.push_str(&dots);
-}
-
-/// A coordinate with one fixed decimal, never `-0.0`.
-fn num(v: f64) -> String {
-    if v.abs() < 0.05 || !v.is_finite() {
-        "0.0".to_owned()
-    } else {
-        format!("{v:.1}")
-    }
-}
-
-/// A data value for a label: three decimals without trailing zeros, or scientific
-/// notation when that would hide it.
-fn value(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return if v.is_nan() || v == 0.0 {
-            "0".to_owned()
-        } else if v > 0.0 {
-            "∞".to_owned()
-        } else {
-            "-∞".to_owned()
-        };
-    }
-    if v.abs() >= 1e6 || v.abs() < 1e-3 {
-        return format!("{v:.2e}");
-    }
-    let fixed = format!("{v:.3}");
-    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
-    if trimmed == "-0" {
-        "0".to_owned()
-    } else {
-        trimmed.to_owned()
-    }
-}
-
-fn verdict_name(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Passed => "Passed",
-        Verdict::Failed => "Failed",
-        Verdict::Aborted => "Aborted",
-        Verdict::Skipped => "Skipped",
-    }
-}
-
-fn verdict_color(verdict: Verdict) -> &'static str {
+pub(super) fn verdict_color(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Passed => "#2ca02c",
         Verdict::Failed => "#d62728",
@@ -459,11 +215,12 @@ fn verdict_color(verdict: Verdict) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
     use crate::api::{Phase, TimelineEntry};
-    use crate::report::junit::tests::well_formed;
+    use crate::report::xml::tests::well_formed;
+    use crate::report::{Point, Series};
 
     fn at(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + seconds, 0)
@@ -680,19 +437,5 @@ mod tests {
         assert_sane(&timeline_svg(&instant));
         instant.series.truncate(1);
         assert_sane(&timeline_svg(&instant));
-    }
-
-    #[test]
-    fn value_labels_are_fixed_precision() {
-        assert_eq!(value(0.0), "0");
-        assert_eq!(value(-0.0), "0");
-        assert_eq!(value(0.95), "0.95");
-        assert_eq!(value(-0.0001), "-1.00e-4");
-        assert_eq!(value(1234.5678), "1234.568");
-        assert_eq!(value(2_000_000.0), "2.00e6");
-        assert_eq!(value(-0.0004), "-4.00e-4");
-        assert_eq!(num(-0.01), "0.0");
-        assert_eq!(num(f64::NAN), "0.0");
-        assert_eq!(num(12.345), "12.3");
     }
 }

@@ -1,191 +1,17 @@
-//! Typed network rule sets and the nftables JSON they become (pure, no I/O).
-//!
-//! Each injection owns up to two base chains in the `inet firedrill` table:
-//! `<id>-in` on the `prerouting` hook (packets arriving, including ones the namespace would
-//! forward — on a node that covers pod traffic) and `<id>-out` on `postrouting` (packets
-//! leaving, locally generated or forwarded). Both directions need their own chain because a
-//! base chain has exactly one hook. Reverting deletes both chains, which also deletes their
-//! rules; other injections' chains are untouched.
-//!
-//! Packets are dropped silently. Note that a drop on the way *out* is reported to a local
-//! sender as `EPERM` (a netfilter property), whereas a drop on the way *in* is pure silence
-//! like a real network failure; a partition installed on both sides with
-//! [`Direction::Ingress`] is the most realistic.
-
-use std::collections::BTreeSet;
-use std::fmt;
-use std::net::IpAddr;
-use std::str::FromStr;
+//! The nftables JSON a rule set becomes: one set of chains per injection in firedrill's
+//! own table, and the transactions that install, revert and clean them up.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result};
+use super::cidr::{Cidr, max_prefix};
+use super::set::{Direction, Ports, Protocol, RuleSet};
 use crate::id::InjectionId;
 
 /// firedrill's own table; deleting it removes every firedrill rule in a namespace.
 pub const TABLE: &str = "firedrill";
 /// The table's family: `inet` covers IPv4 and IPv6 with one table.
 pub const FAMILY: &str = "inet";
-/// Most peers accepted in one rule set (bounds the size of one nft transaction).
-pub const MAX_PEERS: usize = 4096;
-
-/// An IPv4 or IPv6 network: `10.0.0.0/8`, `fd00::/64`, or a bare address (full length).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// A network from an address and prefix length; host bits must be zero.
-    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self> {
-        let max = max_prefix(addr);
-        if prefix > max {
-            return Err(Error::invalid(
-                "cidr",
-                format!("{addr}/{prefix}: prefix longer than {max}"),
-            ));
-        }
-        if mask(addr, prefix) != addr {
-            return Err(Error::invalid(
-                "cidr",
-                format!(
-                    "{addr}/{prefix}: host bits are set (did you mean {}/{prefix}?)",
-                    mask(addr, prefix)
-                ),
-            ));
-        }
-        Ok(Self { addr, prefix })
-    }
-
-    /// The network address.
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    /// Whether `other` lies entirely inside `self`.
-    pub fn contains(&self, other: &Cidr) -> bool {
-        self.addr.is_ipv4() == other.addr.is_ipv4()
-            && self.prefix <= other.prefix
-            && mask(other.addr, self.prefix) == self.addr
-    }
-
-    fn to_nft(self) -> Value {
-        if self.prefix == max_prefix(self.addr) {
-            json!(self.addr.to_string())
-        } else {
-            json!({"prefix": {"addr": self.addr.to_string(), "len": self.prefix}})
-        }
-    }
-}
-
-fn max_prefix(addr: IpAddr) -> u8 {
-    if addr.is_ipv4() { 32 } else { 128 }
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("cidr", format!("{s:?} is not an address or CIDR"));
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => {
-                let addr: IpAddr = a.parse().map_err(|_| bad())?;
-                let prefix: u8 = p.parse().map_err(|_| bad())?;
-                (addr, prefix)
-            }
-            None => {
-                let addr: IpAddr = s.parse().map_err(|_| bad())?;
-                (addr, max_prefix(addr))
-            }
-        };
-        Cidr::new(addr, prefix)
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Which packets of a namespace a partition drops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Packets arriving from the peers.
-    Ingress,
-    /// Packets leaving towards the peers.
-    Egress,
-    /// Both.
-    Both,
-}
-
-/// Transport protocol for a port filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    /// TCP and UDP.
-    Any,
-}
-
-/// Restricts a rule set to traffic where either side uses one of these ports.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Ports {
-    pub protocol: Protocol,
-    pub ports: Vec<u16>,
-}
-
-/// What an injection does to a namespace's traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleSet {
-    /// Drop traffic from and/or to these networks.
-    Partition {
-        peers: Vec<Cidr>,
-        direction: Direction,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ports: Option<Ports>,
-    },
-    /// Drop everything in both directions except loopback (a zone losing its links).
-    Blackout {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ports: Option<Ports>,
-    },
-}
 
 /// The hook a chain is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -239,51 +65,6 @@ pub fn parse_chain_name(name: &str) -> Option<(InjectionId, Hook)> {
 }
 
 impl RuleSet {
-    /// Checks the rule set and returns it in canonical form (peers sorted, duplicates and
-    /// networks covered by another peer removed — nftables rejects overlapping intervals).
-    pub fn validated(&self) -> Result<RuleSet> {
-        let ports = |p: &Option<Ports>| -> Result<Option<Ports>> {
-            let Some(p) = p else { return Ok(None) };
-            if p.ports.is_empty() {
-                return Err(Error::invalid("ports", "port list is empty"));
-            }
-            if p.ports.contains(&0) {
-                return Err(Error::invalid("ports", "port 0 is not a port"));
-            }
-            let set: BTreeSet<u16> = p.ports.iter().copied().collect();
-            Ok(Some(Ports {
-                protocol: p.protocol,
-                ports: set.into_iter().collect(),
-            }))
-        };
-        match self {
-            RuleSet::Partition {
-                peers,
-                direction,
-                ports: p,
-            } => {
-                if peers.is_empty() {
-                    return Err(Error::invalid(
-                        "peers",
-                        "a partition needs at least one peer",
-                    ));
-                }
-                if peers.len() > MAX_PEERS {
-                    return Err(Error::invalid(
-                        "peers",
-                        format!("{} peers, at most {MAX_PEERS}", peers.len()),
-                    ));
-                }
-                Ok(RuleSet::Partition {
-                    peers: normalise(peers),
-                    direction: *direction,
-                    ports: ports(p)?,
-                })
-            }
-            RuleSet::Blackout { ports: p } => Ok(RuleSet::Blackout { ports: ports(p)? }),
-        }
-    }
-
     /// The chains this rule set needs, each with its rules as nftables JSON expressions.
     fn chains(&self) -> Vec<(Hook, Vec<Vec<Value>>)> {
         let (peers, hooks, ports): (&[Cidr], &[Hook], &Option<Ports>) = match self {
@@ -323,18 +104,13 @@ impl RuleSet {
     }
 }
 
-fn normalise(peers: &[Cidr]) -> Vec<Cidr> {
-    // Sorting puts a wider network before the networks it contains (same address, shorter
-    // prefix first; contained networks have addresses >= the container's).
-    let mut sorted: Vec<Cidr> = peers.to_vec();
-    sorted.sort_by_key(|c| (c.addr.is_ipv6(), c.addr, c.prefix));
-    let mut out: Vec<Cidr> = Vec::with_capacity(sorted.len());
-    for c in sorted {
-        if !out.iter().rev().take(1).any(|kept| kept.contains(&c)) {
-            out.push(c);
-        }
+/// A peer as nftables JSON: a bare address, or a prefix.
+fn cidr_nft(c: &Cidr) -> Value {
+    if c.prefix() == max_prefix(c.addr()) {
+        json!(c.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": c.addr().to_string(), "len": c.prefix()}})
     }
-    out
 }
 
 fn peer_selectors(peers: &[Cidr], hook: Hook) -> Vec<Value> {
@@ -346,8 +122,8 @@ fn peer_selectors(peers: &[Cidr], hook: Hook) -> Vec<Value> {
     for (protocol, v4) in [("ip", true), ("ip6", false)] {
         let set: Vec<Value> = peers
             .iter()
-            .filter(|c| c.addr.is_ipv4() == v4)
-            .map(|c| c.to_nft())
+            .filter(|c| c.addr().is_ipv4() == v4)
+            .map(cidr_nft)
             .collect();
         if !set.is_empty() {
             out.push(json!({"match": {
@@ -463,85 +239,6 @@ mod tests {
     }
 
     #[test]
-    fn cidr_parsing() {
-        assert_eq!(
-            "10.0.0.0/8".parse::<Cidr>().unwrap().to_string(),
-            "10.0.0.0/8"
-        );
-        assert_eq!(
-            "10.1.2.3".parse::<Cidr>().unwrap().to_string(),
-            "10.1.2.3/32"
-        );
-        assert_eq!(
-            "fd00::/64".parse::<Cidr>().unwrap().to_string(),
-            "fd00::/64"
-        );
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix(), 0);
-        for bad in [
-            "",
-            "10.0.0.0/33",
-            "10.0.0.1/8",
-            "x/8",
-            "10.0.0.0/",
-            "::/129",
-            "1.2.3",
-        ] {
-            assert_eq!(
-                bad.parse::<Cidr>().unwrap_err().category(),
-                "invalid_input",
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn validation_normalises_peers() {
-        let rs = RuleSet::Partition {
-            peers: cidrs(&[
-                "10.0.1.0/24",
-                "10.0.0.0/16",
-                "10.0.0.5",
-                "fd00::1",
-                "10.0.0.0/16",
-            ]),
-            direction: Direction::Both,
-            ports: Some(Ports {
-                protocol: Protocol::Tcp,
-                ports: vec![443, 80, 443],
-            }),
-        };
-        let RuleSet::Partition { peers, ports, .. } = rs.validated().unwrap() else {
-            panic!("kind changed")
-        };
-        assert_eq!(peers, cidrs(&["10.0.0.0/16", "fd00::1"]));
-        assert_eq!(ports.unwrap().ports, vec![80, 443]);
-    }
-
-    #[test]
-    fn validation_rejects_empty_inputs() {
-        let empty = RuleSet::Partition {
-            peers: vec![],
-            direction: Direction::Both,
-            ports: None,
-        };
-        assert!(empty.validated().is_err());
-        let no_ports = RuleSet::Blackout {
-            ports: Some(Ports {
-                protocol: Protocol::Any,
-                ports: vec![],
-            }),
-        };
-        assert!(no_ports.validated().is_err());
-        let zero = RuleSet::Blackout {
-            ports: Some(Ports {
-                protocol: Protocol::Any,
-                ports: vec![0],
-            }),
-        };
-        assert!(zero.validated().is_err());
-    }
-
-    #[test]
     fn ingress_partition_json() {
         let rs = RuleSet::Partition {
             peers: cidrs(&["10.0.0.0/8", "192.168.1.1"]),
@@ -646,20 +343,5 @@ mod tests {
         }
         assert_eq!(parse_chain_name("input"), None);
         assert_eq!(parse_chain_name("-in"), None);
-    }
-
-    #[test]
-    fn rule_set_serde_shape() {
-        let rs = RuleSet::Partition {
-            peers: cidrs(&["10.0.0.0/8"]),
-            direction: Direction::Ingress,
-            ports: None,
-        };
-        let s = serde_json::to_string(&rs).unwrap();
-        assert_eq!(
-            s,
-            r#"{"partition":{"peers":["10.0.0.0/8"],"direction":"ingress"}}"#
-        );
-        assert_eq!(serde_json::from_str::<RuleSet>(&s).unwrap(), rs);
     }
 }
