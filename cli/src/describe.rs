@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use firedrill_core::api::{DrillSchedule, Experiment, GameDay, Injection};
+use firedrill_core::api::{DrillSchedule, EXPERIMENT_UID_LABEL, Experiment, GameDay, Injection};
 use kube::{Resource, ResourceExt};
 
 use crate::access::{Kind, Scope, created, fault_of, fetch};
@@ -335,10 +335,8 @@ pub fn run_describe(
                     fetch(&client, &scope, Some(name), kind.resource(), None).await?;
                 let mut out = String::new();
                 for e in &items {
-                    let selector = format!(
-                        "firedrill.dev/experiment-uid={}",
-                        e.uid().unwrap_or_default()
-                    );
+                    let selector =
+                        format!("{EXPERIMENT_UID_LABEL}={}", e.uid().unwrap_or_default());
                     // In firedrill's own namespace, not the Experiment's: found by UID.
                     let injections: Vec<Injection> =
                         fetch(&client, &Scope::All, None, "injections", Some(&selector)).await?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use firedrill_core::api::{Experiment, ExperimentSpec, GameDay};
+use firedrill_core::api::{Experiment, ExperimentSpec, GameDay, PLAN_LABEL};
 use futures_util::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -138,7 +138,7 @@ fn apply_and_follow(
         let mut object = GameDay::new(&name, game_day.spec.clone());
         object.metadata.namespace = Some(namespace.clone());
         let mut labels: BTreeMap<String, String> = game_day.labels().clone();
-        labels.insert("firedrill.dev/plan".into(), plan_name.clone());
+        labels.insert(PLAN_LABEL.into(), plan_name.clone());
         labels.extend(opts.labels.iter().cloned());
         object.metadata.labels = Some(labels);
         object.metadata.annotations = game_day.metadata.annotations.clone();
