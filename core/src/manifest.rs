@@ -22,6 +22,7 @@ use crate::{
 mod schema;
 mod semantic;
 
+pub use crate::api::is_dns_label;
 pub use semantic::{check_experiment, check_game_day, check_schedule};
 
 /// The largest manifest file accepted.
@@ -284,17 +285,6 @@ fn typed<T: DeserializeOwned>(spec: &Value, report: &mut Report<'_>) -> Option<T
 }
 
 const DNS_LABEL_HELP: &str = "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters";
-
-/// A DNS-1123 label, as Kubernetes requires of names used in labels.
-pub fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
 
 fn check_metadata(metadata: Option<&Value>, report: &mut Report<'_>) -> ObjectMeta {
     let mut meta = ObjectMeta::default();

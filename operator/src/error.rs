@@ -1,7 +1,7 @@
 //! The operator's one error type. Each error has a stable category, used as the `category`
 //! label of the failure metric and as the reason of the Warning Event it causes.
 
-use crate::plan::PlanError;
+use firedrill_core::planner::PlanError;
 
 /// Everything that can go wrong in the operator.
 #[derive(Debug, thiserror::Error)]

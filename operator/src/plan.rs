@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
-    Duration, Experiment, ExperimentSpec, Heartbeat, Injection, InjectionSpec, PodRef,
-    identity_label,
+    Duration, EXPERIMENT_LABEL, EXPERIMENT_UID_LABEL, Experiment, ExperimentSpec, Heartbeat,
+    Injection, InjectionSpec, MANAGED_BY_LABEL, NODE_LABEL,
+    OPERATOR_FIELD_MANAGER as FIELD_MANAGER, PLAN_SIZE_ANNOTATION, PodRef, identity_label,
 };
 use firedrill_core::planner::{self, ClaimVolume, Inventory, NamespaceInfo, NodeInfo, PodInfo};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -20,11 +21,6 @@ pub use firedrill_core::api::{injection_name, is_label_value};
 pub use firedrill_core::planner::{
     FaultPlan as Plan, NodeWork, PlanError, PodDeletion, Policy, Target, check_blast_radius,
     isolate, uses_injections,
-};
-
-use crate::{
-    EXPERIMENT_LABEL, EXPERIMENT_UID_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, NODE_LABEL,
-    PLAN_SIZE_ANNOTATION,
 };
 
 /// What was listed for planning: the experiment's own namespace, its target namespaces

@@ -57,6 +57,17 @@ pub fn is_label_value(value: &str) -> bool {
         && edge(value.chars().last())
 }
 
+/// A DNS-1123 label, as Kubernetes requires of names used in labels.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// `value` as the value of a label that identifies something (a node, an experiment), or
 /// `None` when it cannot be one: not a label value, or empty (an empty label would match
 /// every unnamed thing at once). Whoever reads such a label falls back to listing and

@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, Fault, Hypothesis, LabelSelector, Probe};
+use super::duration::Duration;
+use super::fault::Fault;
+use super::probe::{Hypothesis, Probe, ProbeKind};
+use super::selector::LabelSelector;
 
 /// Namespaces firedrill never targets, whatever a manifest says.
 pub const PROTECTED_NAMESPACES: [&str; 4] = [
@@ -131,7 +134,7 @@ impl ExperimentSpec {
     /// measure the experiment's RPO.
     pub fn workload_url(&self) -> Option<&str> {
         self.hypothesis.probes.iter().find_map(|p| match p.kind() {
-            Some(super::ProbeKind::Talk(t)) => Some(t.url.as_str()),
+            Some(ProbeKind::Talk(t)) => Some(t.url.as_str()),
             _ => None,
         })
     }

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, ExperimentSpec, Hypothesis, SliFigures, Verdict};
+use super::duration::Duration;
+use super::experiment::{ExperimentSpec, SliFigures, Verdict};
+use super::probe::Hypothesis;
 
 /// A game day: experiments run one after another, with a shared hypothesis and a policy for
 /// what to do when one fails.

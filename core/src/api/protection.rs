@@ -16,7 +16,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{NodeAction, PROTECTED_NAMESPACES, PodRef};
+use super::experiment::PROTECTED_NAMESPACES;
+use super::injection::{NodeAction, PodRef};
 
 /// A namespace opts in to chaos with this label set to [`OPT_IN_VALUE`].
 pub const OPT_IN_LABEL: &str = "firedrill.dev/chaos";

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, GameDaySpec, Verdict};
+use super::duration::Duration;
+use super::experiment::Verdict;
+use super::gameday::GameDaySpec;
 
 /// The default schedule: 09:00 on the first day of each quarter.
 pub const QUARTERLY: &str = "0 9 1 1,4,7,10 *";

@@ -209,7 +209,7 @@ fn check_selector(selector: &LabelSelector, path: &str, found: &mut Found) {
 fn is_label_key(key: &str) -> bool {
     let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
     let prefix_ok = prefix.is_empty()
-        || (prefix.len() <= 253 && prefix.split('.').all(crate::manifest::is_dns_label));
+        || (prefix.len() <= 253 && prefix.split('.').all(crate::api::is_dns_label));
     prefix_ok && !name.is_empty() && is_label_value(name)
 }
 

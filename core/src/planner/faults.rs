@@ -8,11 +8,12 @@ use crate::api::{
     ProcessSignal, TrafficDirection, VolumeAction, ZoneBlackout,
 };
 
-use super::scope::Scope;
-use super::{
-    FaultPlan, Inventory, MAX_PEERS_PER_CUT, MAX_PODS_PER_ACTION, NodeWork, PlanError, PodDeletion,
-    PodInfo, Target,
+use super::error::PlanError;
+use super::inventory::{ClaimVolume, Inventory, PodInfo};
+use super::outcome::{
+    FaultPlan, MAX_PEERS_PER_CUT, MAX_PODS_PER_ACTION, NodeWork, PodDeletion, Target,
 };
+use super::scope::Scope;
 
 /// A zone blackout hits whole nodes: every process on them is killed (kept down, as the
 /// power is off) or frozen, and with `cutNetwork` the node itself is cut off.
@@ -333,7 +334,7 @@ fn by_node<'a>(pods: &[&'a PodInfo]) -> BTreeMap<&'a str, Vec<PodRef>> {
 }
 
 /// The claim volume that holds a pod's data: the one named, or its only one.
-fn disk_of<'a>(pod: &'a PodInfo, named: Option<&str>) -> Result<&'a super::ClaimVolume, PlanError> {
+fn disk_of<'a>(pod: &'a PodInfo, named: Option<&str>) -> Result<&'a ClaimVolume, PlanError> {
     let err = |why: String| PlanError::Volume { pod: pod.id(), why };
     match named {
         Some(name) => pod

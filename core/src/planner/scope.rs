@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::api::{ExperimentSpec, consents, node_protection, opted_in};
 
-use super::{Inventory, NodeInfo, PlanError, PodInfo, Policy};
+use super::error::PlanError;
+use super::inventory::{Inventory, NodeInfo, PodInfo, Policy};
 
 /// The pods and nodes a plan may touch, after the namespace and node rules.
 pub(super) struct Scope<'a> {

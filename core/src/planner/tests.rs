@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::api::PodRef;
 use crate::api::{
     BlastRadius, Fault, LabelSelector, NetworkPartition, OPT_IN_LABEL, OPT_IN_VALUE, OpsToolOutage,
     OutageMode, PartitionDirection, PeerGroup, ProcessSignal, TrafficDirection, ZONE_LABEL,
