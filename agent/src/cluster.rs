@@ -115,7 +115,7 @@ impl Cluster {
     pub async fn report(&self, injection: &Injection, report: &Report) -> Result<()> {
         let status = next_status(injection.status.as_ref(), report);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let patch = status_patch(&status);
+        let patch = status_patch(&status)?;
         let api = self.api();
         let name = injection.name_any();
         let patch = Patch::Apply(&patch);

@@ -11,7 +11,7 @@ use firedrill_core::api::{
     Injection, InjectionSpec, InjectionState, InjectionStatus, ProcessSignal, fault_end,
 };
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::Result;
 use crate::planner::{Driver, Report, Wanted};
@@ -112,12 +112,9 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
 
 /// The server-side-apply patch of the status subresource (apiVersion and kind included, as
 /// apply patches need them).
-pub fn status_patch(status: &InjectionStatus) -> Value {
-    json!({
-        "apiVersion": Injection::api_version(&()),
-        "kind": Injection::kind(&()),
-        "status": status,
-    })
+pub fn status_patch(status: &InjectionStatus) -> Result<Value> {
+    firedrill_core::api::status_patch::<Injection>(status)
+        .map_err(|e| crate::error::Error::Invalid(format!("status: {e}")))
 }
 
 /// A time as the API server shows it, for messages.
@@ -292,7 +289,7 @@ mod tests {
     #[test]
     fn the_patch_is_a_complete_apply_patch() {
         let status = next_status(None, &Report::Applied { at: at(1) });
-        let patch = status_patch(&status);
+        let patch = status_patch(&status).expect("patch");
         assert_eq!(patch["apiVersion"], "firedrill.dev/v1alpha1");
         assert_eq!(patch["kind"], "Injection");
         assert_eq!(patch["status"]["state"], "Applied");

@@ -1,11 +1,9 @@
 //! Status, conditions and Events, without I/O.
 
 use chrono::{DateTime, Utc};
-use firedrill_core::api::{
-    API_VERSION, Condition, ExperimentStatus, Phase, TimelineEntry, Verdict,
-};
+use firedrill_core::api::{Condition, ExperimentStatus, Phase, TimelineEntry, Verdict};
 use kube::runtime::events::EventType;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// `True` while the spec or its plan is refused; names the field.
 pub const INVALID: &str = "Invalid";
@@ -69,11 +67,7 @@ pub fn is_true(status: &ExperimentStatus, type_: &str) -> bool {
 
 /// The server-side-apply patch for the status subresource: apiVersion and kind are required.
 pub fn patch(status: &ExperimentStatus) -> Result<Value, serde_json::Error> {
-    Ok(json!({
-        "apiVersion": API_VERSION,
-        "kind": "Experiment",
-        "status": serde_json::to_value(status)?,
-    }))
+    firedrill_core::api::status_patch::<firedrill_core::api::Experiment>(status)
 }
 
 /// A Kubernetes Event to publish about an experiment.

@@ -44,6 +44,21 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// How many Injections the plan had when they were created.
 pub const PLAN_SIZE_ANNOTATION: &str = "firedrill.dev/plan-size";
 
+/// The server-side-apply patch of a `K`'s status subresource. Apply patches need apiVersion
+/// and kind; they come from the type, so no writer spells them.
+pub fn status_patch<K>(
+    status: &impl serde::Serialize,
+) -> Result<serde_json::Value, serde_json::Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    Ok(serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": serde_json::to_value(status)?,
+    }))
+}
+
 /// Whether `value` is a label value Kubernetes accepts: at most 63 characters of
 /// `[A-Za-z0-9._-]`, alphanumeric at both ends. The empty string is one (Kubernetes allows
 /// it), but it identifies nothing: see [`identity_label`].
@@ -220,6 +235,17 @@ mod tests {
                 fnv1a(&["u", "n", "k"]) & 0xffff_ffff_ffff
             )
         );
+    }
+
+    #[test]
+    fn status_patches_name_their_type() {
+        let patch = status_patch::<crate::api::Injection>(&crate::api::InjectionStatus::default())
+            .expect("patch");
+        assert_eq!(patch["apiVersion"], "firedrill.dev/v1alpha1");
+        assert_eq!(patch["kind"], "Injection");
+        assert_eq!(patch["status"]["state"], "Pending");
+        let patch = status_patch::<crate::api::GameDay>(&serde_json::json!({})).expect("patch");
+        assert_eq!(patch["kind"], "GameDay");
     }
 
     #[test]

@@ -1,24 +1,16 @@
 //! The objects a schedule writes: its drills' GameDays and its status patch.
 
-use firedrill_core::api::{API_VERSION, DrillSchedule, DrillScheduleStatus, GameDay};
+use firedrill_core::api::{DrillSchedule, DrillScheduleStatus, GameDay};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use crate::gameday::label_value;
 use crate::{Error, FIELD_MANAGER, MANAGED_BY_LABEL};
 
-/// Labels a schedule's GameDays with the schedule's UID.
-pub const SCHEDULE_UID_LABEL: &str = "firedrill.dev/schedule-uid";
-/// Labels a schedule's GameDays with the schedule's name, when it fits a label value.
-pub const SCHEDULE_LABEL: &str = "firedrill.dev/schedule";
+pub use firedrill_core::api::{SCHEDULE_LABEL, SCHEDULE_UID_LABEL};
 
 /// The status patch (server-side apply needs apiVersion and kind).
 pub fn status_patch(status: &DrillScheduleStatus) -> Result<serde_json::Value, serde_json::Error> {
-    Ok(json!({
-        "apiVersion": API_VERSION,
-        "kind": "DrillSchedule",
-        "status": serde_json::to_value(status)?,
-    }))
+    firedrill_core::api::status_patch::<DrillSchedule>(status)
 }
 
 /// The GameDay of a drill.
