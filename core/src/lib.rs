@@ -7,4 +7,5 @@ pub mod crd;
 pub mod engine;
 pub mod manifest;
 pub mod report;
+pub mod sequencer;
 pub mod yaml;
