@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
-    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, Verdict, WorkloadCounters, fault_end,
+    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Verdict, WorkloadCounters, fault_end,
     verification_url,
 };
 use firedrill_core::engine::{Action, Observation, step};
 use firedrill_core::report::{ExperimentReport, GameDayReport, Point, Series};
 use firedrill_probes::Prober;
-use futures_util::future::join_all;
 
 use crate::error::{LabError, Result};
 use crate::platform::{LabPlatform, Plan, plan};
@@ -112,31 +111,6 @@ impl Runner {
                 None
             }
         }
-    }
-
-    async fn sample(
-        &self,
-        spec: &ExperimentSpec,
-        stage: Stage,
-        names: &[String],
-    ) -> Vec<Observation> {
-        let probes = match stage {
-            Stage::Abort => &spec.abort_conditions,
-            _ => &spec.hypothesis.probes,
-        };
-        let wanted: Vec<_> = probes.iter().filter(|p| names.contains(&p.name)).collect();
-        let outcomes = join_all(wanted.iter().map(|p| self.prober.sample(p))).await;
-        let at = Utc::now();
-        wanted
-            .iter()
-            .zip(outcomes)
-            .map(|(p, outcome)| Observation::Sample {
-                probe: p.name.clone(),
-                stage,
-                at,
-                outcome,
-            })
-            .collect()
     }
 
     async fn inject(&self, id: &str, plan: &Plan, expires_at: DateTime<Utc>) -> Observation {
@@ -260,7 +234,7 @@ impl Runner {
                     }
                     Action::Revert => pending.extend(self.revert(&id).await),
                     Action::Sample { stage, probes } => {
-                        pending.extend(self.sample(spec, stage, &probes).await);
+                        pending.extend(self.prober.sample_stage(spec, stage, &probes).await);
                     }
                     Action::VerifyWorkload => pending.extend(self.verify_workload().await),
                     Action::RequeueAt(at) => {
