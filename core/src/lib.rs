@@ -8,4 +8,5 @@ pub mod engine;
 pub mod manifest;
 pub mod planner;
 pub mod report;
+pub mod sequencer;
 pub mod yaml;

@@ -152,6 +152,9 @@ pub fn steps(fault: &FaultPlan, topology: &Topology) -> Result<Vec<Step>> {
                 // The node's memory goes with its power: unsynced writes are lost.
                 processes.extend(page_caches_on(topology, &work.node));
             }
+            // In the order the lab starts them (a page cache before the process that
+            // writes through it), so the journal reverts them in that order too.
+            processes.sort_by_key(|name| topology.processes.iter().position(|p| &p.name == name));
             for process in processes {
                 match p.signal {
                     ProcessSignal::Kill => {

@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use firedrill_core::api::{
-    ExperimentSpec, FailurePolicy, GameDaySpec, Phase, Stage, Verdict, WorkloadCounters, fault_end,
-    verification_url,
-};
+use firedrill_core::api::{ExperimentSpec, Phase, WorkloadCounters, fault_end, verification_url};
 use firedrill_core::engine::{Action, Observation, step};
-use firedrill_core::report::{ExperimentReport, GameDayReport, Point, Series};
+use firedrill_core::report::{ExperimentReport, Point, Series};
 use firedrill_probes::Prober;
-use futures_util::future::join_all;
 
 use crate::error::{LabError, Result};
 use crate::platform::{LabPlatform, Plan, plan};
+
+mod gameday;
+
+pub use gameday::{GameDayRun, game_day_report, report};
 
 /// The SLIs drawn in the report, as named in talk-load's `/sli`.
 const SERIES: [&str; 4] = [
@@ -112,31 +112,6 @@ impl Runner {
                 None
             }
         }
-    }
-
-    async fn sample(
-        &self,
-        spec: &ExperimentSpec,
-        stage: Stage,
-        names: &[String],
-    ) -> Vec<Observation> {
-        let probes = match stage {
-            Stage::Abort => &spec.abort_conditions,
-            _ => &spec.hypothesis.probes,
-        };
-        let wanted: Vec<_> = probes.iter().filter(|p| names.contains(&p.name)).collect();
-        let outcomes = join_all(wanted.iter().map(|p| self.prober.sample(p))).await;
-        let at = Utc::now();
-        wanted
-            .iter()
-            .zip(outcomes)
-            .map(|(p, outcome)| Observation::Sample {
-                probe: p.name.clone(),
-                stage,
-                at,
-                outcome,
-            })
-            .collect()
     }
 
     async fn inject(&self, id: &str, plan: &Plan, expires_at: DateTime<Utc>) -> Observation {
@@ -260,7 +235,7 @@ impl Runner {
                     }
                     Action::Revert => pending.extend(self.revert(&id).await),
                     Action::Sample { stage, probes } => {
-                        pending.extend(self.sample(spec, stage, &probes).await);
+                        pending.extend(self.prober.sample_stage(spec, stage, &probes).await);
                     }
                     Action::VerifyWorkload => pending.extend(self.verify_workload().await),
                     Action::RequeueAt(at) => {
@@ -332,88 +307,6 @@ impl Runner {
         });
         Ok(report)
     }
-
-    /// Runs a game day's steps in order. `experiments` resolves `experimentRef`s by name;
-    /// `only`, when not empty, runs just those steps.
-    pub async fn run_game_day(
-        &self,
-        name: &str,
-        game_day: &GameDaySpec,
-        experiments: &BTreeMap<String, ExperimentSpec>,
-        only: &[String],
-        progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<Vec<ExperimentReport>> {
-        let steps: Vec<_> = game_day
-            .experiments
-            .iter()
-            .filter(|s| only.is_empty() || only.contains(&s.name))
-            .collect();
-        if steps.is_empty() {
-            return Err(LabError::Plan(format!(
-                "game day {name} has no step named {}",
-                only.join(", ")
-            )));
-        }
-        // Resolve everything first: a missing reference fails before any fault.
-        let mut specs = Vec::new();
-        for s in &steps {
-            let spec = match (&s.spec, &s.experiment_ref) {
-                (Some(spec), _) => spec.clone(),
-                (None, Some(r)) => experiments.get(&r.name).cloned().ok_or_else(|| {
-                    LabError::Plan(format!(
-                        "step {} refers to experiment {}, which is not among the loaded \
-                         manifests",
-                        s.name, r.name
-                    ))
-                })?,
-                (None, None) => {
-                    return Err(LabError::Plan(format!("step {} has no experiment", s.name)));
-                }
-            };
-            let spec = game_day.with_shared_hypothesis(spec);
-            plan(&spec, self.platform.topology())
-                .map_err(|e| LabError::Plan(format!("step {}: {e}", s.name)))?;
-            specs.push((s.name.clone(), spec));
-        }
-        let total = specs.len();
-        let mut reports: Vec<ExperimentReport> = Vec::new();
-        let mut stop_reason: Option<String> = None;
-        for (i, (step_name, spec)) in specs.iter().enumerate() {
-            if let Some(reason) = &stop_reason {
-                reports.push(not_run(step_name, spec, reason));
-                continue;
-            }
-            if i > 0 && !game_day.pause_between.as_std().is_zero() {
-                progress(Progress::Pause {
-                    seconds: game_day.pause_between.as_std().as_secs(),
-                });
-                tokio::time::sleep(game_day.pause_between.as_std()).await;
-            }
-            let report = self
-                .run_experiment(step_name, spec, i + 1, total, progress)
-                .await?;
-            if self.abort.load(Ordering::SeqCst) {
-                stop_reason = Some("not run: the game day was interrupted".to_owned());
-            } else if report.verdict != Verdict::Passed
-                && game_day.failure_policy == FailurePolicy::Stop
-            {
-                stop_reason = Some(format!(
-                    "not run: {step_name} did not pass and the failure policy is Stop"
-                ));
-            }
-            reports.push(report);
-        }
-        Ok(reports)
-    }
-}
-
-fn not_run(name: &str, spec: &ExperimentSpec, reason: &str) -> ExperimentReport {
-    let status = firedrill_core::api::ExperimentStatus {
-        verdict: Some(Verdict::Skipped),
-        reason: Some(reason.to_owned()),
-        ..Default::default()
-    };
-    ExperimentReport::from_status(name, spec.fault.name(), &status, vec![])
 }
 
 /// A journal-safe injection id unique to this run of `name`.
@@ -432,24 +325,6 @@ fn injection_id(name: &str) -> String {
     let clean = clean.trim_matches('-');
     let clean = if clean.is_empty() { "exp" } else { clean };
     format!("{clean}-{}", Utc::now().timestamp())
-}
-
-/// Builds the game-day report from its experiment reports.
-pub fn game_day_report(
-    name: &str,
-    weakness: Option<String>,
-    started_at: DateTime<Utc>,
-    experiments: Vec<ExperimentReport>,
-) -> GameDayReport {
-    GameDayReport {
-        name: name.to_owned(),
-        platform: "lab".to_owned(),
-        weakness,
-        started_at,
-        finished_at: Utc::now(),
-        verdict: GameDayReport::overall(&experiments),
-        experiments,
-    }
 }
 
 #[cfg(test)]

@@ -11,14 +11,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
-    Experiment, ExperimentSpec, ExperimentStatus, Heartbeat, Injection, Phase, Stage,
-    WorkloadCounters,
+    Experiment, ExperimentSpec, ExperimentStatus, Heartbeat, Injection, Phase, WorkloadCounters,
 };
 use firedrill_core::engine::{Action as EngineAction, Observation, step};
 use firedrill_core::manifest::check_experiment;
 use firedrill_probes::Prober;
 use futures_util::StreamExt;
-use futures_util::future::join_all;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -192,32 +190,6 @@ async fn write_status(
     Ok(())
 }
 
-/// Samples the named probes of a stage.
-async fn sample(
-    prober: &Prober,
-    spec: &ExperimentSpec,
-    stage: Stage,
-    names: &[String],
-) -> Vec<Observation> {
-    let probes = match stage {
-        Stage::Abort => &spec.abort_conditions,
-        _ => &spec.hypothesis.probes,
-    };
-    let wanted: Vec<_> = probes.iter().filter(|p| names.contains(&p.name)).collect();
-    let outcomes = join_all(wanted.iter().map(|p| prober.sample(p))).await;
-    let at = Utc::now();
-    wanted
-        .iter()
-        .zip(outcomes)
-        .map(|(p, outcome)| Observation::Sample {
-            probe: p.name.clone(),
-            stage,
-            at,
-            outcome,
-        })
-        .collect()
-}
-
 async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
     let url = spec.workload_url()?;
     let response = ctx.http.get(url).send().await.ok()?;
@@ -374,7 +346,7 @@ async fn drive(
                 // The last round only absorbs; its other actions come at the next call.
                 _ if last => next = Some(now),
                 EngineAction::Sample { stage, probes } => {
-                    observations.extend(sample(&prober, spec, stage, &probes).await);
+                    observations.extend(prober.sample_stage(spec, stage, &probes).await);
                     // The loss counters, once a round in which probes were sampled.
                     if !read_counters && let Some(workload) = read_workload(ctx, spec).await {
                         observations.push(workload);

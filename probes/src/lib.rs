@@ -10,6 +10,7 @@ mod http;
 mod kubernetes;
 mod prometheus;
 mod route;
+mod stage;
 mod talk;
 
 use std::collections::HashMap;
