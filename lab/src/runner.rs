@@ -17,7 +17,7 @@ use crate::platform::{LabPlatform, Plan, plan};
 
 mod gameday;
 
-pub use gameday::{GameDayRun, game_day_report, report};
+pub use gameday::{GameDayRun, report};
 
 /// The SLIs drawn in the report, as named in talk-load's `/sli`.
 const SERIES: [&str; 4] = [

@@ -216,7 +216,11 @@ pub fn report(g: &GameDay, experiments: &[Experiment], now: DateTime<Utc>) -> Ga
         weakness: None,
         started_at: status.started_at.or_else(|| created(g)).unwrap_or(now),
         finished_at: status.finished_at.unwrap_or(now),
-        verdict: GameDayReport::overall(&steps),
+        // The game day's own verdict, as the operator's sequencer decided it (Aborted when
+        // stopped); while it has none, the same rule over the steps so far.
+        verdict: status.verdict.unwrap_or_else(|| {
+            firedrill_core::sequencer::overall(steps.iter().map(|s| Some(s.verdict)), false)
+        }),
         experiments: steps,
     }
 }

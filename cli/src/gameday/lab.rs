@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use firedrill_core::report::ExperimentReport;
 use firedrill_lab::lifecycle;
 use firedrill_lab::platform::LabPlatform;
-use firedrill_lab::runner::{Progress, Runner, game_day_report};
+use firedrill_lab::runner::{self, Progress, Runner};
 use firedrill_lab::{LabError, RunDir};
 
 use super::args::{GameDayArgs, Output};
@@ -87,7 +86,7 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
 
     let abort = Arc::new(AtomicBool::new(false));
     let runtime = crate::lab::runtime()?;
-    let outcome: Result<Vec<ExperimentReport>, LabError> = runtime.block_on(async {
+    let outcome: Result<runner::GameDayRun, LabError> = runtime.block_on(async {
         let flag = abort.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -112,7 +111,7 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
         });
         let runner = Runner::new(LabPlatform::open(run.clone())?, abort.clone())?;
         runner
-            .run_game_day(&gd_name, &game_day.spec, &experiments, &args.only, &show)
+            .game_day(&gd_name, &game_day.spec, &experiments, &args.only, &show)
             .await
     });
     if !args.keep_lab {
@@ -123,12 +122,12 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
     } else {
         eprintln!("lab: left up (chaosctl lab status; chaosctl lab down)");
     }
-    let experiments = outcome?;
-    let report = game_day_report(
+    // The run carries the sequencer's verdict (Aborted when stopped with steps left).
+    let report = runner::report(
         &gd_name,
         args.weaken.map(|w| w.to_string()),
         started_at,
-        experiments,
+        outcome?,
     );
     let report_dir = args
         .report_dir

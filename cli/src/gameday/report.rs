@@ -191,7 +191,10 @@ mod tests {
             weakness: None,
             started_at: start,
             finished_at: start + chrono::Duration::seconds(754),
-            verdict: GameDayReport::overall(&experiments),
+            verdict: firedrill_core::sequencer::overall(
+                experiments.iter().map(|e| Some(e.verdict)),
+                false,
+            ),
             experiments,
         }
     }

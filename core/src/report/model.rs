@@ -83,18 +83,6 @@ pub struct Point {
     pub value: Option<f64>,
 }
 
-impl GameDayReport {
-    /// The overall verdict of a set of experiment verdicts: `Passed` only when all passed
-    /// (a skipped experiment proves nothing, so it does not pass the game day).
-    pub fn overall(experiments: &[ExperimentReport]) -> Verdict {
-        if !experiments.is_empty() && experiments.iter().all(|e| e.verdict == Verdict::Passed) {
-            Verdict::Passed
-        } else {
-            Verdict::Failed
-        }
-    }
-}
-
 impl ExperimentReport {
     /// The report of one finished experiment from its engine status.
     pub fn from_status(

@@ -125,22 +125,6 @@ impl Runner {
         })
     }
 
-    /// [`Runner::game_day`]'s reports alone, for callers that build the report with
-    /// [`game_day_report`].
-    pub async fn run_game_day(
-        &self,
-        name: &str,
-        game_day: &GameDaySpec,
-        experiments: &BTreeMap<String, ExperimentSpec>,
-        only: &[String],
-        progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<Vec<ExperimentReport>> {
-        Ok(self
-            .game_day(name, game_day, experiments, only, progress)
-            .await?
-            .experiments)
-    }
-
     /// Sleeps until `until`, or until the game day is interrupted.
     async fn pause_until(&self, until: DateTime<Utc>) {
         while !self.abort.load(Ordering::SeqCst) {
@@ -194,32 +178,6 @@ pub fn report(
     }
 }
 
-/// The game-day report from [`Runner::run_game_day`]'s experiment reports: the overall
-/// verdict is the sequencer's ([`sequencer::overall`]), `Aborted` when steps were not run
-/// because the game day was interrupted, as [`Runner::game_day`] says. Prefer
-/// [`Runner::game_day`] with [`report`], which carries the verdict itself.
-pub fn game_day_report(
-    name: &str,
-    weakness: Option<String>,
-    started_at: DateTime<Utc>,
-    experiments: Vec<ExperimentReport>,
-) -> GameDayReport {
-    let interrupted = format!("not run: {INTERRUPTED}");
-    let stopped = experiments
-        .iter()
-        .any(|e| e.verdict == Verdict::Skipped && e.reason.as_deref() == Some(&interrupted));
-    let verdict = sequencer::overall(experiments.iter().map(|e| Some(e.verdict)), stopped);
-    report(
-        name,
-        weakness,
-        started_at,
-        GameDayRun {
-            experiments,
-            verdict,
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,40 +192,21 @@ mod tests {
     }
 
     #[test]
-    fn the_report_verdict_is_the_sequencers() {
-        let at = Utc::now();
-        let all = |verdicts: &[Verdict]| {
-            let experiments = verdicts.iter().map(|v| experiment("a", *v, None)).collect();
-            game_day_report("gd", None, at, experiments).verdict
-        };
-        assert_eq!(all(&[Verdict::Passed, Verdict::Passed]), Verdict::Passed);
-        assert_eq!(all(&[Verdict::Passed, Verdict::Skipped]), Verdict::Failed);
-        assert_eq!(all(&[]), Verdict::Failed);
-        let stop = "not run: a did not pass and the failure policy is Stop";
-        let stopped = game_day_report(
-            "gd",
-            None,
-            at,
-            vec![
-                experiment("a", Verdict::Failed, None),
-                experiment("b", Verdict::Skipped, Some(stop)),
-            ],
-        );
-        assert_eq!(stopped.verdict, Verdict::Failed);
-        let interrupted = game_day_report(
-            "gd",
-            None,
-            at,
-            vec![
+    fn the_report_keeps_the_runs_verdict_and_steps() {
+        // The verdict is the sequencer's, decided during the run (tested in core and by the
+        // lab's stop-all test); the report only carries it, never recomputes it.
+        let run = GameDayRun {
+            experiments: vec![
                 experiment("a", Verdict::Aborted, None),
-                experiment(
-                    "b",
-                    Verdict::Skipped,
-                    Some("not run: the game day was interrupted"),
-                ),
+                experiment("b", Verdict::Skipped, Some("not run: stop-all")),
             ],
-        );
-        assert_eq!(interrupted.verdict, Verdict::Aborted);
-        assert_eq!(interrupted.platform, "lab");
+            verdict: Verdict::Aborted,
+        };
+        let report = report("gd", Some("stream-r1".into()), Utc::now(), run);
+        assert_eq!(report.verdict, Verdict::Aborted);
+        assert_eq!(report.platform, "lab");
+        assert_eq!(report.weakness.as_deref(), Some("stream-r1"));
+        let names: Vec<&str> = report.experiments.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 }
