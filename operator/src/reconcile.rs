@@ -5,31 +5,27 @@
 //! with what those produced, and writes the status once, by server-side apply. Everything the
 //! engine needs to continue is in that status, so any replica picks up where another left.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
-    Experiment, ExperimentSpec, ExperimentStatus, Heartbeat, Injection, Phase, WorkloadCounters,
+    Experiment, ExperimentSpec, ExperimentStatus, Injection, Phase, WorkloadCounters,
 };
 use firedrill_core::engine::{Action as EngineAction, Observation, step};
 use firedrill_core::manifest::check_experiment;
-use firedrill_probes::Prober;
 use futures_util::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::reflector::ObjectRef;
 
-use crate::pause::PauseReader;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::metrics::{Metrics, VerdictLabels};
-use crate::objects::KubeObjects;
-use crate::plan::{self, Policy};
+use crate::metrics::VerdictLabels;
+use crate::plan;
 use crate::status::{self, INVALID, Note, PAUSED, TARGETS};
 use crate::{
     ABORT_ANNOTATION, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, PLAN_SIZE_ANNOTATION,
@@ -42,112 +38,6 @@ const MAX_ROUNDS: usize = 4;
 const PAUSE_RECHECK: Duration = Duration::from_secs(3);
 /// How often a refused plan is tried again (a namespace may opt in meanwhile).
 const PLAN_RETRY: Duration = Duration::from_secs(30);
-
-/// What a reconciliation needs.
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub policy: Policy,
-    /// firedrill's own namespace, where every Injection lives: the agents follow no other,
-    /// and only the operator may write there (so no tenant can hand an agent work).
-    pub injection_namespace: String,
-    /// The kill switch: the pause marker on `injection_namespace`.
-    pub pause: PauseReader,
-    /// The dead man's switch written into every Injection: the leader Lease this replica
-    /// renews while it leads (none without leader election).
-    pub heartbeat: Option<Heartbeat>,
-    /// Watch only this namespace's Experiments (all when `None`).
-    pub watch_namespace: Option<String>,
-    /// Watch only Experiments matching this label selector (all when `None`).
-    pub experiment_selector: Option<String>,
-    objects: Arc<KubeObjects>,
-    probers: Mutex<HashMap<String, Prober>>,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Context {
-    /// `operator_namespace` is protected and holds the Injections; `identity` names this
-    /// replica in Events.
-    pub fn new(
-        client: Client,
-        metrics: Arc<Metrics>,
-        operator_namespace: &str,
-        identity: &str,
-    ) -> Result<Self, Error> {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: Some(identity.to_owned()),
-        };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .dns_resolver(firedrill_probes::dns_resolver())
-            .build()
-            .map_err(|e| Error::Setup(format!("http client: {e}")))?;
-        Ok(Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            objects: Arc::new(KubeObjects::new(client.clone())),
-            client,
-            metrics,
-            policy: Policy::new(operator_namespace),
-            injection_namespace: operator_namespace.to_owned(),
-            pause: PauseReader::new(operator_namespace),
-            heartbeat: None,
-            watch_namespace: None,
-            experiment_selector: None,
-            probers: Mutex::new(HashMap::new()),
-            http,
-        })
-    }
-
-    /// The prober for experiments of `namespace` (the default namespace of their
-    /// `kubernetes` probes).
-    fn prober(&self, namespace: &str) -> Result<Prober, Error> {
-        let cached = self
-            .probers
-            .lock()
-            .ok()
-            .and_then(|p| p.get(namespace).cloned());
-        if let Some(prober) = cached {
-            return Ok(prober);
-        }
-        let prober = Prober::builder()
-            .objects(self.objects.clone())
-            .default_namespace(namespace)
-            .build()
-            .map_err(|e| Error::Setup(format!("prober: {e}")))?;
-        if let Ok(mut probers) = self.probers.lock() {
-            probers.insert(namespace.to_owned(), prober.clone());
-        }
-        Ok(prober)
-    }
-
-    /// Publishes `note` as an Event about `object`; a failure is logged, never fatal.
-    pub(crate) async fn publish<K>(&self, object: &K, note: &Note)
-    where
-        K: kube::Resource<DynamicType = ()>,
-    {
-        let event = Event {
-            type_: note.type_,
-            reason: note.reason.clone(),
-            note: Some(note.note.clone()),
-            action: note.action.clone(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
-    }
-}
 
 fn api(ctx: &Context, experiment: &Experiment) -> Result<Api<Experiment>, Error> {
     let namespace = experiment
@@ -674,67 +564,8 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
     .await;
 }
 
+mod context;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    #[test]
-    fn retries_follow_the_error_category() {
-        let pending = Error::RevertPending {
-            remaining: 1,
-            what: "x".into(),
-        };
-        assert_eq!(retry_after(&pending), Duration::from_secs(1));
-        let plan: Error = plan::PlanError::NoFault.into();
-        assert_eq!(retry_after(&plan), PLAN_RETRY);
-        assert_eq!(
-            retry_after(&Error::MissingField("uid")),
-            Duration::from_secs(5)
-        );
-    }
-
-    #[test]
-    fn requeue_is_at_the_engines_time_and_never_a_busy_loop() {
-        let now = Utc::now();
-        assert_eq!(
-            requeue_at(Some(now + chrono::TimeDelta::seconds(2)), now),
-            Action::requeue(Duration::from_secs(2))
-        );
-        assert_eq!(
-            requeue_at(Some(now - chrono::TimeDelta::seconds(2)), now),
-            Action::requeue(Duration::from_millis(100))
-        );
-        assert_eq!(
-            requeue_at(None, now),
-            Action::requeue(Duration::from_secs(60))
-        );
-    }
-
-    #[test]
-    fn workload_counters_come_from_the_talk_probes_sli() {
-        let spec: ExperimentSpec = serde_json::from_value(serde_json::json!({
-            "target": {"namespaces": ["talk"]},
-            "fault": {"zoneBlackout": {"zone": "a"}},
-            "duration": "10s",
-            "hypothesis": {"probes": [
-                {"name": "up", "http": {"url": "http://x/"}},
-                {"name": "loss", "talk": {"url": "http://talk-load.talk:8080/sli", "sli": "LostMessages"},
-                 "tolerance": {"op": "==", "value": 0}}
-            ]}
-        }))
-        .expect("spec");
-        assert_eq!(spec.workload_url(), Some("http://talk-load.talk:8080/sli"));
-        let sli = serde_json::json!({"lostMessages": 3, "duplicatedMessages": 1});
-        assert_eq!(
-            WorkloadCounters::from_document(&sli),
-            Some(WorkloadCounters {
-                lost: 3,
-                duplicated: 1
-            })
-        );
-        assert_eq!(
-            WorkloadCounters::from_document(&serde_json::json!({})),
-            None
-        );
-    }
-}
+pub use context::Context;
