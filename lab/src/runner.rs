@@ -15,9 +15,7 @@ use firedrill_probes::Prober;
 use crate::error::{LabError, Result};
 use crate::platform::{LabPlatform, Plan, plan};
 
-mod gameday;
-
-pub use gameday::{GameDayRun, report};
+pub mod gameday;
 
 /// The SLIs drawn in the report, as named in talk-load's `/sli`.
 const SERIES: [&str; 4] = [

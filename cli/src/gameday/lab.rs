@@ -86,7 +86,7 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
 
     let abort = Arc::new(AtomicBool::new(false));
     let runtime = crate::lab::runtime()?;
-    let outcome: Result<runner::GameDayRun, LabError> = runtime.block_on(async {
+    let outcome: Result<runner::gameday::GameDayRun, LabError> = runtime.block_on(async {
         let flag = abort.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -123,7 +123,7 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
         eprintln!("lab: left up (chaosctl lab status; chaosctl lab down)");
     }
     // The run carries the sequencer's verdict (Aborted when stopped with steps left).
-    let report = runner::report(
+    let report = runner::gameday::report(
         &gd_name,
         args.weaken.map(|w| w.to_string()),
         started_at,

@@ -41,12 +41,12 @@ use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use crate::reconcile::Context;
 use crate::status::Note;
 use crate::{Error, FIELD_MANAGER};
 
+mod context;
 mod pure;
 mod start;
 
@@ -56,30 +56,9 @@ pub use pure::{
 };
 pub use start::child;
 
+pub use context::GameDayContext;
+use context::namespace;
 pub use firedrill_core::api::{GAMEDAY_FINALIZER, GAMEDAY_LABEL, GAMEDAY_UID_LABEL};
-/// How often a queued step (overlapping targets) is tried again.
-const QUEUE_RETRY: Duration = Duration::from_secs(5);
-
-/// What the GameDay controller needs beside the Experiment controller's context.
-#[derive(Debug)]
-pub struct GameDayContext {
-    pub base: Arc<Context>,
-    /// Held while checking for overlapping targets and creating a step's Experiment.
-    start: Mutex<()>,
-}
-
-impl GameDayContext {
-    pub fn new(base: Arc<Context>) -> Self {
-        Self {
-            base,
-            start: Mutex::new(()),
-        }
-    }
-}
-
-fn namespace(game_day: &GameDay) -> Result<String, Error> {
-    game_day.namespace().ok_or(Error::MissingField("namespace"))
-}
 
 /// The game day's Experiments, by name.
 async fn children(ctx: &Context, game_day: &GameDay) -> Result<Vec<Experiment>, Error> {

@@ -9,13 +9,12 @@ use firedrill_core::sequencer::{self, not_run, started};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
-use super::{
-    GAMEDAY_LABEL, GAMEDAY_UID_LABEL, GameDayContext, QUEUE_RETRY, child_name, label_value,
-    namespace, overlap,
-};
+use super::context::{GameDayContext, QUEUE_RETRY, namespace};
+use super::pure::{child_name, label_value, overlap};
 use crate::plan::{self, Plan};
 use crate::reconcile::Context;
 use crate::{Error, FIELD_MANAGER, MANAGED_BY_LABEL, cluster};
+use firedrill_core::api::{GAMEDAY_LABEL, GAMEDAY_UID_LABEL};
 
 /// The spec a step runs ([`sequencer::resolve`], its `experimentRef` looked up in the game
 /// day's namespace). `Err` says why it cannot run.
