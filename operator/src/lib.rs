@@ -41,6 +41,7 @@ pub mod observe;
 pub mod pause;
 pub mod plan;
 pub mod reconcile;
+pub mod requeue;
 pub mod schedule;
 pub mod status;
 pub mod sweep;

@@ -26,6 +26,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::metrics::VerdictLabels;
 use crate::plan;
+pub use crate::requeue::retry_after;
+use crate::requeue::{self, PLAN_RETRY};
 use crate::status::{self, INVALID, Note, PAUSED, TARGETS};
 use crate::{
     ABORT_ANNOTATION, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, PLAN_SIZE_ANNOTATION,
@@ -36,8 +38,6 @@ use crate::{
 const MAX_ROUNDS: usize = 4;
 /// How often a Pending experiment looks whether the pause was lifted.
 const PAUSE_RECHECK: Duration = Duration::from_secs(3);
-/// How often a refused plan is tried again (a namespace may opt in meanwhile).
-const PLAN_RETRY: Duration = Duration::from_secs(30);
 
 fn api(ctx: &Context, experiment: &Experiment) -> Result<Api<Experiment>, Error> {
     let namespace = experiment
@@ -496,24 +496,8 @@ pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result
     result
 }
 
-/// How soon a failed reconciliation is retried, by category.
-pub fn retry_after(error: &Error) -> Duration {
-    match error.category() {
-        "revert_pending" | "conflict" => Duration::from_secs(1),
-        "plan" => PLAN_RETRY,
-        _ => Duration::from_secs(5),
-    }
-}
-
 pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(
-        experiment = %experiment.name_any(),
-        namespace = ?experiment.namespace(),
-        category = error.category(),
-        error = %error,
-        "reconcile failed"
-    );
-    Action::requeue(retry_after(error))
+    requeue::on_error(experiment.as_ref(), error)
 }
 
 /// The controller: Experiments (of one namespace or all, matching a label selector or

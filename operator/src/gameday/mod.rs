@@ -38,7 +38,6 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -248,33 +247,13 @@ pub async fn reconcile(game_day: Arc<GameDay>, ctx: Arc<GameDayContext>) -> Resu
 }
 
 pub fn error_policy(game_day: Arc<GameDay>, error: &Error, _ctx: Arc<GameDayContext>) -> Action {
-    tracing::warn!(
-        game_day = %game_day.name_any(),
-        namespace = ?game_day.namespace(),
-        category = error.category(),
-        error = %error,
-        "reconcile failed"
-    );
-    Action::requeue(crate::reconcile::retry_after(error))
+    crate::requeue::on_error(game_day.as_ref(), error)
 }
 
 /// The controller: GameDays (of one namespace or all, matching the operator's selector),
 /// and the Experiments they own (a step's verdict triggers its game day at once).
 pub fn controller(ctx: &Context) -> Controller<GameDay> {
-    let client = ctx.client.clone();
-    let (game_days, experiments): (Api<GameDay>, Api<Experiment>) = match &ctx.watch_namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    let mut watched = watcher::Config::default();
-    if let Some(selector) = &ctx.experiment_selector {
-        watched = watched.labels(selector);
-    }
-    let owned = watcher::Config::default().labels(GAMEDAY_UID_LABEL);
-    Controller::new(game_days, watched).owns(experiments, owned)
+    crate::requeue::owning::<GameDay, Experiment>(ctx, GAMEDAY_UID_LABEL)
 }
 
 /// Runs the controller until `stop` completes.

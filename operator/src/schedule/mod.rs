@@ -39,7 +39,6 @@ use futures_util::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::reconcile::Context;
@@ -191,33 +190,13 @@ pub async fn reconcile(schedule: Arc<DrillSchedule>, ctx: Arc<Context>) -> Resul
 }
 
 pub fn error_policy(schedule: Arc<DrillSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(
-        schedule = %schedule.name_any(),
-        namespace = ?schedule.namespace(),
-        category = error.category(),
-        error = %error,
-        "reconcile failed"
-    );
-    Action::requeue(crate::reconcile::retry_after(error))
+    crate::requeue::on_error(schedule.as_ref(), error)
 }
 
 /// The controller: DrillSchedules (of one namespace or all, matching the operator's
 /// selector), and the GameDays they own (a drill's end triggers its schedule at once).
 pub fn controller(ctx: &Context) -> Controller<DrillSchedule> {
-    let client = ctx.client.clone();
-    let (schedules, game_days): (Api<DrillSchedule>, Api<GameDay>) = match &ctx.watch_namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
-    let mut watched = watcher::Config::default();
-    if let Some(selector) = &ctx.experiment_selector {
-        watched = watched.labels(selector);
-    }
-    let owned = watcher::Config::default().labels(SCHEDULE_UID_LABEL);
-    Controller::new(schedules, watched).owns(game_days, owned)
+    crate::requeue::owning::<DrillSchedule, GameDay>(ctx, SCHEDULE_UID_LABEL)
 }
 
 /// Runs the controller until `stop` completes.
