@@ -11,7 +11,8 @@ use kube::{Resource, ResourceExt};
 use crate::access::{Kind, Scope, created, fault_of, fetch};
 use crate::cluster::{ClusterArgs, ClusterError, connect, runtime};
 use crate::output::{
-    Column, Table, count, due, indent, opt, seconds, timestamp as ts, width_budget,
+    Column, Table, count, due, indent, opt, seconds, sli_figure_cells, timestamp as ts,
+    width_budget,
 };
 
 /// The budget of a table indented under a heading.
@@ -150,15 +151,9 @@ pub fn describe_experiment(
             Column::keep("RECOVERY").right(),
         ]);
         for f in &s.slis {
-            table.push(vec![
-                f.name.clone(),
-                f.samples.to_string(),
-                seconds(f.time_to_impact_seconds),
-                f.worst_value
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
-                seconds(Some(f.unhealthy_seconds)),
-                seconds(f.time_to_recover_seconds),
-            ]);
+            let mut row = vec![f.name.clone(), f.samples.to_string()];
+            row.extend(sli_figure_cells(f));
+            table.push(row);
         }
         indent(&mut out, &table.render(inner(width)));
     }

@@ -298,6 +298,17 @@ pub fn seconds(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"))
 }
 
+/// The measured figures of one SLI as table cells: impact, worst, unhealthy, recovery.
+pub fn sli_figure_cells(f: &firedrill_core::api::SliFigures) -> [String; 4] {
+    [
+        seconds(f.time_to_impact_seconds),
+        f.worst_value
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+        seconds(Some(f.unhealthy_seconds)),
+        seconds(f.time_to_recover_seconds),
+    ]
+}
+
 /// A count, or `-`.
 pub fn count(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_owned(), |n| n.to_string())

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use firedrill_core::api::Verdict;
 use firedrill_core::report::{self, GameDayReport};
 
-use crate::output::{Column, Table, count, seconds, width_budget};
+use crate::output::{Column, Table, count, seconds, sli_figure_cells, width_budget};
 
 /// Exit code of a game day that passed.
 pub const PASSED: u8 = 0;
@@ -139,15 +139,9 @@ fn sli_table(report: &GameDayReport, width: Option<usize>) -> String {
     ]);
     for e in &report.experiments {
         for sli in &e.slis {
-            table.push(vec![
-                e.name.clone(),
-                sli.name.clone(),
-                seconds(sli.time_to_impact_seconds),
-                sli.worst_value
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
-                seconds(Some(sli.unhealthy_seconds)),
-                seconds(sli.time_to_recover_seconds),
-            ]);
+            let mut row = vec![e.name.clone(), sli.name.clone()];
+            row.extend(sli_figure_cells(sli));
+            table.push(row);
         }
     }
     format!("\n{}\n", table.render(width))
