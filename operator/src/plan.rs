@@ -19,8 +19,7 @@ use kube::api::ObjectMeta;
 
 pub use firedrill_core::api::{injection_name, is_label_value};
 pub use firedrill_core::planner::{
-    FaultPlan as Plan, NodeWork, PlanError, PodDeletion, Policy, Target, check_blast_radius,
-    isolate, uses_injections,
+    FaultPlan as Plan, NodeWork, PlanError, PodDeletion, Policy, Target, isolate, uses_injections,
 };
 
 /// What was listed for planning: the experiment's own namespace, its target namespaces

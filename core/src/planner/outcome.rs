@@ -111,6 +111,15 @@ impl FaultPlan {
             .collect()
     }
 
+    /// What this plan and `other` both touch (two faults must never share a target).
+    pub fn overlap(&self, other: &FaultPlan) -> Vec<String> {
+        let theirs = other.footprint();
+        self.footprint()
+            .into_iter()
+            .filter(|t| theirs.contains(t))
+            .collect()
+    }
+
     /// Whether `node` is hit as a whole (a zone blackout's node), rather than through some
     /// of its pods.
     pub fn hits_whole_node(&self, node: &str) -> bool {

@@ -50,9 +50,7 @@ mod pure;
 mod start;
 
 pub use firedrill_core::sequencer::{Next, not_run, started};
-pub use pure::{
-    advance, child_name, footprint, halt_reason, label_value, notes, overlap, status_patch,
-};
+pub use pure::{advance, child_name, halt_reason, label_value, notes, status_patch};
 pub use start::child;
 
 pub use context::GameDayContext;

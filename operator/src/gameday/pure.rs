@@ -1,8 +1,8 @@
 //! The GameDay controller's pure part: child Experiments' names and labels, a step's result
-//! from its Experiment, the footprint check, the status patch and the Events. The sequencing
+//! from its Experiment, the status patch and the Events. The sequencing
 //! itself is core's ([`firedrill_core::sequencer`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{
@@ -13,7 +13,6 @@ use firedrill_core::sequencer::{self, Next};
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
-use crate::plan::Plan;
 use crate::status::Note;
 
 /// The longest a Kubernetes object name may be.
@@ -101,20 +100,6 @@ pub fn halt_reason(game_day: &GameDay, pause: &crate::pause::Pause) -> Option<St
         .get(ABORT_ANNOTATION)
         .map(|why| format!("{ABORT_ANNOTATION}: {why}"))
         .or_else(|| pause.halts())
-}
-
-/// What an experiment may touch: its targets and the nodes its Injections act on.
-pub fn footprint(plan: &Plan) -> BTreeSet<String> {
-    plan.footprint()
-}
-
-/// What two plans both touch.
-pub fn overlap(a: &Plan, b: &Plan) -> Vec<String> {
-    let theirs = footprint(b);
-    footprint(a)
-        .into_iter()
-        .filter(|t| theirs.contains(t))
-        .collect()
 }
 
 /// The status patch (server-side apply needs apiVersion and kind).

@@ -10,7 +10,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::context::{GameDayContext, QUEUE_RETRY, namespace};
-use super::pure::{child_name, label_value, overlap};
+use super::pure::{child_name, label_value};
 use crate::plan::{self, Plan};
 use crate::reconcile::Context;
 use crate::{Error, FIELD_MANAGER, MANAGED_BY_LABEL, cluster};
@@ -57,7 +57,7 @@ async fn blocker(ctx: &Context, game_day: &GameDay, mine: &Plan) -> Result<Optio
         let Ok(theirs) = plan::plan(&other.spec, &candidates, &ctx.policy) else {
             continue;
         };
-        let shared = overlap(mine, &theirs);
+        let shared = mine.overlap(&theirs);
         if !shared.is_empty() {
             let owner = other
                 .labels()

@@ -312,13 +312,13 @@ fn footprints_overlap_on_shared_pods_and_nodes() {
         targets: vec![pod("nats-0"), pod("nats-1")],
         ..Default::default()
     };
-    assert_eq!(overlap(&mine, &theirs), ["talk/nats-0"]);
+    assert_eq!(mine.overlap(&theirs), ["talk/nats-0"]);
     let elsewhere = Plan {
         targets: vec![crate::plan::Target::Node("w2".into())],
         ..Default::default()
     };
-    assert!(overlap(&mine, &elsewhere).is_empty());
-    assert_eq!(overlap(&elsewhere, &elsewhere), ["node/w2"]);
+    assert!(mine.overlap(&elsewhere).is_empty());
+    assert_eq!(elsewhere.overlap(&elsewhere), ["node/w2"]);
 }
 
 #[test]
