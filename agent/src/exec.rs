@@ -180,35 +180,13 @@ impl Executor {
         let faults = self.faults(key, spec)?;
         // The journal keeps the agent's own end of the fault, so it holds across restarts.
         let expires_at = unix(own_expiry(spec, Utc::now()));
-        let mut processes = 0;
-        for (n, (id, fault)) in faults.iter().enumerate() {
-            let result = self
-                .injector
-                .apply(id, fault, expires_at)
-                .and_then(|applied| {
-                    // A process that would not stop (or could not be signalled) is a failure.
-                    processes += applied.target_len();
-                    let mut failed = applied
-                        .processes
-                        .into_iter()
-                        .filter_map(|r| r.outcome.err());
-                    failed.next().map_or(Ok(()), Err)
-                });
-            if let Err(e) = result {
-                for (id, _) in faults.iter().take(n + 1) {
-                    if let Err(undo) = self.injector.revert(id) {
-                        tracing::error!(%id, error = %undo, "undoing a failed apply failed");
-                    }
-                }
-                return Err(e.into());
-            }
-        }
+        let applied = self.injector.apply_all(&faults, expires_at)?;
         Ok(match faults.first() {
             Some((_, Fault::Network { .. })) => {
                 format!("{} network namespace rule set(s)", faults.len())
             }
             Some((_, Fault::ReadOnly { dir })) => format!("{} read-only", dir.display()),
-            _ => format!("{processes} process(es)"),
+            _ => format!("{} process(es)", applied.processes()),
         })
     }
 
@@ -264,19 +242,7 @@ impl Executor {
     /// a part found gone (from the recorded fault, so it never reaches new processes).
     /// Returns what was missing; empty when all of it held.
     pub fn recheck(&self, key: &str) -> Result<Vec<String>> {
-        let mut missing = Vec::new();
-        for entry in self.entries_of(key)? {
-            if let Some(what) = self.injector.missing(&entry)? {
-                match self
-                    .injector
-                    .apply(&entry.id, &entry.fault, entry.expires_at)
-                {
-                    Ok(_) => missing.push(format!("{what} (re-applied)")),
-                    Err(e) => missing.push(format!("{what} (re-applying failed: {e})")),
-                }
-            }
-        }
-        Ok(missing)
+        Ok(self.injector.recheck(&self.entries_of(key)?)?)
     }
 
     fn revert_entry(&self, entry: &Entry) -> Result<()> {
@@ -403,20 +369,6 @@ fn stopped(pids: &[i32]) -> firedrill_faults::Result<Vec<process::ProcessRef>> {
         }
     }
     Ok(out)
-}
-
-/// How many things an applied fault reached (processes for freeze/kill).
-trait TargetLen {
-    fn target_len(&self) -> usize;
-}
-
-impl TargetLen for firedrill_faults::Applied {
-    fn target_len(&self) -> usize {
-        match &self.target {
-            Target::Freeze { processes } | Target::Kill { processes } => processes.len(),
-            _ => 0,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -762,22 +762,23 @@ fn a_seven_second_freeze_of_two_zones_is_measured_at_the_sample_interval() {
          recovered {recover:.1} s after the revert, worst delivery {}",
         sli["worstValue"]
     );
-    // One sample interval either way of the freeze as it was held (inject to revert, a few
-    // ms over 7 s): the first sample after the freeze may still read the second before it,
-    // the first after the thaw the second before that. The samples' own timestamps drift a
-    // few ms each, hence the small slack.
+    // The freeze as it was held (inject to revert, a few ms over 7 s) is seen in full to one
+    // sample interval: the first sample after the freeze may still read the second before
+    // it. The samples' timestamps drift a few ms each, hence the small slack.
     let held = seconds_between(&e["injectedAt"], &e["revertedAt"]);
     assert!(
-        (unhealthy - held).abs() <= 1.0 + 0.2,
+        unhealthy >= held - 1.0 - 0.2,
         "unhealthy {unhealthy:.3} s for a freeze held {held:.3} s: {e:#}"
     );
-    // The unhealthy time lies between the first sample out of tolerance (the impact) and
-    // the first of the healthy run that recovery ends with: the figures come from the same
-    // samples, so they cannot add up to more (a relapse after the thaw makes it less).
+    // Past the thaw the SLI stays unhealthy until the system has recovered (quorum regained,
+    // the frozen sends answered: 1-3 s here), which is measured as the time to recover. The
+    // unhealthy time lies between the impact and the first sample of the healthy run that
+    // recovery ends with: the figures come from the same samples, so they cannot add up to
+    // more (a relapse after the thaw makes it less).
     assert!(
         impact + unhealthy <= held + recover + 0.05,
-        "impact {impact:.3} + unhealthy {unhealthy:.3} s is not held {held:.3} + recovered \
-         {recover:.3} s: {e:#}"
+        "impact {impact:.3} + unhealthy {unhealthy:.3} s is more than held {held:.3} + \
+         recovered {recover:.3} s: {e:#}"
     );
     assert!(impact <= 2.0, "impact after {impact:.1} s: {e:#}");
     assert!(

@@ -5,6 +5,7 @@
 //! - [`process`]: freeze, thaw and kill processes.
 //! - [`disk`]: take a data directory away, make it read-only, or wipe it.
 //! - [`target`]: a fault as asked for and as resolved to what it touches.
+//! - [`group`]: the faults of one injection, applied all or none and re-checked together.
 //! - [`journal`] and [`fault`]: every fault is recorded on disk before it is applied, so
 //!   [`cleanup_all`] can revert everything after a crash.
 //!
@@ -13,6 +14,7 @@
 pub mod disk;
 pub mod error;
 pub mod fault;
+pub mod group;
 pub mod id;
 pub mod journal;
 pub mod mountinfo;
@@ -26,6 +28,7 @@ pub use error::{Error, Result};
 pub use fault::{
     Applied, CleanupReport, Fault, Injector, RevertOutcome, Reverted, Target, cleanup_all,
 };
+pub use group::GroupApplied;
 pub use id::InjectionId;
 pub use journal::{Entry, Journal, now_unix};
 pub use netns::{Netns, run_in};

@@ -211,3 +211,41 @@ fn a_recheck_finds_a_frozen_process_running_again() {
     assert_eq!(injector.missing(&entry).unwrap(), None, "frozen again");
     injector.revert(&id).unwrap();
 }
+
+/// One injection's parts go in all or none: a part that fails undoes those before it, so a
+/// half-applied injection is never left to hold (or to be reported as applied).
+#[test]
+fn a_group_that_fails_part_way_undoes_the_parts_before_it() {
+    let sleeper = Sleeper::new();
+    let journal = tempfile::tempdir().unwrap();
+    let injector = Injector::new(journal.path()).unwrap();
+    let parts = vec![
+        (
+            InjectionId::new("group-0").unwrap(),
+            Fault::Freeze {
+                pids: vec![sleeper.pid()],
+            },
+        ),
+        (
+            InjectionId::new("group-1").unwrap(),
+            Fault::ReadOnly {
+                dir: journal.path().join("no-such-volume"),
+            },
+        ),
+    ];
+    let far = firedrill_faults::now_unix() + 600;
+
+    assert!(injector.apply_all(&parts, far).is_err());
+    assert_ne!(
+        wait_state(sleeper.pid(), 'S'),
+        'T',
+        "the frozen part was thawed"
+    );
+    assert!(injector.journal().entries().unwrap().is_empty());
+
+    // The same parts without the failing one hold, and count their processes.
+    let applied = injector.apply_all(&parts[..1], far).unwrap();
+    assert_eq!(applied.processes(), 1);
+    assert_eq!(wait_state(sleeper.pid(), 'T'), 'T');
+    injector.revert(&parts[0].0).unwrap();
+}

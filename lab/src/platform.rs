@@ -323,7 +323,7 @@ impl LabPlatform {
                 })?;
             }
         }
-        let mut n = 0;
+        let mut parts = Vec::new();
         for step in &plan.steps {
             let fault = match step {
                 Step::Hold { .. } => continue,
@@ -362,10 +362,9 @@ impl LabPlatform {
                     dir: self.run.data_dir(process),
                 },
             };
-            self.injector
-                .apply(&Self::sub_id(id, n)?, &fault, expires_at)?;
-            n += 1;
+            parts.push((Self::sub_id(id, parts.len())?, fault));
         }
+        self.injector.apply_all(&parts, expires_at)?;
         Ok(())
     }
 
@@ -401,19 +400,7 @@ impl LabPlatform {
     /// part found gone (the recorded target, so a re-apply never reaches new processes).
     /// Returns what was found missing; empty when the whole fault held.
     pub fn recheck(&self, id: &str) -> Result<Vec<String>> {
-        let mut missing = Vec::new();
-        for entry in self.entries_of(id)? {
-            if let Some(what) = self.injector.missing(&entry)? {
-                match self
-                    .injector
-                    .apply(&entry.id, &entry.fault, entry.expires_at)
-                {
-                    Ok(_) => missing.push(format!("{what} (re-applied)")),
-                    Err(e) => missing.push(format!("{what} (re-applying failed: {e})")),
-                }
-            }
-        }
-        Ok(missing)
+        Ok(self.injector.recheck(&self.entries_of(id)?)?)
     }
 
     /// Whether anything of injection `id` is still in place.
