@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{InjectionSpec, PodRef, ProcessSignal};
+use firedrill_faults::bounded::{CALL_TIMEOUT, bounded};
 use firedrill_faults::fault::Target;
 use firedrill_faults::journal::Entry;
 use firedrill_faults::{Fault, InjectionId, Injector, Netns, RevertOutcome, nft, process};
@@ -134,8 +135,26 @@ impl Executor {
             .collect())
     }
 
+    /// Runs `f` on a clone of this executor within [`CALL_TIMEOUT`]: the `/proc` and
+    /// kubelet reads it makes can hang like a mount (see `firedrill_faults::bounded`).
+    fn in_time<T, F>(&self, what: String, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Executor) -> Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        bounded(None, &what, CALL_TIMEOUT, move || f(this))
+    }
+
     /// The faults `spec` becomes on this node now (resolving its pods), without applying.
     pub fn faults(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<(InjectionId, Fault)>> {
+        let (key, spec) = (key.to_owned(), spec.clone());
+        self.in_time(format!("finding the targets of {key}"), move |this| {
+            this.faults_now(&key, &spec)
+        })
+    }
+
+    fn faults_now(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<(InjectionId, Fault)>> {
         let action = &spec.action;
         match (&action.network, &action.processes, &action.read_only_volume) {
             (Some(cut), None, None) => {
@@ -195,8 +214,10 @@ impl Executor {
         let Some(p) = &spec.action.processes else {
             return Ok(0);
         };
-        let pids = self.pod_pids(&p.pods)?;
-        let found = process::resolve(&pids)?;
+        let pods = p.pods.clone();
+        let found = self.in_time("finding the killed pods' processes".into(), move |this| {
+            Ok(process::resolve(&this.pod_pids(&pods)?)?)
+        })?;
         let results = process::kill(&found);
         let killed = results
             .iter()
@@ -256,7 +277,11 @@ impl Executor {
         {
             // The recorded process (the sandbox) is gone, but the namespace may live on,
             // held by another process: find it by identity and take our chains out.
-            if let Some(path) = self.procfs.find_netns(*identity)? {
+            let identity = *identity;
+            let found = self.in_time(format!("finding netns {identity:?}"), move |this| {
+                this.procfs.find_netns(identity)
+            })?;
+            if let Some(path) = found {
                 let ns = Netns::Path(path);
                 nft::revert(&ns, &entry.id)?;
                 tracing::info!(id = %entry.id, netns = %ns.display(), "reverted in a namespace found again by identity");

@@ -84,6 +84,19 @@ pub enum Error {
     #[error("nft did not finish within {}s and was killed", .after.as_secs())]
     NftTimeout { after: std::time::Duration },
 
+    /// A call into the kernel did not return in time (a hung mount, a blocked `/proc`
+    /// read); it may still finish later, see [`crate::bounded`].
+    #[error("{what} did not finish within {}s", .after.as_secs())]
+    Timeout {
+        what: String,
+        after: std::time::Duration,
+    },
+
+    /// An earlier call on the same injection has not returned yet (it timed out and may
+    /// still land); this one is refused rather than run beside it.
+    #[error("{what} of injection {id} refused: an earlier call on it has not returned yet")]
+    Busy { id: String, what: String },
+
     /// A worker thread panicked; a bug, reported instead of propagated.
     #[error("internal error: {0}")]
     Internal(String),
@@ -106,6 +119,8 @@ impl Error {
             Error::Wipe { .. } => "wipe",
             Error::Journal { .. } => "journal",
             Error::JournalCorrupt { .. } => "journal_corrupt",
+            Error::Timeout { .. } => "timeout",
+            Error::Busy { .. } => "busy",
             Error::Internal(_) => "internal",
         }
     }

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::{CALL_TIMEOUT, bounded};
 use crate::disk::{self, MountTarget};
 use crate::error::{Error, Result};
 use crate::id::InjectionId;
@@ -52,6 +54,8 @@ pub struct Reverted {
 #[derive(Debug, Clone)]
 pub struct Injector {
     journal: Journal,
+    /// How long one resolve, apply, check or revert may take (see [`crate::bounded`]).
+    call_timeout: Duration,
 }
 
 impl Injector {
@@ -59,7 +63,14 @@ impl Injector {
     pub fn new(journal_dir: impl Into<PathBuf>) -> Result<Self> {
         Ok(Self {
             journal: Journal::open(journal_dir)?,
+            call_timeout: CALL_TIMEOUT,
         })
+    }
+
+    /// The same injector with another limit on each call ([`CALL_TIMEOUT`] by default).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
+        self
     }
 
     /// The journal.
@@ -88,7 +99,13 @@ impl Injector {
                 ));
             }
             None => {
-                let (target, gone) = fault.resolve()?;
+                let resolving = fault.clone();
+                let (target, gone) = bounded(
+                    Some(id),
+                    "resolving the target",
+                    self.call_timeout,
+                    move || resolving.resolve(),
+                )?;
                 let entry = Entry {
                     version: crate::journal::FORMAT_VERSION,
                     id: id.clone(),
@@ -102,7 +119,7 @@ impl Injector {
                 (target, gone)
             }
         };
-        match apply_target(id, &target) {
+        match self.bounded_call(id, &target, "applying", apply_target) {
             Ok((mut processes, wiped_entries)) => {
                 processes.extend(gone.into_iter().map(|pid| PidResult {
                     pid,
@@ -119,7 +136,10 @@ impl Injector {
             Err(e) => {
                 tracing::warn!(%id, error = %e, "apply failed; undoing");
                 let undo = self.not_held_by_others(id, &target)?;
-                if revert_target(id, &undo).is_ok() {
+                if self
+                    .bounded_call(id, &undo, "undoing", revert_target)
+                    .is_ok()
+                {
                     self.journal.remove(id)?;
                 }
                 Err(e)
@@ -143,7 +163,8 @@ impl Injector {
     /// Reverts a recorded entry and removes it from the journal on success.
     pub fn revert_entry(&self, entry: &Entry) -> Result<Reverted> {
         let target = self.not_held_by_others(&entry.id, &entry.target)?;
-        let (outcome, processes) = revert_target(&entry.id, &target)?;
+        let (outcome, processes) =
+            self.bounded_call(&entry.id, &target, "reverting", revert_target)?;
         self.journal.remove(&entry.id)?;
         tracing::info!(id = %entry.id, ?outcome, "fault reverted");
         Ok(Reverted {
@@ -159,7 +180,7 @@ impl Injector {
     /// which is harmless. Overlapping freezes cannot be counted without the journal: the
     /// processes are thawed.
     pub fn undo(&self, entry: &Entry) -> Result<RevertOutcome> {
-        let (outcome, _) = revert_target(&entry.id, &entry.target)?;
+        let (outcome, _) = self.bounded_call(&entry.id, &entry.target, "undoing", revert_target)?;
         tracing::warn!(id = %entry.id, ?outcome, "fault undone without the journal");
         Ok(outcome)
     }
@@ -197,7 +218,25 @@ impl Injector {
     /// lapse: nothing of it can run unfaulted. Kills and wipes are done once and have
     /// nothing to hold.
     pub fn missing(&self, entry: &Entry) -> Result<Option<String>> {
-        missing_from(&entry.id, &entry.target)
+        self.bounded_call(&entry.id, &entry.target, "checking", missing_from)
+    }
+
+    /// Runs `call` (apply, revert or check) on `target` of injection `id` within
+    /// the injector's call timeout; see [`crate::bounded`] for what a call that times out leaves behind.
+    fn bounded_call<T: Send + 'static>(
+        &self,
+        id: &InjectionId,
+        target: &Target,
+        doing: &str,
+        call: fn(&InjectionId, &Target) -> Result<T>,
+    ) -> Result<T> {
+        let (owned_id, owned_target) = (id.clone(), target.clone());
+        bounded(
+            Some(id),
+            &format!("{doing} {} of {id}", target.kind()),
+            self.call_timeout,
+            move || call(&owned_id, &owned_target),
+        )
     }
 
     /// Reverts every entry past its expiry at `now`.

@@ -9,8 +9,11 @@
 //! - [`journal`] and [`fault`]: every fault is recorded on disk before it is applied, so
 //!   [`cleanup_all`] can revert everything after a crash.
 //!
+//! - [`bounded`]: every call that can hang in the kernel runs with a time limit.
+//!
 //! Everything is typed: no shell, no command strings built from input.
 
+pub mod bounded;
 pub mod disk;
 pub mod error;
 pub mod fault;

@@ -170,3 +170,89 @@ fn wipe_does_not_follow_symlinks() {
         .unwrap();
     assert!(outside.path().join("keep").exists());
 }
+
+/// A FUSE mount whose server never answers: every lookup below it blocks until the
+/// connection is closed, as below a hung FUSE or NFS server. Dropping it aborts the
+/// connection (the blocked calls return ENOTCONN) and detaches the mount.
+struct HungMount {
+    point: tempfile::TempDir,
+    fuse: Option<std::os::fd::OwnedFd>,
+}
+
+impl HungMount {
+    fn new() -> Self {
+        use std::os::fd::AsRawFd;
+        let point = tempfile::tempdir().unwrap();
+        let fuse: std::os::fd::OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .unwrap()
+            .into();
+        let options = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            fuse.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some("firedrill-hung"),
+            point.path(),
+            Some("fuse"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .unwrap();
+        Self {
+            point,
+            fuse: Some(fuse),
+        }
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        drop(self.fuse.take());
+        let _ = nix::mount::umount2(self.point.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A mount fault below a hung server times out instead of hanging the caller, and the
+/// other injections on the node are still reverted meanwhile.
+#[test]
+fn a_hung_mount_times_out_and_does_not_hold_up_other_reverts() {
+    let (data, _guard, injector) = setup();
+    let injector = injector.with_call_timeout(std::time::Duration::from_millis(500));
+    let healthy = InjectionId::new("healthy").unwrap();
+    injector
+        .apply(
+            &healthy,
+            &Fault::ReadOnly {
+                dir: data.path().to_path_buf(),
+            },
+            expiry(),
+        )
+        .unwrap();
+
+    let hung = HungMount::new();
+    let started = std::time::Instant::now();
+    let stuck = injector.apply(
+        &InjectionId::new("stuck").unwrap(),
+        &Fault::ReadOnly {
+            dir: hung.point.path().join("data"),
+        },
+        expiry(),
+    );
+    let waited = started.elapsed();
+    assert!(
+        matches!(stuck, Err(firedrill_faults::Error::Timeout { .. })),
+        "{stuck:?}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+
+    let reverted = injector.revert(&healthy).unwrap();
+    assert_eq!(reverted.outcome, RevertOutcome::Reverted);
+    assert_eq!(mounted_at(data.path()), 0);
+    drop(hung);
+}
