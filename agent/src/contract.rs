@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
-    Injection, InjectionSpec, InjectionState, InjectionStatus, ProcessSignal, fault_end,
+    Condition, Injection, InjectionSpec, InjectionState, InjectionStatus, JOURNAL_READABLE,
+    ProcessSignal, fault_end,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -78,6 +79,7 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             reverted_at: None,
             message: None,
             lapses: previous.lapses,
+            conditions: previous.conditions,
         },
         Report::Reverted { at, why } => InjectionStatus {
             state: InjectionState::Reverted,
@@ -85,6 +87,7 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             reverted_at: previous.reverted_at.or(Some(*at)),
             message: Some(why.clone()),
             lapses: previous.lapses,
+            conditions: previous.conditions,
         },
         Report::Failed { message } => InjectionStatus {
             state: InjectionState::Failed,
@@ -92,6 +95,21 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             reverted_at: previous.reverted_at,
             message: Some(message.clone()),
             lapses: previous.lapses,
+            conditions: previous.conditions,
+        },
+        Report::JournalUnreadable { at, message } => InjectionStatus {
+            state: InjectionState::Failed,
+            applied_at: previous.applied_at,
+            reverted_at: previous.reverted_at,
+            message: Some(message.clone()),
+            lapses: previous.lapses,
+            conditions: vec![Condition {
+                type_: JOURNAL_READABLE.into(),
+                status: "False".into(),
+                reason: "EntryUnreadable".into(),
+                message: message.clone(),
+                last_transition_time: *at,
+            }],
         },
         Report::Refused { message } => InjectionStatus {
             state: InjectionState::Refused,
@@ -99,6 +117,7 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             reverted_at: None,
             message: Some(message.clone()),
             lapses: vec![],
+            conditions: vec![],
         },
         Report::Checked { applied_at, lapses } => InjectionStatus {
             state: InjectionState::Applied,
@@ -106,6 +125,7 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             reverted_at: None,
             message: None,
             lapses: lapses.clone(),
+            conditions: previous.conditions,
         },
     }
 }
@@ -251,6 +271,32 @@ mod tests {
         );
         assert_eq!(failed.state, InjectionState::Failed);
         assert_eq!(failed.applied_at, None);
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_a_failure_with_a_condition_that_later_reports_keep() {
+        let unreadable = next_status(
+            Some(&next_status(None, &Report::Applied { at: at(2) })),
+            &Report::JournalUnreadable {
+                at: at(9),
+                message: "cannot prove the fault was reverted".into(),
+            },
+        );
+        assert_eq!(unreadable.state, InjectionState::Failed);
+        assert_eq!(unreadable.applied_at, Some(at(2)));
+        let condition = &unreadable.conditions[..];
+        assert!(
+            matches!(condition, [c] if c.type_ == JOURNAL_READABLE && c.status == "False"
+                && c.reason == "EntryUnreadable" && c.last_transition_time == at(9)),
+            "{condition:?}"
+        );
+        let failed = next_status(
+            Some(&unreadable),
+            &Report::Failed {
+                message: "x".into(),
+            },
+        );
+        assert_eq!(failed.conditions, unreadable.conditions);
     }
 
     #[test]

@@ -258,6 +258,12 @@ pub enum Report {
     Failed {
         message: String,
     },
+    /// Failed because its journal entry cannot be read: said as a condition and a Warning
+    /// too, as a person must act on it.
+    JournalUnreadable {
+        at: DateTime<Utc>,
+        message: String,
+    },
     Refused {
         message: String,
     },
@@ -274,7 +280,7 @@ impl Report {
         match self {
             Report::Applied { .. } => InjectionState::Applied,
             Report::Reverted { .. } => InjectionState::Reverted,
-            Report::Failed { .. } => InjectionState::Failed,
+            Report::Failed { .. } | Report::JournalUnreadable { .. } => InjectionState::Failed,
             Report::Refused { .. } => InjectionState::Refused,
             Report::Checked { .. } => InjectionState::Applied,
         }
@@ -350,7 +356,7 @@ pub fn plan(view: Option<&[Wanted]>, held: &[Held], memory: &Memory, now: DateTi
         let h = held.get(w.key.as_str()).copied();
         let state = memory.reported.get(&w.key).copied().unwrap_or(w.state);
         match h {
-            Some(h) if !h.unreadable.is_empty() => unreadable(&mut out, w, h, state, memory),
+            Some(h) if !h.unreadable.is_empty() => unreadable(&mut out, w, h, state, memory, now),
             _ => decide(&mut out, w, h, state, memory, now),
         }
     }
@@ -378,7 +384,14 @@ pub fn plan(view: Option<&[Wanted]>, held: &[Held], memory: &Memory, now: DateTi
 
 /// An Injection whose journal cannot be fully read: salvage once, then say so as `Failed`.
 /// Never `Reverted`, never released: nothing proves the fault is gone.
-fn unreadable(out: &mut Plan, w: &Wanted, h: &Held, state: InjectionState, memory: &Memory) {
+fn unreadable(
+    out: &mut Plan,
+    w: &Wanted,
+    h: &Held,
+    state: InjectionState,
+    memory: &Memory,
+    now: DateTime<Utc>,
+) {
     let Some(found) = memory.salvaged.get(&w.key) else {
         out.steps.push(Step::Salvage(w.key.clone()));
         return;
@@ -386,7 +399,8 @@ fn unreadable(out: &mut Plan, w: &Wanted, h: &Held, state: InjectionState, memor
     if state != InjectionState::Failed {
         out.steps.push(Step::Report {
             key: w.key.clone(),
-            report: Report::Failed {
+            report: Report::JournalUnreadable {
+                at: now,
                 message: format!(
                     "the agent cannot read its journal entry for this Injection ({}), so it \
                      cannot prove the fault was reverted. It inspected the node instead: {found}. \

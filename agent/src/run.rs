@@ -296,9 +296,7 @@ impl Agent {
                         // What a person must act on is also an Event, where they look.
                         let warning = match &report {
                             Report::Refused { message } => Some(("Refused", message)),
-                            Report::Failed { message }
-                                if self.memory.salvaged.contains_key(&key) =>
-                            {
+                            Report::JournalUnreadable { message, .. } => {
                                 Some(("JournalUnreadable", message))
                             }
                             _ => None,

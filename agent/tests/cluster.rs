@@ -400,8 +400,19 @@ async fn an_unreadable_journal_entry_is_reported_failed_with_an_event_and_keeps_
         failed.finalizers().iter().any(|f| f == AGENT_FINALIZER),
         "kept"
     );
-    let message = failed.status.unwrap().message.unwrap();
+    let status = failed.status.unwrap();
+    let message = status.message.unwrap();
     assert!(message.contains("cannot prove"), "{message}");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "JournalReadable"
+                && c.status == "False"
+                && c.reason == "EntryUnreadable"),
+        "{:?}",
+        status.conditions
+    );
     let events: Api<Event> = Api::namespaced(client.clone(), &h.namespace);
     eventually("a JournalUnreadable event", || async {
         let list = events.list(&ListParams::default()).await.ok()?;

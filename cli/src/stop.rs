@@ -350,6 +350,7 @@ mod tests {
             applied_at: None,
             reverted_at: None,
             lapses: vec![],
+            ..InjectionStatus::default()
         });
         i
     }

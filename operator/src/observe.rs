@@ -253,6 +253,7 @@ mod tests {
                 reverted_at: (state == InjectionState::Reverted).then(|| at(50)),
                 message: (state == InjectionState::Failed).then(|| "no such pod".into()),
                 lapses: vec![],
+                ..InjectionStatus::default()
             }),
         }
     }

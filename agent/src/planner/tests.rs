@@ -201,12 +201,13 @@ fn an_unreadable_entry_is_salvaged_and_failed_never_reverted_nor_released() {
                 match &p.steps[..] {
                     [
                         Step::Report {
-                            report: Report::Failed { message },
+                            report: Report::JournalUnreadable { message, at },
                             ..
                         },
                     ] => {
                         assert!(message.contains("EOF"), "{message}");
                         assert!(message.contains("1 namespace"), "{message}");
+                        assert_eq!(*at, now);
                     }
                     other => panic!("{w:?} at {now}: {other:?}"),
                 }

@@ -241,7 +241,15 @@ pub struct InjectionStatus {
     /// most [`MAX_LAPSES`]). The agent re-applies what is gone at once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lapses: Vec<Lapse>,
+    /// What a person must act on. `JournalReadable=False`: the agent cannot read its
+    /// journal entry for this Injection, so it cannot prove the fault reverted; the
+    /// finalizer stays until the entry is dealt with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<super::experiment::Condition>,
 }
+
+/// The condition an agent sets when it cannot read its journal entry for an Injection.
+pub const JOURNAL_READABLE: &str = "JournalReadable";
 
 /// The most lapses an Injection's status keeps (the oldest go first).
 pub const MAX_LAPSES: usize = 20;
