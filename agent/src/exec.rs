@@ -16,7 +16,7 @@ use crate::contract::own_expiry;
 use crate::error::{Error, Result};
 use crate::planner::{Held, Key};
 use crate::pods::ProcFs;
-use crate::translate::{key_of_id, network_faults, sub_id};
+use crate::translate::{key_of_id, network_faults, pod_network_faults, sub_id};
 use crate::volume::volume_dir;
 
 fn pod_name(pod: &PodRef) -> String {
@@ -209,6 +209,40 @@ impl Executor {
         })
     }
 
+    /// Freezes what runs in a frozen pod but is not in the record: a pod whose sandbox or
+    /// containers were recreated (the frozen ones are killed and new ones start), or a
+    /// process started in it since (`kubectl exec`). The record is reverted (its processes
+    /// thawed, or gone) and the freeze applied again to every process of the pods now.
+    fn follow_frozen_pods(&self, key: &str, pods: &[PodRef]) -> Result<Vec<String>> {
+        let id = sub_id(key, 0)?;
+        let Some(entry) = self.injector.journal().get(&id)? else {
+            return Ok(vec![]);
+        };
+        let Target::Freeze { processes: frozen } = &entry.target else {
+            return Ok(vec![]);
+        };
+        let pids = self.pod_pids(pods)?;
+        let unfrozen: Vec<i32> = process::resolve(&pids)?
+            .into_iter()
+            .filter(|p| !frozen.contains(p))
+            .map(|p| p.pid)
+            .collect();
+        if unfrozen.is_empty() {
+            return Ok(vec![]);
+        }
+        self.revert_entry(&entry)?;
+        let outcome = match self
+            .injector
+            .apply(&id, &Fault::Freeze { pids }, entry.expires_at)
+        {
+            Ok(_) => "frozen now".to_owned(),
+            Err(e) => format!("freezing them failed: {e}"),
+        };
+        Ok(vec![format!(
+            "process(es) {unfrozen:?} of the frozen pods ran unfrozen ({outcome})"
+        )])
+    }
+
     /// Kills again whatever processes of a kill's pods are running; returns how many.
     pub fn enforce(&self, spec: &InjectionSpec) -> Result<usize> {
         let Some(p) = &spec.action.processes else {
@@ -262,8 +296,71 @@ impl Executor {
     /// Re-checks every fault the journal holds for `key` against the node, and re-applies
     /// a part found gone (from the recorded fault, so it never reaches new processes).
     /// Returns what was missing; empty when all of it held.
-    pub fn recheck(&self, key: &str) -> Result<Vec<String>> {
-        Ok(self.injector.recheck(&self.entries_of(key)?)?)
+    ///
+    /// With the Injection's `spec`, a pod whose sandbox was recreated since the cut (a new
+    /// network namespace, without the rules) is a lapse too, and the cut is put into the
+    /// new namespace.
+    pub fn recheck(&self, key: &str, spec: Option<&InjectionSpec>) -> Result<Vec<String>> {
+        let mut missing = self.injector.recheck(&self.entries_of(key)?)?;
+        if let Some(spec) = spec {
+            let (key, spec) = (key.to_owned(), spec.clone());
+            missing.extend(
+                self.in_time(format!("finding the sandboxes of {key}"), move |this| {
+                    this.follow_sandboxes(&key, &spec)
+                })?,
+            );
+        }
+        Ok(missing)
+    }
+
+    /// Follows the pods of a held fault to what runs in them now. A freeze: see
+    /// [`Self::follow_frozen_pods`]. A network cut: moves a pod's part into the pod's sandbox of now, where that is not
+    /// the namespace it was applied in: the old record is reverted (its namespace is gone,
+    /// or no longer the pod's) and the part applied again, under the same ids and expiry.
+    /// A pod with no sandbox on the node (deleted, or between sandboxes) is skipped: nothing
+    /// of it runs unfaulted. Returns what was found moved.
+    fn follow_sandboxes(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<String>> {
+        if let Some(p) = &spec.action.processes
+            && p.signal == ProcessSignal::Freeze
+        {
+            return self.follow_frozen_pods(key, &p.pods);
+        }
+        let Some(cut) = &spec.action.network else {
+            return Ok(vec![]);
+        };
+        let mut moved = Vec::new();
+        for (index, pod) in cut.pods.iter().enumerate() {
+            let name = pod_name(pod);
+            let Some(sandbox) = self.procfs.sandbox(&pod.uid, &name)? else {
+                continue;
+            };
+            let now_in = Netns::Path(sandbox.netns.clone());
+            for (id, fault) in pod_network_faults(key, cut, index, &now_in)? {
+                let Some(entry) = self.injector.journal().get(&id)? else {
+                    continue;
+                };
+                let Target::Network {
+                    identity: Some(was),
+                    ..
+                } = &entry.target
+                else {
+                    continue;
+                };
+                if *was == sandbox.identity {
+                    continue;
+                }
+                self.revert_entry(&entry)?;
+                let outcome = match self.injector.apply(&id, &fault, entry.expires_at) {
+                    Ok(_) => "re-applied there".to_owned(),
+                    Err(e) => format!("re-applying there failed: {e}"),
+                };
+                moved.push(format!(
+                    "pod {name}'s sandbox was recreated: its new network namespace had none \
+                     of the rules of {id} ({outcome})"
+                ));
+            }
+        }
+        Ok(moved)
     }
 
     fn revert_entry(&self, entry: &Entry) -> Result<()> {

@@ -350,7 +350,8 @@ impl Agent {
             }
             Step::Recheck(_) => {
                 let now = Utc::now();
-                let missing = match self.exec.recheck(&key) {
+                let spec = injection.as_ref().map(|i| &i.spec);
+                let missing = match self.exec.recheck(&key, spec) {
                     Ok(missing) => missing,
                     // A check that cannot tell is no evidence that the fault held.
                     Err(e) => vec![format!("the fault could not be checked: {e}")],

@@ -75,20 +75,34 @@ pub fn network_faults(
     cut: &NetworkCut,
     targets: &[Netns],
 ) -> Result<Vec<(InjectionId, Fault)>> {
-    let sets = rule_sets(cut)?;
-    let mut out = Vec::with_capacity(targets.len() * sets.len());
+    let mut out = Vec::with_capacity(targets.len());
     for (t, netns) in targets.iter().enumerate() {
-        for (r, rules) in sets.iter().enumerate() {
-            out.push((
-                sub_id(key, t * 2 + r)?,
-                Fault::Network {
-                    netns: netns.clone(),
-                    rules: rules.clone(),
-                },
-            ));
-        }
+        out.extend(pod_network_faults(key, cut, t, netns)?);
     }
     Ok(out)
+}
+
+/// The faults of a network cut for the pod at `index` of `cut.pods` (or the node, index 0)
+/// in `netns`: one per rule set, numbered pod × 2 + set.
+pub fn pod_network_faults(
+    key: &str,
+    cut: &NetworkCut,
+    index: usize,
+    netns: &Netns,
+) -> Result<Vec<(InjectionId, Fault)>> {
+    rule_sets(cut)?
+        .into_iter()
+        .enumerate()
+        .map(|(r, rules)| {
+            Ok((
+                sub_id(key, index * 2 + r)?,
+                Fault::Network {
+                    netns: netns.clone(),
+                    rules,
+                },
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -120,6 +120,19 @@ impl FakePod {
         pid
     }
 
+    /// What the kubelet does when a pod's sandbox dies: a new sandbox, with a new network
+    /// namespace, for the same pod (same uid and cgroup).
+    fn recreate_sandbox(&mut self) {
+        for mut child in self.sleepers.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        run(&["ip", "netns", "del", &self.name]);
+        run(&["ip", "netns", "add", &self.name]);
+        run(&["ip", "-n", &self.name, "link", "set", "lo", "up"]);
+        self.add_sleeper();
+    }
+
     fn pod_ref(&self) -> PodRef {
         PodRef {
             namespace: "chaos".into(),
@@ -345,7 +358,11 @@ fn a_recheck_finds_a_deleted_chain_and_a_thawed_process_and_puts_them_back() {
     let exec = executor(journal.path());
     let key = key_of(&pod.uid).unwrap();
     exec.apply(&key, &spec(cut(&pod), 300)).unwrap();
-    assert_eq!(exec.recheck(&key).unwrap(), Vec::<String>::new(), "whole");
+    assert_eq!(
+        exec.recheck(&key, None).unwrap(),
+        Vec::<String>::new(),
+        "whole"
+    );
     // Someone deletes firedrill's table in the pod's namespace.
     run(&[
         "ip",
@@ -358,7 +375,7 @@ fn a_recheck_finds_a_deleted_chain_and_a_thawed_process_and_puts_them_back() {
         "inet",
         "firedrill",
     ]);
-    let missing = exec.recheck(&key).unwrap();
+    let missing = exec.recheck(&key, None).unwrap();
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert!(missing[0].contains("re-applied"), "{missing:?}");
     assert!(
@@ -366,7 +383,7 @@ fn a_recheck_finds_a_deleted_chain_and_a_thawed_process_and_puts_them_back() {
         "put back"
     );
     assert_eq!(
-        exec.recheck(&key).unwrap(),
+        exec.recheck(&key, None).unwrap(),
         Vec::<String>::new(),
         "whole again"
     );
@@ -385,7 +402,7 @@ fn a_recheck_finds_a_deleted_chain_and_a_thawed_process_and_puts_them_back() {
     while FakePod::state(pid) == 'T' && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let missing = exec.recheck(&frozen).unwrap();
+    let missing = exec.recheck(&frozen, None).unwrap();
     assert!(
         missing
             .iter()
@@ -482,7 +499,7 @@ fn a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted() {
         memory.salvaged.insert(key.clone(), found);
         let plan = planner::plan(Some(&[w.clone()]), &held, &memory, Utc::now());
         assert!(
-            matches!(&plan.steps[..], [Step::Report { report: planner::Report::Failed { message }, .. }] if message.contains("cannot prove")),
+            matches!(&plan.steps[..], [Step::Report { report: planner::Report::JournalUnreadable { message, .. }, .. }] if message.contains("cannot prove")),
             "{what}: {plan:?}"
         );
         // The damaged file stays for a person; only its removal lets the Injection go.
@@ -493,4 +510,83 @@ fn a_fault_whose_journal_entry_is_corrupt_is_salvaged_and_never_reverted() {
         let plan = planner::plan(Some(&[w]), &held, &Memory::default(), Utc::now());
         assert_eq!(plan.steps, vec![Step::Release(key.clone())], "{what}");
     }
+}
+
+#[test]
+fn a_recreated_sandbox_is_a_lapse_and_gets_the_cut_again() {
+    if !usable("a_recreated_sandbox_is_a_lapse_and_gets_the_cut_again") {
+        return;
+    }
+    let mut pod = FakePod::new();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+    let partition = spec(cut(&pod), 300);
+    exec.apply(&key, &partition).unwrap();
+    assert_eq!(
+        exec.recheck(&key, Some(&partition)).unwrap(),
+        Vec::<String>::new(),
+        "whole"
+    );
+
+    pod.recreate_sandbox();
+    assert!(!pod.ruleset().contains("firedrill"), "a new namespace");
+    let missing = exec.recheck(&key, Some(&partition)).unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.contains("sandbox was recreated") && m.contains("re-applied there")),
+        "{missing:?}"
+    );
+    assert!(
+        pod.ruleset().contains(&format!("chain {key}-0-in")),
+        "the cut is in the new sandbox"
+    );
+    assert_eq!(
+        exec.recheck(&key, Some(&partition)).unwrap(),
+        Vec::<String>::new(),
+        "whole again"
+    );
+    exec.revert(&key).unwrap();
+    assert!(!pod.ruleset().contains("firedrill"), "reverted there");
+    assert!(journal_files(journal.path()).is_empty());
+}
+
+#[test]
+fn a_process_that_starts_in_a_frozen_pod_is_a_lapse_and_is_frozen_too() {
+    if !usable("a_process_that_starts_in_a_frozen_pod_is_a_lapse_and_is_frozen_too") {
+        return;
+    }
+    let mut pod = FakePod::new();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&pod.uid).unwrap();
+    let frozen = spec(freeze(&pod), 300);
+    exec.apply(&key, &frozen).unwrap();
+    assert_eq!(
+        exec.recheck(&key, Some(&frozen)).unwrap(),
+        Vec::<String>::new(),
+        "whole"
+    );
+
+    // The kubelet recreated the pod's sandbox: the frozen process is gone, a new one runs.
+    pod.recreate_sandbox();
+    let started = i32::try_from(pod.sleepers[0].id()).unwrap();
+    assert_ne!(FakePod::state(started), 'T');
+    let missing = exec.recheck(&key, Some(&frozen)).unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.contains(&started.to_string()) && m.contains("frozen now")),
+        "{missing:?}"
+    );
+    assert_eq!(FakePod::state(started), 'T', "frozen too");
+    assert_eq!(
+        exec.recheck(&key, Some(&frozen)).unwrap(),
+        Vec::<String>::new(),
+        "whole again"
+    );
+    exec.revert(&key).unwrap();
+    assert_ne!(FakePod::state(started), 'T', "thawed at the end");
+    assert!(journal_files(journal.path()).is_empty());
 }
