@@ -30,8 +30,8 @@ pub use crate::requeue::retry_after;
 use crate::requeue::{self, PLAN_RETRY};
 use crate::status::{self, INVALID, Note, PAUSED, TARGETS};
 use crate::{
-    ABORT_ANNOTATION, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, PLAN_SIZE_ANNOTATION,
-    cluster, observe,
+    ABORT_ANNOTATION, Error, ErrorCategory, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
+    PLAN_SIZE_ANNOTATION, cluster, observe,
 };
 
 /// Steps per reconciliation: each absorbs what the previous one's actions produced.
@@ -483,7 +483,10 @@ pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result
     if let Err(error) = &result {
         ctx.metrics.failure(error);
         // A plan refusal has its own condition and Event; conflicts just retry.
-        if !matches!(error.category(), "plan" | "conflict" | "not_found") {
+        if !matches!(
+            error.category(),
+            ErrorCategory::Plan | ErrorCategory::Conflict | ErrorCategory::NotFound
+        ) {
             let note = Note::new(
                 EventType::Warning,
                 error.reason(),

@@ -11,6 +11,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::Error;
+use crate::error::ErrorCategory;
 use crate::reconcile::Context;
 
 /// How often a refused plan is tried again (a namespace may opt in meanwhile).
@@ -18,10 +19,20 @@ pub const PLAN_RETRY: Duration = Duration::from_secs(30);
 
 /// How soon a failed reconciliation is retried, by category.
 pub fn retry_after(error: &Error) -> Duration {
+    use ErrorCategory as C;
     match error.category() {
-        "revert_pending" | "conflict" => Duration::from_secs(1),
-        "plan" => PLAN_RETRY,
-        _ => Duration::from_secs(5),
+        C::RevertPending | C::Conflict => Duration::from_secs(1),
+        C::Plan => PLAN_RETRY,
+        C::NotFound
+        | C::Forbidden
+        | C::Rejected
+        | C::KubeApi
+        | C::Finalizer
+        | C::Object
+        | C::Encode
+        | C::Lease
+        | C::Setup
+        | C::Serve => Duration::from_secs(5),
     }
 }
 
@@ -35,7 +46,7 @@ where
         kind = %K::kind(&()),
         name = %object.name_any(),
         namespace = ?object.namespace(),
-        category = error.category(),
+        category = error.category().as_str(),
         error = %error,
         "reconcile failed"
     );

@@ -43,7 +43,7 @@ use serde_json::json;
 
 use crate::reconcile::Context;
 use crate::status::Note;
-use crate::{Error, FIELD_MANAGER};
+use crate::{Error, ErrorCategory, FIELD_MANAGER};
 
 mod context;
 mod pure;
@@ -231,7 +231,10 @@ pub async fn reconcile(game_day: Arc<GameDay>, ctx: Arc<GameDayContext>) -> Resu
     let result = reconcile_inner(game_day.clone(), &ctx).await;
     if let Err(error) = &result {
         ctx.base.metrics.failure(error);
-        if !matches!(error.category(), "conflict" | "not_found") {
+        if !matches!(
+            error.category(),
+            ErrorCategory::Conflict | ErrorCategory::NotFound
+        ) {
             let note = Note::new(
                 EventType::Warning,
                 error.reason(),

@@ -43,7 +43,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::reconcile::Context;
 use crate::status::Note;
-use crate::{Error, FIELD_MANAGER};
+use crate::{Error, ErrorCategory, FIELD_MANAGER};
 
 pub use objects::{SCHEDULE_LABEL, SCHEDULE_UID_LABEL, drill, status_patch};
 pub use runs::{Active, Runs, plan_runs, to_prune};
@@ -176,7 +176,10 @@ pub async fn reconcile(schedule: Arc<DrillSchedule>, ctx: Arc<Context>) -> Resul
     let result = apply(&schedule, &ctx).await;
     if let Err(error) = &result {
         ctx.metrics.failure(error);
-        if !matches!(error.category(), "conflict" | "not_found") {
+        if !matches!(
+            error.category(),
+            ErrorCategory::Conflict | ErrorCategory::NotFound
+        ) {
             let note = Note::new(
                 EventType::Warning,
                 error.reason(),
