@@ -27,7 +27,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::metrics::VerdictLabels;
 use crate::plan;
 pub use crate::requeue::retry_after;
-use crate::requeue::{self, PLAN_RETRY};
+use crate::requeue::{self, FAST_RETRY, PLAN_RETRY};
 use crate::status::{self, INVALID, Note, PAUSED, TARGETS};
 use crate::{
     ABORT_ANNOTATION, Error, ErrorCategory, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
@@ -38,6 +38,8 @@ use crate::{
 const MAX_ROUNDS: usize = 4;
 /// How often a Pending experiment looks whether the pause was lifted.
 const PAUSE_RECHECK: Duration = Duration::from_secs(3);
+/// How soon a running experiment whose engine names no next time is looked at again.
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
 
 fn api(ctx: &Context, experiment: &Experiment) -> Result<Api<Experiment>, Error> {
     let namespace = experiment
@@ -268,15 +270,11 @@ async fn drive(
     Ok(next)
 }
 
+/// When the engine wants to be stepped again, or, when it named no time, in a minute.
 fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
     match next {
-        Some(at) => Action::requeue(
-            (at - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(100)),
-        ),
-        None => Action::requeue(Duration::from_secs(60)),
+        Some(at) => requeue::at(at, now),
+        None => requeue::after(IDLE_RECHECK),
     }
 }
 
@@ -340,7 +338,7 @@ async fn wait_for_resume(
         )
         .await;
     }
-    Ok(Action::requeue(PAUSE_RECHECK))
+    Ok(requeue::after(PAUSE_RECHECK))
 }
 
 /// Reconciles a live (not deleted) experiment.
@@ -355,7 +353,7 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
         return Ok(if left.is_empty() {
             Action::await_change()
         } else {
-            Action::requeue(Duration::from_secs(1))
+            requeue::after(FAST_RETRY)
         });
     }
     let pause = ctx.pause.read(&ctx.client).await;
@@ -387,7 +385,7 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
             Err(e) => {
                 let message = format!("{}: {e}", e.field());
                 refuse(ctx, experiment, &before, status, e.reason(), &message).await?;
-                return Ok(Action::requeue(PLAN_RETRY));
+                return Ok(requeue::after(PLAN_RETRY));
             }
             Ok(planned) => {
                 let now = Utc::now();
@@ -462,7 +460,7 @@ async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<A
                 remaining = remaining.len(),
                 "deleted; waiting for the agents to revert"
             );
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(requeue::after(FAST_RETRY));
         }
     }
     let api = api(ctx, &experiment)?;

@@ -1,9 +1,11 @@
-//! What every controller of the operator shares: how a failed reconciliation is logged and
-//! retried, and how a parent kind is watched together with the children it owns.
+//! What every controller of the operator shares: when an object is looked at again (one
+//! clamp for every requeue), how a failed reconciliation is logged and retried, and how a
+//! parent kind is watched together with the children it owns.
 
 use std::fmt::Debug;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -14,14 +16,51 @@ use crate::Error;
 use crate::error::ErrorCategory;
 use crate::reconcile::Context;
 
+/// The soonest an object is looked at again. A wait computed from a time already passed
+/// (or zero) would requeue at once and spin against the API server; 100 ms is far below
+/// any probe interval or phase deadline, so nothing due is noticeably late.
+pub const FLOOR: Duration = Duration::from_millis(100);
+
+/// The longest an object is left alone, whatever its schedule says: clocks move and a
+/// watch event can be missed, so every object is looked at again within five minutes.
+pub const CEILING: Duration = Duration::from_secs(300);
+
+/// Retry after a conflict (someone wrote since we read) or while agents are still
+/// reverting: both settle within about a second.
+pub const FAST_RETRY: Duration = Duration::from_secs(1);
+
+/// Retry after any other failure: the API server or the network may need a moment.
+pub const ERROR_RETRY: Duration = Duration::from_secs(5);
+
 /// How often a refused plan is tried again (a namespace may opt in meanwhile).
 pub const PLAN_RETRY: Duration = Duration::from_secs(30);
+
+/// `wait` within [`FLOOR`] and [`CEILING`].
+pub fn clamped(wait: Duration) -> Duration {
+    wait.clamp(FLOOR, CEILING)
+}
+
+/// Look at the object again after `wait`, clamped: the one way the controllers requeue.
+#[allow(clippy::disallowed_methods)] // the one call clippy.toml leaves to this function
+pub fn after(wait: Duration) -> Action {
+    Action::requeue(clamped(wait))
+}
+
+/// How long from `now` until `at`; zero once it has passed.
+pub fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Look at the object again at `at` (by [`after`]: a time passed is [`FLOOR`] away).
+pub fn at(at: DateTime<Utc>, now: DateTime<Utc>) -> Action {
+    after(until(at, now))
+}
 
 /// How soon a failed reconciliation is retried, by category.
 pub fn retry_after(error: &Error) -> Duration {
     use ErrorCategory as C;
     match error.category() {
-        C::RevertPending | C::Conflict => Duration::from_secs(1),
+        C::RevertPending | C::Conflict => FAST_RETRY,
         C::Plan => PLAN_RETRY,
         C::NotFound
         | C::Forbidden
@@ -32,7 +71,7 @@ pub fn retry_after(error: &Error) -> Duration {
         | C::Encode
         | C::Lease
         | C::Setup
-        | C::Serve => Duration::from_secs(5),
+        | C::Serve => ERROR_RETRY,
     }
 }
 
@@ -50,7 +89,7 @@ where
         error = %error,
         "reconcile failed"
     );
-    Action::requeue(retry_after(error))
+    after(retry_after(error))
 }
 
 /// A controller of `P` (in the watched namespace or all, matching the operator's selector)
@@ -86,4 +125,46 @@ where
     }
     let owned = watcher::Config::default().labels(owner_label);
     Controller::new(parents, watched).owns(children, owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::at as t;
+
+    #[test]
+    fn the_clamp_holds_at_its_edges() {
+        let nano = Duration::from_nanos(1);
+        assert_eq!(clamped(Duration::ZERO), FLOOR);
+        assert_eq!(clamped(FLOOR - nano), FLOOR);
+        assert_eq!(clamped(FLOOR), FLOOR);
+        assert_eq!(clamped(FLOOR + nano), FLOOR + nano);
+        assert_eq!(clamped(Duration::from_secs(60)), Duration::from_secs(60));
+        assert_eq!(clamped(CEILING - nano), CEILING - nano);
+        assert_eq!(clamped(CEILING), CEILING);
+        assert_eq!(clamped(CEILING + nano), CEILING);
+        assert_eq!(clamped(Duration::MAX), CEILING);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the expected values are the raw requeues
+    fn a_requeue_at_a_time_is_clamped_too() {
+        assert_eq!(at(t(0), t(10)), Action::requeue(FLOOR), "passed");
+        assert_eq!(at(t(10), t(10)), Action::requeue(FLOOR), "now");
+        assert_eq!(
+            at(t(12), t(10)),
+            Action::requeue(Duration::from_secs(2)),
+            "soon"
+        );
+        assert_eq!(at(t(86_400), t(0)), Action::requeue(CEILING), "far off");
+        assert_eq!(until(t(0), t(10)), Duration::ZERO);
+        assert_eq!(until(t(12), t(10)), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn every_retry_is_inside_the_clamp() {
+        for retry in [FAST_RETRY, ERROR_RETRY, PLAN_RETRY] {
+            assert_eq!(clamped(retry), retry);
+        }
+    }
 }

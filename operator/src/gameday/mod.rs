@@ -42,6 +42,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::reconcile::Context;
+use crate::requeue;
 use crate::status::Note;
 use crate::{Error, ErrorCategory, FIELD_MANAGER};
 
@@ -56,6 +57,12 @@ pub use start::child;
 pub use context::GameDayContext;
 use context::namespace;
 pub use firedrill_core::api::{GAMEDAY_FINALIZER, GAMEDAY_LABEL, GAMEDAY_UID_LABEL};
+
+/// How soon a game day whose step is running is looked at again; its step's Experiment
+/// changing wakes it sooner (the controller owns them).
+const RUNNING_RECHECK: Duration = Duration::from_secs(60);
+/// How soon a stopping game day looks whether its aborted step has reverted.
+const STOPPING_RECHECK: Duration = Duration::from_secs(2);
 
 /// The game day's Experiments, by name.
 async fn children(ctx: &Context, game_day: &GameDay) -> Result<Vec<Experiment>, Error> {
@@ -112,7 +119,7 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
                 break;
             }
             Next::Running => {
-                wait = Some(Duration::from_secs(60));
+                wait = Some(RUNNING_RECHECK);
                 break;
             }
             // It must stop: its running step is aborted (the Experiment reverts its fault)
@@ -120,16 +127,11 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
             Next::Stopping => {
                 let why = stopping.as_deref().unwrap_or_default();
                 abort_running(base, game_day, &status, why).await?;
-                wait = Some(Duration::from_secs(2));
+                wait = Some(STOPPING_RECHECK);
                 break;
             }
             Next::Until(at) => {
-                wait = Some(
-                    (at - Utc::now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .max(Duration::from_millis(100)),
-                );
+                wait = Some(requeue::until(at, Utc::now()));
                 break;
             }
             Next::Start(index) => match start::start(ctx, game_day, &mut status, index).await? {
@@ -139,7 +141,7 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
                     break;
                 }
                 None => {
-                    wait = Some(Duration::from_secs(60));
+                    wait = Some(RUNNING_RECHECK);
                     break;
                 }
             },
@@ -147,7 +149,7 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
     }
     write_status(base, game_day, &before, &status).await?;
     Ok(match wait {
-        Some(after) => Action::requeue(after),
+        Some(after) => requeue::after(after),
         None => Action::await_change(),
     })
 }
@@ -211,7 +213,7 @@ async fn reconcile_inner(game_day: Arc<GameDay>, ctx: &GameDayContext) -> Result
                 remaining,
                 "deleted; waiting for its experiments to revert"
             );
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(requeue::after(requeue::FAST_RETRY));
         }
     }
     let api: Api<GameDay> = Api::namespaced(ctx.base.client.clone(), &namespace(&game_day)?);

@@ -32,7 +32,7 @@ mod timing;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use firedrill_core::api::{DrillSchedule, GameDay, GameDayPhase};
 use firedrill_core::manifest::check_schedule;
 use futures_util::StreamExt;
@@ -42,6 +42,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::reconcile::Context;
+use crate::requeue;
 use crate::status::Note;
 use crate::{Error, ErrorCategory, FIELD_MANAGER};
 
@@ -49,8 +50,9 @@ pub use objects::{SCHEDULE_LABEL, SCHEDULE_UID_LABEL, drill, status_patch};
 pub use runs::{Active, Runs, plan_runs, to_prune};
 pub use timing::{Due, drill_name, due};
 
-/// The longest a reconciliation waits, whatever the schedule says (clocks move).
-const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How long after its next run is due a schedule is looked at: the reconciliation lands
+/// just past the due instant, not a hair before it (which would find nothing due).
+const DUE_SLACK: Duration = Duration::from_millis(200);
 
 fn namespace(schedule: &DrillSchedule) -> Result<String, Error> {
     schedule.namespace().ok_or(Error::MissingField("namespace"))
@@ -157,17 +159,11 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
         ctx.publish(schedule, &Note::new(type_, &reason, &text, "Reconcile"))
             .await;
     }
-    let wait = status
-        .next_run_at
-        .map(|next| {
-            (next - Utc::now() + TimeDelta::milliseconds(200))
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(200))
-        })
-        .unwrap_or(MAX_WAIT)
-        .min(MAX_WAIT);
-    Ok(Action::requeue(wait))
+    // Without a next run, the clamp's ceiling: the spec or the clock may change.
+    let wait = status.next_run_at.map_or(requeue::CEILING, |next| {
+        requeue::until(next, Utc::now()) + DUE_SLACK
+    });
+    Ok(requeue::after(wait))
 }
 
 /// Reconciles one DrillSchedule: metrics, and a Warning Event for a failure.
