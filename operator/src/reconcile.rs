@@ -14,7 +14,6 @@ use firedrill_core::api::{
 };
 use firedrill_core::engine::{Action as EngineAction, Observation, step};
 use firedrill_core::manifest::check_experiment;
-use futures_util::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -476,29 +475,14 @@ async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<A
 
 /// Reconciles one Experiment: metrics, and a Warning Event for a failure.
 pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile();
-    let result = reconcile_inner(experiment.clone(), &ctx).await;
-    if let Err(error) = &result {
-        ctx.metrics.failure(error);
-        // A plan refusal has its own condition and Event; conflicts just retry.
-        if !matches!(
-            error.category(),
-            ErrorCategory::Plan | ErrorCategory::Conflict | ErrorCategory::NotFound
-        ) {
-            let note = Note::new(
-                EventType::Warning,
-                error.reason(),
-                &error.to_string(),
-                "Reconcile",
-            );
-            ctx.publish(experiment.as_ref(), &note).await;
-        }
-    }
-    result
-}
-
-pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Context>) -> Action {
-    requeue::on_error(experiment.as_ref(), error)
+    // A plan refusal has its own condition and Event; conflicts just retry.
+    let quiet = [
+        ErrorCategory::Plan,
+        ErrorCategory::Conflict,
+        ErrorCategory::NotFound,
+    ];
+    let reconciliation = reconcile_inner(experiment.clone(), &ctx);
+    requeue::reported(&ctx, experiment.as_ref(), &quiet, reconciliation).await
 }
 
 /// The controller: Experiments (of one namespace or all, matching a label selector or
@@ -532,21 +516,13 @@ pub fn controller(
 
 /// Runs the controller until `stop` completes; reconciliations in flight finish first.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(
+    let controller = controller(
         ctx.client.clone(),
         ctx.watch_namespace.as_deref(),
         &ctx.injection_namespace,
         ctx.experiment_selector.as_deref(),
-    )
-    .graceful_shutdown_on(stop)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "controller"),
-        }
-    })
-    .await;
+    );
+    requeue::run(controller, reconcile, ctx, stop).await;
 }
 
 mod context;

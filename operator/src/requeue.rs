@@ -1,13 +1,17 @@
 //! What every controller of the operator shares: when an object is looked at again (one
-//! clamp for every requeue), how a failed reconciliation is logged and retried, and how a
-//! parent kind is watched together with the children it owns.
+//! clamp for every requeue), how a failed reconciliation is reported and retried, how a
+//! parent kind is watched together with the children it owns, and the run loop.
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -15,6 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::Error;
 use crate::error::ErrorCategory;
 use crate::reconcile::Context;
+use crate::status::Note;
 
 /// The soonest an object is looked at again. A wait computed from a time already passed
 /// (or zero) would requeue at once and spin against the API server; 100 ms is far below
@@ -90,6 +95,62 @@ where
         "reconcile failed"
     );
     after(retry_after(error))
+}
+
+/// Runs one reconciliation of `object` as every controller does: counted and timed, a
+/// failure counted by category and, unless its category is in `quiet` (retried soon, or
+/// reported otherwise), published as a Warning Event on the object.
+pub async fn reported<K>(
+    ctx: &Context,
+    object: &K,
+    quiet: &[ErrorCategory],
+    reconciliation: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let _timer = ctx.metrics.reconcile();
+    let result = reconciliation.await;
+    if let Err(error) = &result {
+        ctx.metrics.failure(error);
+        if !quiet.contains(&error.category()) {
+            let note = Note::new(
+                EventType::Warning,
+                error.reason(),
+                &error.to_string(),
+                "Reconcile",
+            );
+            ctx.publish(object, &note).await;
+        }
+    }
+    result
+}
+
+/// Runs `controller` with `reconcile` and the [`on_error`] policy until `stop` completes;
+/// reconciliations in flight finish first.
+pub async fn run<K, Ctx, Fut>(
+    controller: Controller<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> Fut,
+    ctx: Arc<Ctx>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    controller
+        .graceful_shutdown_on(stop)
+        .run(
+            reconcile,
+            |object, error, _| on_error(object.as_ref(), error),
+            ctx,
+        )
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(e) => tracing::debug!(kind = %K::kind(&()), error = %e, "controller"),
+            }
+        })
+        .await;
 }
 
 /// A controller of `P` (in the watched namespace or all, matching the operator's selector)

@@ -33,17 +33,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use firedrill_core::api::{ABORT_ANNOTATION, Experiment, ExperimentStatus, GameDay, GameDayStatus};
-use futures_util::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::reconcile::Context;
 use crate::requeue;
-use crate::status::Note;
 use crate::{Error, ErrorCategory, FIELD_MANAGER};
 
 mod context;
@@ -229,48 +226,21 @@ async fn reconcile_inner(game_day: Arc<GameDay>, ctx: &GameDayContext) -> Result
 
 /// Reconciles one GameDay: metrics, and a Warning Event for a failure.
 pub async fn reconcile(game_day: Arc<GameDay>, ctx: Arc<GameDayContext>) -> Result<Action, Error> {
-    let _timer = ctx.base.metrics.reconcile();
-    let result = reconcile_inner(game_day.clone(), &ctx).await;
-    if let Err(error) = &result {
-        ctx.base.metrics.failure(error);
-        if !matches!(
-            error.category(),
-            ErrorCategory::Conflict | ErrorCategory::NotFound
-        ) {
-            let note = Note::new(
-                EventType::Warning,
-                error.reason(),
-                &error.to_string(),
-                "Reconcile",
-            );
-            ctx.base.publish(game_day.as_ref(), &note).await;
-        }
-    }
-    result
-}
-
-pub fn error_policy(game_day: Arc<GameDay>, error: &Error, _ctx: Arc<GameDayContext>) -> Action {
-    crate::requeue::on_error(game_day.as_ref(), error)
+    let quiet = [ErrorCategory::Conflict, ErrorCategory::NotFound];
+    let reconciliation = reconcile_inner(game_day.clone(), &ctx);
+    requeue::reported(&ctx.base, game_day.as_ref(), &quiet, reconciliation).await
 }
 
 /// The controller: GameDays (of one namespace or all, matching the operator's selector),
 /// and the Experiments they own (a step's verdict triggers its game day at once).
 pub fn controller(ctx: &Context) -> Controller<GameDay> {
-    crate::requeue::owning::<GameDay, Experiment>(ctx, GAMEDAY_UID_LABEL)
+    requeue::owning::<GameDay, Experiment>(ctx, GAMEDAY_UID_LABEL)
 }
 
 /// Runs the controller until `stop` completes.
 pub async fn run(ctx: Arc<GameDayContext>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(&ctx.base)
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "game day controller"),
-            }
-        })
-        .await;
+    let controller = controller(&ctx.base);
+    requeue::run(controller, reconcile, ctx, stop).await;
 }
 
 #[cfg(test)]

@@ -35,7 +35,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{DrillSchedule, GameDay, GameDayPhase};
 use firedrill_core::manifest::check_schedule;
-use futures_util::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -168,46 +167,18 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
 
 /// Reconciles one DrillSchedule: metrics, and a Warning Event for a failure.
 pub async fn reconcile(schedule: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile();
-    let result = apply(&schedule, &ctx).await;
-    if let Err(error) = &result {
-        ctx.metrics.failure(error);
-        if !matches!(
-            error.category(),
-            ErrorCategory::Conflict | ErrorCategory::NotFound
-        ) {
-            let note = Note::new(
-                EventType::Warning,
-                error.reason(),
-                &error.to_string(),
-                "Reconcile",
-            );
-            ctx.publish(schedule.as_ref(), &note).await;
-        }
-    }
-    result
-}
-
-pub fn error_policy(schedule: Arc<DrillSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {
-    crate::requeue::on_error(schedule.as_ref(), error)
+    let quiet = [ErrorCategory::Conflict, ErrorCategory::NotFound];
+    requeue::reported(&ctx, schedule.as_ref(), &quiet, apply(&schedule, &ctx)).await
 }
 
 /// The controller: DrillSchedules (of one namespace or all, matching the operator's
 /// selector), and the GameDays they own (a drill's end triggers its schedule at once).
 pub fn controller(ctx: &Context) -> Controller<DrillSchedule> {
-    crate::requeue::owning::<DrillSchedule, GameDay>(ctx, SCHEDULE_UID_LABEL)
+    requeue::owning::<DrillSchedule, GameDay>(ctx, SCHEDULE_UID_LABEL)
 }
 
 /// Runs the controller until `stop` completes.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(&ctx)
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "schedule controller"),
-            }
-        })
-        .await;
+    let controller = controller(&ctx);
+    requeue::run(controller, reconcile, ctx, stop).await;
 }
