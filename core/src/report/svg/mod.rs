@@ -51,9 +51,10 @@ pub fn open(out: &mut String, width: f64, height: f64, label: &str, style: &str)
     );
 }
 
-/// One experiment's timeline as a self-contained SVG: every [`Series`] as its own small line
-/// chart, stacked on a shared time axis in seconds from the experiment's start, with the
-/// fault window (injection to revert) and the recovery window (revert to recovery) shaded.
+/// One experiment's timeline as a self-contained SVG: every [`Series`](super::Series) as
+/// its own small line chart, stacked on a shared time axis in seconds from the experiment's
+/// start, with the fault window (injection to revert) and the recovery window (revert to
+/// recovery) shaded.
 ///
 /// Deterministic: the same experiment always gives the same bytes, so reports can be
 /// diffed and committed. Missing timestamps, values and series draw less, never panic.
