@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use firedrill_core::api::{DrillRecord, DrillSchedule, Verdict};
+use firedrill_core::report::svg::{self, escape_text, palette};
 
 use crate::access::{Scope, fetch};
 use crate::cluster::{ClusterArgs, ClusterError, connect, runtime};
@@ -62,22 +63,6 @@ pub fn history_table(history: &[DrillRecord], width: Option<usize>) -> String {
     table.render(width)
 }
 
-fn color(r: &DrillRecord) -> &'static str {
-    match r.verdict {
-        Some(Verdict::Passed) => "#2ca02c",
-        Some(Verdict::Failed) => "#d62728",
-        Some(Verdict::Aborted) => "#ff7f0e",
-        Some(Verdict::Skipped) | None => "#999999",
-    }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The trend as a self-contained, deterministic SVG: one bar per drill, oldest left, its
 /// height the share of experiments that passed, its colour the verdict; drills that did not
 /// run are grey stubs with their note as tooltip.
@@ -87,16 +72,12 @@ pub fn trend_svg(name: &str, history: &[DrillRecord]) -> String {
     let width = (left + 20.0 + records.len().max(1) as f64 * (bar_w + gap)).max(360.0);
     let height = top + plot_h + 70.0;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Drill history of {}\">",
-        escape(name)
-    );
-    let _ = writeln!(out, "<title>Drill history of {}</title>", escape(name));
-    out.push_str("<style>text{font-family:sans-serif;font-size:11px;fill:#333}.title{font-size:15px;font-weight:bold}.grid{stroke:#eee}.frame{stroke:#bbb;fill:none}</style>\n");
-    let _ = writeln!(
-        out,
-        "<rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"#fff\"/>"
+    svg::open(
+        &mut out,
+        width,
+        height,
+        &format!("Drill history of {name}"),
+        "",
     );
     let passed = records
         .iter()
@@ -105,7 +86,7 @@ pub fn trend_svg(name: &str, history: &[DrillRecord]) -> String {
     let _ = writeln!(
         out,
         "<text class=\"title\" x=\"{left}\" y=\"22\">{} · {passed} of {} drills passed</text>",
-        escape(name),
+        escape_text(name),
         records.len()
     );
     for pct in [0, 25, 50, 75, 100] {
@@ -151,8 +132,8 @@ pub fn trend_svg(name: &str, history: &[DrillRecord]) -> String {
         let _ = writeln!(
             out,
             "<rect x=\"{x}\" y=\"{y}\" width=\"{bar_w}\" height=\"{h}\" fill=\"{}\"><title>{}</title></rect>",
-            color(r),
-            escape(&tip)
+            palette::verdict(r.verdict),
+            escape_text(&tip)
         );
         let label_y = top + plot_h + 14.0;
         let _ = writeln!(
@@ -162,7 +143,7 @@ pub fn trend_svg(name: &str, history: &[DrillRecord]) -> String {
             r.scheduled_for.format("%Y-%m-%d"),
             x + bar_w / 2.0,
             label_y + 13.0,
-            escape(&verdict_text(r))
+            escape_text(&verdict_text(r))
         );
     }
     let _ = writeln!(

@@ -1,3 +1,10 @@
+//! Hand-written on purpose (weighed in Dec 2026 against kube-lease-manager 0.13,
+//! kube-leader-election 0.44, kube-coordinate 2.0.0-rc.0): the last two need kube 4 and 2 (we
+//! are on 5); all three call a lease expired at `renewTime + duration` by the local clock,
+//! which clock skew breaks; kube-lease-manager renews once per `duration - grace`, not every
+//! `retry_period`, and the agents' dead man's switch counts unchanged renew times; its tests
+//! need a k3s container. Ours keeps `decide` pure and unit-tested, and reads as the agent does.
+//!
 //! Leader election with a `coordination.k8s.io/v1` Lease (kube-rs has none), the way
 //! client-go does it:
 //!

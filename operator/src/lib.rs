@@ -46,7 +46,7 @@ pub mod schedule;
 pub mod status;
 pub mod sweep;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCategory, Result};
 
 // The contract's names, defined once in core (the agent and chaosctl use the same).
 pub use firedrill_core::api::{

@@ -116,7 +116,7 @@ impl Metrics {
     pub fn failure(&self, error: &Error) {
         self.failures
             .get_or_create(&CategoryLabels {
-                category: error.category().to_owned(),
+                category: error.category().as_str().to_owned(),
             })
             .inc();
     }

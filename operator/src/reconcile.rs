@@ -14,7 +14,6 @@ use firedrill_core::api::{
 };
 use firedrill_core::engine::{Action as EngineAction, Observation, step};
 use firedrill_core::manifest::check_experiment;
-use futures_util::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -27,17 +26,19 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::metrics::VerdictLabels;
 use crate::plan;
 pub use crate::requeue::retry_after;
-use crate::requeue::{self, PLAN_RETRY};
+use crate::requeue::{self, FAST_RETRY, PLAN_RETRY};
 use crate::status::{self, INVALID, Note, PAUSED, TARGETS};
 use crate::{
-    ABORT_ANNOTATION, Error, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL, PLAN_SIZE_ANNOTATION,
-    cluster, observe,
+    ABORT_ANNOTATION, Error, ErrorCategory, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
+    PLAN_SIZE_ANNOTATION, cluster, observe,
 };
 
 /// Steps per reconciliation: each absorbs what the previous one's actions produced.
 const MAX_ROUNDS: usize = 4;
 /// How often a Pending experiment looks whether the pause was lifted.
 const PAUSE_RECHECK: Duration = Duration::from_secs(3);
+/// How soon a running experiment whose engine names no next time is looked at again.
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
 
 fn api(ctx: &Context, experiment: &Experiment) -> Result<Api<Experiment>, Error> {
     let namespace = experiment
@@ -268,15 +269,11 @@ async fn drive(
     Ok(next)
 }
 
+/// When the engine wants to be stepped again, or, when it named no time, in a minute.
 fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
     match next {
-        Some(at) => Action::requeue(
-            (at - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(100)),
-        ),
-        None => Action::requeue(Duration::from_secs(60)),
+        Some(at) => requeue::at(at, now),
+        None => requeue::after(IDLE_RECHECK),
     }
 }
 
@@ -340,7 +337,7 @@ async fn wait_for_resume(
         )
         .await;
     }
-    Ok(Action::requeue(PAUSE_RECHECK))
+    Ok(requeue::after(PAUSE_RECHECK))
 }
 
 /// Reconciles a live (not deleted) experiment.
@@ -355,7 +352,7 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
         return Ok(if left.is_empty() {
             Action::await_change()
         } else {
-            Action::requeue(Duration::from_secs(1))
+            requeue::after(FAST_RETRY)
         });
     }
     let pause = ctx.pause.read(&ctx.client).await;
@@ -387,7 +384,7 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
             Err(e) => {
                 let message = format!("{}: {e}", e.field());
                 refuse(ctx, experiment, &before, status, e.reason(), &message).await?;
-                return Ok(Action::requeue(PLAN_RETRY));
+                return Ok(requeue::after(PLAN_RETRY));
             }
             Ok(planned) => {
                 let now = Utc::now();
@@ -462,7 +459,7 @@ async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<A
                 remaining = remaining.len(),
                 "deleted; waiting for the agents to revert"
             );
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(requeue::after(FAST_RETRY));
         }
     }
     let api = api(ctx, &experiment)?;
@@ -478,26 +475,14 @@ async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<A
 
 /// Reconciles one Experiment: metrics, and a Warning Event for a failure.
 pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile();
-    let result = reconcile_inner(experiment.clone(), &ctx).await;
-    if let Err(error) = &result {
-        ctx.metrics.failure(error);
-        // A plan refusal has its own condition and Event; conflicts just retry.
-        if !matches!(error.category(), "plan" | "conflict" | "not_found") {
-            let note = Note::new(
-                EventType::Warning,
-                error.reason(),
-                &error.to_string(),
-                "Reconcile",
-            );
-            ctx.publish(experiment.as_ref(), &note).await;
-        }
-    }
-    result
-}
-
-pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Context>) -> Action {
-    requeue::on_error(experiment.as_ref(), error)
+    // A plan refusal has its own condition and Event; conflicts just retry.
+    let quiet = [
+        ErrorCategory::Plan,
+        ErrorCategory::Conflict,
+        ErrorCategory::NotFound,
+    ];
+    let reconciliation = reconcile_inner(experiment.clone(), &ctx);
+    requeue::reported(&ctx, experiment.as_ref(), &quiet, reconciliation).await
 }
 
 /// The controller: Experiments (of one namespace or all, matching a label selector or
@@ -531,21 +516,13 @@ pub fn controller(
 
 /// Runs the controller until `stop` completes; reconciliations in flight finish first.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(
+    let controller = controller(
         ctx.client.clone(),
         ctx.watch_namespace.as_deref(),
         &ctx.injection_namespace,
         ctx.experiment_selector.as_deref(),
-    )
-    .graceful_shutdown_on(stop)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "controller"),
-        }
-    })
-    .await;
+    );
+    requeue::run(controller, reconcile, ctx, stop).await;
 }
 
 mod context;

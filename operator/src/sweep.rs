@@ -99,7 +99,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send) {
     let mut stop = std::pin::pin!(stop);
     loop {
         if let Err(e) = sweep(&ctx).await {
-            tracing::warn!(category = e.category(), error = %e, "sweeping orphaned Injections failed; trying again");
+            tracing::warn!(category = e.category().as_str(), error = %e, "sweeping orphaned Injections failed; trying again");
         }
         tokio::select! {
             () = tokio::time::sleep(SWEEP_EVERY) => {}

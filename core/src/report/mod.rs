@@ -2,13 +2,14 @@
 //!
 //! Pure: the runner (lab or operator) fills a [`GameDayReport`]; rendering does no I/O.
 //! `model` is the data, `xml` the escaping JUnit and SVG share, and each renderer has its
-//! own module.
+//! own module; [`svg`] is also the SVG toolkit (document, palette, escaping) chaosctl draws
+//! with.
 
 mod json;
 mod junit;
 mod markdown;
 mod model;
-mod svg;
+pub mod svg;
 mod xml;
 
 pub use json::json;

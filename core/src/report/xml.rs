@@ -7,13 +7,14 @@
 /// otherwise fold it into `\n`) and characters XML 1.0 forbids even when escaped (most C0
 /// controls, U+FFFE, U+FFFF) become U+FFFD, so a probe's raw error output cannot make the
 /// whole file unreadable.
-pub(super) fn escape_text(s: &str) -> String {
+pub fn escape_text(s: &str) -> String {
     escape(s, false)
 }
 
-/// Escapes text for a double- or single-quoted XML attribute value. Like [`escape_text`], and also keeps tabs and newlines, which parsers would
-/// otherwise normalise to spaces inside attributes.
-pub(super) fn escape_attr(s: &str) -> String {
+/// Escapes text for a double- or single-quoted XML attribute value. Like [`escape_text`],
+/// and also keeps tabs and newlines, which parsers would otherwise normalise to spaces
+/// inside attributes.
+pub fn escape_attr(s: &str) -> String {
     escape(s, true)
 }
 

@@ -33,17 +33,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use firedrill_core::api::{ABORT_ANNOTATION, Experiment, ExperimentStatus, GameDay, GameDayStatus};
-use futures_util::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::reconcile::Context;
-use crate::status::Note;
-use crate::{Error, FIELD_MANAGER};
+use crate::requeue;
+use crate::{Error, ErrorCategory, FIELD_MANAGER};
 
 mod context;
 mod pure;
@@ -56,6 +54,12 @@ pub use start::child;
 pub use context::GameDayContext;
 use context::namespace;
 pub use firedrill_core::api::{GAMEDAY_FINALIZER, GAMEDAY_LABEL, GAMEDAY_UID_LABEL};
+
+/// How soon a game day whose step is running is looked at again; its step's Experiment
+/// changing wakes it sooner (the controller owns them).
+const RUNNING_RECHECK: Duration = Duration::from_secs(60);
+/// How soon a stopping game day looks whether its aborted step has reverted.
+const STOPPING_RECHECK: Duration = Duration::from_secs(2);
 
 /// The game day's Experiments, by name.
 async fn children(ctx: &Context, game_day: &GameDay) -> Result<Vec<Experiment>, Error> {
@@ -112,7 +116,7 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
                 break;
             }
             Next::Running => {
-                wait = Some(Duration::from_secs(60));
+                wait = Some(RUNNING_RECHECK);
                 break;
             }
             // It must stop: its running step is aborted (the Experiment reverts its fault)
@@ -120,16 +124,11 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
             Next::Stopping => {
                 let why = stopping.as_deref().unwrap_or_default();
                 abort_running(base, game_day, &status, why).await?;
-                wait = Some(Duration::from_secs(2));
+                wait = Some(STOPPING_RECHECK);
                 break;
             }
             Next::Until(at) => {
-                wait = Some(
-                    (at - Utc::now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .max(Duration::from_millis(100)),
-                );
+                wait = Some(requeue::until(at, Utc::now()));
                 break;
             }
             Next::Start(index) => match start::start(ctx, game_day, &mut status, index).await? {
@@ -139,7 +138,7 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
                     break;
                 }
                 None => {
-                    wait = Some(Duration::from_secs(60));
+                    wait = Some(RUNNING_RECHECK);
                     break;
                 }
             },
@@ -147,7 +146,7 @@ async fn apply(game_day: &GameDay, ctx: &GameDayContext) -> Result<Action, Error
     }
     write_status(base, game_day, &before, &status).await?;
     Ok(match wait {
-        Some(after) => Action::requeue(after),
+        Some(after) => requeue::after(after),
         None => Action::await_change(),
     })
 }
@@ -211,7 +210,7 @@ async fn reconcile_inner(game_day: Arc<GameDay>, ctx: &GameDayContext) -> Result
                 remaining,
                 "deleted; waiting for its experiments to revert"
             );
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(requeue::after(requeue::FAST_RETRY));
         }
     }
     let api: Api<GameDay> = Api::namespaced(ctx.base.client.clone(), &namespace(&game_day)?);
@@ -227,45 +226,21 @@ async fn reconcile_inner(game_day: Arc<GameDay>, ctx: &GameDayContext) -> Result
 
 /// Reconciles one GameDay: metrics, and a Warning Event for a failure.
 pub async fn reconcile(game_day: Arc<GameDay>, ctx: Arc<GameDayContext>) -> Result<Action, Error> {
-    let _timer = ctx.base.metrics.reconcile();
-    let result = reconcile_inner(game_day.clone(), &ctx).await;
-    if let Err(error) = &result {
-        ctx.base.metrics.failure(error);
-        if !matches!(error.category(), "conflict" | "not_found") {
-            let note = Note::new(
-                EventType::Warning,
-                error.reason(),
-                &error.to_string(),
-                "Reconcile",
-            );
-            ctx.base.publish(game_day.as_ref(), &note).await;
-        }
-    }
-    result
-}
-
-pub fn error_policy(game_day: Arc<GameDay>, error: &Error, _ctx: Arc<GameDayContext>) -> Action {
-    crate::requeue::on_error(game_day.as_ref(), error)
+    let quiet = [ErrorCategory::Conflict, ErrorCategory::NotFound];
+    let reconciliation = reconcile_inner(game_day.clone(), &ctx);
+    requeue::reported(&ctx.base, game_day.as_ref(), &quiet, reconciliation).await
 }
 
 /// The controller: GameDays (of one namespace or all, matching the operator's selector),
 /// and the Experiments they own (a step's verdict triggers its game day at once).
 pub fn controller(ctx: &Context) -> Controller<GameDay> {
-    crate::requeue::owning::<GameDay, Experiment>(ctx, GAMEDAY_UID_LABEL)
+    requeue::owning::<GameDay, Experiment>(ctx, GAMEDAY_UID_LABEL)
 }
 
 /// Runs the controller until `stop` completes.
 pub async fn run(ctx: Arc<GameDayContext>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(&ctx.base)
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "game day controller"),
-            }
-        })
-        .await;
+    let controller = controller(&ctx.base);
+    requeue::run(controller, reconcile, ctx, stop).await;
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ fn retries_follow_the_error_category() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // the expected values are the raw requeues
 fn requeue_is_at_the_engines_time_and_never_a_busy_loop() {
     let now = Utc::now();
     assert_eq!(

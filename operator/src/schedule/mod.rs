@@ -32,25 +32,26 @@ mod timing;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use firedrill_core::api::{DrillSchedule, GameDay, GameDayPhase};
 use firedrill_core::manifest::check_schedule;
-use futures_util::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::reconcile::Context;
+use crate::requeue;
 use crate::status::Note;
-use crate::{Error, FIELD_MANAGER};
+use crate::{Error, ErrorCategory, FIELD_MANAGER};
 
 pub use objects::{SCHEDULE_LABEL, SCHEDULE_UID_LABEL, drill, status_patch};
 pub use runs::{Active, Runs, plan_runs, to_prune};
 pub use timing::{Due, drill_name, due};
 
-/// The longest a reconciliation waits, whatever the schedule says (clocks move).
-const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How long after its next run is due a schedule is looked at: the reconciliation lands
+/// just past the due instant, not a hair before it (which would find nothing due).
+const DUE_SLACK: Duration = Duration::from_millis(200);
 
 fn namespace(schedule: &DrillSchedule) -> Result<String, Error> {
     schedule.namespace().ok_or(Error::MissingField("namespace"))
@@ -157,58 +158,27 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
         ctx.publish(schedule, &Note::new(type_, &reason, &text, "Reconcile"))
             .await;
     }
-    let wait = status
-        .next_run_at
-        .map(|next| {
-            (next - Utc::now() + TimeDelta::milliseconds(200))
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(200))
-        })
-        .unwrap_or(MAX_WAIT)
-        .min(MAX_WAIT);
-    Ok(Action::requeue(wait))
+    // Without a next run, the clamp's ceiling: the spec or the clock may change.
+    let wait = status.next_run_at.map_or(requeue::CEILING, |next| {
+        requeue::until(next, Utc::now()) + DUE_SLACK
+    });
+    Ok(requeue::after(wait))
 }
 
 /// Reconciles one DrillSchedule: metrics, and a Warning Event for a failure.
 pub async fn reconcile(schedule: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile();
-    let result = apply(&schedule, &ctx).await;
-    if let Err(error) = &result {
-        ctx.metrics.failure(error);
-        if !matches!(error.category(), "conflict" | "not_found") {
-            let note = Note::new(
-                EventType::Warning,
-                error.reason(),
-                &error.to_string(),
-                "Reconcile",
-            );
-            ctx.publish(schedule.as_ref(), &note).await;
-        }
-    }
-    result
-}
-
-pub fn error_policy(schedule: Arc<DrillSchedule>, error: &Error, _ctx: Arc<Context>) -> Action {
-    crate::requeue::on_error(schedule.as_ref(), error)
+    let quiet = [ErrorCategory::Conflict, ErrorCategory::NotFound];
+    requeue::reported(&ctx, schedule.as_ref(), &quiet, apply(&schedule, &ctx)).await
 }
 
 /// The controller: DrillSchedules (of one namespace or all, matching the operator's
 /// selector), and the GameDays they own (a drill's end triggers its schedule at once).
 pub fn controller(ctx: &Context) -> Controller<DrillSchedule> {
-    crate::requeue::owning::<DrillSchedule, GameDay>(ctx, SCHEDULE_UID_LABEL)
+    requeue::owning::<DrillSchedule, GameDay>(ctx, SCHEDULE_UID_LABEL)
 }
 
 /// Runs the controller until `stop` completes.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    controller(&ctx)
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "schedule controller"),
-            }
-        })
-        .await;
+    let controller = controller(&ctx);
+    requeue::run(controller, reconcile, ctx, stop).await;
 }

@@ -1,11 +1,16 @@
 //! SVG, for the picture: one experiment's SLIs over time against its fault and recovery
 //! windows, so a reader sees at a glance when the system broke and when it came back.
 //!
-//! The document, its time grid, windows and markers are here; `layout` is where things go,
-//! `axis` maps time to x, `panel` draws one series, `text` formats numbers.
+//! Also the one SVG toolkit of the workspace, public for chaosctl's drill trend: [`open`]
+//! starts a document, [`palette`] has every colour, and [`escape_text`] / [`escape_attr`]
+//! (the reports' XML escaping) make any text safe in it.
+//!
+//! The timeline's document, time grid, windows and markers are here; `layout` is where
+//! things go, `axis` maps time to x, `panel` draws one series, `text` formats numbers.
 
 mod axis;
 mod layout;
+pub mod palette;
 mod panel;
 mod text;
 
@@ -17,12 +22,39 @@ use self::panel::{frame, panel};
 use self::text::{num, value};
 use super::ExperimentReport;
 use super::model::verdict_name;
-use super::xml::{escape_attr, escape_text};
-use crate::api::Verdict;
+pub use super::xml::{escape_attr, escape_text};
 
-/// One experiment's timeline as a self-contained SVG: every [`Series`] as its own small line
-/// chart, stacked on a shared time axis in seconds from the experiment's start, with the
-/// fault window (injection to revert) and the recovery window (revert to recovery) shaded.
+/// Starts a self-contained SVG document `width` × `height` units big: the root element,
+/// labelled `label` for screen readers and as its title; the shared style (text, `.title`,
+/// `.small`, `.frame`, `.grid`) followed by the picture's own `style` rules; a background.
+/// The caller draws the rest and writes `</svg>` last.
+pub fn open(out: &mut String, width: f64, height: f64, label: &str, style: &str) {
+    use palette::{FRAME, GRID, INK, MUTED, PAPER};
+    let (w, h) = (num(width), num(height));
+    // `write!` into a `String` cannot fail, so its results are ignored throughout.
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
+        escape_attr(label),
+    );
+    let _ = writeln!(out, "<title>{}</title>", escape_text(label));
+    let _ = writeln!(
+        out,
+        "<style>text{{font-family:sans-serif;font-size:11px;fill:{INK}}}\
+         .title{{font-size:15px;font-weight:bold}}.small{{font-size:10px;fill:{MUTED}}}\
+         .frame{{fill:none;stroke:{FRAME}}}.grid{{stroke:{GRID}}}{style}</style>",
+    );
+    let _ = writeln!(
+        out,
+        "<rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\" fill=\"{PAPER}\"/>"
+    );
+}
+
+/// One experiment's timeline as a self-contained SVG: every [`Series`](super::Series) as
+/// its own small line chart, stacked on a shared time axis in seconds from the experiment's
+/// start, with the fault window (injection to revert) and the recovery window (revert to
+/// recovery) shaded.
 ///
 /// Deterministic: the same experiment always gives the same bytes, so reports can be
 /// diffed and committed. Missing timestamps, values and series draw less, never panic.
@@ -35,28 +67,16 @@ pub fn timeline_svg(experiment: &ExperimentReport) -> String {
     let name = escape_text(&experiment.name);
 
     let mut out = String::new();
-    // `write!` into a `String` cannot fail, so its results are ignored throughout.
-    let _ = writeln!(
-        out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
-         viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"Timeline of {}: {verdict}\">",
-        escape_attr(&experiment.name),
-        w = num(WIDTH),
-        h = num(height),
-    );
-    let _ = writeln!(out, "<title>Timeline of {name}: {verdict}</title>");
-    out.push_str(
-        "<style>text{font-family:sans-serif;font-size:11px;fill:#333}\
-         .title{font-size:15px;font-weight:bold}.small{font-size:10px;fill:#666}\
-         .line{fill:none;stroke-width:1.5;stroke-linejoin:round}\
-         .frame{fill:none;stroke:#bbb}.grid{stroke:#eee}\
-         .marker{stroke:#555;stroke-dasharray:4 3}</style>\n",
-    );
-    let _ = writeln!(
-        out,
-        "<rect x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#fff\"/>",
-        num(WIDTH),
-        num(height)
+    open(
+        &mut out,
+        WIDTH,
+        height,
+        &format!("Timeline of {}: {verdict}", experiment.name),
+        &format!(
+            ".line{{fill:none;stroke-width:1.5;stroke-linejoin:round}}\
+             .marker{{stroke:{};stroke-dasharray:4 3}}",
+            palette::MARKER
+        ),
     );
 
     // Title and legend.
@@ -65,7 +85,7 @@ pub fn timeline_svg(experiment: &ExperimentReport) -> String {
         "<text class=\"title\" x=\"{}\" y=\"22\">{name} · {} · <tspan fill=\"{}\">{verdict}</tspan></text>",
         num(LEFT),
         escape_text(&experiment.fault),
-        verdict_color(experiment.verdict),
+        palette::verdict(Some(experiment.verdict)),
     );
     legend(&mut out);
 
@@ -183,8 +203,8 @@ fn legend(out: &mut String) {
 
 fn band_colors(class: &str) -> (&'static str, &'static str) {
     match class {
-        "fault" => ("#d62728", "fault window"),
-        _ => ("#ff7f0e", "recovery window"),
+        "fault" => (palette::FAULT, "fault window"),
+        _ => (palette::RECOVERY, "recovery window"),
     }
 }
 
@@ -204,21 +224,12 @@ fn band(out: &mut String, axis: &Axis, class: &str, from: f64, to: f64, bottom: 
     );
 }
 
-pub(super) fn verdict_color(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Passed => "#2ca02c",
-        Verdict::Failed => "#d62728",
-        Verdict::Aborted => "#ff7f0e",
-        Verdict::Skipped => "#7f7f7f",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
-    use crate::api::{Phase, TimelineEntry};
+    use crate::api::{Phase, TimelineEntry, Verdict};
     use crate::report::xml::tests::well_formed;
     use crate::report::{Point, Series};
 

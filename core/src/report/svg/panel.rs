@@ -4,13 +4,10 @@ use std::fmt::Write as _;
 
 use super::axis::Axis;
 use super::layout::{LABEL, LEFT, PAD, PLOT, RIGHT, SLOT, TOP, WIDTH};
+use super::palette::SERIES;
 use super::text::{num, value};
 use crate::report::xml::escape_text;
 use crate::report::{Point, Series};
-
-const PALETTE: [&str; 6] = [
-    "#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2",
-];
 
 /// One series' chart: its name, its frame, its min and max, and its line with gaps where
 /// the SLI could not be read.
@@ -18,7 +15,7 @@ pub(super) fn panel(out: &mut String, axis: &Axis, index: usize, series: &Series
     let slot_top = TOP + index as f64 * SLOT;
     let plot_top = slot_top + LABEL;
     let plot_bottom = plot_top + PLOT;
-    let color = PALETTE[index % PALETTE.len()];
+    let color = SERIES[index % SERIES.len()];
     let _ = writeln!(
         out,
         "<text x=\"{}\" y=\"{}\" style=\"fill:{color}\">{}</text>",
