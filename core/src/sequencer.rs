@@ -244,7 +244,7 @@ pub fn reference(step: &GameDayStep) -> Option<&str> {
 }
 
 /// The experiment a step runs: its inline spec, or the spec `lookup` finds for its
-/// `experimentRef` (asked only then, with [`reference`]'s name); with the game day's shared
+/// `experimentRef` (asked only then, with [`reference()`]'s name); with the game day's shared
 /// probes joined ([`GameDaySpec::with_shared_hypothesis`]) and checked as a manifest would be.
 pub fn resolve(
     game_day: &GameDaySpec,

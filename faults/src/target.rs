@@ -69,7 +69,7 @@ impl Target {
 impl Fault {
     /// Validates the fault and resolves it against the live system (namespace identity,
     /// process start times, mount ids) without changing anything. Processes that are
-    /// already gone are left out and reported by [`Injector::apply`].
+    /// already gone are left out and reported by [`Injector::apply`](crate::Injector::apply).
     pub fn resolve(&self) -> Result<(Target, Vec<i32>)> {
         let procs = |pids: &[i32]| -> Result<(Vec<ProcessRef>, Vec<i32>)> {
             let found = process::resolve(pids)?;

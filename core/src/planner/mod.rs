@@ -3,7 +3,7 @@
 //! Given an experiment's spec and an [`Inventory`] of what the platform has (namespaces,
 //! nodes, pods with their zones, labels, addresses and volumes), [`plan`] returns a
 //! [`FaultPlan`]: the targets as the blast radius counts them, and per node the typed
-//! actions that carry the fault out (the Injection API's [`NodeAction`]: kill or freeze
+//! actions that carry the fault out (the Injection API's [`NodeAction`](crate::api::NodeAction): kill or freeze
 //! processes, cut traffic with peers in a direction, remount read-only) plus the one-shot
 //! pod deletions (pod kill, a disk replaced by an empty one).
 //!
