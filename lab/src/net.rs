@@ -175,10 +175,16 @@ pub fn delete_all() -> Result<Vec<String>> {
         }
     }
     // Deleting the router removes the veth's peer, and so the host side; this covers a
-    // router namespace that was never created.
-    if Path::new("/sys/class/net").join(host_link()).exists() {
-        ip(&["link", "delete", &host_link()])?;
-        deleted.push(host_link());
+    // router namespace that was never created. The kernel tears a deleted namespace down
+    // asynchronously, so the host side may vanish between the look and the delete: gone
+    // is what was wanted.
+    let host_side = Path::new("/sys/class/net").join(host_link());
+    if host_side.exists() {
+        match ip(&["link", "delete", &host_link()]) {
+            Ok(()) => deleted.push(host_link()),
+            Err(_) if !host_side.exists() => {}
+            Err(e) => return Err(e),
+        }
     }
     if errors.is_empty() {
         Ok(deleted)
