@@ -16,7 +16,7 @@ use crate::contract::own_expiry;
 use crate::error::{Error, Result};
 use crate::planner::{Held, Key};
 use crate::pods::ProcFs;
-use crate::translate::{key_of_id, network_faults, pod_network_faults, sub_id};
+use crate::translate::{key_of_id, network_faults, sub_id};
 use crate::volume::volume_dir;
 
 fn pod_name(pod: &PodRef) -> String {
@@ -209,40 +209,6 @@ impl Executor {
         })
     }
 
-    /// Freezes what runs in a frozen pod but is not in the record: a pod whose sandbox or
-    /// containers were recreated (the frozen ones are killed and new ones start), or a
-    /// process started in it since (`kubectl exec`). The record is reverted (its processes
-    /// thawed, or gone) and the freeze applied again to every process of the pods now.
-    fn follow_frozen_pods(&self, key: &str, pods: &[PodRef]) -> Result<Vec<String>> {
-        let id = sub_id(key, 0)?;
-        let Some(entry) = self.injector.journal().get(&id)? else {
-            return Ok(vec![]);
-        };
-        let Target::Freeze { processes: frozen } = &entry.target else {
-            return Ok(vec![]);
-        };
-        let pids = self.pod_pids(pods)?;
-        let unfrozen: Vec<i32> = process::resolve(&pids)?
-            .into_iter()
-            .filter(|p| !frozen.contains(p))
-            .map(|p| p.pid)
-            .collect();
-        if unfrozen.is_empty() {
-            return Ok(vec![]);
-        }
-        self.revert_entry(&entry)?;
-        let outcome = match self
-            .injector
-            .apply(&id, &Fault::Freeze { pids }, entry.expires_at)
-        {
-            Ok(_) => "frozen now".to_owned(),
-            Err(e) => format!("freezing them failed: {e}"),
-        };
-        Ok(vec![format!(
-            "process(es) {unfrozen:?} of the frozen pods ran unfrozen ({outcome})"
-        )])
-    }
-
     /// Kills again whatever processes of a kill's pods are running; returns how many.
     pub fn enforce(&self, spec: &InjectionSpec) -> Result<usize> {
         let Some(p) = &spec.action.processes else {
@@ -311,56 +277,6 @@ impl Executor {
             );
         }
         Ok(missing)
-    }
-
-    /// Follows the pods of a held fault to what runs in them now. A freeze: see
-    /// [`Self::follow_frozen_pods`]. A network cut: moves a pod's part into the pod's sandbox of now, where that is not
-    /// the namespace it was applied in: the old record is reverted (its namespace is gone,
-    /// or no longer the pod's) and the part applied again, under the same ids and expiry.
-    /// A pod with no sandbox on the node (deleted, or between sandboxes) is skipped: nothing
-    /// of it runs unfaulted. Returns what was found moved.
-    fn follow_sandboxes(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<String>> {
-        if let Some(p) = &spec.action.processes
-            && p.signal == ProcessSignal::Freeze
-        {
-            return self.follow_frozen_pods(key, &p.pods);
-        }
-        let Some(cut) = &spec.action.network else {
-            return Ok(vec![]);
-        };
-        let mut moved = Vec::new();
-        for (index, pod) in cut.pods.iter().enumerate() {
-            let name = pod_name(pod);
-            let Some(sandbox) = self.procfs.sandbox(&pod.uid, &name)? else {
-                continue;
-            };
-            let now_in = Netns::Path(sandbox.netns.clone());
-            for (id, fault) in pod_network_faults(key, cut, index, &now_in)? {
-                let Some(entry) = self.injector.journal().get(&id)? else {
-                    continue;
-                };
-                let Target::Network {
-                    identity: Some(was),
-                    ..
-                } = &entry.target
-                else {
-                    continue;
-                };
-                if *was == sandbox.identity {
-                    continue;
-                }
-                self.revert_entry(&entry)?;
-                let outcome = match self.injector.apply(&id, &fault, entry.expires_at) {
-                    Ok(_) => "re-applied there".to_owned(),
-                    Err(e) => format!("re-applying there failed: {e}"),
-                };
-                moved.push(format!(
-                    "pod {name}'s sandbox was recreated: its new network namespace had none \
-                     of the rules of {id} ({outcome})"
-                ));
-            }
-        }
-        Ok(moved)
     }
 
     fn revert_entry(&self, entry: &Entry) -> Result<()> {
@@ -493,161 +409,7 @@ fn stopped(pids: &[i32]) -> firedrill_faults::Result<Vec<process::ProcessRef>> {
     Ok(out)
 }
 
+mod follow;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-    use firedrill_core::api::{NetworkCut, NodeAction, ProcessAction, VolumeAction};
-
-    fn spec(action: NodeAction) -> InjectionSpec {
-        InjectionSpec {
-            node_name: "n".into(),
-            experiment: "a/b".into(),
-            action,
-            expires_at: Utc.timestamp_opt(2_000_000_000, 0).unwrap(),
-            hold_for: None,
-            heartbeat: None,
-        }
-    }
-
-    fn pod(uid: &str) -> PodRef {
-        PodRef {
-            namespace: "ns".into(),
-            name: "p".into(),
-            uid: uid.into(),
-        }
-    }
-
-    fn executor(dir: &Path) -> Executor {
-        std::fs::create_dir_all(dir.join("proc")).unwrap();
-        Executor::new(
-            &dir.join("journal"),
-            &dir.join("kubelet"),
-            ProcFs::new(dir.join("proc")),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn a_network_cut_of_a_pod_with_no_process_fails_before_anything_is_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
-        let action = NodeAction {
-            network: Some(NetworkCut {
-                pods: vec![pod("u1")],
-                all: true,
-                peers: vec![],
-                direction: Default::default(),
-            }),
-            processes: None,
-            read_only_volume: None,
-        };
-        let err = exec.apply("k", &spec(action)).unwrap_err();
-        assert_eq!(err.category(), "pod_not_found");
-        assert!(err.to_string().contains("ns/p"));
-        assert!(exec.held().unwrap().0.is_empty());
-    }
-
-    #[test]
-    fn the_node_itself_is_the_host_namespace() {
-        let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
-        let action = NodeAction {
-            network: Some(NetworkCut {
-                pods: vec![],
-                all: true,
-                peers: vec![],
-                direction: Default::default(),
-            }),
-            processes: None,
-            read_only_volume: None,
-        };
-        let faults = exec.faults("k", &spec(action)).unwrap();
-        assert!(matches!(
-            &faults[..],
-            [(
-                _,
-                Fault::Network {
-                    netns: Netns::Host,
-                    ..
-                }
-            )]
-        ));
-    }
-
-    #[test]
-    fn processes_and_volumes_become_one_fault_each() {
-        let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
-        let action = NodeAction {
-            network: None,
-            processes: Some(ProcessAction {
-                pods: vec![pod("u1")],
-                signal: ProcessSignal::Freeze,
-            }),
-            read_only_volume: None,
-        };
-        let faults = exec.faults("k", &spec(action)).unwrap();
-        assert_eq!(
-            faults,
-            vec![(sub_id("k", 0).unwrap(), Fault::Freeze { pids: vec![] })]
-        );
-        let vol = dir
-            .path()
-            .join("kubelet/pods/u1/volumes/kubernetes.io~empty-dir/data");
-        std::fs::create_dir_all(&vol).unwrap();
-        let action = NodeAction {
-            network: None,
-            processes: None,
-            read_only_volume: Some(VolumeAction {
-                pod: pod("u1"),
-                volume: "data".into(),
-            }),
-        };
-        let faults = exec.faults("k", &spec(action)).unwrap();
-        assert_eq!(
-            faults,
-            vec![(sub_id("k", 0).unwrap(), Fault::ReadOnly { dir: vol })]
-        );
-    }
-
-    #[test]
-    fn an_action_with_two_parts_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
-        let action = NodeAction {
-            network: None,
-            processes: None,
-            read_only_volume: None,
-        };
-        assert_eq!(
-            exec.faults("k", &spec(action)).unwrap_err().category(),
-            "invalid"
-        );
-    }
-
-    #[test]
-    fn held_groups_journal_entries_by_injection() {
-        let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
-        // An empty freeze is a real, harmless journalled fault.
-        for n in 0..2 {
-            exec.injector
-                .apply(
-                    &sub_id("k1", n).unwrap(),
-                    &Fault::Freeze { pids: vec![] },
-                    2_000_000_100 + n as u64,
-                )
-                .unwrap();
-        }
-        let (held, errors) = exec.held().unwrap();
-        assert!(errors.is_empty());
-        assert_eq!(held.len(), 1);
-        assert_eq!(held[0].key, "k1");
-        assert_eq!(held[0].ids.len(), 2);
-        assert_eq!(held[0].expires_at, time(2_000_000_100));
-        assert_eq!(exec.revert("k1").unwrap(), 2);
-        assert!(exec.held().unwrap().0.is_empty());
-        assert_eq!(exec.revert("k1").unwrap(), 0, "idempotent");
-    }
-}
+mod tests;
