@@ -13,102 +13,23 @@ use firedrill_agent::{Agent, Cluster, Executor, ProcFs};
 use firedrill_core::api::{
     Injection, InjectionSpec, InjectionState, NodeAction, PodRef, ProcessAction, ProcessSignal,
 };
-use k8s_openapi::api::core::v1::{Namespace, Node};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, ResourceExt};
-
-const E2E_KUBECONFIG: &str = "/var/lib/firedrill-cluster/kubeconfig";
-
-fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-    // e2e/run.sh sets it once the cluster is up: a test that cannot reach it then fails.
-    assert!(
-        std::env::var("FIREDRILL_E2E_REQUIRE").as_deref() != Ok("1"),
-        "{test}: {why} (FIREDRILL_E2E_REQUIRE=1)"
-    );
-}
+use firedrill_testkit::objects::event_reasons;
+use firedrill_testkit::{Kubeconfig, TEST_LABEL, TestNamespace, crds, unique_name, until};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
 
 async fn client(test: &str) -> Option<Client> {
-    let path = match std::env::var("KUBECONFIG") {
-        Ok(p) => p,
-        Err(_) if std::path::Path::new(E2E_KUBECONFIG).exists() => E2E_KUBECONFIG.to_owned(),
-        Err(_) => {
-            skip(
-                test,
-                &format!("neither KUBECONFIG nor {E2E_KUBECONFIG} is there"),
-            );
-            return None;
-        }
-    };
-    let kubeconfig = match Kubeconfig::read_from(&path) {
-        Ok(k) => k,
-        Err(e) => {
-            skip(test, &format!("cannot read {path}: {e}"));
-            return None;
-        }
-    };
-    let config =
-        match Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await {
-            Ok(c) => c,
-            Err(e) => {
-                skip(test, &format!("bad kubeconfig {path}: {e}"));
-                return None;
-            }
-        };
-    let client = match Client::try_from(config) {
-        Ok(c) => c,
-        Err(e) => {
-            skip(test, &format!("no client for {path}: {e}"));
-            return None;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-        Ok(Ok(_)) => Some(client),
-        Ok(Err(e)) => {
-            skip(
-                test,
-                &format!("the API server of {path} does not answer: {e}"),
-            );
-            None
-        }
-        Err(_) => {
-            skip(
-                test,
-                &format!("the API server of {path} did not answer in 10 s"),
-            );
-            None
-        }
-    }
+    let cluster = firedrill_testkit::cluster(test, Kubeconfig::EnvOrE2e).await?;
+    Some(cluster.client)
 }
 
-async fn ensure_crd(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = <Injection as kube::CustomResourceExt>::crd();
-    if api.get_opt(&crd.name_any()).await.unwrap().is_none() {
-        let params = PatchParams::apply("firedrill-agent-tests").force();
-        api.patch(&crd.name_any(), &params, &Patch::Apply(&crd))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-}
-
+/// Polls `check` until it gives a value; the test fails after 30 s.
 async fn eventually<T, Fut: Future<Output = Option<T>>>(
     what: &str,
-    mut check: impl FnMut() -> Fut,
+    check: impl FnMut() -> Fut,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(what, Duration::from_secs(30), check).await
 }
 
 fn injection(name: &str, node: &str, ttl: i64) -> Injection {
@@ -146,34 +67,23 @@ fn state(i: &Injection) -> InjectionState {
 struct Harness {
     client: Client,
     namespace: String,
+    ns: TestNamespace,
     node: String,
     journal: tempfile::TempDir,
     stop: tokio::sync::oneshot::Sender<()>,
     running: tokio::task::JoinHandle<firedrill_agent::Result<()>>,
 }
 
-async fn create_namespace(client: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-}
-
 impl Harness {
     async fn start(client: Client) -> Self {
-        ensure_crd(&client).await;
-        let namespace = format!("fdagent-{:x}", Utc::now().timestamp_micros() & 0xff_ffff);
-        create_namespace(&client, &namespace).await;
+        crds::install_missing(&client).await.unwrap();
+        let namespace = unique_name("fdagent");
+        let ns = TestNamespace::create(&client, &namespace, &[(TEST_LABEL, "agent")])
+            .await
+            .unwrap();
         let node = format!("{namespace}-node");
         let fake: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": node, "labels": {"firedrill.dev/test": "agent"}},
+            "metadata": {"name": node, "labels": {TEST_LABEL: "agent"}},
             // Nothing schedules here: the node has no kubelet.
             "spec": {"unschedulable": true},
         }))
@@ -201,6 +111,7 @@ impl Harness {
         Self {
             client,
             namespace,
+            ns,
             node,
             journal,
             stop,
@@ -218,10 +129,7 @@ impl Harness {
         let _ = Api::<Node>::all(self.client.clone())
             .delete(&self.node, &DeleteParams::default())
             .await;
-        Api::<Namespace>::all(self.client.clone())
-            .delete(&self.namespace, &DeleteParams::default())
-            .await
-            .unwrap();
+        self.ns.delete().await.unwrap();
     }
 }
 
@@ -297,7 +205,7 @@ async fn the_agent_ignores_other_namespaces_and_refuses_protected_targets() {
     let (api, node) = (h.injections(), h.node.clone());
     // A tenant writes an Injection for this node in its own namespace: never seen.
     let tenant = format!("{}-tenant", h.namespace);
-    create_namespace(&client, &tenant).await;
+    let tenant_ns = TestNamespace::create(&client, &tenant, &[]).await.unwrap();
     let tenants: Api<Injection> = Api::namespaced(client.clone(), &tenant);
     tenants
         .create(&PostParams::default(), &injection("sneaky", &node, 300))
@@ -318,16 +226,9 @@ async fn the_agent_ignores_other_namespaces_and_refuses_protected_targets() {
     assert!(refused.finalizers().is_empty(), "never applied, never held");
     let message = refused.status.unwrap().message.unwrap();
     assert!(message.contains("kube-system/coredns-0"), "{message}");
-    let events: Api<Event> = Api::namespaced(client.clone(), &h.namespace);
     eventually("a Refused event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("Refused")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("system")
-            })
-            .then_some(())
+        let reasons = event_reasons(&client, &h.namespace, "system").await.ok()?;
+        reasons.iter().any(|r| r == "Refused").then_some(())
     })
     .await;
     // A valid one, once the node is labelled protected: refused too.
@@ -355,10 +256,7 @@ async fn the_agent_ignores_other_namespaces_and_refuses_protected_targets() {
     assert_eq!(state(&sneaky), InjectionState::Pending);
     assert!(sneaky.finalizers().is_empty());
     h.finish().await;
-    Api::<Namespace>::all(client)
-        .delete(&tenant, &DeleteParams::default())
-        .await
-        .unwrap();
+    tenant_ns.delete().await.unwrap();
 }
 
 #[tokio::test]
@@ -413,15 +311,11 @@ async fn an_unreadable_journal_entry_is_reported_failed_with_an_event_and_keeps_
         "{:?}",
         status.conditions
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), &h.namespace);
     eventually("a JournalUnreadable event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
+        let reasons = event_reasons(&client, &h.namespace, "corrupt").await.ok()?;
+        reasons
             .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("JournalUnreadable")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("corrupt")
-            })
+            .any(|r| r == "JournalUnreadable")
             .then_some(())
     })
     .await;

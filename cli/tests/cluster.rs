@@ -14,81 +14,25 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use firedrill_core::api::{Experiment, GameDay, Injection, PAUSE_KEY};
+use firedrill_testkit::objects::labelled;
+use firedrill_testkit::{Cluster, Kubeconfig, TEST_LABEL, TestNamespace, skip, unique_name};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, ResourceExt};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-
-const TEST_LABEL: &str = "firedrill.dev/test";
-
-fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-    // e2e/run.sh sets it once the cluster is up: a test that cannot reach it then fails.
-    assert!(
-        std::env::var("FIREDRILL_E2E_REQUIRE").as_deref() != Ok("1"),
-        "{test}: {why} (FIREDRILL_E2E_REQUIRE=1)"
-    );
-}
 
 fn chaosctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_chaosctl"))
 }
 
-/// A cluster that answers, as its kubeconfig path and a client; `None` (reason printed)
-/// otherwise.
+/// A cluster that answers and has firedrill's CRDs, as its kubeconfig path and a client;
+/// `None` (reason printed) otherwise.
 async fn cluster(test: &str) -> Option<(PathBuf, Client)> {
-    let path = match std::env::var("KUBECONFIG") {
-        Ok(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from("/var/lib/firedrill-cluster/kubeconfig"),
-    };
-    let kubeconfig = match Kubeconfig::read_from(&path) {
-        Ok(k) => k,
-        Err(e) => {
-            skip(
-                test,
-                &format!("no readable kubeconfig at {}: {e}", path.display()),
-            );
-            return None;
-        }
-    };
-    let client = match Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map(Client::try_from)
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            skip(test, &format!("no client for {}: {e}", path.display()));
-            return None;
-        }
-        Err(e) => {
-            skip(test, &format!("bad kubeconfig {}: {e}", path.display()));
-            return None;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            skip(
-                test,
-                &format!("the API server in {} does not answer: {e}", path.display()),
-            );
-            return None;
-        }
-        Err(_) => {
-            skip(
-                test,
-                &format!(
-                    "the API server in {} did not answer in 10 s",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-    }
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
+    let Cluster { client, kubeconfig } =
+        firedrill_testkit::cluster(test, Kubeconfig::EnvOrE2e).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     if crds
         .get_opt("experiments.firedrill.dev")
         .await
@@ -99,66 +43,22 @@ async fn cluster(test: &str) -> Option<(PathBuf, Client)> {
         skip(test, "the firedrill CRDs are not installed in this cluster");
         return None;
     }
-    Some((path, client))
+    Some((kubeconfig, client))
 }
 
-/// A namespace for one test (not opted in to chaos), deleted by [`TestNs::delete`].
-struct TestNs {
-    name: String,
-    client: Client,
+/// A namespace for one test (not opted in to chaos), deleted by [`delete`].
+async fn test_ns(client: &Client, prefix: &str) -> TestNamespace {
+    let name = unique_name(&format!("chaosctl-{prefix}"));
+    TestNamespace::create(client, &name, &[(TEST_LABEL, "chaosctl")])
+        .await
+        .unwrap()
 }
 
-impl TestNs {
-    async fn new(client: &Client, prefix: &str) -> Self {
-        let name = format!(
-            "chaosctl-{prefix}-{:x}",
-            Utc::now().timestamp_micros() & 0xff_ffff
-        );
-        let ns: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {TEST_LABEL: "chaosctl"}}
-        }))
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
-        Self {
-            name,
-            client: client.clone(),
-        }
-    }
-
-    async fn delete(self) {
-        let clear = json!({"metadata": {"finalizers": null}});
-        let injections: Api<Injection> = Api::namespaced(self.client.clone(), &self.name);
-        for i in injections.list(&ListParams::default()).await.unwrap().items {
-            let _ = injections
-                .patch(
-                    &i.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&clear),
-                )
-                .await;
-        }
-        let experiments: Api<Experiment> = Api::namespaced(self.client.clone(), &self.name);
-        for e in experiments
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-        {
-            let _ = experiments
-                .patch(
-                    &e.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&clear),
-                )
-                .await;
-        }
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::background())
-            .await;
-    }
+/// Deletes a test's namespace, first freeing what it left with finalizers.
+async fn delete(ns: TestNamespace) {
+    ns.release::<Injection>().await.unwrap();
+    ns.release::<Experiment>().await.unwrap();
+    let _ = ns.delete().await;
 }
 
 fn experiment_spec(ns: &str) -> Value {
@@ -174,18 +74,29 @@ fn experiment_spec(ns: &str) -> Value {
     })
 }
 
+fn experiment(ns: &str, name: &str) -> Experiment {
+    labelled(name, ns, "chaosctl", experiment_spec(ns)).unwrap()
+}
+
 async fn create_experiment(client: &Client, ns: &str, name: &str) -> Experiment {
-    let e: Experiment = serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "Experiment",
-        "metadata": {"name": name, "namespace": ns, "labels": {TEST_LABEL: "chaosctl"}},
-        "spec": experiment_spec(ns),
-    }))
-    .unwrap();
     Api::<Experiment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &e)
+        .create(&PostParams::default(), &experiment(ns, name))
         .await
         .unwrap()
+}
+
+/// An Experiment of game day `owner`, as its controller would create it.
+fn step_of(owner: &GameDay, name: &str) -> Experiment {
+    let ns = owner.namespace().unwrap();
+    let mut e = experiment(&ns, name);
+    e.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "firedrill.dev/v1alpha1".into(),
+        kind: "GameDay".into(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap(),
+        ..OwnerReference::default()
+    }]);
+    e
 }
 
 fn run(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -215,7 +126,7 @@ async fn get_and_describe_an_experiment() {
     let Some((kc, client)) = cluster(test).await else {
         return;
     };
-    let ns = TestNs::new(&client, "get").await;
+    let ns = test_ns(&client, "get").await;
     create_experiment(&client, &ns.name, "zb").await;
     // What the operator would write while the fault holds.
     let status = json!({"status": {
@@ -296,7 +207,7 @@ async fn get_and_describe_an_experiment() {
     let out = run(&kc, &["get", "gamedays", "-n", &ns.name]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no gamedays found"));
-    ns.delete().await;
+    delete(ns).await;
 }
 
 #[tokio::test]
@@ -305,7 +216,7 @@ async fn abort_sets_the_annotation_the_operator_honours() {
     let Some((kc, client)) = cluster(test).await else {
         return;
     };
-    let ns = TestNs::new(&client, "abort").await;
+    let ns = test_ns(&client, "abort").await;
     create_experiment(&client, &ns.name, "zb").await;
     let out = run(
         &kc,
@@ -325,25 +236,13 @@ async fn abort_sets_the_annotation_the_operator_honours() {
     assert!(stdout(&out).contains("abort requested"));
 
     // A game day: its running experiments are aborted, and it is annotated too.
-    let g: GameDay = serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "GameDay",
-        "metadata": {"name": "gd", "namespace": ns.name, "labels": {TEST_LABEL: "chaosctl"}},
-        "spec": {"experiments": [{"name": "step", "spec": experiment_spec(&ns.name)}]},
-    }))
-    .unwrap();
+    let spec = json!({"experiments": [{"name": "step", "spec": experiment_spec(&ns.name)}]});
+    let g: GameDay = labelled("gd", &ns.name, "chaosctl", spec).unwrap();
     let g = Api::<GameDay>::namespaced(client.clone(), &ns.name)
         .create(&PostParams::default(), &g)
         .await
         .unwrap();
-    let child: Experiment = serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "Experiment",
-        "metadata": {"name": "gd-step", "namespace": ns.name, "labels": {TEST_LABEL: "chaosctl"},
-            "ownerReferences": [{"apiVersion": "firedrill.dev/v1alpha1", "kind": "GameDay", "name": "gd", "uid": g.uid().unwrap()}]},
-        "spec": experiment_spec(&ns.name),
-    }))
-    .unwrap();
+    let child = step_of(&g, "gd-step");
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
     experiments
         .create(&PostParams::default(), &child)
@@ -363,7 +262,7 @@ async fn abort_sets_the_annotation_the_operator_honours() {
     let out = run(&kc, &["abort", "missing", "-n", &ns.name]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[not_found]"));
-    ns.delete().await;
+    delete(ns).await;
 }
 
 fn injection(ns: &str, name: &str, experiment: &str, finalizer: bool) -> Injection {
@@ -419,7 +318,7 @@ async fn stop_all_reverts_and_waits_for_the_agents() {
     // (pausing the namespace that plays firedrill's here, never a real firedrill's), else
     // limited to this test's objects.
     let idle = cluster_idle(&client).await;
-    let home = TestNs::new(&client, "home").await;
+    let home = test_ns(&client, "home").await;
     let started = Instant::now();
     let out = if idle {
         let out = run(
@@ -504,7 +403,7 @@ async fn stop_all_reverts_and_waits_for_the_agents() {
 
     // An active fault: stop-all aborts its experiment and deletes its Injection (revert =
     // delete), and is done once it is gone.
-    let ns = TestNs::new(&client, "stop").await;
+    let ns = test_ns(&client, "stop").await;
     let selector = format!("{TEST_LABEL}=chaosctl-{}", ns.name);
     create_experiment(&client, &ns.name, "zb").await;
     let label = json!({"metadata": {"labels": {TEST_LABEL: format!("chaosctl-{}", ns.name)}}});
@@ -560,8 +459,8 @@ async fn stop_all_reverts_and_waits_for_the_agents() {
         )),
         "{text}"
     );
-    ns.delete().await;
-    home.delete().await;
+    delete(ns).await;
+    delete(home).await;
 }
 
 #[tokio::test]
@@ -570,7 +469,7 @@ async fn game_day_on_a_cluster_is_followed_and_reported() {
     let Some((kc, client)) = cluster(test).await else {
         return;
     };
-    let ns = TestNs::new(&client, "gd").await;
+    let ns = test_ns(&client, "gd").await;
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.yaml");
     let spec = serde_json::to_string(&experiment_spec(&ns.name)).unwrap();
@@ -641,14 +540,7 @@ async fn game_day_on_a_cluster_is_followed_and_reported() {
         )
         .await
         .unwrap();
-    let e: Experiment = serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "Experiment",
-        "metadata": {"name": "drill-run-blackout", "namespace": ns.name, "labels": {TEST_LABEL: "chaosctl"},
-            "ownerReferences": [{"apiVersion": "firedrill.dev/v1alpha1", "kind": "GameDay", "name": "drill-run", "uid": g.uid().unwrap()}]},
-        "spec": experiment_spec(&ns.name),
-    }))
-    .unwrap();
+    let e = step_of(&g, "drill-run-blackout");
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
     experiments
         .create(&PostParams::default(), &e)
@@ -742,7 +634,7 @@ async fn game_day_on_a_cluster_is_followed_and_reported() {
             .lines()
             .any(|l| l.starts_with("drill-run ") && l.contains("1/1"))
     );
-    ns.delete().await;
+    delete(ns).await;
 }
 
 #[tokio::test]
@@ -751,18 +643,14 @@ async fn drills_show_their_next_run_and_history() {
     let Some((kc, client)) = cluster(test).await else {
         return;
     };
-    let ns = TestNs::new(&client, "drill").await;
-    let drill: firedrill_core::api::DrillSchedule = serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "DrillSchedule",
-        "metadata": {"name": "quarterly", "namespace": ns.name, "labels": {TEST_LABEL: "chaosctl"}},
-        "spec": {
-            "schedule": "0 9 1 1,4,7,10 *",
-            "timeZone": "Asia/Seoul",
-            "gameDay": {"experiments": [{"name": "blackout", "spec": experiment_spec(&ns.name)}]},
-        },
-    }))
-    .unwrap();
+    let ns = test_ns(&client, "drill").await;
+    let spec = json!({
+        "schedule": "0 9 1 1,4,7,10 *",
+        "timeZone": "Asia/Seoul",
+        "gameDay": {"experiments": [{"name": "blackout", "spec": experiment_spec(&ns.name)}]},
+    });
+    let drill: firedrill_core::api::DrillSchedule =
+        labelled("quarterly", &ns.name, "chaosctl", spec).unwrap();
     let drills: Api<firedrill_core::api::DrillSchedule> = Api::namespaced(client.clone(), &ns.name);
     drills.create(&PostParams::default(), &drill).await.unwrap();
     // What the operator records after three quarters.
@@ -833,7 +721,7 @@ async fn drills_show_their_next_run_and_history() {
     let out = run(&kc, &["history", "quarterly", "-n", &ns.name, "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3);
-    ns.delete().await;
+    delete(ns).await;
 }
 
 /// No cluster needed: an API server that is not there gives the `unreachable` category and

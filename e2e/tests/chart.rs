@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{
-    AGENT, OPERATOR, eventually, firedrill, firedrill_namespace, nodes, note, with_temp_ns,
+    AGENT, OPERATOR, eventually_every, firedrill, firedrill_namespace, nodes, note, with_temp_ns,
 };
 use firedrill_core::api::Experiment;
 use firedrill_core::manifest::{self, Manifest};
@@ -167,7 +167,7 @@ async fn operator_and_agents_are_up() {
         .spec
         .and_then(|s| s.replicas)
         .unwrap_or(1);
-    let operators = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
+    let operators = eventually_every(Duration::from_secs(120), Duration::from_secs(1), || async {
         let ps: Vec<Pod> = pods(&client, OPERATOR)
             .await
             .into_iter()
@@ -198,14 +198,15 @@ async fn operator_and_agents_are_up() {
     // One leader, holding a Lease it renews, and it is one of those replicas.
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let names: BTreeSet<String> = operators.iter().map(|p| p.name_any()).collect();
-    let (holder, renewed) = eventually(Duration::from_secs(60), Duration::from_secs(1), || async {
-        let spec = leases.get_opt(OPERATOR).await.ok()??.spec?;
-        let holder = spec.holder_identity?;
-        let renewed = spec.renew_time?.0;
-        names.contains(&holder).then_some((holder, renewed))
-    })
-    .await
-    .unwrap_or_else(|| panic!("no operator replica of {names:?} holds Lease {ns}/{OPERATOR}"));
+    let (holder, renewed) =
+        eventually_every(Duration::from_secs(60), Duration::from_secs(1), || async {
+            let spec = leases.get_opt(OPERATOR).await.ok()??.spec?;
+            let holder = spec.holder_identity?;
+            let renewed = spec.renew_time?.0;
+            names.contains(&holder).then_some((holder, renewed))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no operator replica of {names:?} holds Lease {ns}/{OPERATOR}"));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let spec = leases.get(OPERATOR).await.unwrap().spec.unwrap();
     assert_eq!(
@@ -221,7 +222,7 @@ async fn operator_and_agents_are_up() {
 
     // The agent: Ready on every node.
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-    let on_nodes = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
+    let on_nodes = eventually_every(Duration::from_secs(120), Duration::from_secs(1), || async {
         let st = daemonsets.get(AGENT).await.ok()?.status?;
         if st.desired_number_scheduled as usize != nodes.len()
             || st.number_ready != st.desired_number_scheduled

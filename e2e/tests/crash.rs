@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     AGENT, OPERATOR, ZONE, agent_image, catalog_experiment, chains_in_pod, chaosctl, completed,
-    eventually, firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report,
+    eventually_every, firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report,
     running, talk_delivering, talk_namespace, talk_pods, with_temp_ns,
 };
 use firedrill_core::api::{Experiment, InjectionState, PAUSE_KEY, Phase, Verdict};
@@ -110,7 +110,7 @@ async fn reverted_by_heartbeat(
     ns: &str,
     since: chrono::DateTime<chrono::Utc>,
 ) -> Option<f64> {
-    let last = eventually(
+    let last = eventually_every(
         Duration::from_secs(60),
         Duration::from_millis(250),
         || async {
@@ -182,7 +182,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
         note(format!("{test}: created {ns}/{name} (uid {uid})"));
 
         // Wait for the fault to hold, and see it in a pod of the faulted zone.
-        let held = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
+        let held = eventually_every(Duration::from_secs(120), Duration::from_secs(1), || async {
             let e = api.get(&name).await.ok()?;
             (e.status?.phase == Phase::Holding).then_some(())
         })
@@ -221,7 +221,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                     "{test}: killing the operator leader {holder} on {node}"
                 ));
                 kill(&client, &fd_ns, &holder).await;
-                let next = eventually(Duration::from_secs(90), Duration::from_secs(1), || async {
+                let next = eventually_every(Duration::from_secs(90), Duration::from_secs(1), || async {
                     leader(&client).await.filter(|(h, _)| *h != holder)
                 })
                 .await;
@@ -251,7 +251,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
             Crash::Experiment => {
                 note(format!("{test}: deleting {ns}/{name} mid-fault"));
                 api.delete(&name, &DeleteParams::default()).await.unwrap();
-                let gone = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
+                let gone = eventually_every(Duration::from_secs(120), Duration::from_secs(1), || async {
                     api.get_opt(&name).await.ok()?.is_none().then_some(())
                 })
                 .await;
@@ -274,7 +274,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                     agent.name_any()
                 ));
                 kill(&client, &fd_ns, &agent.name_any()).await;
-                let back = eventually(Duration::from_secs(90), Duration::from_secs(1), || async {
+                let back = eventually_every(Duration::from_secs(90), Duration::from_secs(1), || async {
                     agent_on(&client, &node)
                         .await
                         .filter(|p| p.uid() != agent.uid())

@@ -23,8 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    E2E_LABEL, agent_image, chains_in_pod, chaosctl, eventually, firedrill_and_talk, nodes, note,
-    nothing_left, report, running, talk_delivering, talk_namespace, talk_pods, with_temp_ns,
+    E2E_LABEL, agent_image, chains_in_pod, chaosctl, eventually_every, firedrill_and_talk, nodes,
+    note, nothing_left, report, running, talk_delivering, talk_namespace, talk_pods, with_temp_ns,
     zone_of,
 };
 use firedrill_core::api::{Experiment, GameDay, Phase, Verdict};
@@ -182,7 +182,7 @@ impl StepWatch {
         if before.is_empty() {
             return Err(format!("no talk pod of {what} before the fault"));
         }
-        let after = eventually(Duration::from_secs(30), Duration::from_secs(2), || async {
+        let after = eventually_every(Duration::from_secs(30), Duration::from_secs(2), || async {
             let after = restarts(talk_pods(client).await.iter().filter(|p| which(p)));
             after
                 .iter()

@@ -10,9 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    agent_image, catalog_experiment, chains_in_pod, completed, eventually, firedrill_and_talk,
-    injections_of, nft_in_pod, nodes, note, nothing_left, report, talk_delivering, talk_namespace,
-    with_temp_ns,
+    agent_image, catalog_experiment, chains_in_pod, completed, eventually_every,
+    firedrill_and_talk, injections_of, nft_in_pod, nodes, note, nothing_left, report,
+    talk_delivering, talk_namespace, with_temp_ns,
 };
 use firedrill_core::api::{Experiment, Phase, Verdict};
 use k8s_openapi::api::core::v1::Pod;
@@ -36,11 +36,12 @@ async fn rules_deleted_mid_partition_are_put_back_and_the_lapse_is_counted() {
         let created = api.create(&PostParams::default(), &exp).await.unwrap();
         let uid = kube::ResourceExt::uid(&created).unwrap();
         let name = kube::ResourceExt::name_any(&created);
-        let holding = eventually(Duration::from_secs(180), Duration::from_secs(1), || async {
-            let e = api.get(&name).await.ok()?;
-            (e.status?.phase == Phase::Holding).then_some(())
-        })
-        .await;
+        let holding =
+            eventually_every(Duration::from_secs(180), Duration::from_secs(1), || async {
+                let e = api.get(&name).await.ok()?;
+                (e.status?.phase == Phase::Holding).then_some(())
+            })
+            .await;
         assert!(holding.is_some(), "{name} never held its partition");
 
         // One pod whose sandbox got the partition's rules.
@@ -69,21 +70,22 @@ async fn rules_deleted_mid_partition_are_put_back_and_the_lapse_is_counted() {
         ));
 
         // Put back by the agent, and reported.
-        let back = eventually(Duration::from_secs(30), Duration::from_secs(1), || async {
+        let back = eventually_every(Duration::from_secs(30), Duration::from_secs(1), || async {
             let chains = chains_in_pod(&client, &pod, &image).await;
             (!chains.is_empty()).then_some(chains)
         })
         .await;
         assert!(back.is_some(), "the agent did not put the rules back");
-        let reported = eventually(Duration::from_secs(30), Duration::from_secs(1), || async {
-            injections_of(&client, &ns)
-                .await
-                .into_iter()
-                .filter_map(|i| i.status)
-                .flat_map(|s| s.lapses)
-                .find(|l| l.healed_at.is_some())
-        })
-        .await;
+        let reported =
+            eventually_every(Duration::from_secs(30), Duration::from_secs(1), || async {
+                injections_of(&client, &ns)
+                    .await
+                    .into_iter()
+                    .filter_map(|i| i.status)
+                    .flat_map(|s| s.lapses)
+                    .find(|l| l.healed_at.is_some())
+            })
+            .await;
         let lapse = reported.expect("no healed lapse in any Injection's status");
         assert!(lapse.what.contains("re-applied"), "{lapse:?}");
         assert!(lapse.since <= lapse.seen_at);

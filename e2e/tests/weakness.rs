@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    agent_image, catalog_experiment, completed, eventually, firedrill_and_talk, nodes, note,
+    agent_image, catalog_experiment, completed, eventually_every, firedrill_and_talk, nodes, note,
     nothing_left, report, talk_delivering, talk_namespace, with_temp_ns,
 };
 use firedrill_core::api::{Experiment, Verdict};
@@ -81,7 +81,7 @@ async fn a_single_prometheus_fails_the_ops_tool_outage() {
     let strengthen = Strengthen;
     prometheus_replicas(1).unwrap_or_else(|e| panic!("helm upgrade: {e}"));
     let services: Api<Service> = Api::namespaced(client.clone(), &talk_ns);
-    let gone = eventually(Duration::from_secs(60), Duration::from_secs(1), || async {
+    let gone = eventually_every(Duration::from_secs(60), Duration::from_secs(1), || async {
         services
             .get_opt("prometheus-b")
             .await

@@ -5,86 +5,29 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{FakeAgent, TestNamespace, cluster, eventually, install_crds, victim, worker};
+use common::{Controllers, FakeAgent, Operator, TestNamespace, setup, victim, victim_spec};
 use firedrill_core::api::{Condition, Experiment, Injection, PAUSE_KEY, Phase, Verdict};
 use firedrill_operator::lease::{LeaderElector, LeaseConfig};
-use firedrill_operator::metrics::Metrics;
-use firedrill_operator::reconcile::{self, Context};
 use firedrill_operator::{CONSENT_ANNOTATION, FINALIZER, status};
+use firedrill_testkit::objects::{event_reasons, labelled};
+use firedrill_testkit::{client as cluster, crds, eventually, gone, wait};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-/// Marks the tests' Experiments. A firedrill operator deployed in the same cluster should
-/// leave them alone: run it with `--experiment-selector '!firedrill.dev/test'`.
-const TEST_LABEL: &str = "firedrill.dev/test";
-
-/// The operator, in this process, for one namespace.
-struct Operator {
-    ctx: Arc<Context>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Operator {
-    /// Watches `ns`'s Experiments and writes their Injections in `ns.firedrill`.
-    fn start(client: &Client, ns: &TestNamespace) -> Self {
-        let mut ctx = Context::new(
-            client.clone(),
-            Arc::new(Metrics::default()),
-            &ns.firedrill,
-            "operator-tests",
-        )
-        .unwrap();
-        ctx.watch_namespace = Some(ns.name.clone());
-        ctx.experiment_selector = Some(TEST_LABEL.to_owned());
-        let ctx = Arc::new(ctx);
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(reconcile::run(ctx.clone(), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
-        Self { ctx, stop, task }
-    }
-
-    async fn shutdown(self) {
-        self.stop.send_replace(true);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
-    }
-}
-
 /// An experiment on the `app=victim` pods of `namespace`, judged by `node` being Ready
-/// (a real `kubernetes` probe through the operator's object source).
+/// (a real `kubernetes` probe through the operator's object source), labelled
+/// `firedrill.dev/test=operator`: a firedrill operator deployed in the same cluster leaves
+/// it alone (run it with `--experiment-selector '!firedrill.dev/test'`).
 fn experiment(name: &str, namespace: &str, node: &str, fault: Value, extra: Value) -> Experiment {
-    let mut spec = json!({
-        "target": {"namespaces": [namespace], "selector": {"matchLabels": {"app": "victim"}}},
-        "fault": fault,
-        "duration": "3s",
-        "hypothesis": {
-            "interval": "500ms",
-            "window": "1s",
-            "probes": [{"name": "node-ready", "kubernetes": {"apiVersion": "v1", "kind": "Node", "name": node}}]
-        },
-        "recoveryDeadline": "30s",
-        "blastRadius": {"maxTargets": 1, "maxPercent": 100}
-    });
-    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
-        spec.extend(extra);
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "Experiment",
-        "metadata": {"name": name, "namespace": namespace, "labels": {TEST_LABEL: "operator"}},
-        "spec": spec,
-    }))
-    .unwrap()
+    let spec = victim_spec(namespace, node, fault, "3s", extra);
+    labelled(name, namespace, "operator", spec).unwrap()
 }
 
 async fn create(client: &Client, exp: &Experiment) -> Api<Experiment> {
@@ -94,21 +37,8 @@ async fn create(client: &Client, exp: &Experiment) -> Api<Experiment> {
 }
 
 async fn wait_for_phase(api: &Api<Experiment>, name: &str, phase: Phase, secs: u64) -> Experiment {
-    let found = eventually(Duration::from_secs(secs), || async {
-        let e = api.get(name).await.ok()?;
-        (e.status.as_ref()?.phase == phase).then_some(e)
-    })
-    .await;
-    match found {
-        Some(e) => e,
-        None => {
-            let now = api.get(name).await.ok();
-            panic!(
-                "{name} did not reach {phase:?} in {secs}s; status: {:#?}",
-                now.and_then(|e| e.status)
-            )
-        }
-    }
+    let timeout = Duration::from_secs(secs);
+    wait::phase(api, name, phase, timeout, wait::POLL).await
 }
 
 /// The experiment's `Invalid` condition once it is `True`.
@@ -132,17 +62,6 @@ async fn injections(client: &Client, namespace: &str) -> Vec<Injection> {
         .items
 }
 
-/// Common setup: a cluster with the CRDs and a worker, or a printed reason to skip.
-async fn setup(test: &str) -> Option<(Client, String)> {
-    let client = cluster(test).await?;
-    install_crds(&client).await;
-    let Some(node) = worker(&client).await else {
-        common::skip(test, "the cluster has no unprotected worker node");
-        return None;
-    };
-    Some((client, node.name_any()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_experiment_runs_to_a_verdict_and_leaves_nothing_behind() {
     let Some((client, node)) = setup("an_experiment_runs_to_a_verdict").await else {
@@ -151,7 +70,7 @@ async fn an_experiment_runs_to_a_verdict_and_leaves_nothing_behind() {
     let ns = TestNamespace::new(&client, "run", true).await;
     victim(&client, &ns.name, "victim", &node).await;
     let agent = FakeAgent::start(&client, &ns.firedrill);
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::Experiments);
     let exp = experiment(
         "freeze",
         &ns.name,
@@ -184,15 +103,8 @@ async fn an_experiment_runs_to_a_verdict_and_leaves_nothing_behind() {
     // Reverted means deleted: nothing of the experiment is left.
     assert!(injections(&client, &ns.firedrill).await.is_empty());
     // Its story is told in Events.
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
     let told = eventually(Duration::from_secs(10), || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        let reasons: Vec<String> = list
-            .items
-            .iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("freeze"))
-            .filter_map(|e| e.reason.clone())
-            .collect();
+        let reasons = event_reasons(&client, &ns.name, "freeze").await.ok()?;
         (reasons.iter().any(|r| r == "Passed") && reasons.iter().any(|r| r == "Resolved"))
             .then_some(reasons)
     })
@@ -212,11 +124,10 @@ async fn an_experiment_runs_to_a_verdict_and_leaves_nothing_behind() {
     api.delete("freeze", &DeleteParams::default())
         .await
         .unwrap();
-    let gone = eventually(Duration::from_secs(20), || async {
-        api.get_opt("freeze").await.ok()?.is_none().then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "the experiment was not deleted");
+    assert!(
+        gone(&api, "freeze", Duration::from_secs(20)).await,
+        "the experiment was not deleted"
+    );
     operator.shutdown().await;
     drop(agent);
     ns.delete().await;
@@ -230,7 +141,7 @@ async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
     let ns = TestNamespace::new(&client, "delete", true).await;
     victim(&client, &ns.name, "victim", &node).await;
     let agent = FakeAgent::start(&client, &ns.firedrill);
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::Experiments);
     let exp = experiment(
         "long",
         &ns.name,
@@ -262,11 +173,10 @@ async fn deleting_mid_fault_waits_until_every_injection_is_reverted() {
     );
 
     agent.hold.store(false, Ordering::SeqCst);
-    let gone = eventually(Duration::from_secs(30), || async {
-        api.get_opt("long").await.ok()?.is_none().then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "the experiment outlived its revert");
+    assert!(
+        gone(&api, "long", Duration::from_secs(30)).await,
+        "the experiment outlived its revert"
+    );
     assert!(injections(&client, &ns.firedrill).await.is_empty());
     operator.shutdown().await;
     drop(agent);
@@ -293,7 +203,7 @@ async fn a_pause_aborts_what_runs_and_holds_what_would_start_until_resumed() {
     let ns = TestNamespace::new(&client, "pause", true).await;
     victim(&client, &ns.name, "victim", &node).await;
     let agent = FakeAgent::start(&client, &ns.firedrill);
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::Experiments);
     let freeze = json!({"opsToolOutage": {"mode": "Freeze"}});
     let long = experiment(
         "long",
@@ -378,8 +288,8 @@ async fn refused_and_dry_run_experiments_inject_nothing() {
     let open = TestNamespace::new(&client, "dry", true).await;
     victim(&client, &closed.name, "victim", &node).await;
     victim(&client, &open.name, "victim", &node).await;
-    let op_closed = Operator::start(&client, &closed);
-    let op_open = Operator::start(&client, &open);
+    let op_closed = Operator::start(&client, &closed, Controllers::Experiments);
+    let op_open = Operator::start(&client, &open, Controllers::Experiments);
     let freeze = json!({"opsToolOutage": {"mode": "Freeze"}});
 
     let refused = experiment("refused", &closed.name, &node, freeze.clone(), json!({}));
@@ -467,7 +377,7 @@ async fn pod_kill_deletes_the_target_pod_it_resolved() {
     };
     let ns = TestNamespace::new(&client, "kill", true).await;
     let pod = victim(&client, &ns.name, "victim", &node).await;
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::Experiments);
     let exp = experiment(
         "kill",
         &ns.name,
@@ -570,7 +480,7 @@ async fn the_catalog_passes_the_real_api_servers_validation() {
     let Some(client) = cluster("the_catalog_passes_validation").await else {
         return;
     };
-    install_crds(&client).await;
+    crds::install_missing(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "catalog", true).await;
     let dir = format!("{}/../experiments", env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;

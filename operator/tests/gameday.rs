@@ -5,115 +5,42 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{FakeAgent, TestNamespace, cluster, eventually, install_crds, victim, worker};
+use common::{Controllers, FakeAgent, Operator, TestNamespace, victim, victim_spec};
 use firedrill_core::api::{
     ABORT_ANNOTATION, DrillSchedule, Experiment, GameDay, GameDayPhase, Injection, Phase, Verdict,
 };
-use firedrill_operator::controllers;
 use firedrill_operator::gameday::{GAMEDAY_FINALIZER, GAMEDAY_UID_LABEL};
-use firedrill_operator::metrics::Metrics;
-use firedrill_operator::reconcile::Context;
 use firedrill_operator::schedule::SCHEDULE_UID_LABEL;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use firedrill_testkit::objects::labelled;
+use firedrill_testkit::{TEST_LABEL, crds, eventually, release_finalizers};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
-/// Marks the tests' objects (a deployed operator should leave them alone).
-const TEST_LABEL: &str = "firedrill.dev/test";
-
-/// The three controllers, in this process, for one namespace.
-struct Operator {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Operator {
-    /// Watches `ns`'s Experiments and writes their Injections in `ns.firedrill`.
-    fn start(client: &Client, ns: &TestNamespace) -> Self {
-        let mut ctx = Context::new(
-            client.clone(),
-            Arc::new(Metrics::default()),
-            &ns.firedrill,
-            "operator-tests",
-        )
-        .unwrap();
-        ctx.watch_namespace = Some(ns.name.clone());
-        ctx.experiment_selector = Some(TEST_LABEL.to_owned());
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(controllers::run(Arc::new(ctx), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
-        Self { stop, task }
-    }
-
-    async fn shutdown(self) {
-        self.stop.send_replace(true);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
-    }
-}
-
-/// The GameDay and DrillSchedule CRDs as this build defines them (a cluster may have older
-/// ones, whose schema would prune the newer status fields).
-async fn update_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in firedrill_core::crd::all() {
-        let name = crd.name_any();
-        if name.starts_with("gamedays.") || name.starts_with("drillschedules.") {
-            let params = PatchParams::apply("firedrill-operator-tests").force();
-            api.patch(&name, &params, &Patch::Apply(&crd))
-                .await
-                .unwrap();
-        }
-    }
-    // Let the API server pick the new schema up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-}
-
-/// Common setup: a cluster with the CRDs and a worker, or a printed reason to skip.
+/// Common setup, with the GameDay and DrillSchedule CRDs as this build defines them (a
+/// cluster may have older ones, whose schema would prune the newer status fields).
 async fn setup(test: &str) -> Option<(Client, String)> {
-    let client = cluster(test).await?;
-    install_crds(&client).await;
-    update_crds(&client).await;
-    let Some(node) = worker(&client).await else {
-        common::skip(test, "the cluster has no unprotected worker node");
-        return None;
-    };
-    Some((client, node.name_any()))
+    let (client, node) = common::setup(test).await?;
+    crds::update(&client, |name| {
+        name.starts_with("gamedays.") || name.starts_with("drillschedules.")
+    })
+    .await
+    .unwrap();
+    Some((client, node))
 }
 
-/// An experiment spec on the `app=victim` pods of `namespace`, judged by `node` being Ready.
+/// An experiment spec on the `app=victim` pods of `namespace` that freezes them, judged by
+/// `node` being Ready.
 fn experiment_spec(namespace: &str, node: &str, duration: &str, extra: Value) -> Value {
-    let mut spec = json!({
-        "target": {"namespaces": [namespace], "selector": {"matchLabels": {"app": "victim"}}},
-        "fault": {"opsToolOutage": {"mode": "Freeze"}},
-        "duration": duration,
-        "hypothesis": {
-            "interval": "500ms",
-            "window": "1s",
-            "probes": [{"name": "node-ready", "kubernetes": {"apiVersion": "v1", "kind": "Node", "name": node}}]
-        },
-        "recoveryDeadline": "30s",
-        "blastRadius": {"maxTargets": 1, "maxPercent": 100}
-    });
-    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
-        spec.extend(extra);
-    }
-    spec
+    let freeze = json!({"opsToolOutage": {"mode": "Freeze"}});
+    victim_spec(namespace, node, freeze, duration, extra)
 }
 
+/// A GameDay labelled `firedrill.dev/test=gameday` (a deployed operator leaves it alone).
 fn game_day(name: &str, namespace: &str, spec: Value) -> GameDay {
-    serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "GameDay",
-        "metadata": {"name": name, "namespace": namespace, "labels": {TEST_LABEL: "gameday"}},
-        "spec": spec,
-    }))
-    .unwrap()
+    labelled(name, namespace, "gameday", spec).unwrap()
 }
 
 async fn wait_for_game_day<F>(
@@ -153,11 +80,7 @@ async fn gone<K>(api: &Api<K>, name: &str, secs: u64) -> bool
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    eventually(Duration::from_secs(secs), || async {
-        api.get_opt(name).await.ok()?.is_none().then_some(())
-    })
-    .await
-    .is_some()
+    firedrill_testkit::gone(api, name, Duration::from_secs(secs)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +106,7 @@ async fn a_game_day_runs_its_steps_in_order_resumes_after_a_restart_and_aggregat
         .create(&PostParams::default(), &template)
         .await
         .unwrap();
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::All);
     let api: Api<GameDay> = Api::namespaced(client.clone(), &ns.name);
     let gd = game_day(
         "drill",
@@ -222,7 +145,7 @@ async fn a_game_day_runs_its_steps_in_order_resumes_after_a_restart_and_aggregat
     // The operator restarts mid-step: the new one resumes from status.
     operator.shutdown().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::All);
 
     let done = wait_for_game_day(&api, "drill", 240, "completed", completed).await;
     let status = done.status.clone().unwrap();
@@ -297,7 +220,7 @@ async fn its_abort_annotation_stops_a_game_day_after_reverting_its_current_step(
     let ns = TestNamespace::new(&client, "gdabort", true).await;
     victim(&client, &ns.name, "victim", &node).await;
     let agent = FakeAgent::start(&client, &ns.firedrill);
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::All);
     let api: Api<GameDay> = Api::namespaced(client.clone(), &ns.name);
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
     let gd = game_day(
@@ -369,16 +292,11 @@ async fn injections_of_an_experiment_removed_without_its_finalizer_are_swept() {
     let ns = TestNamespace::new(&client, "sweep", true).await;
     victim(&client, &ns.name, "victim", &node).await;
     let agent = FakeAgent::start(&client, &ns.firedrill);
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::All);
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
     let injections: Api<Injection> = Api::namespaced(client.clone(), &ns.firedrill);
-    let exp: Experiment = serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "Experiment",
-        "metadata": {"name": "forced", "namespace": ns.name, "labels": {TEST_LABEL: "gameday"}},
-        "spec": experiment_spec(&ns.name, &node, "10m", json!({})),
-    }))
-    .unwrap();
+    let spec = experiment_spec(&ns.name, &node, "10m", json!({}));
+    let exp: Experiment = labelled("forced", &ns.name, "gameday", spec).unwrap();
     experiments
         .create(&PostParams::default(), &exp)
         .await
@@ -428,7 +346,7 @@ async fn overlapping_game_days_queue_and_deleting_one_aborts_its_step() {
     let ns = TestNamespace::new(&client, "gdq", true).await;
     victim(&client, &ns.name, "victim", &node).await;
     let agent = FakeAgent::start(&client, &ns.firedrill);
-    let operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns, Controllers::All);
     let api: Api<GameDay> = Api::namespaced(client.clone(), &ns.name);
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &ns.name);
     let injections: Api<Injection> = Api::namespaced(client.clone(), &ns.firedrill);
@@ -500,23 +418,18 @@ async fn an_every_minute_schedule_fires_and_records_its_drill() {
     let ns = TestNamespace::new(&client, "drill", true).await;
     victim(&client, &ns.name, "victim", &node).await;
     let agent = FakeAgent::start(&client, &ns.firedrill);
-    let operator = Operator::start(&client, &ns);
-    let schedule: DrillSchedule = serde_json::from_value(json!({
-        "apiVersion": "firedrill.dev/v1alpha1",
-        "kind": "DrillSchedule",
-        "metadata": {"name": "minutely", "namespace": ns.name, "labels": {TEST_LABEL: "schedule"}},
-        "spec": {
-            "schedule": "* * * * *",
-            "timeZone": "Asia/Seoul",
-            "startingDeadline": "5m",
-            "historyLimit": 3,
-            "gameDay": {
-                "experiments": [{"name": "freeze", "spec": experiment_spec(&ns.name, &node, "3s", json!({}))}],
-                "pauseBetween": "0s",
-            },
+    let operator = Operator::start(&client, &ns, Controllers::All);
+    let spec = json!({
+        "schedule": "* * * * *",
+        "timeZone": "Asia/Seoul",
+        "startingDeadline": "5m",
+        "historyLimit": 3,
+        "gameDay": {
+            "experiments": [{"name": "freeze", "spec": experiment_spec(&ns.name, &node, "3s", json!({}))}],
+            "pauseBetween": "0s",
         },
-    }))
-    .unwrap();
+    });
+    let schedule: DrillSchedule = labelled("minutely", &ns.name, "schedule", spec).unwrap();
     let api: Api<DrillSchedule> = Api::namespaced(client.clone(), &ns.name);
     api.create(&PostParams::default(), &schedule).await.unwrap();
 
@@ -580,15 +493,7 @@ async fn debug_state(client: &Client, namespace: &str) -> Value {
 /// Frees the namespace's GameDays of the operator's finalizer (the operator is stopped), so
 /// the namespace can go.
 async fn release(client: &Client, namespace: &str) {
-    let api: Api<GameDay> = Api::namespaced(client.clone(), namespace);
-    let clear = json!({"metadata": {"finalizers": null}});
-    for g in api.list(&ListParams::default()).await.unwrap().items {
-        let _ = api
-            .patch(
-                &g.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&clear),
-            )
-            .await;
-    }
+    release_finalizers::<GameDay>(client, namespace)
+        .await
+        .unwrap();
 }

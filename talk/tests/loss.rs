@@ -5,10 +5,31 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use talk::nats::SyncPolicy;
+use talk::nats::{LocalCluster, SyncPolicy};
+
+/// Waits for talk-load to end (150 s at most) and returns its report, which must say the
+/// drain was complete (else the cluster's logs say why not).
+fn drained_report(
+    load: &mut ChildGuard,
+    report_path: &Path,
+    cluster: &LocalCluster,
+) -> serde_json::Value {
+    let status = load.wait(Duration::from_secs(150));
+    assert!(status.success(), "talk-load failed: {status}");
+    let report = read_report(report_path);
+    eprintln!("{report:#}");
+    assert_eq!(
+        report["complete"],
+        true,
+        "drain incomplete:\n{}",
+        cluster.logs()
+    );
+    report
+}
 
 /// Replication 3, fsync always: kill the stream leader mid-load; no
 /// acknowledged message may be lost.
@@ -27,16 +48,7 @@ async fn replicated_cluster_loses_nothing_when_a_server_dies() {
     cluster.kill(victim).unwrap();
     eprintln!("killed stream leader {leader}");
 
-    let status = load.wait(Duration::from_secs(150));
-    assert!(status.success(), "talk-load failed: {status}");
-    let report = read_report(&report_path);
-    eprintln!("{report:#}");
-    assert_eq!(
-        report["complete"],
-        true,
-        "drain incomplete:\n{}",
-        cluster.logs()
-    );
+    let report = drained_report(&mut load, &report_path, &cluster);
     assert!(
         total(&report, "acked") > 500,
         "too little load to mean anything"
@@ -66,16 +78,7 @@ async fn unreplicated_stream_loses_acked_messages_with_its_disk() {
     cluster.restart(victim).unwrap();
     eprintln!("wiped and restarted stream leader {leader}");
 
-    let status = load.wait(Duration::from_secs(150));
-    assert!(status.success(), "talk-load failed: {status}");
-    let report = read_report(&report_path);
-    eprintln!("{report:#}");
-    assert_eq!(
-        report["complete"],
-        true,
-        "drain incomplete:\n{}",
-        cluster.logs()
-    );
+    let report = drained_report(&mut load, &report_path, &cluster);
     assert!(
         total(&report, "lost") > 0,
         "the checker did not see the loss of a wiped R1 stream"

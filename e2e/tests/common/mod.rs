@@ -1,11 +1,11 @@
-//! The e2e harness: the cluster in `KUBECONFIG` with firedrill deployed from its chart (and
-//! talk), a temporary namespace per test (linkerd2 policy-controller's `with_temp_ns`: the
+//! The e2e harness, on firedrill-testkit: the cluster in `KUBECONFIG` with firedrill
+//! deployed from its chart (and talk), a temporary namespace per test (linkerd2 policy-controller's `with_temp_ns`: the
 //! test runs in a task, the namespace goes whatever its outcome, then a failure is
 //! re-raised), and probes that look at the nodes for what a fault leaves behind.
 //!
 //! Environment: `KUBECONFIG` (required), `FIREDRILL_NAMESPACE` (default firedrill-system),
 //! `TALK_NAMESPACE` (default talk), `FIREDRILL_E2E_REQUIRE=1` to fail instead of skipping
-//! when firedrill or talk is not deployed.
+//! when no cluster answers or firedrill or talk is not deployed.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use firedrill_core::api::{Experiment, ExperimentStatus, Injection, Phase};
+use firedrill_core::api::{NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE};
 use firedrill_core::manifest::{self, Manifest};
+use firedrill_testkit::{TestNamespace, skip, unique_name, wait};
+pub use firedrill_testkit::{eventually_every, note};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 /// Labels the namespaces and objects the e2e tests make.
@@ -29,23 +31,6 @@ pub const E2E_LABEL: &str = "firedrill.dev/e2e";
 pub const NFT_TABLE: &str = "firedrill";
 pub const OPERATOR: &str = "firedrill-operator";
 pub const AGENT: &str = "firedrill-agent";
-
-/// Says why a test is skipped, on stderr directly so the test harness does not swallow it.
-pub fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-}
-
-/// Progress lines, with the time, on stderr (shown even without `--nocapture` on failure).
-pub fn note(what: impl AsRef<str>) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "[{}] {}",
-        Utc::now().format("%H:%M:%S%.3f"),
-        what.as_ref()
-    );
-}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -62,79 +47,22 @@ pub fn talk_namespace() -> String {
     env_or("TALK_NAMESPACE", "talk")
 }
 
-fn required() -> bool {
-    std::env::var("FIREDRILL_E2E_REQUIRE").is_ok_and(|v| v == "1")
-}
-
-/// Skips (or, with `FIREDRILL_E2E_REQUIRE=1`, fails) because something is not deployed.
-fn not_deployed(test: &str, why: &str) {
-    assert!(!required(), "{test}: {why} (FIREDRILL_E2E_REQUIRE=1)");
-    skip(test, why);
-}
-
-/// A client for the cluster in `KUBECONFIG`, or `None` (the reason printed) when there is
-/// none or it does not answer.
-pub async fn cluster(test: &str) -> Option<Client> {
-    let Ok(path) = std::env::var("KUBECONFIG") else {
-        skip(test, "KUBECONFIG is not set (no cluster to test against)");
-        return None;
-    };
-    let config = match Kubeconfig::read_from(&path) {
-        Ok(kc) => Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await,
-        Err(e) => {
-            skip(test, &format!("cannot read KUBECONFIG {path}: {e}"));
-            return None;
-        }
-    };
-    let client = match config.map(Client::try_from) {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => {
-            skip(test, &format!("no client for {path}: {e}"));
-            return None;
-        }
-        Err(e) => {
-            skip(test, &format!("bad kubeconfig {path}: {e}"));
-            return None;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-        Ok(Ok(v)) => {
-            note(format!("{test}: API server {}.{}", v.major, v.minor));
-            Some(client)
-        }
-        Ok(Err(e)) => {
-            skip(
-                test,
-                &format!("the API server in {path} does not answer: {e}"),
-            );
-            None
-        }
-        Err(_) => {
-            skip(
-                test,
-                &format!("the API server in {path} did not answer in 10 s"),
-            );
-            None
-        }
-    }
-}
-
 /// The cluster, when firedrill's chart is deployed on it (its operator Deployment exists).
 pub async fn firedrill(test: &str) -> Option<Client> {
-    let client = cluster(test).await?;
+    let client = firedrill_testkit::client(test).await?;
     let ns = firedrill_namespace();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     match deployments.get_opt(OPERATOR).await {
         Ok(Some(_)) => Some(client),
         Ok(None) => {
-            not_deployed(
+            skip(
                 test,
                 &format!("firedrill is not deployed in namespace {ns} (e2e/deploy.sh up)"),
             );
             None
         }
         Err(e) => {
-            not_deployed(
+            skip(
                 test,
                 &format!("cannot read deployment {ns}/{OPERATOR}: {e}"),
             );
@@ -151,34 +79,16 @@ pub async fn firedrill_and_talk(test: &str) -> Option<Client> {
     match deployments.get_opt("talk-load").await {
         Ok(Some(_)) => Some(client),
         Ok(None) => {
-            not_deployed(
+            skip(
                 test,
                 &format!("talk is not deployed in namespace {ns} (e2e/deploy.sh up)"),
             );
             None
         }
         Err(e) => {
-            not_deployed(test, &format!("cannot read deployment {ns}/talk-load: {e}"));
+            skip(test, &format!("cannot read deployment {ns}/talk-load: {e}"));
             None
         }
-    }
-}
-
-/// Polls `check` every `every` until it gives a value, or `None` after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, every: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(every).await;
     }
 }
 
@@ -191,21 +101,13 @@ where
     F: FnOnce(Client, String) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let name = format!(
-        "fd-e2e-{prefix}-{:06x}",
-        Utc::now().timestamp_micros() & 0xff_ffff
-    );
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({
-        // The catalog's zone blackout cuts whole nodes: the cluster-level grant.
-        "metadata": {"name": name, "labels": {
-            E2E_LABEL: prefix,
-            firedrill_core::api::NODE_FAULT_GRANT_LABEL: firedrill_core::api::NODE_FAULT_GRANT_VALUE,
-        }}
-    }))
-    .unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
+    let name = unique_name(&format!("fd-e2e-{prefix}"));
+    // The catalog's zone blackout cuts whole nodes: the cluster-level grant.
+    let labels = [
+        (E2E_LABEL, prefix),
+        (NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE),
+    ];
+    let ns = TestNamespace::create(client, &name, &labels)
         .await
         .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
     note(format!("namespace {name} created"));
@@ -213,7 +115,7 @@ where
     if result.is_err() {
         dump(client, &name).await;
     }
-    delete_namespace(client, &name).await;
+    delete_namespace(client, ns).await;
     if let Err(e) = result {
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
@@ -222,28 +124,25 @@ where
     }
 }
 
-async fn delete_namespace(client: &Client, name: &str) {
-    let experiments: Api<firedrill_core::api::Experiment> = Api::namespaced(client.clone(), name);
+/// Deletes the test's Experiments (their finalizers left for the operator, so their
+/// faults are reverted the normal way), then the namespace, and waits for it to go.
+async fn delete_namespace(client: &Client, ns: TestNamespace) {
+    let name = ns.name.clone();
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &name);
     let _ = experiments
         .delete_collection(&DeleteParams::default(), &ListParams::default())
         .await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(name, &DeleteParams::background()).await;
-    let gone = eventually(Duration::from_secs(120), Duration::from_secs(1), || async {
-        matches!(namespaces.get_opt(name).await, Ok(None)).then_some(())
-    })
-    .await;
-    match gone {
-        Some(()) => note(format!("namespace {name} deleted")),
-        None => note(format!(
-            "namespace {name} still terminating after 120 s (Experiment or Injection finalizers?)"
+    match ns.delete_and_wait(Duration::from_secs(120)).await {
+        Ok(()) => note(format!("namespace {name} deleted")),
+        Err(e) => note(format!(
+            "namespace {name}: {e} (still terminating: Experiment or Injection finalizers?)"
         )),
     }
 }
 
 /// What a failed test leaves for its reader: the Experiments' status and the Injections.
 async fn dump(client: &Client, ns: &str) {
-    let experiments: Api<firedrill_core::api::Experiment> = Api::namespaced(client.clone(), ns);
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), ns);
     if let Ok(list) = experiments.list(&ListParams::default()).await {
         for e in list.items {
             note(format!(
@@ -338,7 +237,7 @@ pub async fn chains_on_node(client: &Client, ns: &str, node: &str, image: &str) 
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let done = eventually(
+    let done = eventually_every(
         Duration::from_secs(60),
         Duration::from_millis(500),
         || async {
@@ -376,7 +275,7 @@ pub async fn nft_in_pod(client: &Client, pod: &Pod, image: &str, args: &[&str]) 
     )
     .await
     .unwrap_or_else(|e| panic!("ephemeral container in {ns}/{pod_name}: {e}"));
-    let done = eventually(
+    let done = eventually_every(
         Duration::from_secs(60),
         Duration::from_millis(500),
         || async {
@@ -547,7 +446,7 @@ pub async fn nothing_left(
     let injections: Api<Injection> = Api::all(client.clone());
     for uid in uids {
         let lp = ListParams::default().labels(&format!("firedrill.dev/experiment-uid={uid}"));
-        let left = eventually(Duration::from_secs(60), Duration::from_secs(1), || async {
+        let left = eventually_every(Duration::from_secs(60), Duration::from_secs(1), || async {
             let items = injections.list(&lp).await.ok()?.items;
             items.is_empty().then_some(())
         })
@@ -574,7 +473,7 @@ pub async fn nothing_left(
         );
     }
     // Pods replaced by the fault may still be starting: wait for them to run first.
-    let pods = eventually(Duration::from_secs(180), Duration::from_secs(2), || async {
+    let pods = eventually_every(Duration::from_secs(180), Duration::from_secs(2), || async {
         let pods = talk_pods(client).await;
         pods.iter().all(running).then_some(pods)
     })
@@ -605,7 +504,7 @@ pub async fn nothing_left(
 /// Waits up to 240 s for talk to deliver (a fault on a talk that is not delivering proves
 /// nothing) and returns its SLIs; panics with the last ones otherwise.
 pub async fn talk_delivering(client: &Client) -> Value {
-    let sli = eventually(Duration::from_secs(240), Duration::from_secs(2), || async {
+    let sli = eventually_every(Duration::from_secs(240), Duration::from_secs(2), || async {
         talk_sli(client).await.filter(delivering)
     })
     .await;
@@ -620,12 +519,8 @@ pub async fn talk_delivering(client: &Client) -> Value {
 
 /// Waits up to 420 s for Experiment `name` to be Completed and returns it.
 pub async fn completed(api: &Api<Experiment>, name: &str) -> Experiment {
-    eventually(Duration::from_secs(420), Duration::from_secs(2), || async {
-        let e = api.get(name).await.ok()?;
-        (e.status.as_ref()?.phase == Phase::Completed).then_some(e)
-    })
-    .await
-    .unwrap_or_else(|| panic!("{name} not Completed within 420 s"))
+    let (timeout, every) = (Duration::from_secs(420), Duration::from_secs(2));
+    wait::phase(api, name, Phase::Completed, timeout, every).await
 }
 
 /// The chaosctl binary: `$CHAOSCTL`, else the workspace's dev build.

@@ -1,131 +1,24 @@
-//! A harness for tests against a real API server: the cluster given by `KUBECONFIG`, a
-//! temporary opted-in namespace per test, the CRDs installed when missing, and a stand-in
-//! for the node agent that follows the agent's side of the Injection contract.
-#![allow(dead_code, clippy::unwrap_used)]
+//! The operator's own harness on top of firedrill-testkit: a test namespace with a
+//! companion that plays firedrill's own, the controllers running in this process, a
+//! worker node and a victim pod on it, and a stand-in for the node agent that follows the
+//! agent's side of the Injection contract.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use firedrill_core::api::{Experiment, Injection};
-use firedrill_operator::{AGENT_FINALIZER, OPT_IN_LABEL, OPT_IN_VALUE};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, ResourceExt};
+use firedrill_operator::metrics::Metrics;
+use firedrill_operator::reconcile::{self, Context};
+use firedrill_operator::{AGENT_FINALIZER, OPT_IN_LABEL, OPT_IN_VALUE, controllers};
+use firedrill_testkit::{TEST_LABEL, unique_name};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-
-/// Says why a test is skipped, on stderr directly so the test harness does not swallow it.
-pub fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-    // e2e/run.sh sets it once the cluster is up: a test that cannot reach it then fails.
-    assert!(
-        std::env::var("FIREDRILL_E2E_REQUIRE").as_deref() != Ok("1"),
-        "{test}: {why} (FIREDRILL_E2E_REQUIRE=1)"
-    );
-}
-
-/// A client for the cluster in `KUBECONFIG`, or `None` (with the reason printed) when there
-/// is none or it does not answer: these tests then skip.
-pub async fn cluster(test: &str) -> Option<Client> {
-    let Ok(path) = std::env::var("KUBECONFIG") else {
-        skip(
-            test,
-            "KUBECONFIG is not set (no API server to test against)",
-        );
-        return None;
-    };
-    let config = match Kubeconfig::read_from(&path) {
-        Ok(kubeconfig) => {
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await
-        }
-        Err(e) => {
-            skip(test, &format!("cannot read KUBECONFIG {path}: {e}"));
-            return None;
-        }
-    };
-    let client = match config.map(Client::try_from) {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => {
-            skip(test, &format!("no client for {path}: {e}"));
-            return None;
-        }
-        Err(e) => {
-            skip(test, &format!("bad kubeconfig {path}: {e}"));
-            return None;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-        Ok(Ok(version)) => {
-            println!("{test}: API server {}.{}", version.major, version.minor);
-            Some(client)
-        }
-        Ok(Err(e)) => {
-            skip(
-                test,
-                &format!("the API server in {path} does not answer: {e}"),
-            );
-            None
-        }
-        Err(_) => {
-            skip(
-                test,
-                &format!("the API server in {path} did not answer in 10 s"),
-            );
-            None
-        }
-    }
-}
-
-/// Installs firedrill's CRDs when they are missing, and waits until they are served.
-pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in firedrill_core::crd::all() {
-        let name = crd.name_any();
-        if api.get_opt(&name).await.unwrap().is_none() {
-            let params = PatchParams::apply("firedrill-operator-tests").force();
-            api.patch(&name, &params, &Patch::Apply(&crd))
-                .await
-                .unwrap();
-        }
-        eventually(Duration::from_secs(30), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await.ok()?;
-                let established = crd
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            }
-        })
-        .await
-        .unwrap_or_else(|| panic!("CRD {name} was not established"));
-    }
-}
-
-/// Polls `check` every 200 ms until it gives a value, or `None` after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use tokio::sync::watch;
 
 /// A namespace for one test, opted in to chaos (or not), with a companion that plays
 /// firedrill's own namespace (where the operator writes the Injections); both deleted by
@@ -133,75 +26,116 @@ where
 pub struct TestNamespace {
     pub name: String,
     pub firedrill: String,
-    client: Client,
-}
-
-async fn create_namespace(client: &Client, name: &str, labels: serde_json::Map<String, Value>) {
-    let ns: Namespace = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels}
-    }))
-    .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    own: firedrill_testkit::TestNamespace,
+    home: firedrill_testkit::TestNamespace,
 }
 
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str, opted_in: bool) -> Self {
-        let name = format!(
-            "fd-{prefix}-{:x}",
-            Utc::now().timestamp_micros() & 0xff_ffff
-        );
-        let mut labels = serde_json::Map::new();
-        labels.insert("firedrill.dev/test".into(), "operator".into());
+        let name = unique_name(&format!("fd-{prefix}"));
         let firedrill = format!("{name}-fd");
-        create_namespace(client, &firedrill, labels.clone()).await;
-        if opted_in {
-            labels.insert(OPT_IN_LABEL.into(), OPT_IN_VALUE.into());
-        }
-        create_namespace(client, &name, labels).await;
+        let test = (TEST_LABEL, "operator");
+        let home = firedrill_testkit::TestNamespace::create(client, &firedrill, &[test])
+            .await
+            .unwrap();
+        let labels: &[(&str, &str)] = if opted_in {
+            &[test, (OPT_IN_LABEL, OPT_IN_VALUE)]
+        } else {
+            &[test]
+        };
+        let own = firedrill_testkit::TestNamespace::create(client, &name, labels)
+            .await
+            .unwrap();
         Self {
             name,
             firedrill,
-            client: client.clone(),
+            own,
+            home,
         }
     }
 
     /// Deletes the namespaces, first freeing anything a test left with finalizers.
     pub async fn delete(self) {
-        let injections: Api<Injection> = Api::namespaced(self.client.clone(), &self.firedrill);
-        let experiments: Api<Experiment> = Api::namespaced(self.client.clone(), &self.name);
-        let clear = json!({"metadata": {"finalizers": null}});
-        for i in injections.list(&ListParams::default()).await.unwrap().items {
-            let _ = injections
-                .patch(
-                    &i.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&clear),
-                )
-                .await;
-        }
-        for e in experiments
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-        {
-            let _ = experiments
-                .patch(
-                    &e.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&clear),
-                )
-                .await;
-        }
-        for name in [&self.name, &self.firedrill] {
-            let _ = Api::<Namespace>::all(self.client.clone())
-                .delete(name, &DeleteParams::background())
-                .await;
-        }
+        self.home.release::<Injection>().await.unwrap();
+        self.own.release::<Experiment>().await.unwrap();
+        let _ = self.own.delete().await;
+        let _ = self.home.delete().await;
     }
+}
+
+/// Which of the operator's controllers a test runs.
+#[derive(Clone, Copy)]
+pub enum Controllers {
+    /// The Experiment controller alone (`reconcile::run`).
+    Experiments,
+    /// The Experiment, GameDay and DrillSchedule controllers (`controllers::run`).
+    All,
+}
+
+/// The operator, in this process, for one namespace.
+pub struct Operator {
+    pub ctx: Arc<Context>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    /// Watches `ns`'s test-labelled Experiments (and with [`Controllers::All`] its GameDays
+    /// and DrillSchedules) and writes their Injections in `ns.firedrill`.
+    pub fn start(client: &Client, ns: &TestNamespace, which: Controllers) -> Self {
+        let mut ctx = Context::new(
+            client.clone(),
+            Arc::new(Metrics::default()),
+            &ns.firedrill,
+            "operator-tests",
+        )
+        .unwrap();
+        ctx.watch_namespace = Some(ns.name.clone());
+        ctx.experiment_selector = Some(TEST_LABEL.to_owned());
+        let ctx = Arc::new(ctx);
+        let (stop, mut stopped) = watch::channel(false);
+        let stopped = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let task = match which {
+            Controllers::Experiments => tokio::spawn(reconcile::run(ctx.clone(), stopped)),
+            Controllers::All => tokio::spawn(controllers::run(ctx.clone(), stopped)),
+        };
+        Self { ctx, stop, task }
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+/// An experiment spec on the `app=victim` pods of `namespace`, judged by `node` being
+/// Ready (a real `kubernetes` probe through the operator's object source); `extra` adds
+/// or replaces fields.
+pub fn victim_spec(
+    namespace: &str,
+    node: &str,
+    fault: Value,
+    duration: &str,
+    extra: Value,
+) -> Value {
+    let mut spec = json!({
+        "target": {"namespaces": [namespace], "selector": {"matchLabels": {"app": "victim"}}},
+        "fault": fault,
+        "duration": duration,
+        "hypothesis": {
+            "interval": "500ms",
+            "window": "1s",
+            "probes": [{"name": "node-ready", "kubernetes": {"apiVersion": "v1", "kind": "Node", "name": node}}]
+        },
+        "recoveryDeadline": "30s",
+        "blastRadius": {"maxTargets": 1, "maxPercent": 100}
+    });
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    spec
 }
 
 /// A schedulable worker node (not the control plane, not protected), or `None`.
@@ -220,7 +154,7 @@ pub async fn worker(client: &Client) -> Option<Node> {
 /// real agent could hurt anything by acting on it.
 pub async fn victim(client: &Client, namespace: &str, name: &str, node: &str) -> Pod {
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": "victim", "firedrill.dev/test": name}},
+        "metadata": {"name": name, "labels": {"app": "victim", TEST_LABEL: name}},
         "spec": {
             "nodeName": node,
             "terminationGracePeriodSeconds": 0,
@@ -239,7 +173,7 @@ pub async fn victim(client: &Client, namespace: &str, name: &str, node: &str) ->
 /// While `hold` is set, deleted Injections are kept (a slow or unreachable agent).
 pub struct FakeAgent {
     pub hold: Arc<AtomicBool>,
-    pub applied: Arc<std::sync::atomic::AtomicUsize>,
+    pub applied: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -247,7 +181,7 @@ impl FakeAgent {
     pub fn start(client: &Client, namespace: &str) -> Self {
         let api: Api<Injection> = Api::namespaced(client.clone(), namespace);
         let hold = Arc::new(AtomicBool::new(false));
-        let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let applied = Arc::new(AtomicUsize::new(0));
         let (h, a) = (hold.clone(), applied.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -317,4 +251,18 @@ impl Drop for FakeAgent {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Common setup: a cluster with firedrill's CRDs and an unprotected worker, or a printed
+/// reason to skip.
+pub async fn setup(test: &str) -> Option<(Client, String)> {
+    let client = firedrill_testkit::client(test).await?;
+    firedrill_testkit::crds::install_missing(&client)
+        .await
+        .expect("firedrill's CRDs installed");
+    let Some(node) = worker(&client).await else {
+        firedrill_testkit::skip(test, "the cluster has no unprotected worker node");
+        return None;
+    };
+    Some((client, node.name_any()))
 }
