@@ -524,6 +524,64 @@ mod tests {
         );
     }
 
+    /// The `firedrill_operator_*` names in `text` (a dashboard's JSON, a rules file).
+    fn operator_names(text: &str) -> std::collections::BTreeSet<&str> {
+        let prefix = "firedrill_operator_";
+        text.match_indices(prefix)
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_operator_metric_the_dashboard_and_alerts_name_is_exported() {
+        use crate::inventory::tests::{experiment, injection};
+        use kube::runtime::reflector;
+        use kube::runtime::watcher::Event;
+
+        // Every family with a sample: a completion, a failure, an Injection waiting.
+        let metrics = Metrics::default();
+        let status = ExperimentStatus {
+            verdict: Some(firedrill_core::api::Verdict::Passed),
+            ..Default::default()
+        };
+        metrics.completed("uid", &status);
+        metrics.failure(&Error::MissingField("uid"));
+        let (experiments, mut experiment_writer) = reflector::store();
+        let (injections, mut injection_writer) = reflector::store();
+        experiment_writer.apply_watcher_event(&Event::Apply((*experiment("a", None)).clone()));
+        let waiting = injection("w", "n1", None, 0, 10, false);
+        injection_writer.apply_watcher_event(&Event::Apply((*waiting).clone()));
+        metrics.watch(Inventory {
+            experiments,
+            injections,
+        });
+        let text = metrics.render();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+
+        let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/firedrill");
+        for file in ["dashboards/firedrill.json", "rules/firedrill.rules.yaml"] {
+            let path = format!("{chart}/{file}");
+            let used = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let names = operator_names(&used);
+            assert!(names.len() >= 3, "{file}: {names:?}");
+            let missing: Vec<_> = names.difference(&exported).collect();
+            assert!(
+                missing.is_empty(),
+                "{file} names {missing:?}, not in:\n{text}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn the_http_server_answers_metrics_and_healthz() {
         let metrics = Arc::new(Metrics::default());
