@@ -26,6 +26,9 @@ test: deps
 	cargo run -q --locked -p chaosctl -- crds --check charts/firedrill/crds
 	cargo run -q --locked -p chaosctl -- validate experiments/*.yaml
 	scripts/lint-charts.sh
+	# promtool check and test rules, the dashboards (JSON, PromQL, metric names), the
+	# PrometheusRule as the chart renders it.
+	scripts/check-monitoring.sh
 	cargo build -q --workspace --bins --locked
 	cargo test --workspace --locked
 	# Three lab crash trials (chaosctl, sometimes the supervisor, SIGKILLed mid-experiment;

@@ -3,7 +3,9 @@
 # does nothing when everything is already there.
 set -euo pipefail
 
-packages=(nats-server prometheus prometheus-alertmanager nftables iproute2 procps jq)
+# prometheus: promtool, which scripts/check-monitoring.sh checks the alert rules with; python3:
+# scripts/check-dashboards.py.
+packages=(nats-server prometheus prometheus-alertmanager nftables iproute2 procps jq python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -15,21 +15,8 @@ if [ ! -x "$HELM" ]; then
   exit 1
 fi
 
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-
-failed=0
-run() {
-  local what=$1
-  shift
-  if ! "$@" >"$out/log" 2>&1; then
-    echo "FAIL $what" >&2
-    cat "$out/log" >&2
-    failed=1
-  else
-    echo "ok   $what"
-  fi
-}
+# shellcheck source=scripts/checks.sh
+. scripts/checks.sh
 
 for dir in charts/*/; do
   chart=${dir%/}

@@ -18,6 +18,8 @@
 //! - [`controllers`]: the three controllers together, behind one leader election.
 //! - [`lease`]: leader election with a `coordination.k8s.io/v1` Lease.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` and `/healthz` endpoints.
+//! - [`inventory`]: what the gauges count (Experiments by phase, Injections by state, faults
+//!   past their expiry, agents not reporting), from reflector stores on every replica.
 //!
 //! # The contract with the node agent
 //!
@@ -34,6 +36,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod error;
 pub mod gameday;
+pub mod inventory;
 pub mod lease;
 pub mod metrics;
 pub mod objects;
@@ -65,5 +68,16 @@ mod testing {
         Utc.timestamp_opt(1_700_000_000 + s, 0)
             .single()
             .expect("time")
+    }
+
+    /// The spec of the catalog's `experiments/<name>.yaml`.
+    pub fn catalog(name: &str) -> firedrill_core::api::ExperimentSpec {
+        use firedrill_core::manifest::{Manifest, load_str};
+        let path = format!("{}/../experiments/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("catalog file");
+        match load_str(&text).expect("valid").pop() {
+            Some(Manifest::Experiment(e)) => e.spec,
+            other => panic!("not an experiment: {other:?}"),
+        }
     }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use firedrill_core::api::Heartbeat;
-use firedrill_operator::controllers;
 use firedrill_operator::lease::LeaseConfig;
 use firedrill_operator::metrics::{self, Metrics};
 use firedrill_operator::reconcile::Context;
+use firedrill_operator::{controllers, inventory};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -107,6 +107,8 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics));
+    // The gauges' stores, on every replica: a standby reports faults past expiry too.
+    let inventory = tokio::spawn(inventory::run(ctx.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
     tokio::spawn(shutdown_signal(shutdown_tx));
     tracing::info!(%identity, namespace = %args.namespace, "firedrill-operator starting");
@@ -125,5 +127,6 @@ async fn main() -> std::process::ExitCode {
         controllers::run_with_election(ctx, lease, shutdown).await;
     }
     server.abort();
+    inventory.abort();
     std::process::ExitCode::SUCCESS
 }

@@ -21,9 +21,8 @@ use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::reflector::ObjectRef;
 
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
-use crate::metrics::VerdictLabels;
 use crate::plan;
 pub use crate::requeue::retry_after;
 use crate::requeue::{self, FAST_RETRY, PLAN_RETRY};
@@ -68,15 +67,10 @@ async fn write_status(
     for note in status::notes(before, after) {
         ctx.publish(experiment, &note).await;
     }
-    if before.verdict.is_none()
-        && let Some(verdict) = after.verdict
-    {
-        ctx.metrics
-            .verdicts
-            .get_or_create(&VerdictLabels {
-                verdict: format!("{verdict:?}"),
-            })
-            .inc();
+    if before.verdict.is_none() {
+        // The API server sets every object's UID; the name is only a fallback key.
+        let key = experiment.uid().unwrap_or_else(|| experiment.name_any());
+        ctx.metrics.completed(&key, after);
     }
     Ok(())
 }
@@ -485,27 +479,35 @@ pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result
     requeue::reported(&ctx, experiment.as_ref(), &quiet, reconciliation).await
 }
 
-/// The controller: Experiments (of one namespace or all, matching a label selector or
-/// not), and the Injections written for them in firedrill's namespace (an agent's status
-/// report triggers its experiment at once). Injections live in another namespace than
-/// their Experiment, so no owner reference ties them: `spec.experiment` does.
-pub fn controller(
-    client: Client,
-    namespace: Option<&str>,
-    injection_namespace: &str,
-    selector: Option<&str>,
-) -> Controller<Experiment> {
-    let experiments: Api<Experiment> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+/// The Experiments this operator watches: of one namespace or all, matching its label
+/// selector or not (the controller and the metrics' inventory watch the same).
+pub fn experiment_watch(ctx: &Context) -> (Api<Experiment>, watcher::Config) {
+    let experiments: Api<Experiment> = match ctx.watch_namespace.as_deref() {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     };
-    let injections: Api<Injection> = Api::namespaced(client, injection_namespace);
-    let written = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     let mut watched = watcher::Config::default();
-    if let Some(selector) = selector {
+    if let Some(selector) = ctx.experiment_selector.as_deref() {
         watched = watched.labels(selector);
     }
-    let only = namespace.map(str::to_owned);
+    (experiments, watched)
+}
+
+/// The Injections this operator wrote, in firedrill's namespace.
+pub fn injection_watch(ctx: &Context) -> (Api<Injection>, watcher::Config) {
+    let injections: Api<Injection> = Api::namespaced(ctx.client.clone(), &ctx.injection_namespace);
+    let written = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    (injections, written)
+}
+
+/// The controller: the Experiments of [`experiment_watch`], and the Injections written for
+/// them (an agent's status report triggers its experiment at once). Injections live in
+/// another namespace than their Experiment, so no owner reference ties them:
+/// `spec.experiment` does.
+pub fn controller(ctx: &Context) -> Controller<Experiment> {
+    let (experiments, watched) = experiment_watch(ctx);
+    let (injections, written) = injection_watch(ctx);
+    let only = ctx.watch_namespace.clone();
     Controller::new(experiments, watched).watches(injections, written, move |i: Injection| {
         let (ns, name) = i.spec.experiment.split_once('/')?;
         only.as_deref()
@@ -516,12 +518,7 @@ pub fn controller(
 
 /// Runs the controller until `stop` completes; reconciliations in flight finish first.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
-    let controller = controller(
-        ctx.client.clone(),
-        ctx.watch_namespace.as_deref(),
-        &ctx.injection_namespace,
-        ctx.experiment_selector.as_deref(),
-    );
+    let controller = controller(&ctx);
     requeue::run(controller, reconcile, ctx, stop).await;
 }
 
