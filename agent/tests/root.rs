@@ -590,3 +590,52 @@ fn a_process_that_starts_in_a_frozen_pod_is_a_lapse_and_is_frozen_too() {
     assert_ne!(FakePod::state(started), 'T', "thawed at the end");
     assert!(journal_files(journal.path()).is_empty());
 }
+
+#[test]
+fn a_cut_part_without_a_record_is_a_lapse_and_is_put_back() {
+    if !usable("a_cut_part_without_a_record_is_a_lapse_and_is_put_back") {
+        return;
+    }
+    let (a, b) = (FakePod::new(), FakePod::new());
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let key = key_of(&a.uid).unwrap();
+    let mut action = cut(&a);
+    if let Some(network) = action.network.as_mut() {
+        network.pods.push(b.pod_ref());
+    }
+    let partition = spec(action, 300);
+    exec.apply(&key, &partition).unwrap();
+
+    // Pod b's part is gone, record and rules (as after a put-back that failed).
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &b.name,
+        "nft",
+        "delete",
+        "table",
+        "inet",
+        "firedrill",
+    ]);
+    std::fs::remove_file(journal.path().join(format!("{key}-2.json"))).unwrap();
+    let missing = exec.recheck(&key, Some(&partition)).unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.contains("were not in place") && m.contains("re-applied there")),
+        "{missing:?}"
+    );
+    assert!(
+        b.ruleset().contains(&format!("chain {key}-2-in")),
+        "put back"
+    );
+    assert_eq!(
+        exec.recheck(&key, Some(&partition)).unwrap(),
+        Vec::<String>::new(),
+        "whole again"
+    );
+    exec.revert(&key).unwrap();
+    assert!(journal_files(journal.path()).is_empty());
+}

@@ -2,28 +2,37 @@
 //! recorded, so a pod whose sandbox or containers were recreated does not run unfaulted
 //! while the fault is reported held.
 
-use firedrill_core::api::{InjectionSpec, PodRef, ProcessSignal};
+use firedrill_core::api::{InjectionSpec, NetworkCut, PodRef, ProcessSignal};
 use firedrill_faults::fault::Target;
-use firedrill_faults::{Fault, Netns, process};
+use firedrill_faults::{Entry, Fault, InjectionId, Netns, process};
 
 use super::{Executor, pod_name};
 use crate::error::Result;
 use crate::translate::{pod_network_faults, sub_id};
 
 impl Executor {
-    /// Follows the pods of a held fault to what runs in them now. A freeze: see
-    /// [`Self::follow_frozen_pods`]. A network cut: moves a pod's part into the pod's sandbox of now, where that is not
-    /// the namespace it was applied in: the old record is reverted (its namespace is gone,
-    /// or no longer the pod's) and the part applied again, under the same ids and expiry.
-    /// A pod with no sandbox on the node (deleted, or between sandboxes) is skipped: nothing
-    /// of it runs unfaulted. Returns what was found moved.
-    pub(super) fn follow_sandboxes(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<String>> {
-        if let Some(p) = &spec.action.processes
-            && p.signal == ProcessSignal::Freeze
-        {
-            return self.follow_frozen_pods(key, &p.pods);
+    /// Follows the pods of a held fault to what runs in them now; returns each part found
+    /// not in place and how putting it back went. A freeze: [`Self::follow_frozen_pods`];
+    /// a network cut: [`Self::follow_cut_pods`].
+    pub(super) fn follow_pods(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<String>> {
+        match (&spec.action.processes, &spec.action.network) {
+            (Some(p), _) if p.signal == ProcessSignal::Freeze => {
+                self.follow_frozen_pods(key, &p.pods)
+            }
+            (_, Some(cut)) => self.follow_cut_pods(key, cut),
+            _ => Ok(vec![]),
         }
-        let Some(cut) = &spec.action.network else {
+    }
+
+    /// Puts each pod's part of a network cut into the pod's sandbox of now where it is not
+    /// there: the sandbox was recreated (the recorded namespace is gone, or no longer the
+    /// pod's), or the part has no record while others of the injection do (an earlier
+    /// put-back failed). A pod with no sandbox on the node (deleted, or between sandboxes)
+    /// is skipped: nothing of it runs unfaulted.
+    fn follow_cut_pods(&self, key: &str, cut: &NetworkCut) -> Result<Vec<String>> {
+        // A part put back keeps the injection's own end, never a later one.
+        let Some(expires_at) = self.entries_of(key)?.iter().map(|e| e.expires_at).min() else {
+            // Nothing held: the planner applies the whole injection again.
             return Ok(vec![]);
         };
         let mut moved = Vec::new();
@@ -34,28 +43,27 @@ impl Executor {
             };
             let now_in = Netns::Path(sandbox.netns.clone());
             for (id, fault) in pod_network_faults(key, cut, index, &now_in)? {
-                let Some(entry) = self.injector.journal().get(&id)? else {
-                    continue;
+                let entry = self.injector.journal().get(&id)?;
+                let what = match &entry {
+                    None => format!("the rules of {id} for pod {name} were not in place"),
+                    Some(Entry {
+                        target:
+                            Target::Network {
+                                identity: Some(was),
+                                ..
+                            },
+                        ..
+                    }) if *was != sandbox.identity => format!(
+                        "pod {name}'s sandbox was recreated: its new network namespace had \
+                         none of the rules of {id}"
+                    ),
+                    Some(_) => continue,
                 };
-                let Target::Network {
-                    identity: Some(was),
-                    ..
-                } = &entry.target
-                else {
-                    continue;
-                };
-                if *was == sandbox.identity {
-                    continue;
-                }
-                self.revert_entry(&entry)?;
-                let outcome = match self.injector.apply(&id, &fault, entry.expires_at) {
-                    Ok(_) => "re-applied there".to_owned(),
+                let outcome = match self.put_back(entry.as_ref(), &id, &fault, expires_at)? {
+                    Ok(()) => "re-applied there".to_owned(),
                     Err(e) => format!("re-applying there failed: {e}"),
                 };
-                moved.push(format!(
-                    "pod {name}'s sandbox was recreated: its new network namespace had none \
-                     of the rules of {id} ({outcome})"
-                ));
+                moved.push(format!("{what} ({outcome})"));
             }
         }
         Ok(moved)
@@ -82,16 +90,30 @@ impl Executor {
         if unfrozen.is_empty() {
             return Ok(vec![]);
         }
-        self.revert_entry(&entry)?;
-        let outcome = match self
-            .injector
-            .apply(&id, &Fault::Freeze { pids }, entry.expires_at)
-        {
-            Ok(_) => "frozen now".to_owned(),
-            Err(e) => format!("freezing them failed: {e}"),
-        };
+        let outcome =
+            match self.put_back(Some(&entry), &id, &Fault::Freeze { pids }, entry.expires_at)? {
+                Ok(()) => "frozen now".to_owned(),
+                Err(e) => format!("freezing them failed: {e}"),
+            };
         Ok(vec![format!(
             "process(es) {unfrozen:?} of the frozen pods ran unfrozen ({outcome})"
         )])
+    }
+
+    /// Replaces part `id` of a held fault: reverts what its record says (`old`, as the same
+    /// id cannot be recorded twice) and applies `fault` until `expires_at`. The outer
+    /// error is the revert's; the inner result the apply's. A failed apply leaves no
+    /// record, which the next re-check finds again.
+    fn put_back(
+        &self,
+        old: Option<&Entry>,
+        id: &InjectionId,
+        fault: &Fault,
+        expires_at: u64,
+    ) -> Result<firedrill_faults::Result<()>> {
+        if let Some(old) = old {
+            self.revert_entry(old)?;
+        }
+        Ok(self.injector.apply(id, fault, expires_at).map(|_| ()))
     }
 }

@@ -272,7 +272,7 @@ impl Executor {
             let (key, spec) = (key.to_owned(), spec.clone());
             missing.extend(
                 self.in_time(format!("finding the sandboxes of {key}"), move |this| {
-                    this.follow_sandboxes(&key, &spec)
+                    this.follow_pods(&key, &spec)
                 })?,
             );
         }
