@@ -13,7 +13,7 @@
 //! late apply lands. The record stays and a later revert (the retry, expiry or
 //! `cleanup_all`) undoes whatever the late call did.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -27,12 +27,11 @@ use crate::id::InjectionId;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Injections with a call still running on a thread, including ones that timed out.
-static BUSY: Mutex<Option<HashSet<InjectionId>>> = Mutex::new(None);
+static BUSY: Mutex<BTreeSet<InjectionId>> = Mutex::new(BTreeSet::new());
 
-fn with_busy<T>(f: impl FnOnce(&mut HashSet<InjectionId>) -> T) -> T {
+fn with_busy<T>(f: impl FnOnce(&mut BTreeSet<InjectionId>) -> T) -> T {
     // A panic elsewhere while the set was held leaves it intact: keep using it.
-    let mut busy = BUSY.lock().unwrap_or_else(PoisonError::into_inner);
-    f(busy.get_or_insert_with(HashSet::new))
+    f(&mut BUSY.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 /// Marks `id` busy until dropped (on the worker thread, when the call really returns).
