@@ -300,14 +300,14 @@ scan() {
     pid=${path#/proc/}
     pid=${pid%%/*}
     why[$pid]+=" ${path#/proc/"$pid"/}->$line"
-  done < <(find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 -lname "$prefix*" -printf '%p %l\n' 2>/dev/null || true)
+  done < <(find /proc/[0-9]*/cwd /proc/[0-9]*/exe -maxdepth 0 \( -lname "$prefix" -o -lname "$prefix/*" \) -printf '%p %l\n' 2>/dev/null || true)
   declare -A fds=()
   while read -r path line; do
     pid=${path#/proc/}
     pid=${pid%%/*}
     fds[$pid]=$((${fds[$pid]:-0} + 1))
     if [ "${fds[$pid]}" -le 2 ]; then why[$pid]+=" fd/${path##*/}->$line"; fi
-  done < <(find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 -lname "$prefix*" -printf '%p %l\n' 2>/dev/null || true)
+  done < <(find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 \( -lname "$prefix" -o -lname "$prefix/*" \) -printf '%p %l\n' 2>/dev/null || true)
   local args a
   for f in /proc/[0-9]*; do
     pid=${f#/proc/}
@@ -315,7 +315,7 @@ scan() {
     mapfile -d '' args 2>/dev/null <"$f/cmdline" || continue
     for a in "${args[@]}"; do
       case $a in
-        "$prefix"* | *"=$prefix"*) why[$pid]+=" arg:$a"; break ;;
+        "$prefix" | "$prefix"/* | *"=$prefix" | *"=$prefix"/*) why[$pid]+=" arg:$a"; break ;;
       esac
     done
     ino=${proc_net[$pid]:-}
@@ -377,6 +377,14 @@ if [ -n "$check" ]; then
   echo "leftovers: $found"
   [ "$found" -eq 0 ]
   exit
+fi
+
+# The trials delete every firedrill table they find in any namespace and kill what they
+# count: on a machine whose cluster tier is up (e2e/run.sh, state in /var/lib/firedrill-cluster)
+# they would revert its faults behind the operator's back and break its tests.
+cluster_state=/var/lib/firedrill-cluster
+if pgrep -f -- "$cluster_state/" >/dev/null; then
+  die "the cluster tier is up (processes use $cluster_state): take it down first (e2e/cluster/down.sh) or wait for e2e/run.sh to finish"
 fi
 
 echo "crash-trials: $n trial(s), seed $seed, binaries $bin, lab $lab_dir, logs $out"

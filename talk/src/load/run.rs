@@ -212,31 +212,61 @@ struct SliQuery {
     /// A window shorter than `--sli-window`, e.g. `1s`: a probe that samples every second
     /// reads each second on its own instead of a sliding average over the longer window.
     window: Option<String>,
+    /// How long a send may stay unanswered before it counts as not delivered (default: the
+    /// window). A probe reading short windows sets it to what "not delivered" means to it,
+    /// so that a send a failover merely delays is slow, not lost.
+    deadline: Option<String>,
 }
+
+/// The longest `deadline` a query may ask for.
+const MAX_DEADLINE: Duration = Duration::from_secs(3600);
 
 async fn sli(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<SliQuery>,
 ) -> axum::response::Response {
     let now = Instant::now();
-    let Some(raw) = query.window else {
-        return axum::Json(shared.sli.snapshot(now)).into_response();
-    };
     let retention = shared.sli.retention();
-    match crate::duration::parse_duration(&raw) {
-        Ok(window) if !window.is_zero() && window <= retention => {
-            axum::Json(shared.sli.snapshot_over(now, window)).into_response()
-        }
-        Ok(_) => (
-            StatusCode::BAD_REQUEST,
-            format!(
-                "window={raw}: must be above zero and at most talk-load's --sli-window ({})\n",
+    let window = match query.window.as_deref().map(crate::duration::parse_duration) {
+        None => retention,
+        Some(Ok(window)) if !window.is_zero() && window <= retention => window,
+        Some(Ok(_)) => {
+            return bad_query(format!(
+                "window={}: must be above zero and at most talk-load's --sli-window ({})",
+                query.window.unwrap_or_default(),
                 seconds_text(retention)
-            ),
-        )
-            .into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("window={raw}: {e}\n")).into_response(),
-    }
+            ));
+        }
+        Some(Err(e)) => {
+            return bad_query(format!("window={}: {e}", query.window.unwrap_or_default()));
+        }
+    };
+    let deadline = match query
+        .deadline
+        .as_deref()
+        .map(crate::duration::parse_duration)
+    {
+        None => window,
+        Some(Ok(deadline)) if !deadline.is_zero() && deadline <= MAX_DEADLINE => deadline,
+        Some(Ok(_)) => {
+            return bad_query(format!(
+                "deadline={}: must be above zero and at most {}",
+                query.deadline.unwrap_or_default(),
+                seconds_text(MAX_DEADLINE)
+            ));
+        }
+        Some(Err(e)) => {
+            return bad_query(format!(
+                "deadline={}: {e}",
+                query.deadline.unwrap_or_default()
+            ));
+        }
+    };
+    axum::Json(shared.sli.snapshot_over(now, window, deadline)).into_response()
+}
+
+fn bad_query(message: String) -> axum::response::Response {
+    (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
 }
 
 fn seconds_text(d: Duration) -> String {

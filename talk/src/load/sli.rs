@@ -19,11 +19,14 @@ pub struct SliSnapshot {
     pub sent: u64,
     pub acked: u64,
     pub failed: u64,
-    /// Sends still unanswered after longer than the window: counted as not delivered, at
-    /// their age so far as latency.
+    /// Sends still unanswered after longer than the deadline: counted as not delivered.
     #[serde(default)]
     pub overdue: u64,
     pub window_seconds: f64,
+    /// How long a send may stay unanswered before it counts as not delivered (the window
+    /// unless the query asked for another).
+    #[serde(default)]
+    pub deadline_seconds: f64,
 }
 
 /// Outcomes of recent sends, the sends still in flight, plus running totals.
@@ -91,14 +94,21 @@ impl SliWindow {
 
     /// The SLIs over the full window.
     pub fn snapshot(&self, now: Instant) -> SliSnapshot {
-        self.snapshot_over(now, self.window)
+        self.snapshot_over(now, self.window, self.window)
     }
 
     /// The SLIs over the last `window` (at most the retention): the sends that ended in it,
-    /// and those still unanswered after longer than it. A send that hangs is news at once,
-    /// not when its request finally times out: a frozen server that answers nothing would
-    /// otherwise read as perfect delivery (no send ended, so none failed).
-    pub fn snapshot_over(&self, now: Instant, window: Duration) -> SliSnapshot {
+    /// and those still unanswered. A send that hangs is news at once, not when its request
+    /// finally times out: a frozen server that answers nothing would otherwise read as
+    /// perfect delivery (no send ended, so none failed). So a send unanswered for longer
+    /// than `window` counts in the latencies at its age so far, and one unanswered for
+    /// longer than `deadline` counts as not delivered.
+    ///
+    /// The two differ on purpose: a probe that reads each 2 s sample on its own
+    /// (`window=2s`) still sees a stall in its latency at once, while a send that a leader
+    /// election holds for 5 s and then acknowledges is slow, not undelivered, unless the
+    /// probe's `deadline` says so.
+    pub fn snapshot_over(&self, now: Instant, window: Duration, deadline: Duration) -> SliSnapshot {
         let window = window.min(self.window);
         let mut latencies = Vec::new();
         let mut failed = 0u64;
@@ -115,20 +125,25 @@ impl SliWindow {
                 }
             }
         }
+        let delivered = latencies.len() as f64;
         let mut overdue = 0u64;
         {
             let in_flight = lock(&self.in_flight);
-            let overdue_since = now.checked_sub(window);
-            for (begun, n) in in_flight
-                .iter()
-                .take_while(|(begun, _)| overdue_since.is_some_and(|o| **begun < o))
-            {
-                overdue += u64::from(*n);
-                let age = now.saturating_duration_since(*begun).as_secs_f64() * 1000.0;
-                latencies.extend(std::iter::repeat_n(age, *n as usize));
+            // Oldest first: stop at the first send younger than both limits.
+            for (begun, n) in in_flight.iter() {
+                let age = now.saturating_duration_since(*begun);
+                if age <= window && age <= deadline {
+                    break;
+                }
+                if age > window {
+                    let ms = age.as_secs_f64() * 1000.0;
+                    latencies.extend(std::iter::repeat_n(ms, *n as usize));
+                }
+                if age > deadline {
+                    overdue += u64::from(*n);
+                }
             }
         }
-        let delivered = (latencies.len() as u64).saturating_sub(overdue) as f64;
         latencies.sort_by(f64::total_cmp);
         let total = delivered + failed as f64 + overdue as f64;
         SliSnapshot {
@@ -143,6 +158,7 @@ impl SliWindow {
             failed: self.failed.load(Ordering::Relaxed),
             overdue,
             window_seconds: window.as_secs_f64(),
+            deadline_seconds: deadline.as_secs_f64(),
         }
     }
 }
@@ -179,6 +195,9 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 mod tests {
     use super::*;
 
+    const SECOND: Duration = Duration::from_secs(1);
+    const TEN: Duration = Duration::from_secs(10);
+
     #[test]
     fn percentiles() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
@@ -212,11 +231,11 @@ mod tests {
         let ok = w.begin();
         w.record(ok, ok, Some(Duration::from_millis(3)));
         // Within the window the hanging send is only in flight.
-        let s = w.snapshot_over(hung + Duration::from_millis(500), Duration::from_secs(1));
+        let s = w.snapshot_over(hung + Duration::from_millis(500), SECOND, SECOND);
         assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0));
         // Past it, it is not delivered, at its age so far.
         let at = hung + Duration::from_millis(2500);
-        let s = w.snapshot_over(at, Duration::from_secs(1));
+        let s = w.snapshot_over(at, SECOND, SECOND);
         assert_eq!(s.overdue, 1);
         assert_eq!(s.delivery_success_ratio, 0.0, "the ack is older than 1 s");
         assert!(
@@ -224,19 +243,55 @@ mod tests {
             "{}",
             s.p99_latency_ms
         );
-        let s = w.snapshot_over(at, Duration::from_secs(10));
+        let s = w.snapshot_over(at, TEN, TEN);
         assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0));
         // Once answered it is no longer in flight.
         w.record(hung, at, Some(Duration::from_millis(2500)));
-        let s = w.snapshot_over(at, Duration::from_secs(1));
+        let s = w.snapshot_over(at, SECOND, SECOND);
         assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0));
         assert_eq!(s.p99_latency_ms, 2500.0);
     }
 
     #[test]
+    fn a_stall_shows_in_latency_at_the_window_and_in_delivery_at_the_deadline() {
+        let w = SliWindow::new(TEN);
+        let stalled = w.begin();
+        let ok = w.begin();
+        w.record(ok, ok, Some(Duration::from_millis(3)));
+        let two = Duration::from_secs(2);
+        // 3 s in: slow but not yet undelivered.
+        let at = stalled + Duration::from_secs(3);
+        // Over a 10 s window a 3 s wait is not yet news: only the answered send counts.
+        let s = w.snapshot_over(at, TEN, Duration::from_secs(5));
+        assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0));
+        assert!((s.p99_latency_ms - 3.0).abs() < 1.0, "{}", s.p99_latency_ms);
+        // Over a 2 s window it is: its age so far is the p99.
+        let s = w.snapshot_over(at, two, Duration::from_secs(5));
+        assert_eq!((s.delivery_success_ratio, s.overdue), (1.0, 0), "{s:?}");
+        assert!(
+            (s.p99_latency_ms - 3000.0).abs() < 1.0,
+            "{}",
+            s.p99_latency_ms
+        );
+        // 6 s in: past the deadline it is not delivered.
+        let at = stalled + Duration::from_secs(6);
+        let s = w.snapshot_over(at, two, Duration::from_secs(5));
+        assert_eq!((s.delivery_success_ratio, s.overdue), (0.0, 1), "{s:?}");
+        assert_eq!(s.deadline_seconds, 5.0);
+        // A deadline shorter than the window counts it before its latency shows.
+        let s = w.snapshot_over(
+            stalled + Duration::from_secs(1),
+            TEN,
+            Duration::from_millis(500),
+        );
+        assert_eq!(s.overdue, 1);
+        assert!((s.p99_latency_ms - 3.0).abs() < 1.0, "{}", s.p99_latency_ms);
+    }
+
+    #[test]
     fn a_window_longer_than_what_is_kept_is_cut_to_it() {
         let w = SliWindow::new(Duration::from_secs(10));
-        let s = w.snapshot_over(Instant::now(), Duration::from_secs(60));
+        let s = w.snapshot_over(Instant::now(), Duration::from_secs(60), TEN);
         assert_eq!(s.window_seconds, 10.0);
     }
 
@@ -254,6 +309,7 @@ mod tests {
             "failed",
             "overdue",
             "windowSeconds",
+            "deadlineSeconds",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
