@@ -142,10 +142,21 @@ fn measure(
     let (mut best_apply, mut best_revert) = (Duration::MAX, Duration::MAX);
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        check(nft::apply_many_with(targets, id, rules, workers))?;
+        check(nft::apply_many_with(
+            targets,
+            id,
+            rules,
+            workers,
+            nft::Backend::Auto,
+        ))?;
         best_apply = best_apply.min(t.elapsed());
         let t = Instant::now();
-        check(nft::revert_many_with(targets, id, workers))?;
+        check(nft::revert_many_with(
+            targets,
+            id,
+            workers,
+            nft::Backend::Auto,
+        ))?;
         best_revert = best_revert.min(t.elapsed());
     }
     // Prove the work was real: the table is there and the chains are gone again.
