@@ -81,8 +81,8 @@ mod k {
     /// The one register `nft` uses for a single match (NFT_REG_1).
     pub const REG_1: u32 = 1;
     pub const REG_VERDICT: u32 = 0;
-    pub const META_KEY: u16 = 1;
-    pub const META_DREG: u16 = 2;
+    pub const META_DREG: u16 = 1;
+    pub const META_KEY: u16 = 2;
     pub const META_IIFNAME: u32 = 6;
     pub const META_OIFNAME: u32 = 7;
     pub const META_NFPROTO: u32 = 15;
