@@ -180,13 +180,13 @@ fn a_partition_over_netlink_cuts_real_traffic_and_its_revert_restores_it() {
     assert!(tcp_works(&a, &b, b_ip, 0), "baseline");
     let i = id("cut");
     let rules = partition(&[&b_ip.to_string()], Direction::Both, None);
-    for r in nft::apply_many_with(&[a.clone()], &i, &rules, 1, Backend::Netlink) {
+    for r in nft::apply_many_with(std::slice::from_ref(&a), &i, &rules, 1, Backend::Netlink) {
         r.unwrap();
     }
     assert!(!tcp_works(&a, &b, b_ip, 0), "a -> b cut");
     assert!(!tcp_works(&b, &a, a_ip, 0), "b -> a cut");
     assert!(!udp_works(&a, &b, b_ip), "udp a -> b cut");
-    for r in nft::revert_many_with(&[a.clone()], &i, 1, Backend::Netlink) {
+    for r in nft::revert_many_with(std::slice::from_ref(&a), &i, 1, Backend::Netlink) {
         r.unwrap();
     }
     assert!(tcp_works(&a, &b, b_ip, 0), "a -> b restored");

@@ -637,8 +637,8 @@ impl Rule {
 
     fn meta(&mut self, key: u32) {
         self.push("meta", |d| {
-            d.u32(k::META_DREG, k::REG_1);
             d.u32(k::META_KEY, key);
+            d.u32(k::META_DREG, k::REG_1);
         });
     }
 
