@@ -6,10 +6,13 @@
 use firedrill_faults::nfnl;
 use serde_json::Value;
 
-/// (title, input, [(NFT_MSG_* number, attributes in hex)]) per case of the data file.
-fn cases() -> Vec<(String, Value, Vec<(u8, String)>)> {
+/// One message: its NFT_MSG_* number and its attributes in hex.
+type Message = (u8, String);
+
+/// (title, input, messages) per case of the data file.
+fn cases() -> Vec<(String, Value, Vec<Message>)> {
     let text = include_str!("data/nft-mnl.txt");
-    let mut cases: Vec<(String, Value, Vec<(u8, String)>)> = Vec::new();
+    let mut cases: Vec<(String, Value, Vec<Message>)> = Vec::new();
     for line in text
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -28,7 +31,7 @@ fn cases() -> Vec<(String, Value, Vec<(u8, String)>)> {
 }
 
 /// The nf_tables messages of an encoded batch, without its begin and end frames.
-fn messages(bytes: &[u8]) -> Vec<(u8, String)> {
+fn messages(bytes: &[u8]) -> Vec<Message> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while rest.len() >= 16 {
