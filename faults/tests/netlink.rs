@@ -133,6 +133,24 @@ fn netlink_makes_the_same_ruleset_as_the_binary() {
 }
 
 #[test]
+fn the_largest_rule_set_is_split_into_messages_the_kernel_takes() {
+    // More elements than one netlink attribute can hold: the set's elements go out in
+    // several messages of one batch.
+    let v4: Vec<String> = (0..3000u32)
+        .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i * 2).to_string())
+        .collect();
+    let v6: Vec<String> = (0..(rules::MAX_PEERS as u32 - 3000))
+        .map(|i| format!("fd00:{i:x}::/64"))
+        .collect();
+    let peers: Vec<&str> = v4.iter().chain(&v6).map(String::as_str).collect();
+    let lab = Lab::new(2);
+    let rules = partition(&peers, Direction::Both, None);
+    same_after(&lab, &apply(&id("big"), &rules));
+    let listed = listing(&lab.ns(1)).to_string();
+    assert!(listed.contains("10.0.23.110") && listed.contains("\"fd00:447::\""));
+}
+
+#[test]
 fn netlink_knows_numgen_and_counter() {
     let lab = Lab::new(2);
     let batch = json!({"nftables": [
