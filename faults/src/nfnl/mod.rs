@@ -15,7 +15,7 @@
 
 mod encode;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -227,11 +227,7 @@ pub fn send_batch(batch: &Batch, limit: Duration) -> Result<()> {
         )));
     }
 
-    let mut pending: BTreeMap<u32, &str> = batch
-        .acks
-        .iter()
-        .map(|(seq, what)| (*seq, what.as_str()))
-        .collect();
+    let mut pending: BTreeSet<u32> = batch.acks.iter().map(|(seq, _)| *seq).collect();
     let mut refused: BTreeMap<u32, Errno> = BTreeMap::new();
     let deadline = Instant::now() + limit;
     // An answer echoes a refused message; a larger one arrives cut short, which is fine:
@@ -245,13 +241,13 @@ pub fn send_batch(batch: &Batch, limit: Duration) -> Result<()> {
             Err(e) => return Err(io("recv")(e)),
         };
         for (seq, errno) in answers(buf.get(..n).unwrap_or_default()) {
-            if seq == batch.begin_seq && errno != Errno::UnknownErrno {
+            if seq == batch.begin_seq && errno != 0 {
                 // The batch as a whole was refused (no permission, no memory): nothing
                 // else will be answered.
-                return Err(refusal("the batch", errno));
+                return Err(refusal("the batch", Errno::from_raw(errno)));
             }
-            if pending.remove(&seq).is_some() && errno != Errno::UnknownErrno {
-                refused.insert(seq, errno);
+            if pending.remove(&seq) && errno != 0 {
+                refused.insert(seq, Errno::from_raw(errno));
             }
         }
         if !pending.is_empty() && Instant::now() >= deadline {
@@ -290,9 +286,9 @@ fn refusal(what: &str, errno: Errno) -> Error {
     }
 }
 
-/// The acknowledgements in one received datagram: (sequence number, errno), where
-/// `Errno::UnknownErrno` (0) means success. Anything else in it is skipped.
-fn answers(mut data: &[u8]) -> Vec<(u32, Errno)> {
+/// The acknowledgements in one received datagram: (sequence number, errno), where errno 0
+/// means success. Anything else in it is skipped.
+fn answers(mut data: &[u8]) -> Vec<(u32, i32)> {
     let mut out = Vec::new();
     while data.len() >= NLMSG_HDRLEN {
         let word = |at: usize| -> Option<[u8; 4]> { data.get(at..at + 4)?.try_into().ok() };
@@ -309,7 +305,7 @@ fn answers(mut data: &[u8]) -> Vec<(u32, Errno)> {
         {
             // struct nlmsgerr: a negative errno (0 = ack), then the request's header.
             let code = i32::from_ne_bytes(code);
-            out.push((u32::from_ne_bytes(seq), Errno::from_raw(-code)));
+            out.push((u32::from_ne_bytes(seq), code.saturating_neg()));
         }
         data = data.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
@@ -337,10 +333,7 @@ mod tests {
         let mut data = ack(3, 0);
         data.extend(ack(4, -2));
         data.extend([1, 2, 3]);
-        assert_eq!(
-            answers(&data),
-            vec![(3, Errno::UnknownErrno), (4, Errno::ENOENT)]
-        );
+        assert_eq!(answers(&data), vec![(3, 0), (4, Errno::ENOENT as i32)]);
         assert!(answers(&[0; 8]).is_empty());
         // A zero length would loop forever if it were trusted.
         assert!(answers(&[0; 20]).is_empty());
