@@ -1,4 +1,5 @@
-//! Apply/revert latency of a partition over 1, 50 and 500 network namespaces.
+//! Apply/revert latency of a partition over 1, 50 and 500 network namespaces, through the
+//! `nft` binary and over netlink in process.
 //!
 //! Run as root: `cargo bench -p firedrill-faults --bench partition`. Namespaces are created
 //! first (not timed), then one partition is applied to all of them and reverted; only those
@@ -8,11 +9,16 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use firedrill_faults::{Cidr, Direction, InjectionId, Netns, RuleSet, nft};
+use firedrill_faults::nft::{self, Backend};
+use firedrill_faults::{Cidr, Direction, InjectionId, Netns, RuleSet};
 
 const SIZES: [usize; 3] = [1, 50, 500];
-/// Worker counts compared at each size (the library default is `nft::DEFAULT_PARALLEL`).
-const WORKERS: [usize; 4] = [1, 8, 32, 64];
+/// Backends and worker counts compared at each size (the library default is
+/// `nft::DEFAULT_PARALLEL` workers and `Backend::Auto`, which is netlink for a partition).
+const RUNS: [(Backend, &[usize]); 2] = [
+    (Backend::Binary, &[8, 32, 64]),
+    (Backend::Netlink, &[1, 8, 32, 64]),
+];
 const ROUNDS: usize = 3;
 
 /// Runs `ip -batch -` with one command per line (one process for hundreds of namespaces).
@@ -108,44 +114,49 @@ fn run() -> Result<(), String> {
         nft::DEFAULT_PARALLEL
     );
     println!(
-        "{:>5} {:>8} {:>11} {:>12} {:>11} {:>13}",
-        "N", "workers", "apply ms", "apply ms/ns", "revert ms", "revert ms/ns"
+        "{:>5} {:>8} {:>8} {:>11} {:>12} {:>11} {:>13}",
+        "N", "backend", "workers", "apply ms", "apply ms/ns", "revert ms", "revert ms/ns"
     );
     for n in SIZES {
         let namespaces = Namespaces::create(n)?;
         let targets = namespaces.netns()?;
-        for workers in WORKERS {
-            if workers > n && workers != WORKERS[0] {
-                continue;
+        for (backend, workers) in RUNS {
+            for (i, &workers) in workers.iter().enumerate() {
+                // More workers than namespaces measures the same thing again.
+                if workers > n && i > 0 {
+                    continue;
+                }
+                let (apply, revert) = measure(&targets, &id, &rules, workers, backend)?;
+                let per = |d: Duration| ms(d) / n as f64;
+                let name = format!("{backend:?}").to_lowercase();
+                println!(
+                    "{n:>5} {name:>8} {workers:>8} {:>11.1} {:>12.2} {:>11.1} {:>13.2}",
+                    ms(apply),
+                    per(apply),
+                    ms(revert),
+                    per(revert)
+                );
             }
-            let (apply, revert) = measure(&targets, &id, &rules, workers)?;
-            let per = |d: Duration| ms(d) / n as f64;
-            println!(
-                "{n:>5} {workers:>8} {:>11.1} {:>12.2} {:>11.1} {:>13.2}",
-                ms(apply),
-                per(apply),
-                ms(revert),
-                per(revert)
-            );
         }
     }
     Ok(())
 }
 
-/// Best-of-`ROUNDS` apply and revert time with `workers` threads.
+/// Best-of-`ROUNDS` apply and revert time with `workers` threads through `backend`.
 fn measure(
     targets: &[Netns],
     id: &InjectionId,
     rules: &RuleSet,
     workers: usize,
+    backend: Backend,
 ) -> Result<(Duration, Duration), String> {
     let (mut best_apply, mut best_revert) = (Duration::MAX, Duration::MAX);
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        check(nft::apply_many_with(targets, id, rules, workers))?;
+        check(nft::apply_many_with(targets, id, rules, workers, backend))?;
         best_apply = best_apply.min(t.elapsed());
         let t = Instant::now();
-        check(nft::revert_many_with(targets, id, workers))?;
+        check(nft::revert_many_with(targets, id, workers, backend))?;
         best_revert = best_revert.min(t.elapsed());
     }
     // Prove the work was real: the table is there and the chains are gone again.

@@ -5,7 +5,8 @@
 //! uninterruptible sleep: any of these can block its thread for good. A fault operation
 //! therefore runs on a thread of its own and the caller stops waiting after a limit, so one
 //! hung call cannot hold up the reverts of the other injections on the node. (`nft` runs
-//! are child processes and are killed instead: see [`crate::nft::NFT_TIMEOUT`].)
+//! are child processes and are killed instead, and the netlink path stops waiting for the
+//! kernel's answers: see [`crate::nft::NFT_TIMEOUT`].)
 //!
 //! A call that timed out may still finish later. While it runs, its injection is *busy*:
 //! another call on the same injection is refused at once rather than run beside it, so a

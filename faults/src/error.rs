@@ -36,6 +36,18 @@ pub enum Error {
     #[error("nft failed ({status}): {stderr}")]
     Nft { status: String, stderr: String },
 
+    /// The kernel refused an nftables transaction sent over netlink: the same refusal `nft`
+    /// reports as [`Error::Nft`], so it shares its category.
+    #[error("nftables refused {what}: {errno}")]
+    NftRefused {
+        what: String,
+        errno: nix::errno::Errno,
+    },
+
+    /// Talking netlink to nftables failed: the socket, sending, or receiving the answers.
+    #[error("nftables netlink: {0}")]
+    NftNetlink(String),
+
     /// `nft` printed something we could not understand.
     #[error("unexpected nft output: {0}")]
     NftOutput(String),
@@ -111,7 +123,8 @@ impl Error {
             Error::Permission(_) => "permission",
             Error::Netns { .. } => "netns",
             Error::NftSpawn(_) => "nft_spawn",
-            Error::Nft { .. } => "nft",
+            Error::Nft { .. } | Error::NftRefused { .. } => "nft",
+            Error::NftNetlink(_) => "nft_netlink",
             Error::NftTimeout { .. } => "nft_timeout",
             Error::NftOutput(_) => "nft_output",
             Error::Process { .. } => "process",

@@ -1,7 +1,7 @@
 //! firedrill's fault primitives, shared by the node agent and the lab runner.
 //!
 //! - [`nft`] / [`rules`]: nftables rule sets in firedrill's own table, one set of chains per
-//!   injection, inside any network namespace ([`netns`]).
+//!   injection, inside any network namespace ([`netns`]), sent over netlink ([`nfnl`]).
 //! - [`process`]: freeze, thaw and kill processes.
 //! - [`disk`]: take a data directory away, make it read-only, or wipe it.
 //! - [`target`]: a fault as asked for and as resolved to what it touches.
@@ -22,6 +22,7 @@ pub mod id;
 pub mod journal;
 pub mod mountinfo;
 pub mod netns;
+pub mod nfnl;
 pub mod nft;
 pub mod process;
 pub mod rules;

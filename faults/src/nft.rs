@@ -1,7 +1,10 @@
 //! Installing, removing and listing firedrill's nftables chains in a network namespace.
 //!
-//! We drive the `nft` binary with JSON on stdin (`nft -j -f -`): a typed argv, no shell, no
-//! rule text built from strings, and each batch is one atomic kernel transaction.
+//! Each change is one nftables JSON batch ([`crate::rules`]) and one atomic kernel
+//! transaction. It goes to the kernel over netlink from this process ([`crate::nfnl`]),
+//! encoded once however many namespaces it is sent to; a batch the encoder does not know
+//! goes to the `nft` binary as JSON on stdin (`nft -j -f -`: a typed argv, no shell, no
+//! rule text built from strings). Listing reads `nft -j list`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -16,13 +19,59 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::id::InjectionId;
 use crate::netns::{self, Netns};
+use crate::nfnl;
 use crate::rules::{self, FAMILY, Hook, RuleSet, TABLE};
 
-/// Default number of namespaces worked on at once by the `*_many` functions. An `nft` run
-/// costs ~1 ms of CPU but ~10 ms of wall time, most of it waiting in the kernel for RCU
-/// grace periods when hooks are registered or removed; namespaces do not share that wait,
-/// so many more workers than cores pays off (measured by the `partition` benchmark).
+/// Default number of namespaces worked on at once by the `*_many` functions. A batch costs
+/// little CPU but waits in the kernel for RCU grace periods when hooks are registered or
+/// removed (an `nft` run: ~1 ms of CPU, ~10 ms of wall time); namespaces do not share that
+/// wait, so many more workers than cores pays off (measured by the `partition` benchmark).
 pub const DEFAULT_PARALLEL: usize = 32;
+
+/// How a batch reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Netlink from this process; the `nft` binary for a batch the encoder does not know.
+    #[default]
+    Auto,
+    /// Netlink only: a batch the encoder does not know is refused as invalid input.
+    Netlink,
+    /// The `nft` binary, one process per batch and namespace.
+    Binary,
+}
+
+/// A batch ready to send to any number of namespaces.
+#[derive(Debug)]
+enum Prepared<'a> {
+    Netlink(nfnl::Batch),
+    Binary(&'a Value),
+}
+
+/// Encodes `batch` for `backend`; fails only for [`Backend::Netlink`] and a batch the
+/// encoder does not know.
+fn prepare(batch: &Value, backend: Backend) -> Result<Prepared<'_>, nfnl::Unsupported> {
+    if backend == Backend::Binary {
+        return Ok(Prepared::Binary(batch));
+    }
+    match nfnl::encode(batch) {
+        Ok(encoded) => Ok(Prepared::Netlink(encoded)),
+        Err(e) if backend == Backend::Netlink => Err(e),
+        Err(e) => {
+            tracing::debug!(reason = %e, "this nft batch runs through the nft binary");
+            Ok(Prepared::Binary(batch))
+        }
+    }
+}
+
+/// Sends a prepared batch in `ns`.
+fn send(ns: &Netns, batch: &Prepared<'_>) -> Result<()> {
+    match batch {
+        Prepared::Netlink(b) => netns::run_in(ns, || nfnl::send_batch(b, NFT_TIMEOUT))?,
+        Prepared::Binary(v) => {
+            netns::run_in(ns, || run_nft(&["-j", "-f", "-"], Some(v)))?.map(|_| ())
+        }
+    }
+}
 
 fn nft_binary() -> &'static str {
     ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
@@ -31,9 +80,10 @@ fn nft_binary() -> &'static str {
         .unwrap_or("nft")
 }
 
-/// The longest one `nft` run may take. A run takes ~10 ms; one that hangs (a wedged
-/// netlink socket, a namespace being torn down) is killed so that it cannot hold up the
-/// reverts queued behind it.
+/// The longest one `nft` run may take, and the longest the netlink path waits for the
+/// kernel's answers. A run takes ~10 ms; one that hangs (a wedged netlink socket, a
+/// namespace being torn down) is killed so that it cannot hold up the reverts queued
+/// behind it.
 pub const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `nft` with `args` (fixed strings only) and optional JSON input, in the calling
@@ -131,9 +181,15 @@ fn drain(pipe: Option<impl Read>) -> Vec<u8> {
     buf
 }
 
-/// Runs one JSON batch in `ns`.
+/// Runs one JSON batch in `ns` ([`Backend::Auto`]).
 pub fn run_batch(ns: &Netns, batch: &Value) -> Result<()> {
-    netns::run_in(ns, || run_nft(&["-j", "-f", "-"], Some(batch)))?.map(|_| ())
+    run_batch_via(ns, batch, Backend::Auto)
+}
+
+/// Runs one JSON batch in `ns` through `backend`.
+pub fn run_batch_via(ns: &Netns, batch: &Value, backend: Backend) -> Result<()> {
+    let prepared = prepare(batch, backend).map_err(|e| Error::invalid("nft batch", e.0))?;
+    send(ns, &prepared)
 }
 
 /// Installs `rules` for injection `id` in `ns` (replacing what `id` had there).
@@ -277,40 +333,53 @@ where
 /// [`apply`] over many namespaces with [`DEFAULT_PARALLEL`] workers; one result per
 /// namespace, in order.
 pub fn apply_many(targets: &[Netns], id: &InjectionId, rules: &RuleSet) -> Vec<Result<()>> {
-    apply_many_with(targets, id, rules, DEFAULT_PARALLEL)
+    apply_many_with(targets, id, rules, DEFAULT_PARALLEL, Backend::Auto)
 }
 
-/// [`apply_many`] with an explicit number of workers.
+/// [`apply_many`] with an explicit number of workers and backend.
 pub fn apply_many_with(
     targets: &[Netns],
     id: &InjectionId,
     rules: &RuleSet,
     workers: usize,
+    backend: Backend,
 ) -> Vec<Result<()>> {
-    let rules = match rules.validated() {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = e.to_string();
-            return targets
-                .iter()
-                .map(|_| Err(Error::invalid("rules", msg.clone())))
-                .collect();
-        }
-    };
-    let batch = rules::apply_batch(id, &rules);
-    for_each_parallel(targets, workers, |ns| run_batch(ns, &batch))
+    match rules.validated() {
+        Ok(rules) => run_many(targets, &rules::apply_batch(id, &rules), workers, backend),
+        Err(e) => each_fails(targets, "rules", &e.to_string()),
+    }
 }
 
 /// [`revert`] over many namespaces with [`DEFAULT_PARALLEL`] workers; one result per
 /// namespace, in order.
 pub fn revert_many(targets: &[Netns], id: &InjectionId) -> Vec<Result<()>> {
-    revert_many_with(targets, id, DEFAULT_PARALLEL)
+    revert_many_with(targets, id, DEFAULT_PARALLEL, Backend::Auto)
 }
 
-/// [`revert_many`] with an explicit number of workers.
-pub fn revert_many_with(targets: &[Netns], id: &InjectionId, workers: usize) -> Vec<Result<()>> {
-    let batch = rules::revert_batch(id);
-    for_each_parallel(targets, workers, |ns| run_batch(ns, &batch))
+/// [`revert_many`] with an explicit number of workers and backend.
+pub fn revert_many_with(
+    targets: &[Netns],
+    id: &InjectionId,
+    workers: usize,
+    backend: Backend,
+) -> Vec<Result<()>> {
+    run_many(targets, &rules::revert_batch(id), workers, backend)
+}
+
+/// One batch in every namespace, encoded once.
+fn run_many(targets: &[Netns], batch: &Value, workers: usize, backend: Backend) -> Vec<Result<()>> {
+    match prepare(batch, backend) {
+        Ok(prepared) => for_each_parallel(targets, workers, |ns| send(ns, &prepared)),
+        Err(e) => each_fails(targets, "nft batch", &e.0),
+    }
+}
+
+/// The same invalid-input error for every namespace.
+fn each_fails(targets: &[Netns], field: &'static str, reason: &str) -> Vec<Result<()>> {
+    targets
+        .iter()
+        .map(|_| Err(Error::invalid(field, reason)))
+        .collect()
 }
 
 #[cfg(test)]
