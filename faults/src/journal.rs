@@ -65,8 +65,11 @@ pub struct Journal {
     dir: PathBuf,
     /// Each file's bytes as last read and the entry they parsed to, by file name; shared
     /// by the clones (the agent's calls run on threads of their own).
-    parsed: Arc<Mutex<BTreeMap<String, (Vec<u8>, Entry)>>>,
+    parsed: Arc<Mutex<Parsed>>,
 }
+
+/// Entries as parsed, by file name, with the bytes they were parsed from.
+type Parsed = BTreeMap<String, (Vec<u8>, Entry)>;
 
 const SUFFIX: &str = ".json";
 const TMP_SUFFIX: &str = ".json.tmp";
@@ -156,7 +159,7 @@ impl Journal {
         }
     }
 
-    fn parsed(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<u8>, Entry)>> {
+    fn parsed(&self) -> std::sync::MutexGuard<'_, Parsed> {
         // A panic elsewhere while it was held leaves a map of whole entries: keep using it.
         self.parsed.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -235,11 +238,7 @@ fn writer_alive(name: &str) -> bool {
 
 /// The entry in `bytes`, read from `path` now: the one parsed before if the bytes are the
 /// same, else parsed (and remembered, or forgotten when it does not parse).
-fn parse_cached(
-    parsed: &mut BTreeMap<String, (Vec<u8>, Entry)>,
-    path: &Path,
-    bytes: Vec<u8>,
-) -> Result<Entry> {
+fn parse_cached(parsed: &mut Parsed, path: &Path, bytes: Vec<u8>) -> Result<Entry> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -331,7 +330,10 @@ mod tests {
         other.record(&entry("a", 300)).unwrap();
         let scan = journal.scan().unwrap();
         assert_eq!(scan.entries[0].expires_at, 300);
-        assert_eq!(journal.get(&entry("a", 0).id).unwrap().unwrap().expires_at, 300);
+        assert_eq!(
+            journal.get(&entry("a", 0).id).unwrap().unwrap().expires_at,
+            300
+        );
         // Damaged in place: unreadable at once, never the entry parsed before.
         fs::write(file("a"), b"{\"id\":").unwrap();
         let scan = journal.scan().unwrap();

@@ -444,7 +444,8 @@ fn faults_checked_at_staggered_times_are_next_checked_together_in_one_pass() {
     let rechecks: Vec<&str> = p
         .steps
         .iter()
-        .filter_map(|s| matches!(s, Step::Recheck(_)).then(|| s.key()))
+        .filter(|s| matches!(s, Step::Recheck(_)))
+        .map(Step::key)
         .collect();
     assert_eq!(rechecks, keys, "all three in the same pass");
     assert_eq!(p.wake, Some(at(14)));
