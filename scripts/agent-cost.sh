@@ -28,7 +28,7 @@ CPU from /proc/PID/stat (utime+stime, and cutime+cstime for children it waited f
 
 Options:
   --idle SECONDS     idle sample (default 600: the report's figure; e.g. 120 for a quick run)
-  --busy SECONDS     sample while holding the injections (default 300)
+  --busy SECONDS     sample while holding the injections (default 300; 0: idle only)
   --injections N     how many Injections to hold (default 100)
   --agent PATH       the agent binary (default: cargo build --release -p firedrill-agent,
                      then target/release/firedrill-agent of this repository)
@@ -204,9 +204,12 @@ ticks() {
   awk '{print $12, $13, $14, $15}' <<<"$stat"
 }
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$agent_pid/status"; }
-hwm_kib() { awk '/^VmHWM:/{print $2}' "/proc/$agent_pid/status"; }
+# The resident set's parts: heap and stacks (anonymous), and the binary's and libraries'
+# pages (file-backed).
+rss_parts() { awk '/^RssAnon:/{a=$2} /^RssFile:/{f=$2} END{print a, f}' "/proc/$agent_pid/status"; }
 
-# Samples the agent for $1 seconds; prints "rss_kib peak_kib own_pct with_children_pct".
+# Samples the agent for $1 seconds; prints
+# "rss_kib peak_kib own_pct with_children_pct anon_kib file_kib".
 sample() {
   local seconds=$1 t0 t1 u0 s0 cu0 cs0 u1 s1 cu1 cs1 peak=0 rss end left
   read -r u0 s0 cu0 cs0 < <(ticks)
@@ -226,15 +229,16 @@ sample() {
   if ((rss > peak)); then peak=$rss; fi
   awk -v own=$((u1 + s1 - u0 - s0)) -v kids=$((cu1 + cs1 - cu0 - cs0)) -v tck="$tck" \
     -v dt="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" -v rss="$rss" -v peak="$peak" \
-    'BEGIN{printf "%d %d %.2f %.2f\n", rss, peak, 100*own/tck/dt, 100*(own+kids)/tck/dt}'
+    -v parts="$(rss_parts)" \
+    'BEGIN{printf "%d %d %.2f %.2f %s\n", rss, peak, 100*own/tck/dt, 100*(own+kids)/tck/dt, parts}'
 }
 
 mib() { awk -v k="$1" 'BEGIN{printf "%.1f MiB", k/1024}'; }
 report() {
-  local phase=$1 seconds=$2 rss peak own all
-  read -r rss peak own all <<<"$3"
-  printf '%-5s %4ss: RSS %s (peak %s), CPU %s %% (with its nft children %s %%)\n' \
-    "$phase:" "$seconds" "$(mib "$rss")" "$(mib "$peak")" "$own" "$all"
+  local phase=$1 seconds=$2 rss peak own all anon file
+  read -r rss peak own all anon file <<<"$3"
+  printf '%-5s %4ss: RSS %s (peak %s; heap and stacks %s, binary and libraries %s), CPU %s %% (with its nft children %s %%)\n' \
+    "$phase:" "$seconds" "$(mib "$rss")" "$(mib "$peak")" "$(mib "$anon")" "$(mib "$file")" "$own" "$all"
 }
 
 say "settling ${settle}s, then idle for ${idle}s"
@@ -244,7 +248,14 @@ if grep -q 'watch failed' "$work/agent.log"; then
   fail "the agent cannot watch the API server: $(grep -m1 'watch failed' "$work/agent.log")"
 fi
 idle_figures=$(sample "$idle")
+# Where the resident memory is, mapping by mapping (kept with --keep).
+cp "/proc/$agent_pid/smaps" "$work/smaps.idle"
 report idle "$idle" "$idle_figures" >&2
+if ((busy == 0)); then
+  echo "agent: $agent"
+  report idle "$idle" "$idle_figures"
+  exit 0
+fi
 
 # --- N stand-in pods and one Injection each. ---
 say "creating $count stand-in pods and Injections"
@@ -303,6 +314,7 @@ if ((perf)); then
   perf_pid=$!
 fi
 busy_figures=$(sample "$busy")
+cp "/proc/$agent_pid/smaps" "$work/smaps.busy"
 if ((perf)); then
   wait "$perf_pid" || true
 fi
@@ -315,8 +327,18 @@ report busy "$busy" "$busy_figures"
 echo "       holding $count Injections (network cuts of one pod each); $lapses reported a lapse"
 if ((perf)); then
   echo "perf (busy phase, top entries):"
-  perf report -i "$work/perf.data" --no-children --sort dso,symbol --percent-limit 1 --stdio \
-    -F overhead,dso,sym 2>/dev/null | grep -v -e '^#' -e '^$' | sed 's/ *$//' | head -30
+  # Without its nft children (perf follows them): the agent's own threads, then the split.
+  echo "  by process:"
+  perf report -i "$work/perf.data" --no-children -g none --sort comm --stdio 2>/dev/null |
+    grep -v -e '^#' -e '^$' | sed 's/ *$//' | head -5 || true
+  echo "  the agent's own threads, top symbols:"
+  perf report -i "$work/perf.data" --no-children -g none --comms firedrill-agent,firedrill-call \
+    --percentage relative --sort dso,sym --percent-limit 2 --stdio 2>/dev/null |
+    grep -v -e '^#' -e '^$' | sed 's/ *$//' | head -20 || true
+  echo "  the agent's own threads, by system call (with what they call):"
+  perf report -i "$work/perf.data" --children -g none --comms firedrill-agent,firedrill-call \
+    --percentage relative --sort sym --stdio 2>/dev/null |
+    grep -E '\[k\] (__x64_sys|__do_sys|ksys_)' | sed 's/ *$//' | head -8 || true
 fi
 
 say "deleting the Injections (the agent reverts them)"
