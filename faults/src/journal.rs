@@ -300,14 +300,22 @@ mod tests {
 
     use super::*;
 
+    /// A kill of nothing: the smallest entry there is.
     fn entry(id: &str, expires_at: u64) -> Entry {
+        let (fault, target) = (
+            Fault::Kill { pids: vec![] },
+            Target::Kill { processes: vec![] },
+        );
+        let kind = "kill".to_owned();
+        let id = InjectionId::new(id).unwrap();
+        let (version, created_at) = (FORMAT_VERSION, 1);
         Entry {
-            version: FORMAT_VERSION,
-            id: InjectionId::new(id).unwrap(),
-            kind: "kill".into(),
-            fault: Fault::Kill { pids: vec![] },
-            target: Target::Kill { processes: vec![] },
-            created_at: 1,
+            version,
+            id,
+            kind,
+            fault,
+            target,
+            created_at,
             expires_at,
         }
     }
