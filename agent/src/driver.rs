@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::planner::{Wanted, heartbeat_poll};
+use crate::planner::{Wanted, heartbeat_poll, next_tick};
 
 /// What the API server said of a heartbeat Lease: its holder and renew time, or, when it has
 /// none, the answer itself (gone, forbidden). Either way it stays the same while nobody
@@ -63,8 +63,9 @@ impl Beat {
     }
 }
 
-/// The heartbeat Leases worth reading now: those of Injections still live, not read
-/// within [`heartbeat_poll`].
+/// The heartbeat Leases worth reading now: those of Injections still live, not read since
+/// the last instant of the [`heartbeat_poll`] grid (see [`next_tick`]), so the reads fall
+/// into the same passes as the re-checks.
 pub fn due(
     view: &[Wanted],
     beats: &BTreeMap<String, Beat>,
@@ -75,7 +76,7 @@ pub fn due(
         .filter(|lease| {
             beats
                 .get(lease)
-                .is_none_or(|b| b.read_at + heartbeat_poll() <= now)
+                .is_none_or(|b| next_tick(b.read_at, heartbeat_poll()) <= now)
         })
         .collect()
 }
@@ -262,5 +263,21 @@ mod tests {
         )]);
         assert!(due(&live, &beats, at(1)).is_empty(), "read a second ago");
         assert_eq!(due(&live, &beats, at(2)).len(), 1);
+    }
+
+    #[test]
+    fn heartbeat_reads_fall_on_the_grid_of_the_rechecks() {
+        let live = [wanted(InjectionState::Applied)];
+        let read_at = at(0) + TimeDelta::milliseconds(300);
+        let beats = BTreeMap::from([(
+            "firedrill-operator".to_owned(),
+            Beat::read(None, renewed(0), read_at),
+        )]);
+        let before = at(2) - TimeDelta::milliseconds(1);
+        assert!(due(&live, &beats, before).is_empty());
+        // Due at the grid instant, with the re-checks, not 2 s after the read.
+        assert_eq!(due(&live, &beats, at(2)).len(), 1);
+        let plan = decide(InjectionState::Applied, &[(0, renewed(0))], 1);
+        assert_eq!(plan.wake, Some(at(2)), "{plan:?}");
     }
 }

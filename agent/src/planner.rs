@@ -98,8 +98,27 @@ pub struct Held {
     pub unreadable: Vec<String>,
 }
 
-/// How often a held fault is checked against the node (and what is gone re-applied).
+/// How often a held fault is checked against the node (and what is gone re-applied). Not
+/// longer than the shortest default sample interval (2 s) that the lapse rule measures
+/// against: a lapse that long is always seen.
 pub const RECHECK_EVERY: TimeDelta = TimeDelta::seconds(2);
+
+/// The first instant of the shared grid of period `every` (multiples of `every` since the
+/// Unix epoch) strictly after `now`: so never later than `now + every`.
+///
+/// Every periodic check (re-checks, kills enforced again, heartbeat reads) falls due on
+/// this grid, so a node holding N faults wakes once per period and checks them all in one
+/// pass, rather than N times on N staggered timers.
+pub fn next_tick(now: DateTime<Utc>, every: TimeDelta) -> DateTime<Utc> {
+    let (Some(step), Some(t)) = (every.num_nanoseconds(), now.timestamp_nanos_opt()) else {
+        return now + every;
+    };
+    if step <= 0 {
+        return now + every;
+    }
+    let next = t.div_euclid(step).saturating_add(1).saturating_mul(step);
+    DateTime::from_timestamp_nanos(next)
+}
 
 /// The re-checks of one held fault by this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +146,8 @@ impl Checks {
 
     /// Takes in one check at `now`: `missing` is what was found gone (and re-applied); empty
     /// when the whole fault was in place. A lapse runs from the last whole check to the next
-    /// one; right after a lapse the next check is due at once, to measure the repair.
+    /// one; right after a lapse the next check is due at once, to measure the repair. The
+    /// next check is on the shared grid ([`next_tick`]), at most [`RECHECK_EVERY`] away.
     pub fn record(&mut self, missing: &[String], now: DateTime<Utc>) {
         let open = self.lapses.last_mut().filter(|l| l.healed_at.is_none());
         if missing.is_empty() {
@@ -135,7 +155,7 @@ impl Checks {
                 open.healed_at = Some(now);
             }
             self.whole_at = now;
-            self.next_at = now + RECHECK_EVERY;
+            self.next_at = next_tick(now, RECHECK_EVERY);
             return;
         }
         let what: String = missing.join("; ").chars().take(MAX_LAPSE_TEXT).collect();
@@ -475,8 +495,8 @@ fn decide(
     }
     out.wake_at(expires_at);
     if let Some(d) = &w.driver {
-        // Read the heartbeat again soon, and decide when it would run out.
-        out.wake_at(now + heartbeat_poll());
+        // Read the heartbeat again on the grid, and decide when it would run out.
+        out.wake_at(next_tick(now, heartbeat_poll()));
         if let Some(at) = d.gone_at() {
             out.wake_at(at);
         }
@@ -499,7 +519,7 @@ fn decide(
             }
             if w.kill {
                 out.steps.push(Step::Enforce(key()));
-                out.wake_at(now + ENFORCE_EVERY);
+                out.wake_at(next_tick(now, ENFORCE_EVERY));
                 return;
             }
             // Held, whole and reported: check it is still in place, and say what lapsed.
@@ -519,7 +539,7 @@ fn decide(
             let due = checks.map_or(now, |c| c.next_at);
             if due <= now {
                 out.steps.push(Step::Recheck(key()));
-                out.wake_at(now + RECHECK_EVERY);
+                out.wake_at(next_tick(now, RECHECK_EVERY));
             } else {
                 out.wake_at(due);
             }

@@ -40,24 +40,34 @@ pub struct Sandbox {
 
 /// Whether a `/proc/PID/cgroup` file puts the process in the pod with `uid`.
 pub fn cgroup_names_pod(cgroup: &str, uid: &str) -> bool {
-    if uid.is_empty() {
-        return false;
-    }
-    let plain = format!("pod{uid}");
-    let systemd = format!("pod{}", uid.replace('-', "_"));
+    !uid.is_empty() && pod_names(cgroup).any(|name| name_is_uid(name, uid))
+}
+
+/// Every UID-shaped name a `/proc/PID/cgroup` file gives a pod: what follows `pod` in a
+/// path segment (without `.slice`) where `pod` starts the segment or follows a `-`.
+fn pod_names(cgroup: &str) -> impl Iterator<Item = &str> {
     cgroup
         .lines()
         // "hierarchy-id:controllers:path"; the path may itself contain ':'.
         .filter_map(|line| line.splitn(3, ':').nth(2))
         .flat_map(|path| path.split('/'))
         .map(|segment| segment.strip_suffix(".slice").unwrap_or(segment))
-        .any(|segment| {
-            [&plain, &systemd].iter().any(|name| {
-                segment
-                    .strip_suffix(name.as_str())
-                    .is_some_and(|before| before.is_empty() || before.ends_with('-'))
-            })
+        .flat_map(|segment| {
+            segment
+                .match_indices("pod")
+                .filter(move |(at, _)| *at == 0 || segment[..*at].ends_with('-'))
+                .map(move |(at, _)| &segment[at + 3..])
         })
+}
+
+/// Whether a name from [`pod_names`] is `uid`: as it is, or with `_` for `-` (systemd).
+fn name_is_uid(name: &str, uid: &str) -> bool {
+    name == uid
+        || (name.len() == uid.len()
+            && name
+                .bytes()
+                .zip(uid.bytes())
+                .all(|(n, u)| n == u || (u == b'-' && n == b'_')))
 }
 
 /// Field 22 (start time) of a `/proc/PID/stat` line.
@@ -162,8 +172,25 @@ impl ProcFs {
 
     /// Every running process of the pod with `uid`, oldest first; never this agent itself.
     pub fn pod_processes(&self, uid: &str) -> Result<Vec<PodProcess>> {
+        Ok(self.processes_of_pods([uid])?.take(uid))
+    }
+
+    /// Every running process of each pod in `uids`, from one walk of `/proc`: a re-check
+    /// pass over many held faults reads each process's cgroup once, not once per pod.
+    pub fn processes_of_pods<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<PodProcesses> {
+        let mut out = PodProcesses::default();
+        for uid in uids {
+            if !uid.is_empty() {
+                out.by_uid.insert(uid.to_owned(), vec![]);
+            }
+        }
+        if out.by_uid.is_empty() {
+            return Ok(out);
+        }
         let me = i32::try_from(std::process::id()).unwrap_or(0);
-        let mut out = Vec::new();
         for pid in self.pids()? {
             if pid <= 1 || pid == me {
                 continue;
@@ -171,9 +198,20 @@ impl ProcFs {
             let Some(cgroup) = self.read(pid, "cgroup")? else {
                 continue;
             };
-            if !cgroup_names_pod(&cgroup, uid) {
+            // The cgroupfs driver names the UID as it is (a lookup); systemd's has `_`.
+            let Some(uid) =
+                pod_names(&cgroup).find_map(|name| match out.by_uid.get_key_value(name) {
+                    Some((uid, _)) => Some(uid.clone()),
+                    None if name.contains('_') => out
+                        .by_uid
+                        .keys()
+                        .find(|uid| name_is_uid(name, uid))
+                        .cloned(),
+                    None => None,
+                })
+            else {
                 continue;
-            }
+            };
             let Some(stat) = self.read(pid, "stat")? else {
                 continue;
             };
@@ -185,13 +223,17 @@ impl ProcFs {
                 continue;
             }
             let comm = self.read(pid, "comm")?.unwrap_or_default();
-            out.push(PodProcess {
-                pid,
-                comm: comm.trim_end().to_owned(),
-                start_time: start_time(&stat).unwrap_or(u64::MAX),
-            });
+            if let Some(processes) = out.by_uid.get_mut(&uid) {
+                processes.push(PodProcess {
+                    pid,
+                    comm: comm.trim_end().to_owned(),
+                    start_time: start_time(&stat).unwrap_or(u64::MAX),
+                });
+            }
         }
-        out.sort_by_key(|p| (p.start_time, p.pid));
+        for processes in out.by_uid.values_mut() {
+            processes.sort_by_key(|p| (p.start_time, p.pid));
+        }
         Ok(out)
     }
 
@@ -199,7 +241,11 @@ impl ProcFs {
     /// (the sandbox starts first). `Ok(None)` when the pod has no process here. Fails when
     /// the sandbox shares the node's network namespace (a `hostNetwork` pod).
     pub fn sandbox(&self, uid: &str, pod: &str) -> Result<Option<Sandbox>> {
-        let processes = self.pod_processes(uid)?;
+        self.sandbox_among(&self.pod_processes(uid)?, pod)
+    }
+
+    /// [`Self::sandbox`] among a pod's processes already found.
+    pub fn sandbox_among(&self, processes: &[PodProcess], pod: &str) -> Result<Option<Sandbox>> {
         let pick = processes
             .iter()
             .find(|p| p.comm == "pause")
@@ -242,12 +288,40 @@ impl ProcFs {
         &self,
         uids: impl IntoIterator<Item = &'a str>,
     ) -> Result<BTreeMap<String, Vec<i32>>> {
-        let mut out = BTreeMap::new();
-        for uid in uids {
-            let pids: Vec<i32> = self.pod_processes(uid)?.iter().map(|p| p.pid).collect();
-            out.insert(uid.to_owned(), pids);
+        Ok(self
+            .processes_of_pods(uids)?
+            .by_uid
+            .into_iter()
+            .map(|(uid, processes)| (uid, processes.iter().map(|p| p.pid).collect()))
+            .collect())
+    }
+}
+
+/// The processes of a set of pods at one moment (see [`ProcFs::processes_of_pods`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodProcesses {
+    by_uid: BTreeMap<String, Vec<PodProcess>>,
+}
+
+impl PodProcesses {
+    /// The processes of the pod with `uid`, oldest first; none if it was not looked for.
+    pub fn of(&self, uid: &str) -> &[PodProcess] {
+        self.by_uid.get(uid).map_or(&[], Vec::as_slice)
+    }
+
+    /// Takes out the processes of the pod with `uid`.
+    pub fn take(&mut self, uid: &str) -> Vec<PodProcess> {
+        self.by_uid.remove(uid).unwrap_or_default()
+    }
+
+    /// Only the pods in `uids` (what one held fault needs, to hand to a worker thread).
+    pub fn only<'a>(&self, uids: impl IntoIterator<Item = &'a str>) -> PodProcesses {
+        PodProcesses {
+            by_uid: uids
+                .into_iter()
+                .filter_map(|uid| Some((uid.to_owned(), self.by_uid.get(uid)?.clone())))
+                .collect(),
         }
-        Ok(out)
     }
 }
 
@@ -414,6 +488,44 @@ mod tests {
         let got = fake.procfs().pids_of_pods([UID, other]).unwrap();
         assert_eq!(got[UID], vec![10]);
         assert!(got[other].is_empty());
+    }
+
+    #[test]
+    fn one_walk_finds_the_processes_of_many_pods() {
+        let fake = FakeProc::new();
+        let other = "0a0a0a0a-2222-4333-8444-555566667777";
+        let systemd = format!(
+            "0::/kubepods.slice/kubepods-besteffort-pod{}.slice/cri-containerd-x.scope\n",
+            other.replace('-', "_")
+        );
+        fake.process(10, "app", &v1_cgroup(UID, "a"), 'S', 7, "pod-a");
+        fake.process(11, "pause", &v1_cgroup(UID, "p"), 'S', 5, "pod-a");
+        fake.process(12, "app", &systemd, 'S', 9, "pod-b");
+        fake.process(
+            13,
+            "host",
+            "0::/system.slice/kubelet.service\n",
+            'S',
+            1,
+            "host",
+        );
+        let procfs = fake.procfs();
+        let found = procfs
+            .processes_of_pods([UID, other, "ffffffff-0000-4000-8000-000000000000"])
+            .unwrap();
+        let pids = |uid| found.of(uid).iter().map(|p| p.pid).collect::<Vec<_>>();
+        assert_eq!(pids(UID), vec![11, 10], "oldest first");
+        assert_eq!(pids(other), vec![12], "the systemd driver's name");
+        assert!(found.of("ffffffff-0000-4000-8000-000000000000").is_empty());
+        // The same answers as one pod at a time.
+        assert_eq!(found.of(UID), procfs.pod_processes(UID).unwrap());
+        let sandbox = procfs
+            .sandbox_among(found.of(UID), "pod-a")
+            .unwrap()
+            .unwrap();
+        assert_eq!(Some(sandbox), procfs.sandbox(UID, "pod-a").unwrap());
+        assert_eq!(found.only([other]).of(UID), &[]);
+        assert_eq!(found.only([other]).of(other), found.of(other));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use firedrill_core::api::{Injection, refusal};
+use firedrill_core::api::{Injection, InjectionSpec, refusal};
 use futures_util::StreamExt;
 use kube::runtime::watcher;
 
@@ -212,9 +212,22 @@ impl Agent {
             self.memory.forget_gone(view.as_deref(), &held);
             let plan = planner::plan(view.as_deref(), &held, &self.memory, Utc::now());
             wake = plan.wake;
+            // The re-checks due now run as one batch, where the first of them stands.
+            let mut rechecks: Vec<Key> = plan
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Recheck(key) => Some(key.clone()),
+                    _ => None,
+                })
+                .collect();
             let mut changed = false;
             for step in plan.steps {
-                changed |= self.execute(step).await;
+                changed |= match step {
+                    Step::Recheck(_) if rechecks.is_empty() => false,
+                    Step::Recheck(_) => self.recheck(std::mem::take(&mut rechecks)),
+                    step => self.execute(step).await,
+                };
             }
             if !changed {
                 break;
@@ -348,32 +361,7 @@ impl Agent {
                 };
                 self.apply(&key, &name, &injection).await
             }
-            Step::Recheck(_) => {
-                let now = Utc::now();
-                let spec = injection.as_ref().map(|i| &i.spec);
-                let missing = match self.exec.recheck(&key, spec) {
-                    Ok(missing) => missing,
-                    // A check that cannot tell is no evidence that the fault held.
-                    Err(e) => vec![format!("the fault could not be checked: {e}")],
-                };
-                let applied_at = injection
-                    .as_ref()
-                    .and_then(|i| i.status.as_ref()?.applied_at)
-                    .unwrap_or(now);
-                let checks = self
-                    .memory
-                    .checks
-                    .entry(key)
-                    .or_insert_with(|| Checks::new(applied_at, now));
-                let open_before = checks.lapses.last().is_some_and(|l| l.healed_at.is_none());
-                checks.record(&missing, now);
-                if !missing.is_empty() && !open_before {
-                    tracing::warn!(injection = %name, missing = %missing.join("; "), "the held fault lapsed; re-applied");
-                }
-                // A lapse asks for another look at once (the repair is measured); the
-                // journal is what changed then.
-                !missing.is_empty()
-            }
+            Step::Recheck(key) => self.recheck(vec![key]),
             Step::Salvage(_) => {
                 let Some(injection) = injection else {
                     return false;
@@ -385,6 +373,55 @@ impl Agent {
                 true
             }
         }
+    }
+
+    /// Checks the held faults of `keys` against the node in one pass, re-applying what is
+    /// gone, and records each lapse. Returns whether any lapsed (the repair is measured by
+    /// another look at once; the journal is what changed then).
+    fn recheck(&mut self, keys: Vec<Key>) -> bool {
+        let items: Vec<(Key, Option<InjectionSpec>)> = keys
+            .into_iter()
+            .map(|key| {
+                let spec = self.store.get(&key).map(|i| i.spec.clone());
+                (key, spec)
+            })
+            .collect();
+        let checked = match self.exec.recheck_many(&items) {
+            Ok(checked) => checked,
+            // A check that cannot tell is no evidence that the fault held.
+            Err(e) => {
+                let why = format!("the fault could not be checked: {e}");
+                items
+                    .into_iter()
+                    .map(|(key, _)| (key, Ok(vec![why.clone()])))
+                    .collect()
+            }
+        };
+        let mut lapsed = false;
+        for (key, result) in checked {
+            let now = Utc::now();
+            let missing = match result {
+                Ok(missing) => missing,
+                Err(e) => vec![format!("the fault could not be checked: {e}")],
+            };
+            let injection = self.store.get(&key);
+            let name = injection.map(display_name).unwrap_or_else(|| key.clone());
+            let applied_at = injection
+                .and_then(|i| i.status.as_ref()?.applied_at)
+                .unwrap_or(now);
+            let checks = self
+                .memory
+                .checks
+                .entry(key)
+                .or_insert_with(|| Checks::new(applied_at, now));
+            let open_before = checks.lapses.last().is_some_and(|l| l.healed_at.is_none());
+            checks.record(&missing, now);
+            if !missing.is_empty() && !open_before {
+                tracing::warn!(injection = %name, missing = %missing.join("; "), "the held fault lapsed; re-applied");
+            }
+            lapsed |= !missing.is_empty();
+        }
+        lapsed
     }
 
     async fn apply(&mut self, key: &str, name: &str, injection: &Injection) -> bool {

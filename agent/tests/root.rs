@@ -639,3 +639,70 @@ fn a_cut_part_without_a_record_is_a_lapse_and_is_put_back() {
     exec.revert(&key).unwrap();
     assert!(journal_files(journal.path()).is_empty());
 }
+
+#[test]
+fn one_recheck_pass_checks_every_held_fault_and_finds_each_ones_lapse() {
+    if !usable("one_recheck_pass_checks_every_held_fault_and_finds_each_ones_lapse") {
+        return;
+    }
+    // Three held faults checked in one pass (one journal read, one walk of /proc): a cut
+    // whose sandbox was recreated, a freeze with a process started since, and a cut that
+    // held. Each gets its own answer.
+    let mut moved = FakePod::new();
+    let mut frozen = FakePod::new();
+    let steady = FakePod::new();
+    let journal = tempfile::tempdir().unwrap();
+    let exec = executor(journal.path());
+    let items: Vec<(String, Option<InjectionSpec>)> = [
+        (&moved, cut(&moved)),
+        (&frozen, freeze(&frozen)),
+        (&steady, cut(&steady)),
+    ]
+    .into_iter()
+    .map(|(pod, action)| (key_of(&pod.uid).unwrap(), Some(spec(action, 300))))
+    .collect();
+    for (key, spec) in &items {
+        exec.apply(key, spec.as_ref().unwrap()).unwrap();
+    }
+    let whole = exec.recheck_many(&items).unwrap();
+    assert!(
+        whole.iter().all(|(_, r)| r.as_ref().unwrap().is_empty()),
+        "{whole:?}"
+    );
+
+    moved.recreate_sandbox();
+    let started = frozen.add_sleeper();
+    let checked = exec.recheck_many(&items).unwrap();
+    let keys: Vec<&String> = checked.iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        items.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        "in order"
+    );
+    let missing: Vec<Vec<String>> = checked.into_iter().map(|(_, r)| r.unwrap()).collect();
+    assert!(
+        missing[0]
+            .iter()
+            .any(|m| m.contains("sandbox was recreated")),
+        "{missing:?}"
+    );
+    assert!(
+        moved.ruleset().contains("firedrill"),
+        "put back in the new sandbox"
+    );
+    assert!(
+        missing[1].iter().any(|m| m.contains(&started.to_string())),
+        "{missing:?}"
+    );
+    assert_eq!(FakePod::state(started), 'T', "frozen too");
+    assert!(missing[2].is_empty(), "{missing:?}");
+    let again = exec.recheck_many(&items).unwrap();
+    assert!(
+        again.iter().all(|(_, r)| r.as_ref().unwrap().is_empty()),
+        "{again:?}"
+    );
+    for (key, _) in &items {
+        exec.revert(key).unwrap();
+    }
+    assert!(journal_files(journal.path()).is_empty());
+}

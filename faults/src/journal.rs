@@ -1,10 +1,12 @@
 //! The crash journal: one JSON file per applied fault, written before the fault is applied
 //! and removed after it is reverted, so a restarted agent or lab knows what to undo.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,10 +55,21 @@ pub struct Scan {
 }
 
 /// A journal directory.
+///
+/// Reading it stays reading the files (they are the truth: what another process wrote, a
+/// file damaged on disk, an entry removed by hand are all seen by the next read), but an
+/// entry is parsed again only when its file's bytes changed: a node agent re-reads its
+/// whole journal every re-check pass, and parsing was most of what that cost.
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
+    /// Each file's bytes as last read and the entry they parsed to, by file name; shared
+    /// by the clones (the agent's calls run on threads of their own).
+    parsed: Arc<Mutex<Parsed>>,
 }
+
+/// Entries as parsed, by file name, with the bytes they were parsed from.
+type Parsed = BTreeMap<String, (Vec<u8>, Entry)>;
 
 const SUFFIX: &str = ".json";
 const TMP_SUFFIX: &str = ".json.tmp";
@@ -73,7 +86,10 @@ impl Journal {
                 path: dir.clone(),
                 source,
             })?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            parsed: Arc::default(),
+        })
     }
 
     /// The journal directory.
@@ -137,17 +153,23 @@ impl Journal {
     pub fn get(&self, id: &InjectionId) -> Result<Option<Entry>> {
         let path = self.path(id);
         match fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes).map(Some),
+            Ok(bytes) => parse_cached(&mut self.parsed(), &path, bytes).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(&path)(e)),
         }
     }
 
+    fn parsed(&self) -> std::sync::MutexGuard<'_, Parsed> {
+        // A panic elsewhere while it was held leaves a map of whole entries: keep using it.
+        self.parsed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
     /// Reads every entry, collecting (not failing on) corrupt files. Temp files whose writer
     /// is gone come from a crash before the rename, i.e. before the fault was applied, and
     /// are deleted; those of a live writer are a write in flight and are left alone.
     pub fn scan(&self) -> Result<Scan> {
         let mut scan = Scan::default();
+        let mut parsed = self.parsed();
+        let mut seen = BTreeSet::new();
         for dirent in fs::read_dir(&self.dir).map_err(self.err(&self.dir))? {
             let dirent = dirent.map_err(self.err(&self.dir))?;
             let path = dirent.path();
@@ -166,9 +188,10 @@ impl Journal {
             if !name.ends_with(SUFFIX) {
                 continue;
             }
+            seen.insert(name.to_owned());
             let read = fs::read(&path)
                 .map_err(self.err(&path))
-                .and_then(|bytes| parse(&path, &bytes));
+                .and_then(|bytes| parse_cached(&mut parsed, &path, bytes));
             match read {
                 Ok(entry) => scan.entries.push(entry),
                 Err(e) => {
@@ -179,6 +202,8 @@ impl Journal {
                 }
             }
         }
+        // Files gone (reverted, or removed by hand) are forgotten with them.
+        parsed.retain(|name, _| seen.contains(name));
         scan.entries.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(scan)
     }
@@ -209,6 +234,31 @@ fn writer_alive(name: &str) -> bool {
         .and_then(|stem| stem.rsplit_once('.'))
         .and_then(|(_, pid)| pid.parse::<i32>().ok())
         .is_some_and(|pid| pid > 0 && matches!(stat(pid), Ok(Some(_))))
+}
+
+/// The entry in `bytes`, read from `path` now: the one parsed before if the bytes are the
+/// same, else parsed (and remembered, or forgotten when it does not parse).
+fn parse_cached(parsed: &mut Parsed, path: &Path, bytes: Vec<u8>) -> Result<Entry> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some((seen, entry)) = parsed.get(&name)
+        && *seen == bytes
+    {
+        return Ok(entry.clone());
+    }
+    match parse(path, &bytes) {
+        Ok(entry) => {
+            parsed.insert(name, (bytes, entry.clone()));
+            Ok(entry)
+        }
+        Err(e) => {
+            parsed.remove(&name);
+            Err(e)
+        }
+    }
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Entry> {
@@ -242,4 +292,68 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A kill of nothing: the smallest entry there is.
+    fn entry(id: &str, expires_at: u64) -> Entry {
+        let (fault, target) = (
+            Fault::Kill { pids: vec![] },
+            Target::Kill { processes: vec![] },
+        );
+        let kind = "kill".to_owned();
+        let id = InjectionId::new(id).unwrap();
+        let (version, created_at) = (FORMAT_VERSION, 1);
+        Entry {
+            version,
+            id,
+            kind,
+            fault,
+            target,
+            created_at,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_parsed_once_and_read_again_from_its_file_on_every_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.record(&entry("a", 100)).unwrap();
+        journal.record(&entry("b", 200)).unwrap();
+        assert_eq!(journal.scan().unwrap().entries.len(), 2);
+        // What was parsed is kept with the bytes it came from.
+        let file = |id: &str| dir.path().join(format!("{id}{SUFFIX}"));
+        let cached = |id: &str| journal.parsed().get(&format!("{id}{SUFFIX}")).cloned();
+        assert_eq!(cached("a").unwrap().0, fs::read(file("a")).unwrap());
+        assert_eq!(cached("a").unwrap().1, entry("a", 100));
+
+        // The files stay the truth. Rewritten by someone else: the new entry.
+        let other = Journal::open(dir.path()).unwrap();
+        other.record(&entry("a", 300)).unwrap();
+        let scan = journal.scan().unwrap();
+        assert_eq!(scan.entries[0].expires_at, 300);
+        assert_eq!(
+            journal.get(&entry("a", 0).id).unwrap().unwrap().expires_at,
+            300
+        );
+        // Damaged in place: unreadable at once, never the entry parsed before.
+        fs::write(file("a"), b"{\"id\":").unwrap();
+        let scan = journal.scan().unwrap();
+        assert_eq!(scan.entries, vec![entry("b", 200)]);
+        assert_eq!(scan.unreadable.len(), 1);
+        assert!(journal.get(&entry("a", 0).id).is_err());
+        assert!(cached("a").is_none());
+        // Removed (by hand or by another process): gone, and forgotten.
+        fs::remove_file(file("a")).unwrap();
+        other.remove(&entry("b", 0).id).unwrap();
+        let scan = journal.scan().unwrap();
+        assert!(scan.entries.is_empty() && scan.unreadable.is_empty());
+        assert!(journal.parsed().is_empty());
+    }
 }

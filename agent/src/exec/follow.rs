@@ -8,18 +8,38 @@ use firedrill_faults::{Entry, Fault, InjectionId, Netns, process};
 
 use super::{Executor, pod_name};
 use crate::error::Result;
+use crate::pods::PodProcesses;
 use crate::translate::{pod_network_faults, sub_id};
+
+/// The pods a held fault follows (see [`Executor::follow_pods`]): a freeze's and a network
+/// cut's; none for the rest.
+pub(super) fn followed_pods(spec: &InjectionSpec) -> &[PodRef] {
+    match (&spec.action.processes, &spec.action.network) {
+        (Some(p), _) if p.signal == ProcessSignal::Freeze => &p.pods,
+        (_, Some(cut)) => &cut.pods,
+        _ => &[],
+    }
+}
 
 impl Executor {
     /// Follows the pods of a held fault to what runs in them now; returns each part found
     /// not in place and how putting it back went. A freeze: [`Self::follow_frozen_pods`];
     /// a network cut: [`Self::follow_cut_pods`].
-    pub(super) fn follow_pods(&self, key: &str, spec: &InjectionSpec) -> Result<Vec<String>> {
+    ///
+    /// `entries` are what the journal held for `key` when the pass began, `pods` the
+    /// processes of the spec's pods then.
+    pub(super) fn follow_pods(
+        &self,
+        key: &str,
+        spec: &InjectionSpec,
+        entries: &[Entry],
+        pods: &PodProcesses,
+    ) -> Result<Vec<String>> {
         match (&spec.action.processes, &spec.action.network) {
             (Some(p), _) if p.signal == ProcessSignal::Freeze => {
-                self.follow_frozen_pods(key, &p.pods)
+                self.follow_frozen_pods(key, &p.pods, pods)
             }
-            (_, Some(cut)) => self.follow_cut_pods(key, cut),
+            (_, Some(cut)) => self.follow_cut_pods(key, cut, entries, pods),
             _ => Ok(vec![]),
         }
     }
@@ -29,16 +49,22 @@ impl Executor {
     /// pod's), or the part has no record while others of the injection do (an earlier
     /// put-back failed). A pod with no sandbox on the node (deleted, or between sandboxes)
     /// is skipped: nothing of it runs unfaulted.
-    fn follow_cut_pods(&self, key: &str, cut: &NetworkCut) -> Result<Vec<String>> {
+    fn follow_cut_pods(
+        &self,
+        key: &str,
+        cut: &NetworkCut,
+        entries: &[Entry],
+        pods: &PodProcesses,
+    ) -> Result<Vec<String>> {
         // A part put back keeps the injection's own end, never a later one.
-        let Some(expires_at) = self.entries_of(key)?.iter().map(|e| e.expires_at).min() else {
+        let Some(expires_at) = entries.iter().map(|e| e.expires_at).min() else {
             // Nothing held: the planner applies the whole injection again.
             return Ok(vec![]);
         };
         let mut moved = Vec::new();
         for (index, pod) in cut.pods.iter().enumerate() {
             let name = pod_name(pod);
-            let Some(sandbox) = self.procfs.sandbox(&pod.uid, &name)? else {
+            let Some(sandbox) = self.procfs.sandbox_among(pods.of(&pod.uid), &name)? else {
                 continue;
             };
             let now_in = Netns::Path(sandbox.netns.clone());
@@ -73,7 +99,12 @@ impl Executor {
     /// containers were recreated (the frozen ones are killed and new ones start), or a
     /// process started in it since (`kubectl exec`). The record is reverted (its processes
     /// thawed, or gone) and the freeze applied again to every process of the pods now.
-    fn follow_frozen_pods(&self, key: &str, pods: &[PodRef]) -> Result<Vec<String>> {
+    fn follow_frozen_pods(
+        &self,
+        key: &str,
+        pods: &[PodRef],
+        now: &PodProcesses,
+    ) -> Result<Vec<String>> {
         let id = sub_id(key, 0)?;
         let Some(entry) = self.injector.journal().get(&id)? else {
             return Ok(vec![]);
@@ -81,7 +112,10 @@ impl Executor {
         let Target::Freeze { processes: frozen } = &entry.target else {
             return Ok(vec![]);
         };
-        let pids = self.pod_pids(pods)?;
+        let pids: Vec<i32> = pods
+            .iter()
+            .flat_map(|p| now.of(&p.uid).iter().map(|p| p.pid))
+            .collect();
         let unfrozen: Vec<i32> = process::resolve(&pids)?
             .into_iter()
             .filter(|p| !frozen.contains(p))

@@ -15,9 +15,10 @@ use firedrill_faults::{Fault, InjectionId, Injector, Netns, RevertOutcome, nft, 
 use crate::contract::own_expiry;
 use crate::error::{Error, Result};
 use crate::planner::{Held, Key};
-use crate::pods::ProcFs;
+use crate::pods::{PodProcesses, ProcFs};
 use crate::translate::{key_of_id, network_faults, sub_id};
 use crate::volume::volume_dir;
+use follow::followed_pods;
 
 fn pod_name(pod: &PodRef) -> String {
     format!("{}/{}", pod.namespace, pod.name)
@@ -267,12 +268,64 @@ impl Executor {
     /// network namespace, without the rules) is a lapse too, and the cut is put into the
     /// new namespace.
     pub fn recheck(&self, key: &str, spec: Option<&InjectionSpec>) -> Result<Vec<String>> {
-        let mut missing = self.injector.recheck(&self.entries_of(key)?)?;
+        let mut checked = self.recheck_many(&[(key.to_owned(), spec.cloned())])?;
+        checked
+            .pop()
+            .map(|(_, result)| result)
+            .unwrap_or_else(|| Ok(vec![]))
+    }
+
+    /// [`Self::recheck`] for many held faults in one pass: the journal is read once and
+    /// `/proc` walked once for all their pods. Returns each key's result, in order; the
+    /// outer error is that the journal or `/proc` could not be read at all.
+    pub fn recheck_many(
+        &self,
+        items: &[(Key, Option<InjectionSpec>)],
+    ) -> Result<Vec<(Key, Result<Vec<String>>)>> {
+        let mut by_key: BTreeMap<&str, Vec<Entry>> =
+            items.iter().map(|(k, _)| (k.as_str(), vec![])).collect();
+        for entry in self.injector.journal().scan()?.entries {
+            if let Some(entries) = by_key.get_mut(key_of_id(&entry.id)) {
+                entries.push(entry);
+            }
+        }
+        let uids: Vec<String> = items
+            .iter()
+            .filter_map(|(_, spec)| spec.as_ref())
+            .flat_map(|spec| followed_pods(spec).iter().map(|p| p.uid.clone()))
+            .collect();
+        let pods = if uids.is_empty() {
+            PodProcesses::default()
+        } else {
+            self.in_time("finding the held pods' processes".into(), move |this| {
+                this.procfs
+                    .processes_of_pods(uids.iter().map(String::as_str))
+            })?
+        };
+        Ok(items
+            .iter()
+            .map(|(key, spec)| {
+                let entries = by_key.remove(key.as_str()).unwrap_or_default();
+                let result = self.recheck_one(key, spec.as_ref(), entries, &pods);
+                (key.clone(), result)
+            })
+            .collect())
+    }
+
+    fn recheck_one(
+        &self,
+        key: &str,
+        spec: Option<&InjectionSpec>,
+        entries: Vec<Entry>,
+        pods: &PodProcesses,
+    ) -> Result<Vec<String>> {
+        let mut missing = self.injector.recheck(&entries)?;
         if let Some(spec) = spec {
+            let pods = pods.only(followed_pods(spec).iter().map(|p| p.uid.as_str()));
             let (key, spec) = (key.to_owned(), spec.clone());
             missing.extend(
                 self.in_time(format!("finding the sandboxes of {key}"), move |this| {
-                    this.follow_pods(&key, &spec)
+                    this.follow_pods(&key, &spec, &entries, &pods)
                 })?,
             );
         }

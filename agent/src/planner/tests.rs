@@ -399,3 +399,67 @@ fn memory_forgets_what_neither_the_watch_nor_the_journal_knows() {
     let kept = vec!["journalled".to_owned(), "watched".to_owned()];
     assert_eq!(keys(&memory), vec![kept; 7]);
 }
+
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    at(0) + TimeDelta::milliseconds(ms)
+}
+
+#[test]
+fn the_next_grid_instant_is_after_now_and_at_most_one_period_away() {
+    let every = RECHECK_EVERY;
+    for ms in [0, 1, 999, 1000, 1999, 2000, 2001, 3333, 123_457] {
+        let now = at_ms(ms);
+        let next = next_tick(now, every);
+        assert!(next > now && next <= now + every, "{now} → {next}");
+        let nanos = next.timestamp_nanos_opt().unwrap();
+        assert_eq!(
+            nanos % every.num_nanoseconds().unwrap(),
+            0,
+            "{next} on the grid"
+        );
+    }
+    // On a grid instant: the next one, a whole period later.
+    assert_eq!(next_tick(at(10), every), at(12));
+}
+
+#[test]
+fn faults_checked_at_staggered_times_are_next_checked_together_in_one_pass() {
+    // Three faults applied at different moments (as 100 Injections are): each first check
+    // runs when it is applied; after it, all fall due on the same grid instant, so the
+    // loop wakes once per period for all of them instead of once per fault.
+    let keys = ["a", "b", "c"];
+    let view: Vec<Wanted> = keys.iter().map(|k| wanted(k, Applied)).collect();
+    let held: Vec<Held> = keys.iter().map(|k| held(k)).collect();
+    let mut memory = Memory::default();
+    for (key, ms) in keys.iter().zip([10_300, 11_100, 11_900]) {
+        let mut checks = Checks::new(at(5), at_ms(ms));
+        checks.record(&[], at_ms(ms));
+        assert_eq!(checks.next_at, at(12), "{key} checked at {ms} ms");
+        memory.checks.insert((*key).into(), checks);
+    }
+    let p = plan(Some(&view), &held, &memory, at_ms(11_950));
+    assert_eq!(p.steps, vec![], "none due before the grid instant");
+    assert_eq!(p.wake, Some(at(12)), "one wake for all three");
+    let p = plan(Some(&view), &held, &memory, at_ms(12_004));
+    let rechecks: Vec<&str> = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Recheck(_)))
+        .map(Step::key)
+        .collect();
+    assert_eq!(rechecks, keys, "all three in the same pass");
+    assert_eq!(p.wake, Some(at(14)));
+    // A pass that ran late still keeps the next check within one period of it.
+    let mut late = memory.checks["a"].clone();
+    late.record(&[], at_ms(13_990));
+    assert_eq!(late.next_at, at(14));
+}
+
+#[test]
+fn the_recheck_period_is_not_longer_than_the_default_sample_interval() {
+    // The lapse rule fails a run whose fault was gone for longer than one sample interval;
+    // checks at most that far apart see such a lapse.
+    let h: firedrill_core::api::Hypothesis =
+        serde_json::from_value(serde_json::json!({"probes": [{"name": "x"}]})).unwrap();
+    assert!(RECHECK_EVERY <= h.interval.to_chrono());
+}
