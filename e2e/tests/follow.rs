@@ -91,13 +91,15 @@ async fn cut_in(sandbox: HostSandbox, timeout: Duration) -> Option<Duration> {
     .await
 }
 
-/// The healed lapse an agent reported for `target`'s recreated sandbox.
-async fn sandbox_lapse(client: &Client, ns: &str, target: &PodRef) -> Option<Lapse> {
+/// The healed lapse an agent reported for a recreated sandbox: `target`'s, or (`None`) any
+/// pod's (a rebooted node's lapse names every pod of it, and the status keeps only the
+/// first 500 characters of what).
+async fn sandbox_lapse(client: &Client, ns: &str, target: Option<&PodRef>) -> Option<Lapse> {
     eventually_every(Duration::from_secs(30), Duration::from_secs(1), || async {
         lapses_of(client, ns).await.into_iter().find(|l| {
             l.healed_at.is_some()
                 && l.what.contains("sandbox was recreated")
-                && l.what.contains(&target.name)
+                && target.is_none_or(|t| l.what.contains(&t.name))
         })
     })
     .await
@@ -189,7 +191,7 @@ async fn a_recreated_sandbox_gets_the_cut_within_one_recheck() {
         assert!(!chains_in_pod(&client, &pod, &image).await.is_empty());
 
         // Reported by the agent: from its last whole check to the one after the put-back.
-        let lapse = sandbox_lapse(&client, &ns, &target)
+        let lapse = sandbox_lapse(&client, &ns, Some(&target))
             .await
             .expect("no healed lapse for the recreated sandbox in any Injection's status");
         let lasted = seconds(lapse.since, lapse.healed_at.unwrap());
@@ -272,44 +274,50 @@ async fn a_rebooted_node_gets_the_cut_back_or_the_experiment_fails() {
             "{test}: +{:.1}s power-cycling {node} (5 s off)",
             t0.elapsed().as_secs_f64()
         ));
-        let out = tokio::process::Command::new(&reboot)
+        let off_at = chrono::Utc::now();
+        let rebooting = tokio::process::Command::new(&reboot)
             .args(["--down", "5", &node])
-            .output()
-            .await
-            .unwrap();
+            .output();
+        // Watched while the node boots (reboot.sh returns once the whole cluster is up
+        // again): the pod back in a new sandbox, then the rebooted node's new agent's cut in
+        // it, which must come while the experiment still holds.
+        let watching = async {
+            let new = new_sandbox(&target, old, Duration::from_secs(180)).await;
+            note(format!(
+                "{test}: +{:.1}s {} in a new sandbox (netns {}) {:.1}s after the power-off",
+                t0.elapsed().as_secs_f64(),
+                target.name,
+                new.netns,
+                seconds(off_at, chrono::Utc::now())
+            ));
+            cut_in(new, Duration::from_secs(60)).await
+        };
+        let (out, took) = tokio::join!(rebooting, watching);
+        let out = out.unwrap();
         note(format!(
             "{test}: reboot.sh: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ));
         assert!(out.status.success(), "reboot.sh {node} failed");
-        let t_up = Instant::now();
-
-        // The pod comes back in a new sandbox; the rebooted node's new agent must cut it
-        // again while the experiment still holds.
-        let new = new_sandbox(&target, old, Duration::from_secs(120)).await;
-        note(format!(
-            "{test}: +{:.1}s {} in a new sandbox (netns {}) {:.1}s after the node was up",
-            t0.elapsed().as_secs_f64(),
-            target.name,
-            new.netns,
-            t_up.elapsed().as_secs_f64()
-        ));
-        let took = cut_in(new, Duration::from_secs(60)).await;
         let phase = api.get(&name).await.unwrap().status.map(|s| s.phase);
         note(format!(
-            "{test}: +{:.1}s firedrill's chains in the new sandbox after {took:?} (experiment {phase:?})",
+            "{test}: +{:.1}s firedrill's chains in the new sandbox {took:?} after it appeared (experiment {phase:?})",
             t0.elapsed().as_secs_f64()
         ));
         let lapse = if took.is_some() {
             let pod = running_again(&client, &target).await;
             assert!(!chains_in_pod(&client, &pod, &image).await.is_empty());
-            let lapse = sandbox_lapse(&client, &ns, &target)
+            let lapse = sandbox_lapse(&client, &ns, None)
                 .await
-                .expect("no healed lapse for the rebooted pod in any Injection's status");
+                .expect("no healed lapse for the rebooted node's pods in any Injection's status");
             note(format!(
-                "{test}: lapse reported: since {}, seen {}, healed {:?}: {}",
-                lapse.since, lapse.seen_at, lapse.healed_at, lapse.what
+                "{test}: lapse reported: since {}, seen {} and healed {:?} ({:.1}s after the power-off): {}",
+                lapse.since,
+                lapse.seen_at,
+                lapse.healed_at,
+                seconds(off_at, lapse.healed_at.unwrap()),
+                lapse.what
             ));
             Some(lapse)
         } else {
