@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use common::{
     HostSandbox, agent_image, catalog_experiment, chains_in_netns, chains_in_pod, completed,
     cut_pod, eventually_every, firedrill_and_talk, holding, host_sandbox, lapses_of, nodes, note,
-    nothing_left, report, talk_delivering, talk_namespace, talk_pods, verdict_follows_lapses,
-    with_temp_ns,
+    nothing_left, report, talk_delivering, talk_namespace, talk_pods, talk_settled,
+    verdict_follows_lapses, with_temp_ns,
 };
 use firedrill_core::api::{Experiment, Lapse, Phase, PodRef, Verdict};
 use firedrill_testkit::skip;
@@ -217,6 +217,7 @@ async fn a_recreated_sandbox_gets_the_cut_within_one_recheck() {
         assert!(check.lapses >= 1, "{check:?}");
         assert!(check.longest_lapse_seconds >= lasted - 0.01, "{check:?}");
         verdict_follows_lapses(&status, interval_ms);
+        talk_settled(&client).await;
     })
     .await;
 }
@@ -342,6 +343,7 @@ async fn a_rebooted_node_gets_the_cut_back_or_the_experiment_fails() {
             None => assert_ne!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason),
         }
         verdict_follows_lapses(&status, interval_ms);
+        talk_settled(&client).await;
     })
     .await;
 }

@@ -660,3 +660,40 @@ pub async fn chains_in_netns(pid: u32) -> Result<Vec<String>, String> {
     }
     firedrill_chains(&String::from_utf8_lossy(&out.stdout))
 }
+
+/// Waits up to 300 s for talk to be steady again after a test restarted its pods: every
+/// container ready and talk delivering in every sample for 30 s (three verdict windows).
+/// A pod restarted while cut off may join its Service only after the heal and fail sends
+/// for a while (seen: delivery 0.80 right after the sandbox test), which the next test's
+/// steady-state check must not meet.
+pub async fn talk_settled(client: &Client) {
+    let started = Instant::now();
+    let mut good_since: Option<Instant> = None;
+    loop {
+        let ready = talk_pods(client).await.iter().all(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| cs.iter().all(|c| c.ready))
+        });
+        let good = ready && talk_sli(client).await.is_some_and(|s| delivering(&s));
+        good_since = if good {
+            good_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if good_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(30)) {
+            note(format!(
+                "talk steady again after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "talk is not steady again in 300 s: {:?}",
+            talk_sli(client).await
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
