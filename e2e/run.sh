@@ -22,8 +22,10 @@ Runs as root. Steps, each timed:
                             images from the dev build, firedrill and talk from their
                             charts (about 2 min)
   6. e2e tests              the chart, the crash tests, the four missions as the
-                            quarterly game day and a weakness, against the deployed
-                            operator and agents (FIREDRILL_E2E_REQUIRE=1); about 13 min
+                            quarterly game day, a weakness, lapses, a sandbox recreated
+                            and a node rebooted mid-fault, against the deployed
+                            operator and agents (FIREDRILL_E2E_REQUIRE=1); about 18 min
+                            (follow.rs: about 5 min)
   7. e2e/cluster/down.sh    always, and it checks nothing is left
 --no-deploy stops after step 4 (a quicker check of the operator and agent alone).
 --keep leaves the cluster up for inspection instead of step 7.

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use firedrill_core::api::{Experiment, ExperimentStatus, Injection, Phase};
+use firedrill_core::api::{Experiment, ExperimentStatus, Injection, Lapse, Phase, PodRef, Verdict};
 use firedrill_core::api::{NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE};
 use firedrill_core::manifest::{self, Manifest};
 use firedrill_testkit::{TestNamespace, skip, unique_name, wait};
@@ -539,4 +539,161 @@ pub fn chaosctl() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Waits up to 180 s for Experiment `name` to hold its fault; panics otherwise.
+pub async fn holding(api: &Api<Experiment>, name: &str) {
+    let held = eventually_every(Duration::from_secs(180), Duration::from_secs(1), || async {
+        let e = api.get(name).await.ok()?;
+        (e.status?.phase == Phase::Holding).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "{name} never held its fault");
+}
+
+/// A pod that the network cuts of `ns`'s Injections name on the nodes of `zone`, the first
+/// whose name starts with `prefer` if there is one.
+pub async fn cut_pod(client: &Client, ns: &str, zone: &str, prefer: &str) -> PodRef {
+    let in_zone: Vec<String> = nodes(client)
+        .await
+        .into_iter()
+        .filter(|n| n.labels().get(ZONE).is_some_and(|z| z == zone))
+        .map(|n| n.name_any())
+        .collect();
+    let pods: Vec<PodRef> = injections_of(client, ns)
+        .await
+        .into_iter()
+        .filter(|i| in_zone.contains(&i.spec.node_name))
+        .filter_map(|i| i.spec.action.network)
+        .flat_map(|cut| cut.pods)
+        .collect();
+    pods.iter()
+        .find(|p| p.name.starts_with(prefer))
+        .or(pods.first())
+        .unwrap_or_else(|| panic!("no partition Injection naming pods in {zone}"))
+        .clone()
+}
+
+/// The lapses the agents reported in the Injections of `ns`.
+pub async fn lapses_of(client: &Client, ns: &str) -> Vec<Lapse> {
+    injections_of(client, ns)
+        .await
+        .into_iter()
+        .filter_map(|i| i.status)
+        .flat_map(|s| s.lapses)
+        .collect()
+}
+
+/// The rule of a held fault's lapses, on a Completed experiment's status: one longer than
+/// the sample interval fails the verdict ("did not hold"); a shorter one is no failure of
+/// its own.
+pub fn verdict_follows_lapses(status: &ExperimentStatus, interval_ms: f64) {
+    let check = status.fault_check.clone().unwrap_or_default();
+    if check.longest_lapse_seconds * 1000.0 > interval_ms {
+        assert_eq!(status.verdict, Some(Verdict::Failed), "{:?}", status.reason);
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("did not hold")),
+            "{:?}",
+            status.reason
+        );
+    } else {
+        assert_ne!(
+            status.reason.as_deref().map(|r| r.contains("did not hold")),
+            Some(true),
+            "a lapse within one interval is not a failure of its own"
+        );
+    }
+}
+
+/// A pod's sandbox as this machine's `/proc` shows it: its pause process and the inode of
+/// its network namespace. The e2e cluster's nodes (and kind's) run their processes on the
+/// machine the tests run on; on another cluster nothing is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostSandbox {
+    pub pid: u32,
+    pub netns: u64,
+}
+
+/// The pause process of the pod with `uid` in this machine's `/proc`, if it runs here (a
+/// cgroup path names `pod<uid>`, with `_` for `-` under the systemd driver).
+pub fn host_sandbox(uid: &str) -> Option<HostSandbox> {
+    use std::os::unix::fs::MetadataExt;
+    let names = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
+    for dirent in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = dirent
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = dirent.path();
+        let in_pod = std::fs::read_to_string(dir.join("cgroup"))
+            .is_ok_and(|c| names.iter().any(|n| c.contains(n.as_str())));
+        if !in_pod || std::fs::read_to_string(dir.join("comm")).ok()?.trim_end() != "pause" {
+            continue;
+        }
+        if let Ok(ns) = std::fs::metadata(dir.join("ns/net")) {
+            return Some(HostSandbox {
+                pid,
+                netns: ns.ino(),
+            });
+        }
+    }
+    None
+}
+
+/// firedrill's chains in the network namespace of process `pid` of this machine (`nsenter`
+/// and the host's `nft`): a look that takes milliseconds, for timing what the agent does.
+pub async fn chains_in_netns(pid: u32) -> Result<Vec<String>, String> {
+    let out = tokio::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["--", "nft", "-j", "list", "ruleset"])
+        .output()
+        .await
+        .map_err(|e| format!("nsenter: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    firedrill_chains(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Waits up to 300 s for talk to be steady again after a test restarted its pods: every
+/// container ready and talk delivering in every sample for 30 s (three verdict windows).
+/// A pod restarted while cut off may join its Service only after the heal and fail sends
+/// for a while (seen: delivery 0.80 right after the sandbox test), which the next test's
+/// steady-state check must not meet.
+pub async fn talk_settled(client: &Client) {
+    let started = Instant::now();
+    let mut good_since: Option<Instant> = None;
+    loop {
+        let ready = talk_pods(client).await.iter().all(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| cs.iter().all(|c| c.ready))
+        });
+        let good = ready && talk_sli(client).await.is_some_and(|s| delivering(&s));
+        good_since = if good {
+            good_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if good_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(30)) {
+            note(format!(
+                "talk steady again after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "talk is not steady again in 300 s: {:?}",
+            talk_sli(client).await
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
