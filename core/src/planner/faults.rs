@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{
     BlackoutMode, DiskLoss, DiskLossMode, ExperimentSpec, LATENCY_REFUSED, NetworkCut, NetworkLoss,
-    NetworkPartition, NodeAction, OpsToolOutage, OutageMode, PartitionDirection, PeerGroup, PodKill, PodRef, ProcessAction,
-    ProcessSignal, TrafficDirection, VolumeAction, ZoneBlackout,
+    NetworkPartition, NodeAction, OpsToolOutage, OutageMode, PartitionDirection, PeerGroup,
+    PodKill, PodRef, ProcessAction, ProcessSignal, TrafficDirection, VolumeAction, ZoneBlackout,
 };
 
 use super::error::PlanError;
