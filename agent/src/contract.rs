@@ -230,6 +230,7 @@ mod tests {
                 all: true,
                 peers: vec![],
                 direction: Default::default(),
+                loss_percent: None,
             }),
             processes: None,
             read_only_volume: None,

@@ -50,6 +50,7 @@ pub fn rule_sets(cut: &NetworkCut) -> Result<Vec<RuleSet>> {
                 })
                 .collect::<Result<_>>()?,
             direction: direction(cut.direction),
+            loss_percent: cut.loss_percent,
             ports: None,
         },
         (true, false) => {
@@ -117,6 +118,7 @@ mod tests {
             all,
             peers: peers.iter().map(|s| s.to_string()).collect(),
             direction,
+            loss_percent: None,
         }
     }
 

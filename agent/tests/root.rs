@@ -189,6 +189,7 @@ fn cut(pod: &FakePod) -> NodeAction {
             all: false,
             peers: vec!["10.99.0.0/16".into()],
             direction: Default::default(),
+            loss_percent: None,
         }),
         processes: None,
         read_only_volume: None,

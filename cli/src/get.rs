@@ -92,6 +92,13 @@ pub fn fault_detail(fault: &Fault) -> String {
         Some(FaultKind::NetworkPartition(p)) => {
             format!("{} | {} {:?}", peers(&p.left), peers(&p.right), p.direction)
         }
+        Some(FaultKind::NetworkLoss(l)) => format!(
+            "{} | {} {:?} {}%",
+            peers(&l.left),
+            peers(&l.right),
+            l.direction,
+            l.percent
+        ),
         Some(FaultKind::DiskLoss(d)) => match &d.volume {
             Some(volume) => format!("{:?} volume {volume}", d.mode),
             None => format!("{:?}", d.mode),

@@ -105,6 +105,7 @@ fn run() -> Result<(), String> {
     let rules = RuleSet::Partition {
         peers,
         direction: Direction::Both,
+        loss_percent: None,
         ports: None,
     };
     let id = InjectionId::new("bench-partition").map_err(|e| e.to_string())?;

@@ -51,6 +51,7 @@ fn cleanup_all_after_a_simulated_crash_leaves_nothing_behind() {
                     rules: RuleSet::Partition {
                         peers: vec![b_ip.to_string().parse().unwrap()],
                         direction: Direction::Both,
+                        loss_percent: None,
                         ports: None,
                     },
                 },

@@ -24,6 +24,7 @@ fn partition(peers: Vec<Cidr>, direction: Direction) -> RuleSet {
     RuleSet::Partition {
         peers,
         direction,
+        loss_percent: None,
         ports: None,
     }
 }
@@ -134,6 +135,7 @@ fn port_filter_only_cuts_those_ports() {
     let rules = RuleSet::Partition {
         peers: vec![cidr(b_ip)],
         direction: Direction::Both,
+        loss_percent: None,
         ports: Some(Ports {
             protocol: Protocol::Tcp,
             ports: vec![cut],

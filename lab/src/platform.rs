@@ -243,6 +243,7 @@ fn network_steps(node: &str, cut: &NetworkCut, topology: &Topology) -> Result<Ve
         return Ok(vec![on_node(RuleSet::Partition {
             peers,
             direction,
+            loss_percent: cut.loss_percent,
             ports: None,
         })]);
     }

@@ -9,8 +9,8 @@ use super::selector::LabelSelector;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new(
-    "[has(self.zoneBlackout), has(self.networkPartition), has(self.diskLoss), has(self.opsToolOutage), has(self.podKill)].filter(x, x).size() == 1"
-).message("exactly one fault must be set: zoneBlackout, networkPartition, diskLoss, opsToolOutage or podKill"))]
+    "[has(self.zoneBlackout), has(self.networkPartition), has(self.networkLoss), has(self.diskLoss), has(self.opsToolOutage), has(self.podKill)].filter(x, x).size() == 1"
+).message("exactly one fault must be set: zoneBlackout, networkPartition, networkLoss, diskLoss, opsToolOutage or podKill"))]
 pub struct Fault {
     /// A whole zone loses power or connectivity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -18,6 +18,9 @@ pub struct Fault {
     /// Groups of pods (or zones) stop reaching each other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_partition: Option<NetworkPartition>,
+    /// A share of the packets between groups of pods (or zones) is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_loss: Option<NetworkLoss>,
     /// A replica's disk is gone or read-only (targets: `target.selector`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_loss: Option<DiskLoss>,
@@ -34,6 +37,7 @@ pub struct Fault {
 pub enum FaultKind<'a> {
     ZoneBlackout(&'a ZoneBlackout),
     NetworkPartition(&'a NetworkPartition),
+    NetworkLoss(&'a NetworkLoss),
     DiskLoss(&'a DiskLoss),
     OpsToolOutage(&'a OpsToolOutage),
     PodKill(&'a PodKill),
@@ -47,6 +51,7 @@ impl Fault {
             self.network_partition
                 .as_ref()
                 .map(FaultKind::NetworkPartition),
+            self.network_loss.as_ref().map(FaultKind::NetworkLoss),
             self.disk_loss.as_ref().map(FaultKind::DiskLoss),
             self.ops_tool_outage.as_ref().map(FaultKind::OpsToolOutage),
             self.pod_kill.as_ref().map(FaultKind::PodKill),
@@ -65,6 +70,7 @@ impl Fault {
         match self.kind() {
             Some(FaultKind::ZoneBlackout(_)) => "zoneBlackout",
             Some(FaultKind::NetworkPartition(_)) => "networkPartition",
+            Some(FaultKind::NetworkLoss(_)) => "networkLoss",
             Some(FaultKind::DiskLoss(_)) => "diskLoss",
             Some(FaultKind::OpsToolOutage(_)) => "opsToolOutage",
             Some(FaultKind::PodKill(_)) => "podKill",
@@ -138,9 +144,7 @@ pub enum BlackoutMode {
 /// (a partial, "bridge" split).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new(
-    "!(has(self.left.zones) && has(self.right.zones)) || !self.left.zones.exists(z, z in self.right.zones)"
-).message("a zone cannot be on both sides of a partition"))]
+#[x_kube(validation = Rule::new(ZONE_ON_ONE_SIDE).message("a zone cannot be on both sides of a partition"))]
 pub struct NetworkPartition {
     /// One side of the split.
     pub left: PeerGroup,
@@ -150,6 +154,36 @@ pub struct NetworkPartition {
     #[serde(default)]
     pub direction: PartitionDirection,
 }
+
+/// A partition's and a loss's CEL rule: no zone on both sides.
+const ZONE_ON_ONE_SIDE: &str = "!(has(self.left.zones) && has(self.right.zones)) || !self.left.zones.exists(z, z in self.right.zones)";
+
+/// `percent` of the packets between `left` and `right` are dropped, at random and each on
+/// its own (nftables' random number per packet, no netem needed). Sides and direction
+/// mean what they mean in a [`NetworkPartition`]; 100 is a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(ZONE_ON_ONE_SIDE).message("a zone cannot be on both sides of a network loss"))]
+pub struct NetworkLoss {
+    /// One side.
+    pub left: PeerGroup,
+    /// The other side.
+    pub right: PeerGroup,
+    /// Which way packets are dropped.
+    #[serde(default)]
+    pub direction: PartitionDirection,
+    /// The share of packets dropped, in whole percent (1 to 100).
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: u32,
+    /// Added latency. Refused: it needs the kernel's netem qdisc, which firedrill's
+    /// kernels lack (see the faults README for how it would work where netem exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<super::Duration>,
+}
+
+/// Why `delay` is refused, for validation and the planner alike.
+pub const LATENCY_REFUSED: &str = "latency needs the kernel's netem qdisc, which this kernel \
+     lacks; firedrill injects no latency. Drop packets instead: remove delay and keep percent";
 
 /// A set of peers: whole zones, or pods picked by a selector. Exactly one is given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

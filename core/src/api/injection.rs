@@ -125,8 +125,12 @@ impl NodeAction {
 /// everything (`all`), or the traffic between them and `peers` in `direction`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("(has(self.all) && self.all) != (has(self.peers) && size(self.peers) > 0)")
-    .message("set either all or peers: all drops everything, peers the traffic with them"))]
+#[x_kube(
+    validation = Rule::new("(has(self.all) && self.all) != (has(self.peers) && size(self.peers) > 0)")
+        .message("set either all or peers: all drops everything, peers the traffic with them"),
+    validation = Rule::new("!has(self.lossPercent) || (has(self.peers) && size(self.peers) > 0)")
+        .message("lossPercent applies to the traffic with peers, not to all"),
+)]
 pub struct NetworkCut {
     /// Pods whose sandbox network namespace gets the rules; empty means the node itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -142,6 +146,11 @@ pub struct NetworkCut {
     /// Which way the traffic with `peers` is dropped, seen from the pods (or node).
     #[serde(default, skip_serializing_if = "TrafficDirection::is_both")]
     pub direction: TrafficDirection,
+    /// Drop only this share of the traffic with `peers` (whole percent, at random per
+    /// packet); unset drops all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub loss_percent: Option<u32>,
 }
 
 /// Which packets of a cut are dropped, seen from the side that gets the rules.

@@ -2,8 +2,8 @@
 //! pairs with paths relative to `spec`; the operator reports them in an `Invalid` condition.
 
 use crate::api::{
-    DrillScheduleSpec, ExperimentSpec, GameDaySpec, Hypothesis, LabelSelector,
-    PROTECTED_NAMESPACES, Probe, ProbeKind,
+    DrillScheduleSpec, ExperimentSpec, FaultKind, GameDaySpec, Hypothesis, LATENCY_REFUSED,
+    LabelSelector, PROTECTED_NAMESPACES, Probe, ProbeKind,
 };
 
 type Found = Vec<(String, String)>;
@@ -34,15 +34,34 @@ pub fn check_experiment(spec: &ExperimentSpec) -> Found {
     if let Some(selector) = &spec.target.selector {
         check_selector(selector, "target.selector", &mut found);
     }
-    if let Some(partition) = &spec.fault.network_partition {
-        for (side, group) in [("left", &partition.left), ("right", &partition.right)] {
+    let sides = match spec.fault.kind() {
+        Some(FaultKind::NetworkPartition(p)) => Some(("networkPartition", &p.left, &p.right)),
+        Some(FaultKind::NetworkLoss(l)) => Some(("networkLoss", &l.left, &l.right)),
+        _ => None,
+    };
+    if let Some((fault, left, right)) = sides {
+        for (side, group) in [("left", left), ("right", right)] {
             if let Some(selector) = &group.selector {
                 check_selector(
                     selector,
-                    &format!("fault.networkPartition.{side}.selector"),
+                    &format!("fault.{fault}.{side}.selector"),
                     &mut found,
                 );
             }
+        }
+    }
+    if let Some(loss) = &spec.fault.network_loss {
+        if !(1..=100).contains(&loss.percent) {
+            found.push((
+                "fault.networkLoss.percent".into(),
+                format!(
+                    "{} is not a share of packets: give a whole percent from 1 to 100",
+                    loss.percent
+                ),
+            ));
+        }
+        if loss.delay.is_some() {
+            found.push(("fault.networkLoss.delay".into(), LATENCY_REFUSED.into()));
         }
     }
     check_hypothesis(&spec.hypothesis, "hypothesis", &mut found);

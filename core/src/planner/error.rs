@@ -34,10 +34,18 @@ pub enum PlanError {
     NoSelector { fault: &'static str },
     #[error("zone {zone} has no node that may be a target{excluded}")]
     EmptyZone { zone: String, excluded: String },
-    #[error("the {side} side of the partition matches no pod in the target namespaces")]
-    EmptySide { side: &'static str },
-    #[error("pod {pod} is on both sides of the partition")]
-    BothSides { pod: String },
+    #[error("the {side} side of the {fault} matches no pod in the target namespaces")]
+    EmptySide {
+        fault: &'static str,
+        side: &'static str,
+    },
+    #[error("pod {pod} is on both sides of the {fault}")]
+    BothSides { fault: &'static str, pod: String },
+    #[error("{why}")]
+    Unsupported {
+        field: &'static str,
+        why: &'static str,
+    },
     #[error("pod {pod}: {why}")]
     Volume { pod: String, why: String },
     #[error("the fault selects nothing: {what}")]
@@ -77,8 +85,9 @@ impl PlanError {
             }
             Self::NoSelector { .. } | Self::NoTargets { .. } => "spec.target.selector".into(),
             Self::EmptyZone { .. } => "spec.fault.zoneBlackout".into(),
-            Self::EmptySide { side } => format!("spec.fault.networkPartition.{side}"),
-            Self::BothSides { .. } => "spec.fault.networkPartition".into(),
+            Self::EmptySide { fault, side } => format!("spec.fault.{fault}.{side}"),
+            Self::BothSides { fault, .. } => format!("spec.fault.{fault}"),
+            Self::Unsupported { field, .. } => (*field).into(),
             Self::Volume { .. } => "spec.fault.diskLoss.volume".into(),
             Self::BlastRadius { .. } => "spec.blastRadius".into(),
             Self::Unsaved(_) => "metadata".into(),
@@ -98,6 +107,7 @@ impl PlanError {
             Self::EmptyZone { .. } => "EmptyZone",
             Self::EmptySide { .. } => "EmptyPartitionSide",
             Self::BothSides { .. } => "PodOnBothSides",
+            Self::Unsupported { .. } => "Unsupported",
             Self::Volume { .. } => "VolumeNotFound",
             Self::NoTargets { .. } => "NoTargets",
             Self::BlastRadius { .. } => "BlastRadiusExceeded",

@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{
-    BlackoutMode, DiskLoss, DiskLossMode, ExperimentSpec, NetworkCut, NetworkPartition, NodeAction,
-    OpsToolOutage, OutageMode, PartitionDirection, PeerGroup, PodKill, PodRef, ProcessAction,
-    ProcessSignal, TrafficDirection, VolumeAction, ZoneBlackout,
+    BlackoutMode, DiskLoss, DiskLossMode, ExperimentSpec, LATENCY_REFUSED, NetworkCut, NetworkLoss,
+    NetworkPartition, NodeAction, OpsToolOutage, OutageMode, PartitionDirection, PeerGroup,
+    PodKill, PodRef, ProcessAction, ProcessSignal, TrafficDirection, VolumeAction, ZoneBlackout,
 };
 
 use super::error::PlanError;
@@ -120,18 +120,78 @@ pub(super) fn network_partition(
     np: &NetworkPartition,
     scope: &Scope<'_>,
 ) -> Result<FaultPlan, PlanError> {
-    let left = side(scope, &np.left);
-    let right = side(scope, &np.right);
+    split(
+        Split {
+            fault: "networkPartition",
+            left: &np.left,
+            right: &np.right,
+            direction: np.direction,
+            loss_percent: None,
+        },
+        scope,
+    )
+}
+
+/// A network loss is a partition that drops only `percent` of the packets: the same sides,
+/// directions and actions, each cut carrying the share. 100 is a partition. Latency is
+/// refused here too (not only by validation), so no platform ever holds a fault without it.
+pub(super) fn network_loss(nl: &NetworkLoss, scope: &Scope<'_>) -> Result<FaultPlan, PlanError> {
+    if nl.delay.is_some() {
+        return Err(PlanError::Unsupported {
+            field: "spec.fault.networkLoss.delay",
+            why: LATENCY_REFUSED,
+        });
+    }
+    if !(1..=100).contains(&nl.percent) {
+        return Err(PlanError::Unsupported {
+            field: "spec.fault.networkLoss.percent",
+            why: "percent must be from 1 to 100",
+        });
+    }
+    split(
+        Split {
+            fault: "networkLoss",
+            left: &nl.left,
+            right: &nl.right,
+            direction: nl.direction,
+            loss_percent: (nl.percent < 100).then_some(nl.percent),
+        },
+        scope,
+    )
+}
+
+/// Two peer groups whose traffic is cut (all of it, or a share), as a fault names them.
+struct Split<'a> {
+    fault: &'static str,
+    left: &'a PeerGroup,
+    right: &'a PeerGroup,
+    direction: PartitionDirection,
+    loss_percent: Option<u32>,
+}
+
+fn split(s: Split<'_>, scope: &Scope<'_>) -> Result<FaultPlan, PlanError> {
+    let fault = s.fault;
+    let left = side(scope, s.left);
+    let right = side(scope, s.right);
     if let Some(pod) = left.pods.iter().find(|p| right.pods.contains(p)) {
-        return Err(PlanError::BothSides { pod: pod.id() });
+        return Err(PlanError::BothSides {
+            fault,
+            pod: pod.id(),
+        });
     }
     if left.pods.is_empty() && left.cidrs.is_empty() {
-        return Err(PlanError::EmptySide { side: "left" });
+        return Err(PlanError::EmptySide {
+            fault,
+            side: "left",
+        });
     }
     if right.pods.is_empty() && right.cidrs.is_empty() {
-        return Err(PlanError::EmptySide { side: "right" });
+        return Err(PlanError::EmptySide {
+            fault,
+            side: "right",
+        });
     }
-    let (left_direction, right_direction) = match np.direction {
+    let (left_direction, right_direction) = match s.direction {
         PartitionDirection::Both => (TrafficDirection::Both, TrafficDirection::Both),
         PartitionDirection::LeftToRight => (TrafficDirection::Egress, TrafficDirection::Ingress),
         PartitionDirection::RightToLeft => (TrafficDirection::Ingress, TrafficDirection::Egress),
@@ -159,6 +219,7 @@ pub(super) fn network_partition(
                     all: false,
                     peers: peers.cidrs.clone(),
                     direction,
+                    loss_percent: s.loss_percent,
                 }),
             });
         }
@@ -170,7 +231,10 @@ pub(super) fn network_partition(
         .collect();
     plan.candidates = scope.pods.len();
     if plan.targets.is_empty() {
-        return Err(PlanError::EmptySide { side: "left" });
+        return Err(PlanError::EmptySide {
+            fault,
+            side: "left",
+        });
     }
     Ok(plan)
 }
@@ -294,6 +358,7 @@ pub fn isolate(pods: Vec<PodRef>) -> NodeAction {
         all: true,
         peers: vec![],
         direction: TrafficDirection::Both,
+        loss_percent: None,
     })
 }
 

@@ -59,6 +59,7 @@ pub fn plan(
     let mut plan = match kind {
         FaultKind::ZoneBlackout(b) => faults::zone_blackout(b, &scope, inventory)?,
         FaultKind::NetworkPartition(np) => faults::network_partition(np, &scope)?,
+        FaultKind::NetworkLoss(nl) => faults::network_loss(nl, &scope)?,
         FaultKind::DiskLoss(d) => faults::disk_loss(d, &scope, spec)?,
         FaultKind::OpsToolOutage(o) => faults::ops_tool_outage(o, &scope, spec)?,
         FaultKind::PodKill(k) => faults::pod_kill(k, &scope, spec)?,

@@ -222,3 +222,66 @@ fn namespaces_must_exist_opt_in_and_consent() {
     inventory.namespaces[1].labels = labels(&[(OPT_IN_LABEL, OPT_IN_VALUE)]);
     assert_eq!(reason(&spec, &inventory), "NamespaceNotConsented");
 }
+
+/// A network loss from zone-a to zone-b and zone-c of `percent`, with `extra` fields.
+fn loss(percent: u32, extra: &str) -> ExperimentSpec {
+    spec(&format!(
+        r#"{{"networkLoss": {{"left": {{"zones": ["zone-a"]}}, "right": {{"zones": ["zone-b", "zone-c"]}},
+            "direction": "LeftToRight", "percent": {percent}{extra}}}}}"#
+    ))
+}
+
+#[test]
+fn a_loss_plans_the_partitions_actions_each_dropping_its_share() {
+    let planned = plan(&loss(30, ""), &inventory(), &policy()).expect("plan");
+    let mut as_partition = loss(30, "");
+    let l = as_partition.fault.network_loss.take().expect("loss");
+    as_partition.fault.network_partition = Some(NetworkPartition {
+        left: l.left,
+        right: l.right,
+        direction: l.direction,
+    });
+    let cut = plan(&as_partition, &inventory(), &policy()).expect("plan");
+    // The same nodes, keys, peers and directions as the partition, each cut at 30 %.
+    assert_eq!(planned.targets, cut.targets);
+    assert_eq!(planned.work.len(), cut.work.len());
+    for (lossy, full) in planned.work.iter().zip(&cut.work) {
+        let (mut lossy_cut, full_cut) = (
+            lossy.action.network.clone().expect("network"),
+            full.action.network.clone().expect("network"),
+        );
+        assert_eq!(lossy_cut.loss_percent, Some(30));
+        assert_eq!(full_cut.loss_percent, None);
+        lossy_cut.loss_percent = None;
+        assert_eq!(
+            (&lossy.node, &lossy.key, lossy_cut),
+            (&full.node, &full.key, full_cut)
+        );
+    }
+    // Dropping every packet is the partition itself.
+    let all = plan(&loss(100, ""), &inventory(), &policy()).expect("plan");
+    assert_eq!(all.work, cut.work);
+}
+
+#[test]
+fn a_loss_refuses_latency_and_shares_that_are_not_percent() {
+    let err =
+        plan(&loss(30, r#", "delay": "100ms""#), &inventory(), &policy()).expect_err("no netem");
+    assert_eq!(err.field(), "spec.fault.networkLoss.delay");
+    assert_eq!(err.reason(), "Unsupported");
+    assert!(
+        err.to_string()
+            .starts_with("latency needs the kernel's netem qdisc"),
+        "{err}"
+    );
+    for bad in [0, 101] {
+        let err = plan(&loss(bad, ""), &inventory(), &policy()).expect_err("not a percent");
+        assert_eq!(err.field(), "spec.fault.networkLoss.percent", "{bad}");
+    }
+    // Its sides are named as its own in refusals.
+    let empty = spec(
+        r#"{"networkLoss": {"left": {"zones": ["zone-x"]}, "right": {"zones": ["zone-b"]}, "percent": 5}}"#,
+    );
+    let err = plan(&empty, &inventory(), &policy()).expect_err("empty side");
+    assert_eq!(err.field(), "spec.fault.networkLoss.left");
+}

@@ -72,6 +72,7 @@ impl RuleSet {
                 peers,
                 direction,
                 ports,
+                ..
             } => {
                 let hooks: &[Hook] = match direction {
                     Direction::Ingress => &[Hook::In],
@@ -81,6 +82,13 @@ impl RuleSet {
                 (peers, hooks, ports)
             }
             RuleSet::Blackout { ports } => (&[], &Hook::ALL, ports),
+        };
+        let loss = match self {
+            RuleSet::Partition {
+                loss_percent: Some(percent),
+                ..
+            } => Some(random_share(*percent)),
+            _ => None,
         };
         hooks
             .iter()
@@ -94,6 +102,7 @@ impl RuleSet {
                     for port_match in port_matches(ports) {
                         let mut expr = vec![selector.clone()];
                         expr.extend(port_match);
+                        expr.extend(loss.clone());
                         expr.push(json!({"drop": null}));
                         rules.push(expr);
                     }
@@ -134,6 +143,17 @@ fn peer_selectors(peers: &[Cidr], hook: Hook) -> Vec<Value> {
         }
     }
     out
+}
+
+/// Matches `percent` of the packets, each drawn on its own: `numgen random mod 100 <
+/// percent` (the kernel's per-packet random number; no netem needed). Last before the
+/// verdict, so only packets the rule is about draw.
+fn random_share(percent: u32) -> Value {
+    json!({"match": {
+        "op": "<",
+        "left": {"numgen": {"mode": "random", "mod": 100, "offset": 0}},
+        "right": percent,
+    }})
 }
 
 fn not_loopback(hook: Hook) -> Value {
@@ -243,6 +263,7 @@ mod tests {
         let rs = RuleSet::Partition {
             peers: cidrs(&["10.0.0.0/8", "192.168.1.1"]),
             direction: Direction::Ingress,
+            loss_percent: None,
             ports: None,
         };
         let batch = apply_batch(&id("p1"), &rs.validated().unwrap());
@@ -265,6 +286,7 @@ mod tests {
         let rs = RuleSet::Partition {
             peers: cidrs(&["10.0.0.0/8", "fd00::/8"]),
             direction: Direction::Both,
+            loss_percent: None,
             ports: Some(Ports {
                 protocol: Protocol::Any,
                 ports: vec![4222],
@@ -292,6 +314,7 @@ mod tests {
         let rs = RuleSet::Partition {
             peers: cidrs(&["10.0.0.1"]),
             direction: Direction::Egress,
+            loss_percent: None,
             ports: None,
         };
         let batch = apply_batch(&id("e"), &rs.validated().unwrap());

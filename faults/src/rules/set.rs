@@ -47,6 +47,10 @@ pub enum RuleSet {
     Partition {
         peers: Vec<Cidr>,
         direction: Direction,
+        /// Drop only this share of it (whole percent, 1 to 100, drawn at random per
+        /// packet); unset drops all of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss_percent: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ports: Option<Ports>,
     },
@@ -79,6 +83,7 @@ impl RuleSet {
             RuleSet::Partition {
                 peers,
                 direction,
+                loss_percent,
                 ports: p,
             } => {
                 if peers.is_empty() {
@@ -93,9 +98,19 @@ impl RuleSet {
                         format!("{} peers, at most {MAX_PEERS}", peers.len()),
                     ));
                 }
+                if let Some(percent) = loss_percent
+                    && !(1..=100).contains(percent)
+                {
+                    return Err(Error::invalid(
+                        "loss_percent",
+                        format!("{percent} is not a share of packets: give 1 to 100"),
+                    ));
+                }
                 Ok(RuleSet::Partition {
                     peers: normalise(peers),
                     direction: *direction,
+                    // Dropping 100 % is the plain cut, so it installs the very same rules.
+                    loss_percent: loss_percent.filter(|&p| p < 100),
                     ports: ports(p)?,
                 })
             }
@@ -137,6 +152,7 @@ mod tests {
                 "10.0.0.0/16",
             ]),
             direction: Direction::Both,
+            loss_percent: None,
             ports: Some(Ports {
                 protocol: Protocol::Tcp,
                 ports: vec![443, 80, 443],
@@ -154,6 +170,7 @@ mod tests {
         let empty = RuleSet::Partition {
             peers: vec![],
             direction: Direction::Both,
+            loss_percent: None,
             ports: None,
         };
         assert!(empty.validated().is_err());
@@ -178,6 +195,7 @@ mod tests {
         let rs = RuleSet::Partition {
             peers: cidrs(&["10.0.0.0/8"]),
             direction: Direction::Ingress,
+            loss_percent: None,
             ports: None,
         };
         let s = serde_json::to_string(&rs).unwrap();
