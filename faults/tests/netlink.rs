@@ -21,6 +21,25 @@ fn partition(peers: &[&str], direction: Direction, ports: Option<Ports>) -> Rule
         peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
         direction,
         ports,
+        loss_percent: None,
+    }
+}
+
+/// A partition that drops `percent` % of the packets it matches (`numgen random`).
+fn lossy(peers: &[&str], direction: Direction, ports: Option<Ports>, percent: u32) -> RuleSet {
+    match partition(peers, direction, ports) {
+        RuleSet::Partition {
+            peers,
+            direction,
+            ports,
+            ..
+        } => RuleSet::Partition {
+            peers,
+            direction,
+            ports,
+            loss_percent: Some(percent),
+        },
+        other => other,
     }
 }
 
@@ -119,6 +138,13 @@ fn netlink_makes_the_same_ruleset_as_the_binary() {
         RuleSet::Blackout {
             ports: ports(Protocol::Udp, &[53]),
         },
+        lossy(&["10.1.0.0/16", "fd00:2::/64"], Direction::Both, None, 30),
+        lossy(
+            &["10.0.0.1"],
+            Direction::Egress,
+            ports(Protocol::Tcp, &[4222]),
+            1,
+        ),
     ];
     for (n, rules) in cases.iter().enumerate() {
         let i = id(&format!("case-{n}"));

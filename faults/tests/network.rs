@@ -4,12 +4,14 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::time::Duration;
 
 use common::{Lab, addr, tcp_works, udp_works};
 use firedrill_faults::nft::{self, Installed};
 use firedrill_faults::{
-    Cidr, Direction, Fault, InjectionId, Injector, Ports, Protocol, RevertOutcome, RuleSet,
+    Cidr, Direction, Fault, InjectionId, Injector, Netns, Ports, Protocol, RevertOutcome, RuleSet,
+    run_in,
 };
 
 fn id(s: &str) -> InjectionId {
@@ -302,4 +304,70 @@ fn a_recheck_finds_rules_deleted_behind_its_back_and_reapplying_restores_them() 
     assert_eq!(injector.missing(&entry).unwrap(), None, "re-applied");
     assert!(!tcp_works(&a, &b, b_ip, 0), "cut again");
     injector.revert(&id).unwrap();
+}
+
+/// How many of `count` numbered UDP datagrams sent from `from` arrive at `to` (listening on
+/// `addr`). Sent in bursts of 100, each drained before the next, so a full socket buffer
+/// cannot pass for packet loss.
+fn datagrams_through(from: &Netns, to: &Netns, addr: Ipv4Addr, count: u32) -> u32 {
+    let rx = run_in(to, || UdpSocket::bind((addr, 0))).unwrap().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(30)))
+        .unwrap();
+    let target = rx.local_addr().unwrap();
+    let tx = run_in(from, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+        .unwrap()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 8];
+    for burst in (0..count).step_by(100) {
+        for n in burst..(burst + 100).min(count) {
+            // A drop on the way out is EPERM from send: it simply does not arrive.
+            let _ = tx.send_to(&n.to_be_bytes(), target);
+        }
+        while let Ok((4, _)) = rx.recv_from(&mut buf) {
+            seen.insert(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        }
+    }
+    u32::try_from(seen.len()).unwrap()
+}
+
+#[test]
+fn a_lossy_partition_drops_the_asked_share_of_10000_packets() {
+    const PACKETS: u32 = 10_000;
+    let lab = Lab::mesh(2);
+    let (a, b) = (lab.ns(0), lab.ns(1));
+    let b_ip = addr(0, 1);
+    assert_eq!(
+        datagrams_through(&a, &b, b_ip, PACKETS),
+        PACKETS,
+        "baseline"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Injector::new(dir.path()).unwrap();
+    for percent in [1u32, 30, 90] {
+        let i = id(&format!("loss-{percent}"));
+        let fault = Fault::Network {
+            netns: a.clone(),
+            rules: RuleSet::Partition {
+                peers: vec![cidr(b_ip)],
+                direction: Direction::Both,
+                loss_percent: Some(percent),
+                ports: None,
+            },
+        };
+        injector.apply(&i, &fault, far_future()).unwrap();
+        let through = datagrams_through(&a, &b, b_ip, PACKETS);
+        let lost = f64::from(PACKETS - through) * 100.0 / f64::from(PACKETS);
+        eprintln!("asked {percent} %: {through}/{PACKETS} through, {lost:.2} % lost");
+        assert!(
+            (lost - f64::from(percent)).abs() <= 5.0,
+            "asked {percent} %, lost {lost:.2} %"
+        );
+        injector.revert(&i).unwrap();
+        assert_eq!(
+            datagrams_through(&a, &b, b_ip, PACKETS),
+            PACKETS,
+            "after reverting {percent} %"
+        );
+    }
 }
