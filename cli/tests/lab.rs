@@ -391,6 +391,36 @@ fn site_power_loss_loses_nothing_when_every_write_is_fsynced() {
 }
 
 #[test]
+fn network_loss_between_two_zones_slows_talk_but_loses_nothing() {
+    let turn = LabTurn::take();
+    let (lab, reports) = (&turn.lab, &turn.reports);
+    let out = game_day(
+        lab.path(),
+        reports.path(),
+        &["experiments/gameday-network-loss.yaml"],
+    );
+    let report = report_of(&out);
+    let e = experiment(&report, "network-loss");
+    assert_eq!(e["fault"], "networkLoss", "{e:#}");
+    assert_eq!(e["verdict"], "Passed", "{e:#}");
+    assert_eq!(e["messagesLost"], 0, "{e:#}");
+    // The loss is real: retransmissions show in the worst p99 of the fault, well above the
+    // single-digit milliseconds of a healthy lab.
+    let p99 = e["slis"]
+        .as_array()
+        .expect("per-SLI figures")
+        .iter()
+        .find(|s| s["name"] == "p99-latency")
+        .unwrap_or_else(|| panic!("no p99-latency figures: {e:#}"));
+    let worst = p99["worstValue"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{p99:#}"));
+    assert!(worst >= 150.0, "10 % loss left p99 at {worst} ms: {e:#}");
+    assert_eq!(out.status.code(), Some(0));
+    assert_nothing_left(lab.path(), &[]);
+}
+
+#[test]
 fn weakness_no_fsync_is_caught_by_site_power_loss() {
     weakened_in(
         "experiments/gameday-site-power-loss.yaml",

@@ -9,8 +9,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use firedrill_core::api::{
     BlackoutMode, BlastRadius, DiskLoss, DiskLossMode, ExperimentSpec, Fault, LabelSelector,
-    NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE, NetworkPartition, OPT_IN_LABEL, OPT_IN_VALUE,
-    OpsToolOutage, OutageMode, PartitionDirection, PeerGroup, PodKill, ZONE_LABEL, ZoneBlackout,
+    NODE_FAULT_GRANT_LABEL, NODE_FAULT_GRANT_VALUE, NetworkLoss, NetworkPartition, OPT_IN_LABEL,
+    OPT_IN_VALUE, OpsToolOutage, OutageMode, PartitionDirection, PeerGroup, PodKill, ZONE_LABEL,
+    ZoneBlackout,
 };
 use firedrill_core::manifest::{Manifest, load_str};
 use firedrill_lab::LabError;
@@ -286,6 +287,22 @@ fn fault() -> impl Strategy<Value = Fault> {
             }),
             ..Fault::default()
         }),
+        (peer_group(), peer_group(), 0usize..3, 1u32..=100).prop_map(
+            |(left, right, d, percent)| Fault {
+                network_loss: Some(NetworkLoss {
+                    left,
+                    right,
+                    direction: [
+                        PartitionDirection::Both,
+                        PartitionDirection::LeftToRight,
+                        PartitionDirection::RightToLeft,
+                    ][d],
+                    percent,
+                    delay: None,
+                }),
+                ..Fault::default()
+            }
+        ),
         (any::<bool>(), any::<bool>()).prop_map(|(wipe, named)| Fault {
             disk_loss: Some(DiskLoss {
                 mode: if wipe {
@@ -367,6 +384,7 @@ fn the_catalog_plans_the_same_on_the_lab_and_on_its_cluster_twin() {
             "disk-read-only",
             "ops-tool-outage",
             "site-power-loss",
+            "network-loss",
         ] {
             let path = format!("{}/../experiments/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
             let text = std::fs::read_to_string(&path).expect("catalog file");
