@@ -6,10 +6,12 @@
 //! [`AGENT_FINALIZER`] before applying, writes `status` with server-side apply under the one
 //! field manager [`FIELD_MANAGER`], and removes its finalizer once nothing is in place.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
-    Condition, Injection, InjectionSpec, InjectionState, InjectionStatus, JOURNAL_READABLE,
-    ProcessSignal, fault_end,
+    Condition, Injection, InjectionSpec, InjectionState, InjectionStatus, JOURNAL_READABLE, Lapse,
+    MAX_LAPSES, ProcessSignal, fault_end,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -124,10 +126,40 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
             applied_at: previous.applied_at.or(Some(*applied_at)),
             reverted_at: None,
             message: None,
-            lapses: lapses.clone(),
+            lapses: merge_lapses(previous.lapses, lapses),
             conditions: previous.conditions,
         },
     }
+}
+
+/// The lapses the status keeps: those written before and those found now, one per
+/// (since, seen at), the newer word on each winning (an open lapse that healed). A lapse
+/// written before is never dropped for being absent now: an agent that restarted knows
+/// only what it found since, and an operator that had not yet read the status would
+/// otherwise never learn that the fault did not hold. Past [`MAX_LAPSES`] the shortest
+/// healed ones go first: the longest decide the verdict; open ones always stay.
+fn merge_lapses(previous: Vec<Lapse>, found: &[Lapse]) -> Vec<Lapse> {
+    let mut by_key: BTreeMap<(DateTime<Utc>, DateTime<Utc>), Lapse> = previous
+        .into_iter()
+        .map(|l| ((l.since, l.seen_at), l))
+        .collect();
+    by_key.extend(found.iter().map(|l| ((l.since, l.seen_at), l.clone())));
+    let mut kept: Vec<Lapse> = by_key.into_values().collect();
+    while kept.len() > MAX_LAPSES {
+        let shortest = kept
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.healed_at.map(|healed| (healed - l.since, i)))
+            .min();
+        match shortest {
+            Some((_, i)) => {
+                kept.remove(i);
+            }
+            // Only open lapses: they all stay.
+            None => break,
+        }
+    }
+    kept
 }
 
 /// The server-side-apply patch of the status subresource (apiVersion and kind included, as
@@ -298,6 +330,80 @@ mod tests {
             },
         );
         assert_eq!(failed.conditions, unreadable.conditions);
+    }
+
+    fn lapse(since: i64, seen: i64, healed: Option<i64>) -> firedrill_core::api::Lapse {
+        firedrill_core::api::Lapse {
+            since: at(since),
+            seen_at: at(seen),
+            healed_at: healed.map(at),
+            what: format!("gone at {seen}"),
+        }
+    }
+
+    #[test]
+    fn a_restarted_agent_adds_its_lapses_to_those_written_before_it() {
+        let written = Report::Checked {
+            applied_at: at(3),
+            lapses: vec![lapse(10, 12, Some(30))],
+        };
+        let before = next_status(None, &written);
+        // After a restart the agent knows only what it found since, and it heals an open
+        // lapse it found itself.
+        let after = next_status(
+            Some(&before),
+            &Report::Checked {
+                applied_at: at(3),
+                lapses: vec![lapse(40, 42, None)],
+            },
+        );
+        assert_eq!(
+            after.lapses,
+            vec![lapse(10, 12, Some(30)), lapse(40, 42, None)]
+        );
+        let healed = next_status(
+            Some(&after),
+            &Report::Checked {
+                applied_at: at(3),
+                lapses: vec![lapse(40, 42, Some(44))],
+            },
+        );
+        assert_eq!(
+            healed.lapses,
+            vec![lapse(10, 12, Some(30)), lapse(40, 42, Some(44))]
+        );
+    }
+
+    #[test]
+    fn past_the_limit_the_shortest_healed_lapses_go_and_the_longest_stay() {
+        let mut previous = None;
+        let max = i64::try_from(MAX_LAPSES).unwrap();
+        // A long lapse first, then short ones (2 s each), then one still open.
+        let mut found = vec![lapse(0, 2, Some(100))];
+        found.extend((0..max + 5).map(|n| lapse(200 + 10 * n, 201 + 10 * n, Some(202 + 10 * n))));
+        found.push(lapse(5000, 5002, None));
+        for l in found {
+            let status = next_status(
+                previous.as_ref(),
+                &Report::Checked {
+                    applied_at: at(0),
+                    lapses: vec![l],
+                },
+            );
+            previous = Some(status);
+        }
+        let kept = previous.unwrap().lapses;
+        assert_eq!(kept.len(), MAX_LAPSES);
+        assert_eq!(
+            kept.first(),
+            Some(&lapse(0, 2, Some(100))),
+            "the longest stays"
+        );
+        assert_eq!(
+            kept.last(),
+            Some(&lapse(5000, 5002, None)),
+            "open ones stay"
+        );
     }
 
     #[test]
