@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
     Condition, Injection, InjectionSpec, InjectionState, InjectionStatus, JOURNAL_READABLE, Lapse,
-    MAX_LAPSES, ProcessSignal, fault_end,
+    ProcessSignal, fault_end, keep_longest_lapses,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -137,7 +137,7 @@ pub fn next_status(previous: Option<&InjectionStatus>, report: &Report) -> Injec
 /// written before is never dropped for being absent now: an agent that restarted knows
 /// only what it found since, and an operator that had not yet read the status would
 /// otherwise never learn that the fault did not hold. Past [`MAX_LAPSES`] the shortest
-/// healed ones go first: the longest decide the verdict; open ones always stay.
+/// healed ones go ([`keep_longest_lapses`]).
 fn merge_lapses(previous: Vec<Lapse>, found: &[Lapse]) -> Vec<Lapse> {
     let mut by_key: BTreeMap<(DateTime<Utc>, DateTime<Utc>), Lapse> = previous
         .into_iter()
@@ -145,20 +145,7 @@ fn merge_lapses(previous: Vec<Lapse>, found: &[Lapse]) -> Vec<Lapse> {
         .collect();
     by_key.extend(found.iter().map(|l| ((l.since, l.seen_at), l.clone())));
     let mut kept: Vec<Lapse> = by_key.into_values().collect();
-    while kept.len() > MAX_LAPSES {
-        let shortest = kept
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| l.healed_at.map(|healed| (healed - l.since, i)))
-            .min();
-        match shortest {
-            Some((_, i)) => {
-                kept.remove(i);
-            }
-            // Only open lapses: they all stay.
-            None => break,
-        }
-    }
+    keep_longest_lapses(&mut kept);
     kept
 }
 
@@ -184,6 +171,7 @@ pub fn own_expiry(spec: &InjectionSpec, applied_at: DateTime<Utc>) -> DateTime<U
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use firedrill_core::api::MAX_LAPSES;
     use firedrill_core::api::{NetworkCut, NodeAction, PodRef, ProcessAction};
     use kube::api::ObjectMeta;
 

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use firedrill_core::api::{InjectionState, Lapse, MAX_LAPSES};
+use firedrill_core::api::{InjectionState, Lapse, keep_longest_lapses};
 use firedrill_faults::InjectionId;
 
 /// An Injection's journal key (see [`crate::translate::key_of`]).
@@ -127,7 +127,7 @@ pub struct Checks {
     pub next_at: DateTime<Utc>,
     /// The last time the whole fault was known in place.
     pub whole_at: DateTime<Utc>,
-    /// The lapses found, newest last (at most [`MAX_LAPSES`]).
+    /// The lapses found, oldest first (at most `MAX_LAPSES`, the longest kept).
     pub lapses: Vec<Lapse>,
     /// The lapses as last written to the status.
     pub reported: Vec<Lapse>,
@@ -168,8 +168,7 @@ impl Checks {
                     healed_at: None,
                     what,
                 });
-                let extra = self.lapses.len().saturating_sub(MAX_LAPSES);
-                self.lapses.drain(..extra);
+                keep_longest_lapses(&mut self.lapses);
             }
         }
         self.next_at = now;

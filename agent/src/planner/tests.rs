@@ -1,6 +1,7 @@
 use super::*;
 use InjectionState::*;
 use chrono::TimeZone;
+use firedrill_core::api::MAX_LAPSES;
 
 fn at(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()

@@ -246,8 +246,8 @@ pub struct InjectionStatus {
     pub reverted_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Each time the agent's re-check found part of the held fault gone (newest last, at
-    /// most [`MAX_LAPSES`]). The agent re-applies what is gone at once.
+    /// Each time the agent's re-check found part of the held fault gone (oldest first, at
+    /// most [`MAX_LAPSES`]: see [`keep_longest_lapses`]). The agent re-applies what is gone at once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lapses: Vec<Lapse>,
     /// What a person must act on. `JournalReadable=False`: the agent cannot read its
@@ -260,8 +260,26 @@ pub struct InjectionStatus {
 /// The condition an agent sets when it cannot read its journal entry for an Injection.
 pub const JOURNAL_READABLE: &str = "JournalReadable";
 
-/// The most lapses an Injection's status keeps (the oldest go first).
+/// The most lapses an Injection's status keeps (the shortest healed ones go first).
 pub const MAX_LAPSES: usize = 20;
+
+/// Cuts `lapses` to [`MAX_LAPSES`] by removing the shortest healed ones: the longest decide
+/// whether the fault held, and an open one is still growing, so those always stay.
+pub fn keep_longest_lapses(lapses: &mut Vec<Lapse>) {
+    while lapses.len() > MAX_LAPSES {
+        let shortest = lapses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.healed_at.map(|healed| (healed - l.since, i)))
+            .min();
+        match shortest {
+            Some((_, i)) => {
+                lapses.remove(i);
+            }
+            None => break,
+        }
+    }
+}
 
 /// One stretch without the whole fault in place, as the node agent measured it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
