@@ -26,7 +26,7 @@ use common::{
     eventually_every, firedrill_and_talk, firedrill_namespace, nodes, note, nothing_left, report,
     running, talk_delivering, talk_namespace, talk_pods, with_temp_ns,
 };
-use firedrill_core::api::{Experiment, InjectionState, PAUSE_KEY, Phase, Verdict};
+use firedrill_core::api::{Experiment, InjectionState, PAUSE_KEY, Verdict};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -182,12 +182,7 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
         note(format!("{test}: created {ns}/{name} (uid {uid})"));
 
         // Wait for the fault to hold, and see it in a pod of the faulted zone.
-        let held = eventually_every(Duration::from_secs(120), Duration::from_secs(1), || async {
-            let e = api.get(&name).await.ok()?;
-            (e.status?.phase == Phase::Holding).then_some(())
-        })
-        .await;
-        assert!(held.is_some(), "{name} never held its fault");
+        common::holding(&api, &name).await;
         note(format!(
             "{test}: +{:.1}s Holding",
             t0.elapsed().as_secs_f64()

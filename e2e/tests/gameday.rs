@@ -212,24 +212,41 @@ async fn watch_steps(
 ) -> BTreeMap<&'static str, Result<String, String>> {
     let api: Api<Experiment> = Api::namespaced(client.clone(), &ns);
     let mut watching: BTreeMap<&'static str, StepWatch> = BTreeMap::new();
+    // The last state of talk noted while a step was still to come: the baseline when the
+    // loop (slowed by another step's evidence, e.g. an ephemeral nft container on a loaded
+    // node) first sees the step only after its fault began.
+    let mut waiting: BTreeMap<&'static str, StepWatch> = BTreeMap::new();
     let mut verified = BTreeMap::new();
     while verified.len() < STEPS.len() && !*stop.borrow() {
         for (step, evidence) in STEPS {
             if verified.contains_key(step) {
                 continue;
             }
-            let Ok(Some(e)) = api.get_opt(&child(step)).await else {
-                continue;
+            let phase = match api.get_opt(&child(step)).await {
+                Ok(Some(e)) => e.status.map(|s| s.phase).unwrap_or_default(),
+                Ok(None) => Phase::Pending,
+                Err(_) => continue,
             };
-            let phase = e.status.map(|s| s.phase).unwrap_or_default();
             if !watching.contains_key(step) {
                 // A step's Experiment may wait Pending for its turn: talk is noted as the
                 // step begins, so an earlier step's restarts do not count for it.
                 if phase == Phase::Pending {
+                    waiting.insert(step, StepWatch::start(&client, evidence).await);
                     continue;
                 }
-                note(format!("{step}: {phase:?}; talk's pods noted"));
-                watching.insert(step, StepWatch::start(&client, evidence).await);
+                let watch = match (phase, waiting.remove(step)) {
+                    (Phase::SteadyStateBefore, _) | (_, None) => {
+                        note(format!("{step}: {phase:?}; talk's pods noted"));
+                        StepWatch::start(&client, evidence).await
+                    }
+                    (_, Some(noted)) => {
+                        note(format!(
+                            "{step}: first seen {phase:?}; talk as noted while it was to come"
+                        ));
+                        noted
+                    }
+                };
+                watching.insert(step, watch);
             }
             let Some(w) = watching.get_mut(step) else {
                 continue;

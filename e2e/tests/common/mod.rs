@@ -247,10 +247,7 @@ pub async fn chains_on_node(client: &Client, ns: &str, node: &str, image: &str) 
         },
     )
     .await;
-    let logs = pods
-        .logs(&name, &LogParams::default())
-        .await
-        .unwrap_or_default();
+    let logs = finished_logs(&pods, &name, &LogParams::default()).await;
     let _ = pods.delete(&name, &DeleteParams::background()).await;
     assert_eq!(
         done.as_deref(),
@@ -258,6 +255,23 @@ pub async fn chains_on_node(client: &Client, ns: &str, node: &str, image: &str) 
         "nft on node {node} did not succeed: {logs}"
     );
     firedrill_chains(&logs).unwrap_or_else(|e| panic!("node {node}: {e}"))
+}
+
+/// The output of a container that has finished, which `nft` never leaves empty. Read again
+/// for up to 10 s while it comes back empty or not at all: on a loaded node the kubelet has
+/// answered with nothing for a container that had just ended, and an empty answer must not
+/// pass for "no chains". What the last read said is returned for the caller's message.
+async fn finished_logs(pods: &Api<Pod>, pod: &str, params: &LogParams) -> String {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match pods.logs(pod, params).await {
+            Ok(logs) if !logs.trim().is_empty() => return logs,
+            Ok(_) => last = String::new(),
+            Err(e) => last = format!("(logs of {pod} unreadable: {e})"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    last
 }
 
 /// Runs `nft ARGS` in a pod's sandbox network namespace (an ephemeral container of the
@@ -293,7 +307,7 @@ pub async fn nft_in_pod(client: &Client, pod: &Pod, image: &str, args: &[&str]) 
         container: Some(name.clone()),
         ..LogParams::default()
     };
-    let logs = pods.logs(&pod_name, &lp).await.unwrap_or_default();
+    let logs = finished_logs(&pods, &pod_name, &lp).await;
     assert_eq!(
         done,
         Some(0),
