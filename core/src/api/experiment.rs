@@ -390,7 +390,7 @@ impl WorkloadCounters {
 
 /// How long a platform gives one verification read of the workload: it reads back the
 /// whole stream.
-pub const VERIFY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+pub const VERIFY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// An experiment's verification reads of its workload.
 #[derive(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::checker::StoredLane;
 use super::client::TalkClient;
 use super::drain::drain_room;
 use super::ranges::RangeSet;
@@ -19,6 +20,13 @@ use super::targets::Targets;
 
 /// How many lost messages a verification names.
 const EXAMPLES: usize = 10;
+
+/// How often a read that found messages missing is repeated, and after how long.
+const MAX_REREADS: u32 = 3;
+const REREAD_AFTER: Duration = Duration::from_secs(5);
+/// No read is begun again later than this after the first began: callers wait for the
+/// answer (firedrill's `VERIFY_READ_TIMEOUT` is 45 s).
+const REREAD_BUDGET: Duration = Duration::from_secs(25);
 
 /// What one verification read found. The counts are over the whole run so far: the
 /// difference between two reads is what was lost between them.
@@ -34,6 +42,10 @@ pub struct Verification {
     /// Messages read back.
     pub read_messages: u64,
     pub seconds: f64,
+    /// How many times the read was repeated because messages were missing (a replica
+    /// catching up serves an incomplete history; what is lost stays missing).
+    #[serde(default)]
+    pub rereads: u32,
     /// Up to ten lost messages, as `room/producer:counter`.
     pub lost_examples: Vec<String>,
 }
@@ -58,6 +70,36 @@ impl Verifier {
         // Taken before the read begins: everything in it was stored by now.
         let stored = self.shared.ledger().stored();
         let deadline = started + self.timeout;
+        let mut rereads = 0;
+        loop {
+            let mut v = self.read_once(&stored, deadline).await?;
+            v.rereads = rereads;
+            v.seconds = started.elapsed().as_secs_f64();
+            // A history read is served by whichever replica holds the reading consumer; one
+            // still catching up (a wiped replica rebuilding from its peers) does not have
+            // every message yet. Lost means still missing once the replicas caught up: read
+            // again while messages are missing and there is time.
+            let again = Instant::now() + REREAD_AFTER;
+            let reread_by = started + REREAD_BUDGET.min(self.timeout);
+            if v.lost_messages == 0 || rereads >= MAX_REREADS || again >= reread_by {
+                return Ok(v);
+            }
+            tracing::info!(
+                missing = v.lost_messages,
+                rereads,
+                "verification read: messages missing; reading again in case a replica was behind"
+            );
+            tokio::time::sleep(REREAD_AFTER).await;
+            rereads += 1;
+        }
+    }
+
+    /// One read of every room, against what the stream must hold (`stored`).
+    async fn read_once(
+        &self,
+        stored: &[StoredLane],
+        deadline: Instant,
+    ) -> Result<Verification, String> {
         let mut present: HashMap<Arc<str>, HashMap<String, RangeSet>> = HashMap::new();
         let mut duplicated = 0u64;
         let mut read = 0u64;
@@ -83,7 +125,7 @@ impl Verifier {
             ..Verification::default()
         };
         let mut examples = Vec::new();
-        for lane in &stored {
+        for lane in stored {
             let held = present
                 .get(&lane.room)
                 .and_then(|lanes| lanes.get(&*lane.producer))
@@ -104,7 +146,6 @@ impl Verifier {
             .take(EXAMPLES)
             .map(|(room, producer, c)| format!("{room}/{producer}:{c}"))
             .collect();
-        verification.seconds = started.elapsed().as_secs_f64();
         Ok(verification)
     }
 }
