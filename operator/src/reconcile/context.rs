@@ -35,6 +35,8 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// Watch only Experiments matching this label selector (all when `None`).
     pub experiment_selector: Option<String>,
+    /// Reconciliations each controller runs at once ([`crate::requeue::CONCURRENCY`]).
+    pub concurrency: u16,
     objects: Arc<KubeObjects>,
     probers: Mutex<HashMap<String, Prober>>,
     pub(super) http: reqwest::Client,
@@ -78,6 +80,7 @@ impl Context {
             heartbeat: None,
             watch_namespace: None,
             experiment_selector: None,
+            concurrency: crate::requeue::CONCURRENCY,
             probers: Mutex::new(HashMap::new()),
             http,
         })
