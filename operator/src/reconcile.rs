@@ -221,9 +221,14 @@ async fn drive(
     let mut reverted = false;
     // Whether the last round left the agents with work whose reports will wake us.
     let mut waiting = false;
+    // Whether the Injections may have changed since they were last read here: only this
+    // reconciliation's own inject or revert changes them meanwhile (the agents' reports
+    // come with the next one), so a round after a probe sample does not read them again.
+    let mut unread = true;
     for round in 0..=MAX_ROUNDS {
         let now = Utc::now();
-        if uses_injections && status.fault_state.may_be_active() {
+        if uses_injections && status.fault_state.may_be_active() && unread {
+            unread = false;
             let present = cluster::injections(&ctx.client, &ctx.injection_namespace, &uid).await?;
             observations.extend(observe::observations(status.fault_state, &present, now));
             if status.fault_state == firedrill_core::api::FaultState::Injected {
@@ -256,6 +261,7 @@ async fn drive(
                 }
                 EngineAction::Inject { expires_at } => {
                     let news = inject(ctx, experiment, expires_at).await?;
+                    unread = true;
                     // Nothing came of it at once: the Injections are the agents' to apply.
                     waiting |= uses_injections && news.is_empty();
                     observations.extend(news);
@@ -266,6 +272,7 @@ async fn drive(
                 EngineAction::Revert => {
                     if uses_injections {
                         waiting |= !revert_all(ctx, experiment).await?.is_empty();
+                        unread = true;
                         // Look once more: Injections no agent held are gone already.
                         again |= !reverted;
                         reverted = true;
