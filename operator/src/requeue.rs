@@ -49,6 +49,8 @@ pub const PLAN_RETRY: Duration = Duration::from_secs(30);
 /// and burst): this bound is the operator's rate limit, and the API server's priority
 /// and fairness is the server's.
 pub const CONCURRENCY: u16 = 32;
+// kube-runtime takes 0 for "unbounded".
+const _: () = assert!(CONCURRENCY > 0);
 
 /// Triggers of one object this close together are one reconciliation: an agent's two
 /// writes when it applies (finalizer, then status), or a burst of watch events. Short
@@ -249,7 +251,6 @@ mod tests {
     #[test]
     fn the_debounce_is_far_below_every_wait() {
         assert!(DEBOUNCE < FLOOR * 2);
-        assert!(CONCURRENCY > 0, "0 would mean unbounded");
     }
 
     #[test]
