@@ -22,7 +22,7 @@ What it does, each step timed:
      alone from its chart as e2e/run.sh deploys it (e2e/deploy.sh up --firedrill-only),
      logging at info; operator and agents restarted on the new images
   3. target pods: pause containers (the nodes' own pause image, imagePullPolicy Never),
-     PODS_PER_NAMESPACE (10) to an opted-in namespace (firedrill.dev/chaos=enabled), each
+     --pods-per-namespace (10) to an opted-in namespace (firedrill.dev/chaos=enabled), each
      namespace on one zone. Pods = min(N, --max-pods); beyond that experiments share pods
      (ceil(N / pods) per pod): see operator/README.md, "Scale", for why
   4. N Experiments, each in its pod's namespace: a networkPartition of that one pod from
@@ -153,6 +153,8 @@ used=$(kc get pods -A --field-selector=status.phase!=Succeeded,status.phase!=Fai
 PODS=$((N < MAX_PODS ? N : MAX_PODS))
 PER_POD=$(((N + PODS - 1) / PODS))
 PODS=$(((N + PER_POD - 1) / PER_POD))
+# One pod of a namespace of fewer than three is over the default 50 % blast radius.
+PODS=$((PODS < 3 ? 3 : PODS))
 ((PODS + used <= free - 3 * 10)) || die "$PODS pods do not fit: the nodes take $free, $used run (lower --max-pods)"
 NAMESPACES=$(((PODS + PPN - 1) / PPN))
 ns_name() { printf 'fd-scale-%03d' "$1"; }
@@ -175,7 +177,7 @@ EOF
 } >"$OUT/namespaces.yaml"
 {
 	for ((p = 0; p < PODS; p++)); do
-		i=$((p / PPN))
+		i=$((p % NAMESPACES))
 		z=${ZONE_LIST[$((i % ${#ZONE_LIST[@]}))]}
 		cat <<EOF
 ---
@@ -254,7 +256,7 @@ sampler=$!
 {
 	for ((e = 0; e < N; e++)); do
 		p=$((e % PODS))
-		i=$((p / PPN))
+		i=$((p % NAMESPACES))
 		z=${ZONE_LIST[$((i % ${#ZONE_LIST[@]}))]}
 		other=${ZONE_LIST[$(((i + 1) % ${#ZONE_LIST[@]}))]}
 		cat <<EOF
