@@ -31,8 +31,8 @@ What it does, each step timed:
      the interval). Created 4 streams at a time as fast as the API server takes them
   5. waits until every one has Completed (or --timeout), sampling every 5 s the operator
      leader's and agents' RSS and CPU (from /proc) and the machine's MemAvailable
-  6. prints the figures (below), deletes the Experiments and namespaces, checks no
-     Injection is left
+  6. prints the figures (below), deletes the Experiments, checks no Injection is left,
+     deletes the namespaces
 Figures: apply (creationTimestamp, whole seconds) -> fault effective (status.injectedAt,
 the agents' latest appliedAt) p50/p99/max, and asked (injectRequestedAt) -> effective;
 most held at once; revert asked -> reverted p50/p99/max; verdicts; reconciles and
@@ -49,7 +49,8 @@ Options:
   --pods-per-namespace P  (default 10; at least 3, or one pod is over the 50 % blast radius)
   --timeout SECONDS       give up waiting for completion (default duration + 600)
   --no-deploy             use firedrill as deployed (no images, no helm)
-  --keep                  leave the target namespaces, and a cluster this script brought up
+  --keep                  leave the target namespaces and pods (a later run with as many
+                          pods reuses them), and a cluster this script brought up
   --out DIR               keep the raw data there (default /var/tmp/fd-scale-N-<time>)
 EOF
 }
@@ -108,14 +109,15 @@ if ! kc get --raw /readyz >/dev/null 2>&1; then
 fi
 
 cleanup() {
-	local rc=$?
+	local rc=$? left
 	kill "${sampler:-}" 2>/dev/null || true
+	step "cleanup: the Experiments (their finalizers wait for the reverts)"
+	kc delete experiments.firedrill.dev -A -l "app.kubernetes.io/part-of=$PART_OF" --wait=true --timeout=300s >/dev/null 2>&1 || rc=1
+	left=$(kc -n "$FD_NS" get injections.firedrill.dev -o name 2>/dev/null | wc -l)
+	((left == 0)) || { step "ERROR: $left Injection(s) left in $FD_NS"; rc=1; }
 	if ((KEEP == 0)); then
-		step "cleanup: Experiments (their finalizers revert), then the target namespaces"
-		kc delete experiments.firedrill.dev -A -l "app.kubernetes.io/part-of=$PART_OF" --wait=true --timeout=300s >/dev/null 2>&1 || rc=1
+		step "cleanup: the target namespaces"
 		kc delete namespace -l "app.kubernetes.io/part-of=$PART_OF" --wait=true --timeout=600s >/dev/null 2>&1 || rc=1
-		left=$(kc -n "$FD_NS" get injections.firedrill.dev -o name 2>/dev/null | wc -l)
-		((left == 0)) || { step "ERROR: $left Injection(s) left in $FD_NS"; rc=1; }
 		if ((brought_up)); then
 			step "down (this script brought the cluster up)"
 			"$ROOT/e2e/cluster/down.sh" || rc=1
