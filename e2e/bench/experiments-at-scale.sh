@@ -395,6 +395,7 @@ ab, aa = metrics(f"{out}/apiserver-metrics-before.txt"), metrics(f"{out}/apiserv
 tb, ta = float(open(f"{out}/time-before.txt").read()), float(open(f"{out}/time-after.txt").read())
 span = ta - tb
 rec = total(oa, "firedrill_operator_reconciles_total") - total(ob, "firedrill_operator_reconciles_total")
+echoes = total(oa, "firedrill_operator_reconcile_echoes_skipped_total") - total(ob, "firedrill_operator_reconcile_echoes_skipped_total")
 fails = {}
 for k, v in oa.items():
     if k.startswith("firedrill_operator_reconcile_failures_total"):
@@ -439,7 +440,7 @@ print(f"effective within 10 s      {sum(1 for x in apply_eff if x <= 10)} of {n}
 print(f"held at once, most         {most} of {n}")
 print(f"revert asked -> reverted   {dist(rev)}")
 print(f"verdicts                   {', '.join(f'{k} {v}' for k, v in sorted(verdicts.items()))}")
-print(f"reconciles                 {rec:.0f} ({rec / max(n, 1):.1f} each), {rec / span:.1f}/s over the run; failures {fails or 'none'}")
+print(f"reconciles                 {rec:.0f} ({rec / max(n, 1):.1f} each), {rec / span:.1f}/s over the run, {echoes:.0f} of them echoes (no API call); failures {fails or 'none'}")
 print(f"operator leader            RSS highest {op[0]:.1f} MiB, VmHWM {op_hwm:.1f} MiB; CPU {op[1]:.1f} s ({op[2]:.1f} % of a core)")
 print(f"agents ({len(agents)})                 RSS highest {', '.join(f'{a[0]:.1f}' for a in agents)} MiB; CPU {', '.join(f'{a[1]:.1f}' for a in agents)} s ({', '.join(f'{a[2]:.1f}' for a in agents)} %)")
 print(f"kube-apiserver             {req:.0f} requests, {req / span:.1f}/s ({', '.join(f'{k} {v:.0f}' for k, v in sorted(by_verb.items(), key=lambda kv: -kv[1]) if v)}); RSS highest {api[0]:.0f} MiB, CPU {api[2]:.0f} % of a core")

@@ -53,18 +53,19 @@ fn uid(experiment: &Experiment) -> Result<String, Error> {
     experiment.uid().ok_or(Error::MissingField("uid"))
 }
 
+/// Writes the status if it changed; returns the Experiment's resourceVersion after.
 async fn write_status(
     ctx: &Context,
     experiment: &Experiment,
     before: &ExperimentStatus,
     after: &ExperimentStatus,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     if before == after {
-        return Ok(());
+        return Ok(experiment.resource_version());
     }
     let patch = status::patch(after)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api(ctx, experiment)?
+    let written = api(ctx, experiment)?
         .patch_status(&experiment.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     for note in status::notes(before, after) {
@@ -75,7 +76,7 @@ async fn write_status(
         let key = experiment.uid().unwrap_or_else(|| experiment.name_any());
         ctx.metrics.completed(&key, after);
     }
-    Ok(())
+    Ok(written.resource_version())
 }
 
 async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
@@ -311,12 +312,10 @@ fn while_agents_work(
     next.map(|n| n.max(backstop))
 }
 
-/// When the engine wants to be stepped again, or, when it named no time, in a minute.
-fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
-    match next {
-        Some(at) => requeue::at(at, now),
-        None => requeue::after(IDLE_RECHECK),
-    }
+/// How long until the engine wants to be stepped again, or, when it named no time, a
+/// minute; clamped as every requeue is.
+fn requeue_wait(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    requeue::clamped(next.map_or(IDLE_RECHECK, |at| requeue::until(at, now)))
 }
 
 /// Refuses the experiment with an `Invalid` condition naming the field, and a Warning Event
@@ -456,11 +455,25 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
         observations.push(Observation::AbortRequested { reason });
     }
     let next = drive(ctx, experiment, &mut status, observations).await?;
-    write_status(ctx, experiment, &before, &status).await?;
+    let written = write_status(ctx, experiment, &before, &status).await?;
+    let key = key(experiment);
     if status.phase == Phase::Completed {
+        ctx.echoes.forget(&key);
         return Ok(Action::await_change());
     }
-    Ok(requeue_at(next, Utc::now()))
+    let now = Utc::now();
+    let wait = requeue_wait(next, now);
+    ctx.echoes.done(&key, written, now + wait);
+    Ok(requeue::after(wait))
+}
+
+/// An Experiment's key in the echo record: `namespace/name`, as its Injections name it.
+fn key(experiment: &Experiment) -> String {
+    format!(
+        "{}/{}",
+        experiment.namespace().unwrap_or_default(),
+        experiment.name_any()
+    )
 }
 
 /// Cleanup before the finalizer goes: every Injection reverted and gone. Idempotent; fails
@@ -493,6 +506,17 @@ async fn abort_on_delete(experiment: &Experiment, ctx: &Context) -> Result<Vec<I
 
 async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<Action, Error> {
     let deleting = experiment.meta().deletion_timestamp.is_some();
+    let key = key(&experiment);
+    let now = Utc::now();
+    if !deleting
+        && let Some(due) = ctx
+            .echoes
+            .echo(&key, experiment.resource_version().as_deref(), now)
+    {
+        ctx.metrics.echoes_skipped.inc();
+        return Ok(requeue::at(due, now));
+    }
+    ctx.echoes.begin(&key);
     if deleting && experiment.finalizers().iter().any(|f| f == FINALIZER) {
         let remaining = abort_on_delete(&experiment, ctx).await?;
         if !remaining.is_empty() {
@@ -556,12 +580,16 @@ pub fn controller(ctx: &Context) -> Controller<Experiment> {
     let (experiments, watched) = experiment_watch(ctx);
     let (injections, written) = injection_watch(ctx);
     let only = ctx.watch_namespace.clone();
+    let echoes = ctx.echoes.clone();
     Controller::new(experiments, watched)
         .watches(injections, written, move |i: Injection| {
             let (ns, name) = i.spec.experiment.split_once('/')?;
-            only.as_deref()
-                .is_none_or(|o| o == ns)
-                .then(|| ObjectRef::new(name).within(ns))
+            if only.as_deref().is_some_and(|o| o != ns) {
+                return None;
+            }
+            // An agent's report is news for the experiment, never an echo.
+            echoes.touched(&i.spec.experiment);
+            Some(ObjectRef::new(name).within(ns))
         })
         .with_config(requeue::config(ctx.concurrency))
 }

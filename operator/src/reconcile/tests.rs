@@ -20,15 +20,15 @@ fn retries_follow_the_error_category() {
 fn requeue_is_at_the_engines_time_and_never_a_busy_loop() {
     let now = Utc::now();
     assert_eq!(
-        requeue_at(Some(now + chrono::TimeDelta::seconds(2)), now),
+        requeue::after(requeue_wait(Some(now + chrono::TimeDelta::seconds(2)), now)),
         Action::requeue(Duration::from_secs(2))
     );
     assert_eq!(
-        requeue_at(Some(now - chrono::TimeDelta::seconds(2)), now),
+        requeue::after(requeue_wait(Some(now - chrono::TimeDelta::seconds(2)), now)),
         Action::requeue(Duration::from_millis(100))
     );
     assert_eq!(
-        requeue_at(None, now),
+        requeue::after(requeue_wait(None, now)),
         Action::requeue(Duration::from_secs(60))
     );
 }
