@@ -151,7 +151,9 @@ free=$(kc get nodes -o json | python3 -c '
 import json, sys
 print(sum(int(n["status"]["allocatable"]["pods"]) for n in json.load(sys.stdin)["items"]
           if "node-role.kubernetes.io/control-plane" not in n["metadata"].get("labels", {})))')
-used=$(kc get pods -A --field-selector=status.phase!=Succeeded,status.phase!=Failed -o name | wc -l)
+# Pods of others (this benchmark's own, kept by --keep, are made again or reused).
+used=$(kc get pods -A --field-selector=status.phase!=Succeeded,status.phase!=Failed \
+	-l "app.kubernetes.io/part-of!=$PART_OF" -o name | wc -l)
 PODS=$((N < MAX_PODS ? N : MAX_PODS))
 PER_POD=$(((N + PODS - 1) / PODS))
 PODS=$(((N + PER_POD - 1) / PER_POD))
