@@ -10,6 +10,10 @@
 #   e2e/deploy.sh down [--crds]    uninstall both releases, delete their namespaces and the
 #                                  local volumes made for NATS (--crds: the CRDs as well,
 #                                  which helm never removes; not on a shared cluster)
+#   --firedrill-only               up/status/down: firedrill alone, no talk (the scale
+#                                  benchmark, e2e/bench/experiments-at-scale.sh)
+#   --values FILE                  up: one more values file for the firedrill release, after
+#                                  ci/e2e-cluster-values.yaml (repeatable)
 #
 # NATS needs three volumes. Where the cluster has no default StorageClass (the e2e cluster
 # has none), `up` makes the StorageClass firedrill-e2e-local (WaitForFirstConsumer) and
@@ -27,6 +31,8 @@ PV_PER_NODE=${PV_PER_NODE:-4}
 SC=firedrill-e2e-local
 TAG=e2e
 DELETE_CRDS=0
+FIREDRILL_ONLY=0
+EXTRA_VALUES=()
 
 T0=$(date +%s)
 log() { printf '[deploy %4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
@@ -114,7 +120,7 @@ delivering() {
 	python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["acked"] > 0 and d["deliverySuccessRatio"] >= 0.99 and d["lostMessages"] == 0 else 1)' "$s"
 }
 
-check() {
+check_firedrill() {
 	local holder nodes agents
 	kubectl -n "$FD_NS" rollout status deploy/firedrill-operator --timeout=180s >/dev/null
 	kubectl -n "$FD_NS" rollout status ds/firedrill-agent --timeout=180s >/dev/null
@@ -128,6 +134,11 @@ check() {
 		--field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u | wc -l)
 	((agents == nodes)) || die "agents running on $agents of $nodes nodes"
 	log "agents running on all $nodes nodes"
+}
+
+check() {
+	check_firedrill
+	((FIREDRILL_ONLY)) && return 0
 	# The message path must be up; the ops tools are reported (Debian's Prometheus cannot
 	# load charts/talk's kubernetes_sd scrape config, see e2e/images.sh).
 	for r in statefulset/nats deploy/talk-server deploy/talk-load; do
@@ -142,7 +153,21 @@ check() {
 	log "sli: $(sli)"
 }
 
+up_firedrill() {
+	local values=(-f "$ROOT/charts/firedrill/ci/e2e-cluster-values.yaml") v
+	for v in "${EXTRA_VALUES[@]}"; do values+=(-f "$v"); done
+	log "helm: firedrill -> $FD_NS"
+	"$HELM" upgrade --install firedrill "$ROOT/charts/firedrill" -n "$FD_NS" --create-namespace \
+		"${values[@]}" \
+		--set-string "operator.image.tag=$TAG" --set-string "agent.image.tag=$TAG" --wait --timeout 5m
+}
+
 up() {
+	if ((FIREDRILL_ONLY)); then
+		up_firedrill
+		check
+		return
+	fi
 	local talk_values=(--set-string "images.talkServer=firedrill/talk-server:$TAG"
 		--set-string "images.talkLoad=firedrill/talk-load:$TAG"
 		--set-string "images.nats=firedrill/nats-server:$TAG"
@@ -151,10 +176,7 @@ up() {
 		# The users are outside the zone the catalog's partition and blackout take.
 		--set-string "talkLoad.zone=zone-c")
 	if volumes_up; then talk_values+=(--set-string "nats.storage.storageClassName=$SC"); fi
-	log "helm: firedrill -> $FD_NS"
-	"$HELM" upgrade --install firedrill "$ROOT/charts/firedrill" -n "$FD_NS" --create-namespace \
-		-f "$ROOT/charts/firedrill/ci/e2e-cluster-values.yaml" \
-		--set-string "operator.image.tag=$TAG" --set-string "agent.image.tag=$TAG" --wait --timeout 5m
+	up_firedrill
 	kubectl create namespace "$TALK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 	# Opted in; its own Experiments may cut whole nodes (the zone blackout), and the e2e
 	# tests' Experiments, from namespaces of their own, may target it.
@@ -167,6 +189,11 @@ up() {
 }
 
 down() {
+	if ((FIREDRILL_ONLY)); then
+		down_firedrill
+		log "firedrill removed"
+		return
+	fi
 	"$HELM" uninstall talk -n "$TALK_NS" --wait --timeout 3m 2>/dev/null || true
 	# Experiments in talk's namespace first: their finalizers need the operator to revert
 	# and release them. (Others' Experiments elsewhere on a shared cluster are left alone.)
@@ -174,6 +201,12 @@ down() {
 		kubectl -n "$TALK_NS" delete experiments.firedrill.dev --all --timeout=120s >/dev/null 2>&1 || true
 	fi
 	kubectl delete namespace "$TALK_NS" --ignore-not-found --timeout=180s >/dev/null || true
+	down_firedrill
+	volumes_down
+	log "firedrill and talk removed"
+}
+
+down_firedrill() {
 	"$HELM" uninstall firedrill -n "$FD_NS" --wait --timeout 3m 2>/dev/null || true
 	kubectl delete namespace "$FD_NS" --ignore-not-found --timeout=180s >/dev/null || true
 	# Helm never deletes CRDs it installed from crds/; on a shared cluster others' tests
@@ -182,8 +215,6 @@ down() {
 		kubectl delete crd experiments.firedrill.dev gamedays.firedrill.dev \
 			drillschedules.firedrill.dev injections.firedrill.dev --ignore-not-found >/dev/null || true
 	fi
-	volumes_down
-	log "firedrill and talk removed"
 }
 
 cmd=${1:-}
@@ -192,6 +223,12 @@ while (($#)); do
 	case $1 in
 	--tag) TAG=$2; shift ;;
 	--crds) DELETE_CRDS=1 ;;
+	--firedrill-only) FIREDRILL_ONLY=1 ;;
+	--values)
+		[[ -f ${2:-} ]] || die "--values needs a file, not '${2:-}'"
+		EXTRA_VALUES+=("$2")
+		shift
+		;;
 	*) die "unknown argument $1" ;;
 	esac
 	shift
@@ -201,5 +238,5 @@ case $cmd in
 up) up ;;
 status) check ;;
 down) down ;;
-*) echo "usage: e2e/deploy.sh up|status|down [--tag TAG] [--crds]" >&2; exit 2 ;;
+*) echo "usage: e2e/deploy.sh up|status|down [--tag TAG] [--crds] [--firedrill-only] [--values FILE]" >&2; exit 2 ;;
 esac

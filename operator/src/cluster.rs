@@ -1,10 +1,18 @@
 //! The operator's calls to the API server, and nothing else: listing what planning needs,
 //! creating and deleting Injections, deleting pods for one-shot faults.
+//!
+//! Every list is paged ([`PAGE_SIZE`] objects a request, following `continue`), so no one
+//! answer holds a whole large namespace: the API server serves and the operator decodes at
+//! most a page at a time, whatever the cluster's size.
+
+use std::fmt::Debug;
+use std::future::Future;
 
 use firedrill_core::api::{ExperimentSpec, Injection};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::plan::{Candidates, PodDeletion};
@@ -13,6 +21,45 @@ use crate::{AGENT_FINALIZER, EXPERIMENT_UID_LABEL, Error, FIELD_MANAGER};
 /// Whether an API error means "already so": the object is gone, exists, or was replaced.
 fn already(error: &kube::Error, codes: &[u16]) -> bool {
     matches!(error, kube::Error::Api(s) if codes.contains(&s.code))
+}
+
+/// Objects asked for per list request: the API server's own suggestion for a chunk
+/// (client-go's pager and kube-runtime's watcher use the same).
+pub const PAGE_SIZE: u32 = 500;
+
+/// Collects every page: `fetch` gets the `continue` token of the page before (none for the
+/// first) and returns a page's items and the next token (none or empty after the last).
+pub async fn paged<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, Error>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), Error>>,
+{
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = fetch(token).await?;
+        all.extend(items);
+        match next.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// Everything `params` selects, [`PAGE_SIZE`] objects a request.
+pub async fn list_all<K>(api: &Api<K>, params: &ListParams) -> Result<Vec<K>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    paged(|token| {
+        let mut page = params.clone().limit(PAGE_SIZE);
+        page.continue_token = token;
+        async move {
+            let list = api.list(&page).await?;
+            Ok((list.items, list.metadata.continue_))
+        }
+    })
+    .await
 }
 
 /// The experiment's own namespace (`source`), its target namespaces (those that exist),
@@ -30,7 +77,7 @@ pub async fn candidates(
         if let Some(namespace) = namespaces_api.get_opt(name).await? {
             namespaces.push(namespace);
             let api: Api<Pod> = Api::namespaced(client.clone(), name);
-            pods.extend(api.list(&ListParams::default()).await?.items);
+            pods.extend(list_all(&api, &ListParams::default()).await?);
         }
     }
     Ok(Candidates {
@@ -43,7 +90,7 @@ pub async fn candidates(
 
 pub async fn nodes(client: &Client) -> Result<Vec<Node>, Error> {
     let api: Api<Node> = Api::all(client.clone());
-    Ok(api.list(&ListParams::default()).await?.items)
+    list_all(&api, &ListParams::default()).await
 }
 
 fn injections_api(client: &Client, namespace: &str) -> Api<Injection> {
@@ -58,10 +105,11 @@ pub async fn injections(
     uid: &str,
 ) -> Result<Vec<Injection>, Error> {
     let selector = format!("{EXPERIMENT_UID_LABEL}={uid}");
-    let list = injections_api(client, namespace)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    Ok(list.items)
+    list_all(
+        &injections_api(client, namespace),
+        &ListParams::default().labels(&selector),
+    )
+    .await
 }
 
 /// Creates the Injections that do not exist yet. Injections are immutable, so one that
@@ -173,4 +221,62 @@ pub async fn delete_pods(client: &Client, deletions: &[PodDeletion]) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake API: `total` numbered items, `size` a page, tokens are the next index.
+    fn page(total: usize, size: usize, token: Option<String>) -> (Vec<usize>, Option<String>) {
+        let start = token.map_or(0, |t| t.parse().unwrap());
+        let end = (start + size).min(total);
+        let next = (end < total).then(|| end.to_string());
+        ((start..end).collect(), next)
+    }
+
+    #[tokio::test]
+    async fn paging_follows_continue_to_the_last_page() {
+        for (total, size) in [(0, 500), (1, 500), (500, 500), (501, 500), (1234, 100)] {
+            let mut requests = 0;
+            let all = paged(|token| {
+                requests += 1;
+                let answer = page(total, size, token);
+                async move { Ok(answer) }
+            })
+            .await
+            .unwrap();
+            assert_eq!(all, (0..total).collect::<Vec<_>>(), "{total} by {size}");
+            assert_eq!(requests, total.div_ceil(size).max(1), "{total} by {size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_continue_token_ends_the_list() {
+        let mut requests = 0;
+        let all = paged(|_| {
+            requests += 1;
+            async { Ok((vec![1, 2], Some(String::new()))) }
+        })
+        .await
+        .unwrap();
+        assert_eq!((all, requests), (vec![1, 2], 1));
+    }
+
+    #[tokio::test]
+    async fn a_failed_page_fails_the_list() {
+        let mut requests = 0;
+        let result: Result<Vec<u8>, Error> = paged(|token| {
+            requests += 1;
+            async move {
+                match token {
+                    None => Ok((vec![1], Some("next".to_owned()))),
+                    Some(_) => Err(Error::MissingField("page")),
+                }
+            }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(requests, 2);
+    }
 }

@@ -34,6 +34,7 @@
 
 pub mod cluster;
 pub mod controllers;
+pub mod echo;
 pub mod error;
 pub mod gameday;
 pub mod inventory;

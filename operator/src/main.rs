@@ -40,6 +40,12 @@ struct Args {
     /// e.g. `!firedrill.dev/test` (a game day's Experiments carry its labels).
     #[arg(long, env = "FIREDRILL_EXPERIMENT_SELECTOR")]
     experiment_selector: Option<String>,
+    /// Reconciliations each controller runs at once: bounds what the operator has in
+    /// flight at the API server (kube-rs has no client-side QPS limit).
+    #[arg(long, env = "FIREDRILL_MAX_CONCURRENT_RECONCILES",
+          default_value_t = firedrill_operator::requeue::CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_concurrent_reconciles: u16,
     /// Run without leader election (one replica only).
     #[arg(long)]
     no_leader_election: bool,
@@ -95,6 +101,7 @@ async fn main() -> std::process::ExitCode {
         Ok(mut ctx) => {
             ctx.watch_namespace = args.watch_namespace.clone();
             ctx.experiment_selector = args.experiment_selector.clone();
+            ctx.concurrency = args.max_concurrent_reconciles;
             ctx.heartbeat = (!args.no_leader_election).then(|| Heartbeat {
                 lease: args.lease_name.clone(),
                 timeout_seconds: args.heartbeat_timeout_seconds,

@@ -165,6 +165,7 @@ pub struct Metrics {
     pub time_to_recover: Histogram,
     pub messages_lost: Counter,
     pub injections_created: Counter,
+    pub echoes_skipped: Counter,
     pub leader: Gauge,
     completions: Mutex<Completions>,
     inventory: Arc<RwLock<Option<Inventory>>>,
@@ -185,6 +186,7 @@ impl Default for Metrics {
         let messages_lost = Counter::default();
         let inventory = InventoryGauges::default();
         let injections_created = Counter::default();
+        let echoes_skipped = Counter::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
@@ -223,6 +225,12 @@ impl Default for Metrics {
             injections_created.clone(),
         );
         registry.register(
+            "reconcile_echoes_skipped",
+            "Reconciliations that found only their own status write come back (counted in \
+             reconciles too) and called no API",
+            echoes_skipped.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
@@ -239,6 +247,7 @@ impl Default for Metrics {
             time_to_recover,
             messages_lost,
             injections_created,
+            echoes_skipped,
             leader,
             completions: Mutex::default(),
             inventory: shared,

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
     Experiment, ExperimentSpec, ExperimentStatus, Injection, Phase, WorkloadCounters,
 };
-use firedrill_core::engine::{Action as EngineAction, Observation, step};
+use firedrill_core::engine::{Action as EngineAction, INJECT_TIMEOUT, Observation, step};
 use firedrill_core::manifest::check_experiment;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -38,6 +38,9 @@ const MAX_ROUNDS: usize = 4;
 const PAUSE_RECHECK: Duration = Duration::from_secs(3);
 /// How soon a running experiment whose engine names no next time is looked at again.
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// The backstop while the agents apply or revert: their reports wake the experiment
+/// through the Injection watch (see [`while_agents_work`]).
+const AGENT_WAIT: TimeDelta = TimeDelta::seconds(5);
 
 fn api(ctx: &Context, experiment: &Experiment) -> Result<Api<Experiment>, Error> {
     let namespace = experiment
@@ -50,18 +53,19 @@ fn uid(experiment: &Experiment) -> Result<String, Error> {
     experiment.uid().ok_or(Error::MissingField("uid"))
 }
 
+/// Writes the status if it changed; returns the Experiment's resourceVersion after.
 async fn write_status(
     ctx: &Context,
     experiment: &Experiment,
     before: &ExperimentStatus,
     after: &ExperimentStatus,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     if before == after {
-        return Ok(());
+        return Ok(experiment.resource_version());
     }
     let patch = status::patch(after)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api(ctx, experiment)?
+    let written = api(ctx, experiment)?
         .patch_status(&experiment.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     for note in status::notes(before, after) {
@@ -72,7 +76,7 @@ async fn write_status(
         let key = experiment.uid().unwrap_or_else(|| experiment.name_any());
         ctx.metrics.completed(&key, after);
     }
-    Ok(())
+    Ok(written.resource_version())
 }
 
 async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
@@ -94,15 +98,43 @@ async fn verify_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observa
     }
 }
 
+/// Whether the Injections of a plan all exist: each records the plan's size, and once that
+/// many exist the plan is fixed (Injections are immutable; a retry only completes a
+/// partial creation).
+fn plan_in_place(existing: &[Injection]) -> bool {
+    let recorded = existing
+        .iter()
+        .filter_map(|i| {
+            i.annotations()
+                .get(PLAN_SIZE_ANNOTATION)?
+                .parse::<usize>()
+                .ok()
+        })
+        .max();
+    recorded.is_some_and(|size| existing.len() >= size)
+}
+
 /// Carries out `Inject`: plans against the cluster as it is now and creates the Injections
 /// that are missing, or deletes the pods of a one-shot fault. A plan that is refused now is
-/// an injection failure (the engine reverts whatever may be in place).
+/// an injection failure (the engine reverts whatever may be in place). Once the plan's
+/// Injections all exist nothing is listed or planned again: the engine asks on every step
+/// until the agents report, and then only their reports are news.
 async fn inject(
     ctx: &Context,
     experiment: &Experiment,
     expires_at: DateTime<Utc>,
 ) -> Result<Vec<Observation>, Error> {
     let spec = &experiment.spec;
+    let namespace = &ctx.injection_namespace;
+    let existing = if plan::uses_injections(spec) {
+        let existing = cluster::injections(&ctx.client, namespace, &uid(experiment)?).await?;
+        if plan_in_place(&existing) {
+            return Ok(vec![]);
+        }
+        existing
+    } else {
+        vec![]
+    };
     let source = experiment
         .namespace()
         .ok_or(Error::MissingField("namespace"))?;
@@ -120,33 +152,15 @@ async fn inject(
         cluster::delete_pods(&ctx.client, &planned.deletions).await?;
         return Ok(vec![Observation::FaultApplied { at: Utc::now() }]);
     }
-    let namespace = &ctx.injection_namespace;
-    let existing = cluster::injections(&ctx.client, namespace, &uid(experiment)?).await?;
-    // Once the plan's Injections all exist it is fixed; a retry only completes a partial
-    // creation (Injections are immutable, so existing ones are never rewritten).
-    let recorded = existing
-        .iter()
-        .filter_map(|i| {
-            i.annotations()
-                .get(PLAN_SIZE_ANNOTATION)?
-                .parse::<usize>()
-                .ok()
-        })
-        .max();
-    let complete = recorded.is_some_and(|size| existing.len() >= size);
-    let wanted: Vec<Injection> = if complete {
-        vec![]
-    } else {
-        let lifetime = plan::Lifetime {
-            expires_at,
-            hold_for: spec.duration,
-            heartbeat: ctx.heartbeat.clone(),
-        };
-        plan::injections(experiment, namespace, &planned, &lifetime)?
-            .into_iter()
-            .filter(|w| !existing.iter().any(|e| e.name_any() == w.name_any()))
-            .collect()
+    let lifetime = plan::Lifetime {
+        expires_at,
+        hold_for: spec.duration,
+        heartbeat: ctx.heartbeat.clone(),
     };
+    let wanted: Vec<Injection> = plan::injections(experiment, namespace, &planned, &lifetime)?
+        .into_iter()
+        .filter(|w| !existing.iter().any(|e| e.name_any() == w.name_any()))
+        .collect();
     let created = cluster::create_injections(&ctx.client, namespace, &wanted).await?;
     ctx.metrics.injections_created.inc_by(created as u64);
     if created > 0 {
@@ -206,9 +220,16 @@ async fn drive(
     let prober = ctx.prober(&namespace)?;
     let mut next = None;
     let mut reverted = false;
+    // Whether the last round left the agents with work whose reports will wake us.
+    let mut waiting = false;
+    // Whether the Injections may have changed since they were last read here: only this
+    // reconciliation's own inject or revert changes them meanwhile (the agents' reports
+    // come with the next one), so a round after a probe sample does not read them again.
+    let mut unread = true;
     for round in 0..=MAX_ROUNDS {
         let now = Utc::now();
-        if uses_injections && status.fault_state.may_be_active() {
+        if uses_injections && status.fault_state.may_be_active() && unread {
+            unread = false;
             let present = cluster::injections(&ctx.client, &ctx.injection_namespace, &uid).await?;
             observations.extend(observe::observations(status.fault_state, &present, now));
             if status.fault_state == firedrill_core::api::FaultState::Injected {
@@ -220,6 +241,7 @@ async fn drive(
         observations.clear();
         *status = transition.status;
         next = None;
+        waiting = false;
         let last = round == MAX_ROUNDS;
         let mut again = false;
         let mut read_counters = false;
@@ -239,14 +261,19 @@ async fn drive(
                     read_counters = true;
                 }
                 EngineAction::Inject { expires_at } => {
-                    observations.extend(inject(ctx, experiment, expires_at).await?);
+                    let news = inject(ctx, experiment, expires_at).await?;
+                    unread = true;
+                    // Nothing came of it at once: the Injections are the agents' to apply.
+                    waiting |= uses_injections && news.is_empty();
+                    observations.extend(news);
                 }
                 EngineAction::VerifyWorkload => {
                     observations.extend(verify_workload(ctx, spec).await);
                 }
                 EngineAction::Revert => {
                     if uses_injections {
-                        revert_all(ctx, experiment).await?;
+                        waiting |= !revert_all(ctx, experiment).await?.is_empty();
+                        unread = true;
                         // Look once more: Injections no agent held are gone already.
                         again |= !reverted;
                         reverted = true;
@@ -260,15 +287,35 @@ async fn drive(
             break;
         }
     }
+    if waiting {
+        let deadline = (status.phase == Phase::Injecting)
+            .then(|| status.phase_since.map(|since| since + INJECT_TIMEOUT))
+            .flatten();
+        next = while_agents_work(next, deadline, Utc::now());
+    }
     Ok(next)
 }
 
-/// When the engine wants to be stepped again, or, when it named no time, in a minute.
-fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
-    match next {
-        Some(at) => requeue::at(at, now),
-        None => requeue::after(IDLE_RECHECK),
-    }
+/// When to look again while the agents apply or revert what was asked. The engine asks
+/// again every second until they confirm, but their reports (status written, Injection
+/// deleted once reverted) wake the experiment through the Injection watch at once; a
+/// second's re-list of every waiting experiment would only load the API server. So the
+/// engine's time is pushed back to [`AGENT_WAIT`] from now, the backstop for a missed watch
+/// event, but never past the engine's own deadline (the injection timeout).
+fn while_agents_work(
+    next: Option<DateTime<Utc>>,
+    deadline: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let backstop = now + AGENT_WAIT;
+    let backstop = deadline.map_or(backstop, |d| d.min(backstop));
+    next.map(|n| n.max(backstop))
+}
+
+/// How long until the engine wants to be stepped again, or, when it named no time, a
+/// minute; clamped as every requeue is.
+fn requeue_wait(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    requeue::clamped(next.map_or(IDLE_RECHECK, |at| requeue::until(at, now)))
 }
 
 /// Refuses the experiment with an `Invalid` condition naming the field, and a Warning Event
@@ -408,11 +455,25 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
         observations.push(Observation::AbortRequested { reason });
     }
     let next = drive(ctx, experiment, &mut status, observations).await?;
-    write_status(ctx, experiment, &before, &status).await?;
+    let written = write_status(ctx, experiment, &before, &status).await?;
+    let key = key(experiment);
     if status.phase == Phase::Completed {
+        ctx.echoes.forget(&key);
         return Ok(Action::await_change());
     }
-    Ok(requeue_at(next, Utc::now()))
+    let now = Utc::now();
+    let wait = requeue_wait(next, now);
+    ctx.echoes.done(&key, written, now + wait);
+    Ok(requeue::after(wait))
+}
+
+/// An Experiment's key in the echo record: `namespace/name`, as its Injections name it.
+fn key(experiment: &Experiment) -> String {
+    format!(
+        "{}/{}",
+        experiment.namespace().unwrap_or_default(),
+        experiment.name_any()
+    )
 }
 
 /// Cleanup before the finalizer goes: every Injection reverted and gone. Idempotent; fails
@@ -445,6 +506,17 @@ async fn abort_on_delete(experiment: &Experiment, ctx: &Context) -> Result<Vec<I
 
 async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<Action, Error> {
     let deleting = experiment.meta().deletion_timestamp.is_some();
+    let key = key(&experiment);
+    let now = Utc::now();
+    if !deleting
+        && let Some(due) = ctx
+            .echoes
+            .echo(&key, experiment.resource_version().as_deref(), now)
+    {
+        ctx.metrics.echoes_skipped.inc();
+        return Ok(requeue::at(due, now));
+    }
+    ctx.echoes.begin(&key);
     if deleting && experiment.finalizers().iter().any(|f| f == FINALIZER) {
         let remaining = abort_on_delete(&experiment, ctx).await?;
         if !remaining.is_empty() {
@@ -508,12 +580,18 @@ pub fn controller(ctx: &Context) -> Controller<Experiment> {
     let (experiments, watched) = experiment_watch(ctx);
     let (injections, written) = injection_watch(ctx);
     let only = ctx.watch_namespace.clone();
-    Controller::new(experiments, watched).watches(injections, written, move |i: Injection| {
-        let (ns, name) = i.spec.experiment.split_once('/')?;
-        only.as_deref()
-            .is_none_or(|o| o == ns)
-            .then(|| ObjectRef::new(name).within(ns))
-    })
+    let echoes = ctx.echoes.clone();
+    Controller::new(experiments, watched)
+        .watches(injections, written, move |i: Injection| {
+            let (ns, name) = i.spec.experiment.split_once('/')?;
+            if only.as_deref().is_some_and(|o| o != ns) {
+                return None;
+            }
+            // An agent's report is news for the experiment, never an echo.
+            echoes.touched(&i.spec.experiment);
+            Some(ObjectRef::new(name).within(ns))
+        })
+        .with_config(requeue::config(ctx.concurrency))
 }
 
 /// Runs the controller until `stop` completes; reconciliations in flight finish first.

@@ -10,6 +10,7 @@ use firedrill_probes::Prober;
 use kube::Client;
 use kube::runtime::events::{Event, Recorder, Reporter};
 
+use crate::echo::Echoes;
 use crate::metrics::Metrics;
 use crate::objects::KubeObjects;
 use crate::pause::PauseReader;
@@ -35,6 +36,11 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// Watch only Experiments matching this label selector (all when `None`).
     pub experiment_selector: Option<String>,
+    /// What the last reconciliation of each Experiment left, to tell its own status write
+    /// coming back from news.
+    pub echoes: Arc<Echoes>,
+    /// Reconciliations each controller runs at once ([`crate::requeue::CONCURRENCY`]).
+    pub concurrency: u16,
     objects: Arc<KubeObjects>,
     probers: Mutex<HashMap<String, Prober>>,
     pub(super) http: reqwest::Client,
@@ -78,6 +84,8 @@ impl Context {
             heartbeat: None,
             watch_namespace: None,
             experiment_selector: None,
+            concurrency: crate::requeue::CONCURRENCY,
+            echoes: Arc::default(),
             probers: Mutex::new(HashMap::new()),
             http,
         })

@@ -1,0 +1,134 @@
+//! Telling a reconciliation's own status write, coming back through the Experiment watch
+//! (an "echo"), from news.
+//!
+//! Every status write changes the Experiment, so the watch hands it straight back: one more
+//! reconciliation that lists the Injections and steps the engine to find nothing new. At a
+//! thousand experiments sampling every few seconds that is half of all reconciliations and a
+//! third of the API calls. A reconciliation is an echo when the Experiment is exactly what
+//! the last successful one left (same resourceVersion), none of its Injections changed since
+//! that one started (the Injection watch marks them), and the engine's next time has not come:
+//! then nothing can have changed that the engine would act on, and the reconciliation only
+//! requeues at that time. Anything else — a spec, annotation, finalizer or deletion change, an
+//! agent's report, a failed or unrecorded reconciliation, the time come — reconciles in full.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// The Experiment's resourceVersion as the last successful reconciliation left it.
+    resource_version: Option<String>,
+    /// When the engine wants to be stepped again.
+    due: Option<DateTime<Utc>>,
+    /// An Injection of it changed since the last reconciliation started.
+    touched: bool,
+}
+
+/// What the last successful reconciliation of each experiment left, by `namespace/name`.
+#[derive(Debug, Default)]
+pub struct Echoes {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Echoes {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> Option<T> {
+        // A poisoned lock only loses the shortcut: every reconciliation then runs in full.
+        self.entries.lock().ok().map(|mut entries| f(&mut entries))
+    }
+
+    /// An Injection of `key` changed: its next reconciliation is news.
+    pub fn touched(&self, key: &str) {
+        self.with(|e| e.entry(key.to_owned()).or_default().touched = true);
+    }
+
+    /// A full reconciliation of `key` starts: what it reads is newer than any mark so far,
+    /// and until it succeeds nothing of it is recorded.
+    pub fn begin(&self, key: &str) {
+        self.with(|e| e.remove(key));
+    }
+
+    /// The reconciliation of `key` succeeded and left the Experiment at `resource_version`,
+    /// due again at `due`. A mark made meanwhile stays.
+    pub fn done(&self, key: &str, resource_version: Option<String>, due: DateTime<Utc>) {
+        self.with(|e| {
+            let entry = e.entry(key.to_owned()).or_default();
+            entry.resource_version = resource_version;
+            entry.due = Some(due);
+        });
+    }
+
+    /// Forgets `key` (deleted, completed).
+    pub fn forget(&self, key: &str) {
+        self.begin(key);
+    }
+
+    /// When `key`, at `resource_version`, is due, if reconciling it now would be an echo.
+    pub fn echo(
+        &self,
+        key: &str,
+        resource_version: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.with(|e| {
+            let entry = e.get(key)?;
+            let same =
+                resource_version.is_some() && entry.resource_version.as_deref() == resource_version;
+            let due = entry.due?;
+            (same && !entry.touched && now < due).then_some(due)
+        })
+        .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::at;
+
+    #[test]
+    fn only_the_same_object_untouched_before_its_time_is_an_echo() {
+        let echoes = Echoes::default();
+        assert_eq!(echoes.echo("ns/e", Some("1"), at(0)), None, "never seen");
+        echoes.begin("ns/e");
+        echoes.done("ns/e", Some("7".into()), at(10));
+        assert_eq!(echoes.echo("ns/e", Some("7"), at(5)), Some(at(10)));
+        assert_eq!(echoes.echo("ns/e", Some("8"), at(5)), None, "changed since");
+        assert_eq!(echoes.echo("ns/e", None, at(5)), None, "no version");
+        assert_eq!(echoes.echo("ns/e", Some("7"), at(10)), None, "due");
+        assert_eq!(echoes.echo("ns/other", Some("7"), at(5)), None);
+        echoes.touched("ns/e");
+        assert_eq!(
+            echoes.echo("ns/e", Some("7"), at(5)),
+            None,
+            "an agent reported"
+        );
+    }
+
+    #[test]
+    fn a_mark_made_during_a_reconciliation_survives_it() {
+        let echoes = Echoes::default();
+        echoes.begin("ns/e");
+        echoes.touched("ns/e");
+        echoes.done("ns/e", Some("7".into()), at(10));
+        assert_eq!(echoes.echo("ns/e", Some("7"), at(5)), None);
+        // The reconciliation that mark causes reads everything again.
+        echoes.begin("ns/e");
+        echoes.done("ns/e", Some("7".into()), at(10));
+        assert_eq!(echoes.echo("ns/e", Some("7"), at(5)), Some(at(10)));
+    }
+
+    #[test]
+    fn a_failed_or_forgotten_reconciliation_leaves_nothing_to_skip() {
+        let echoes = Echoes::default();
+        echoes.begin("ns/e");
+        echoes.done("ns/e", Some("7".into()), at(10));
+        // The next one started and failed: no record, its retry runs in full.
+        echoes.begin("ns/e");
+        assert_eq!(echoes.echo("ns/e", Some("7"), at(5)), None);
+        echoes.done("ns/e", Some("7".into()), at(10));
+        echoes.forget("ns/e");
+        assert_eq!(echoes.echo("ns/e", Some("7"), at(5)), None);
+    }
+}
