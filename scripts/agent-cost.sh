@@ -31,7 +31,9 @@ Options:
   --busy SECONDS     sample while holding the injections (default 300; 0: idle only)
   --injections N     how many Injections to hold (default 100)
   --agent PATH       the agent binary (default: cargo build --release -p firedrill-agent,
-                     then target/release/firedrill-agent of this repository)
+                     then target/release/firedrill-agent of this repository). The image's
+                     agent is the size-optimized build: cargo build --profile agent
+                     -p firedrill-agent, then --agent target/agent/firedrill-agent
   --perf             record the busy phase with `perf record` and print the top entries
                      (perf report --no-children --sort dso,symbol)
   --keep             leave the work directory (logs, journal, perf.data) in place

@@ -4,7 +4,8 @@
 //! transaction. It goes to the kernel over netlink from this process ([`crate::nfnl`]),
 //! encoded once however many namespaces it is sent to; a batch the encoder does not know
 //! goes to the `nft` binary as JSON on stdin (`nft -j -f -`: a typed argv, no shell, no
-//! rule text built from strings). Listing reads `nft -j list`.
+//! rule text built from strings). Listing asks the kernel over netlink too (a chain dump
+//! and a rule dump of firedrill's table), with `nft -j list` as the fallback.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -249,12 +250,50 @@ impl Installed {
     }
 }
 
-/// Lists firedrill's table in `ns`; `None` when the table does not exist.
+/// Lists firedrill's table in `ns`; `None` when the table does not exist
+/// ([`Backend::Auto`]).
 pub fn list(ns: &Netns) -> Result<Option<Installed>> {
-    let listed = netns::run_in(ns, || {
-        run_nft(&["-j", "list", "table", FAMILY, TABLE], None)
-    })?;
-    match listed {
+    list_via(ns, Backend::Auto)
+}
+
+/// Lists firedrill's table in `ns` through `backend`: over netlink from this process
+/// ([`nfnl::list_table`]), or with `nft -j list table`. [`Backend::Auto`] runs the binary
+/// when netlink fails in a way the binary may not (a socket or an answer it cannot use,
+/// a request the kernel does not know); a missing permission, a timeout or a namespace
+/// that is gone fail either way and are returned as they are.
+pub fn list_via(ns: &Netns, backend: Backend) -> Result<Option<Installed>> {
+    netns::run_in(ns, || match backend {
+        Backend::Binary => list_binary(),
+        Backend::Netlink => list_netlink(),
+        Backend::Auto => match list_netlink() {
+            Err(e @ (Error::NftNetlink(_) | Error::NftRefused { .. })) => {
+                tracing::debug!(error = %e, "listing nftables over netlink failed; running nft");
+                list_binary()
+            }
+            other => other,
+        },
+    })?
+}
+
+/// [`list_via`] over netlink, in the calling thread's namespace.
+fn list_netlink() -> Result<Option<Installed>> {
+    let listed = nfnl::list_table(TABLE, NFT_TIMEOUT)?;
+    Ok(listed.map(|chains| Installed {
+        chains: chains
+            .into_iter()
+            .map(|c| InstalledChain {
+                injection: rules::parse_chain_name(&c.name),
+                hook: c.hook,
+                rules: c.rules,
+                name: c.name,
+            })
+            .collect(),
+    }))
+}
+
+/// [`list_via`] with the binary, in the calling thread's namespace.
+fn list_binary() -> Result<Option<Installed>> {
+    match run_nft(&["-j", "list", "table", FAMILY, TABLE], None) {
         Ok(stdout) => parse_listing(&stdout).map(Some),
         Err(Error::Nft { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
         Err(e) => Err(e),

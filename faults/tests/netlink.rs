@@ -77,6 +77,17 @@ fn same_after(lab: &Lab, batch: &Value) {
         "netlink vs binary after {}",
         serde_json::to_string(batch).unwrap()
     );
+    same_listing(&bin);
+    same_listing(&net);
+}
+
+/// `nft::list` over netlink and through the binary say the same of `ns`.
+fn same_listing(ns: &Netns) -> Option<nft::Installed> {
+    let binary = nft::list_via(ns, Backend::Binary).unwrap();
+    let netlink = nft::list_via(ns, Backend::Netlink).unwrap();
+    assert_eq!(netlink, binary, "listing over netlink vs nft -j list");
+    assert_eq!(nft::list(ns).unwrap(), binary, "Backend::Auto");
+    binary
 }
 
 fn apply(i: &InjectionId, rules: &RuleSet) -> Value {
@@ -304,4 +315,88 @@ fn what_the_encoder_does_not_know_goes_to_the_binary() {
     assert_eq!(nft::list(&ns).unwrap(), None, "netlink sent nothing");
     nft::run_batch(&ns, &batch).unwrap();
     assert_eq!(nft::list(&ns).unwrap().unwrap().rule_count(), 1);
+}
+
+#[test]
+fn listing_over_netlink_matches_the_binary() {
+    let lab = Lab::new(1);
+    let ns = lab.ns(0);
+    // No table at all.
+    assert_eq!(same_listing(&ns), None);
+    // A table without chains.
+    nft::run_batch_via(
+        &ns,
+        &json!({"nftables": [{"add": {"table": {"family": "inet", "name": "firedrill"}}}]}),
+        Backend::Binary,
+    )
+    .unwrap();
+    assert_eq!(same_listing(&ns), Some(nft::Installed::default()));
+    // Injections' base chains, a regular chain with rules that is nobody's, and chains of
+    // the same name in other tables (another name, another family) that must not count.
+    nft::apply(&ns, &id("one"), &RuleSet::Blackout { ports: None }).unwrap();
+    nft::apply(
+        &ns,
+        &id("two"),
+        &partition(&["10.0.0.0/8"], Direction::Egress, None),
+    )
+    .unwrap();
+    let rule = |family: &str, table: &str, chain: &str| {
+        json!({"add": {"rule": {"family": family, "table": table, "chain": chain,
+            "expr": [{"counter": null}]}}})
+    };
+    let chain = |family: &str, table: &str, name: &str| json!({"add": {"chain": {"family": family, "table": table, "name": name}}});
+    nft::run_batch_via(
+        &ns,
+        &json!({"nftables": [
+            chain("inet", "firedrill", "stray"),
+            rule("inet", "firedrill", "stray"),
+            rule("inet", "firedrill", "stray"),
+            rule("inet", "firedrill", "stray"),
+            {"add": {"table": {"family": "inet", "name": "other"}}},
+            chain("inet", "other", "stray"),
+            rule("inet", "other", "stray"),
+            chain("inet", "other", "one-in"),
+            {"add": {"table": {"family": "ip", "name": "firedrill"}}},
+            chain("ip", "firedrill", "two-out"),
+            rule("ip", "firedrill", "two-out"),
+        ]}),
+        Backend::Binary,
+    )
+    .unwrap();
+    let listed = same_listing(&ns).unwrap();
+    let ids: Vec<String> = listed.injections().keys().map(|i| i.to_string()).collect();
+    assert_eq!(ids, ["one", "two"]);
+    let stray = listed.chains.iter().find(|c| c.name == "stray").unwrap();
+    assert_eq!((stray.hook.as_deref(), stray.rules), (None, 3));
+    assert!(
+        listed
+            .chains
+            .iter()
+            .any(|c| c.hook.as_deref() == Some("prerouting"))
+    );
+    // One injection reverted, then the table's chains gone: the table stays, empty.
+    nft::revert(&ns, &id("one")).unwrap();
+    let listed = same_listing(&ns).unwrap();
+    assert_eq!(listed.injections().len(), 1);
+    nft::revert(&ns, &id("two")).unwrap();
+    nft::run_batch_via(
+        &ns,
+        &json!({"nftables": [
+            {"flush": {"chain": {"family": "inet", "table": "firedrill", "name": "stray"}}},
+            {"delete": {"chain": {"family": "inet", "table": "firedrill", "name": "stray"}}},
+        ]}),
+        Backend::Binary,
+    )
+    .unwrap();
+    assert_eq!(same_listing(&ns), Some(nft::Installed::default()));
+    // The other tables do not make firedrill's appear.
+    nft::cleanup(&ns).unwrap();
+    assert_eq!(same_listing(&ns), None);
+}
+
+#[test]
+fn listing_over_netlink_is_refused_without_the_namespace() {
+    let gone = Netns::Path("/run/netns/fd-no-such-namespace".into());
+    let err = nft::list_via(&gone, Backend::Netlink).unwrap_err();
+    assert_eq!(err.category(), "netns", "{err}");
 }

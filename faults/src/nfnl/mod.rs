@@ -14,9 +14,10 @@
 //! Everything here is safe code: nix wraps the socket calls.
 
 mod encode;
+mod list;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -29,6 +30,7 @@ use nix::sys::time::TimeVal;
 use crate::error::{Error, Result};
 
 pub use encode::encode;
+pub use list::{ListedChain, list_table};
 
 /// A JSON batch the encoder does not know how to put on the wire (an expression, command or
 /// field it has not been taught); the `nft` binary can still run it.
@@ -201,24 +203,9 @@ impl Batch {
 /// namespace and waits at most `limit` for the kernel's answer to every message. The
 /// first refusal (lowest sequence number: the command that failed first) is the error.
 pub fn send_batch(batch: &Batch, limit: Duration) -> Result<()> {
-    let io = |what: &'static str| move |e: Errno| Error::NftNetlink(format!("{what}: {e}"));
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )
-    .map_err(io("socket"))?;
     // A batch must arrive as one datagram, so the send buffer must hold it whole (`nft`
     // raises it the same way); the answers to a large batch need room too.
-    let room = (batch.bytes.len() * 2).max(1 << 20);
-    setsockopt(&fd, sockopt::SndBufForce, &room).map_err(io("SO_SNDBUFFORCE"))?;
-    setsockopt(&fd, sockopt::RcvBufForce, &room).map_err(io("SO_RCVBUFFORCE"))?;
-    let wait = TimeVal::new(
-        i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
-        i64::from(limit.subsec_micros()),
-    );
-    setsockopt(&fd, sockopt::ReceiveTimeout, &wait).map_err(io("SO_RCVTIMEO"))?;
+    let fd = open((batch.bytes.len() * 2).max(1 << 20), limit)?;
     let sent = send(fd.as_raw_fd(), &batch.bytes, MsgFlags::empty()).map_err(io("send"))?;
     if sent != batch.bytes.len() {
         return Err(Error::NftNetlink(format!(
@@ -265,6 +252,31 @@ pub fn send_batch(batch: &Batch, limit: Duration) -> Result<()> {
             Err(refusal(what, *errno))
         }
     }
+}
+
+/// An error of a socket call.
+fn io(what: &'static str) -> impl Fn(Errno) -> Error {
+    move |e: Errno| Error::NftNetlink(format!("{what}: {e}"))
+}
+
+/// A `NETLINK_NETFILTER` socket of the calling thread's network namespace, with `room`
+/// bytes of send and receive buffer, whose receives give up after `limit`.
+fn open(room: usize, limit: Duration) -> Result<OwnedFd> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkNetFilter,
+    )
+    .map_err(io("socket"))?;
+    setsockopt(&fd, sockopt::SndBufForce, &room).map_err(io("SO_SNDBUFFORCE"))?;
+    setsockopt(&fd, sockopt::RcvBufForce, &room).map_err(io("SO_RCVBUFFORCE"))?;
+    let wait = TimeVal::new(
+        i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+        i64::from(limit.subsec_micros()),
+    );
+    setsockopt(&fd, sockopt::ReceiveTimeout, &wait).map_err(io("SO_RCVTIMEO"))?;
+    Ok(fd)
 }
 
 /// No answer in time: the batch may still be applied later, like any call that timed out.
