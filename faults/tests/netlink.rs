@@ -17,29 +17,25 @@ fn id(s: &str) -> InjectionId {
 }
 
 fn partition(peers: &[&str], direction: Direction, ports: Option<Ports>) -> RuleSet {
-    RuleSet::Partition {
-        peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
-        direction,
-        ports,
-        loss_percent: None,
-    }
+    partition_losing(peers, direction, ports, None)
 }
 
 /// A partition that drops `percent` % of the packets it matches (`numgen random`).
 fn lossy(peers: &[&str], direction: Direction, ports: Option<Ports>, percent: u32) -> RuleSet {
-    match partition(peers, direction, ports) {
-        RuleSet::Partition {
-            peers,
-            direction,
-            ports,
-            ..
-        } => RuleSet::Partition {
-            peers,
-            direction,
-            ports,
-            loss_percent: Some(percent),
-        },
-        other => other,
+    partition_losing(peers, direction, ports, Some(percent))
+}
+
+fn partition_losing(
+    peers: &[&str],
+    direction: Direction,
+    ports: Option<Ports>,
+    loss_percent: Option<u32>,
+) -> RuleSet {
+    RuleSet::Partition {
+        peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
+        direction,
+        ports,
+        loss_percent,
     }
 }
 

@@ -255,6 +255,14 @@ fn peer_group() -> impl Strategy<Value = PeerGroup> {
         })
 }
 
+fn direction() -> impl Strategy<Value = PartitionDirection> {
+    prop_oneof![
+        Just(PartitionDirection::Both),
+        Just(PartitionDirection::LeftToRight),
+        Just(PartitionDirection::RightToLeft),
+    ]
+}
+
 fn fault() -> impl Strategy<Value = Fault> {
     prop_oneof![
         (
@@ -275,28 +283,20 @@ fn fault() -> impl Strategy<Value = Fault> {
                 }),
                 ..Fault::default()
             }),
-        (peer_group(), peer_group(), 0usize..3).prop_map(|(left, right, d)| Fault {
+        (peer_group(), peer_group(), direction()).prop_map(|(left, right, direction)| Fault {
             network_partition: Some(NetworkPartition {
                 left,
                 right,
-                direction: [
-                    PartitionDirection::Both,
-                    PartitionDirection::LeftToRight,
-                    PartitionDirection::RightToLeft,
-                ][d],
+                direction,
             }),
             ..Fault::default()
         }),
-        (peer_group(), peer_group(), 0usize..3, 1u32..=100).prop_map(
-            |(left, right, d, percent)| Fault {
+        (peer_group(), peer_group(), direction(), 1u32..=100).prop_map(
+            |(left, right, direction, percent)| Fault {
                 network_loss: Some(NetworkLoss {
                     left,
                     right,
-                    direction: [
-                        PartitionDirection::Both,
-                        PartitionDirection::LeftToRight,
-                        PartitionDirection::RightToLeft,
-                    ][d],
+                    direction,
                     percent,
                     delay: None,
                 }),

@@ -227,42 +227,48 @@ async fn sli(
 ) -> axum::response::Response {
     let now = Instant::now();
     let retention = shared.sli.retention();
-    let window = match query.window.as_deref().map(crate::duration::parse_duration) {
-        None => retention,
-        Some(Ok(window)) if !window.is_zero() && window <= retention => window,
-        Some(Ok(_)) => {
-            return bad_query(format!(
-                "window={}: must be above zero and at most talk-load's --sli-window ({})",
-                query.window.unwrap_or_default(),
-                seconds_text(retention)
-            ));
-        }
-        Some(Err(e)) => {
-            return bad_query(format!("window={}: {e}", query.window.unwrap_or_default()));
-        }
+    let window = match duration_param(
+        "window",
+        query.window.as_deref(),
+        retention,
+        retention,
+        &format!("talk-load's --sli-window ({})", seconds_text(retention)),
+    ) {
+        Ok(window) => window,
+        Err(message) => return bad_query(message),
     };
-    let deadline = match query
-        .deadline
-        .as_deref()
-        .map(crate::duration::parse_duration)
-    {
-        None => window,
-        Some(Ok(deadline)) if !deadline.is_zero() && deadline <= MAX_DEADLINE => deadline,
-        Some(Ok(_)) => {
-            return bad_query(format!(
-                "deadline={}: must be above zero and at most {}",
-                query.deadline.unwrap_or_default(),
-                seconds_text(MAX_DEADLINE)
-            ));
-        }
-        Some(Err(e)) => {
-            return bad_query(format!(
-                "deadline={}: {e}",
-                query.deadline.unwrap_or_default()
-            ));
-        }
+    let deadline = match duration_param(
+        "deadline",
+        query.deadline.as_deref(),
+        window,
+        MAX_DEADLINE,
+        &seconds_text(MAX_DEADLINE),
+    ) {
+        Ok(deadline) => deadline,
+        Err(message) => return bad_query(message),
     };
     axum::Json(shared.sli.snapshot_over(now, window, deadline)).into_response()
+}
+
+/// A duration query parameter `name`: `default` when absent, otherwise above zero and at
+/// most `max` (described as `max_text` in the error, which is the 400 answer's text).
+fn duration_param(
+    name: &str,
+    raw: Option<&str>,
+    default: Duration,
+    max: Duration,
+    max_text: &str,
+) -> Result<Duration, String> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    match crate::duration::parse_duration(raw) {
+        Ok(d) if !d.is_zero() && d <= max => Ok(d),
+        Ok(_) => Err(format!(
+            "{name}={raw}: must be above zero and at most {max_text}"
+        )),
+        Err(e) => Err(format!("{name}={raw}: {e}")),
+    }
 }
 
 fn bad_query(message: String) -> axum::response::Response {
