@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use crate::room::RoomName;
-use crate::wire::{HistoryPage, MessagePayload, StoredMessage};
+use crate::wire::{HistoryPage, MessagePayload, ReadFrom, StoredMessage};
 
 /// The stream that holds every room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +131,8 @@ struct Cursor {
     consumer: consumer::PullConsumer,
     /// The `after` of the page this cursor serves next.
     after: u64,
+    /// The server whose copy of the stream it reads.
+    server: Option<String>,
     used: std::time::Instant,
 }
 
@@ -138,6 +140,11 @@ struct Cursor {
 /// [`CURSOR_INACTIVE`] without requests).
 const CURSOR_IDLE: Duration = Duration::from_secs(20);
 const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
+
+/// How many consumers a read from the leader makes before giving up: each lands on the
+/// leader with probability 1/replicas, so twelve miss a three-replica leader about once in
+/// 130 reads, and the caller reads again.
+const PLACEMENT_TRIES: usize = 12;
 
 /// How often the client pings its server when the connection is quiet. A server whose
 /// node lost power or its network sends no reset, so the connection looks open until
@@ -315,12 +322,14 @@ impl MessageStore {
         }
     }
 
-    /// Up to `limit` messages of `room` with sequence > `after`.
+    /// Up to `limit` messages of `room` with sequence > `after`, from the replica `from`
+    /// asks for.
     pub async fn history(
         &self,
         room: &RoomName,
         after: u64,
         limit: usize,
+        from: ReadFrom,
     ) -> Result<HistoryPage, StoreError> {
         let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
         // The stream's last sequence before reading bounds what this page covers.
@@ -329,30 +338,25 @@ impl MessageStore {
             .get_stream(&self.spec.name)
             .await
             .map_err(|e| read(&e))?;
-        let stream_last_seq = stream.cached_info().state.last_sequence;
-        let stream_created = Some(stream.cached_info().created.to_string());
-        let (consumer, pending) = match self.take_cursor(room, after) {
-            Some(mut c) => {
+        let info = stream.cached_info();
+        let stream_last_seq = info.state.last_sequence;
+        let stream_created = Some(info.created.to_string());
+        // A stream without a cluster (one server) has only one copy to read.
+        let wanted = match from {
+            ReadFrom::Any => None,
+            ReadFrom::Leader => info.cluster.as_ref().and_then(|c| c.leader.clone()),
+        };
+        let (consumer, server, pending) = match self.take_cursor(room, after, wanted.as_deref()) {
+            Some((mut c, server)) => {
                 let pending = c.info().await.map_err(|e| read(&e))?.num_pending;
-                (c, pending)
+                (c, server, pending)
             }
             None => {
-                let c: consumer::PullConsumer = stream
-                    .create_consumer(consumer::pull::Config {
-                        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                            start_sequence: after.saturating_add(1),
-                        },
-                        ack_policy: consumer::AckPolicy::None,
-                        filter_subject: self.spec.subject(room),
-                        inactive_threshold: CURSOR_INACTIVE,
-                        num_replicas: 1,
-                        memory_storage: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| read(&e))?;
+                let (c, server) = self
+                    .reading_consumer(&stream, room, after, wanted.as_deref())
+                    .await?;
                 let pending = c.cached_info().num_pending;
-                (c, pending)
+                (c, server, pending)
             }
         };
         let pending = usize::try_from(pending).unwrap_or(usize::MAX);
@@ -382,22 +386,76 @@ impl MessageStore {
         let next_after = messages.last().map_or(after, |m| m.seq);
         let more = messages.len() < pending;
         // The consumer is now positioned after the last message it delivered.
-        self.keep_cursor(room, next_after, consumer);
+        self.keep_cursor(room, next_after, consumer, server.clone());
         Ok(HistoryPage {
             room: room.to_string(),
             more,
             messages,
             stream_last_seq,
             stream_created,
+            served_by: server,
         })
     }
 
+    /// An ephemeral consumer of `room` from `after`, and the server it reads on. With
+    /// `on` set, only one placed on that server: JetStream places a one-replica consumer on
+    /// a random replica of the stream, so one placed elsewhere is deleted and made again.
+    async fn reading_consumer(
+        &self,
+        stream: &stream::Stream,
+        room: &RoomName,
+        after: u64,
+        on: Option<&str>,
+    ) -> Result<(consumer::PullConsumer, Option<String>), StoreError> {
+        let mut placed_on = Vec::new();
+        for _ in 0..PLACEMENT_TRIES {
+            let c: consumer::PullConsumer = stream
+                .create_consumer(consumer::pull::Config {
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: after.saturating_add(1),
+                    },
+                    ack_policy: consumer::AckPolicy::None,
+                    filter_subject: self.spec.subject(room),
+                    inactive_threshold: CURSOR_INACTIVE,
+                    num_replicas: 1,
+                    memory_storage: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))?;
+            let server = c
+                .cached_info()
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader.clone());
+            match on {
+                Some(wanted) if server.as_deref() != Some(wanted) => {
+                    self.delete_consumer(&c);
+                    placed_on.push(server.unwrap_or_else(|| "?".to_owned()));
+                }
+                _ => return Ok((c, server)),
+            }
+        }
+        Err(StoreError::Read(format!(
+            "no reading consumer landed on the stream leader {} in {PLACEMENT_TRIES} tries (placed on {})",
+            on.unwrap_or_default(),
+            placed_on.join(", ")
+        )))
+    }
+
     /// The cursor of `room` if it is positioned at `after`.
-    fn take_cursor(&self, room: &RoomName, after: u64) -> Option<consumer::PullConsumer> {
+    /// With `on` set, only if it reads on that server.
+    fn take_cursor(
+        &self,
+        room: &RoomName,
+        after: u64,
+        on: Option<&str>,
+    ) -> Option<(consumer::PullConsumer, Option<String>)> {
         let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
         let c = cursors.remove(room.as_str())?;
-        if c.after == after && c.used.elapsed() < CURSOR_IDLE {
-            Some(c.consumer)
+        let placed = on.is_none_or(|wanted| c.server.as_deref() == Some(wanted));
+        if c.after == after && placed && c.used.elapsed() < CURSOR_IDLE {
+            Some((c.consumer, c.server))
         } else {
             drop(cursors);
             self.delete_consumer(&c.consumer);
@@ -405,7 +463,13 @@ impl MessageStore {
         }
     }
 
-    fn keep_cursor(&self, room: &RoomName, after: u64, consumer: consumer::PullConsumer) {
+    fn keep_cursor(
+        &self,
+        room: &RoomName,
+        after: u64,
+        consumer: consumer::PullConsumer,
+        server: Option<String>,
+    ) {
         let now = std::time::Instant::now();
         let mut stale = Vec::new();
         {
@@ -413,6 +477,7 @@ impl MessageStore {
             let cursor = Cursor {
                 consumer,
                 after,
+                server,
                 used: now,
             };
             if let Some(old) = cursors.insert(room.to_string(), cursor) {

@@ -79,7 +79,32 @@ pub struct StoredMessage {
     pub payload: MessagePayload,
 }
 
-/// Reply to `GET /rooms/{room}/messages?after=SEQ&limit=N`.
+/// Which replica serves a history read (`GET /rooms/{room}/messages?from=...`).
+///
+/// JetStream places the consumer that reads a page on any replica of the stream and reads
+/// that replica's copy. A replica rebuilding from its peers (a new disk, a long outage)
+/// holds only a prefix until it has caught up, so a page it serves can lack messages the
+/// stream acknowledged. The leader holds every acknowledged message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    /// Whichever replica the consumer lands on: cheapest; may be behind.
+    #[default]
+    Any,
+    /// The stream's leader: what a check that counts losses must read.
+    Leader,
+}
+
+impl ReadFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::Leader => "leader",
+        }
+    }
+}
+
+/// Reply to `GET /rooms/{room}/messages?after=SEQ&limit=N&from=any|leader`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryPage {
@@ -95,6 +120,9 @@ pub struct HistoryPage {
     /// already read under the same creation time is only a stale view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_created: Option<String>,
+    /// The server whose copy of the stream served the page (the reading consumer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 /// Every 4xx/5xx reply: `{"error": {"code": "...", "message": "..."}}`.

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::wire::{
-    ErrorBody, HistoryPage, SendBatchRequest, SendBatchResponse, SendRequest, SendResponse,
+    ErrorBody, HistoryPage, ReadFrom, SendBatchRequest, SendBatchResponse, SendRequest,
+    SendResponse,
 };
 
 /// Errors calling talk-server. Any of them makes a send indeterminate.
@@ -108,11 +109,13 @@ impl TalkClient {
         room: &str,
         after: u64,
         limit: usize,
+        from: ReadFrom,
     ) -> Result<HistoryPage, ClientError> {
+        let from = from.as_str();
         let resp = self
             .http
             .get(format!(
-                "{base}/rooms/{room}/messages?after={after}&limit={limit}"
+                "{base}/rooms/{room}/messages?after={after}&limit={limit}&from={from}"
             ))
             .send()
             .await?;

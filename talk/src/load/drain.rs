@@ -4,13 +4,15 @@ use std::time::Instant;
 
 use super::client::TalkClient;
 use super::targets::{Targets, pick};
-use crate::wire::StoredMessage;
+use crate::wire::{ReadFrom, StoredMessage};
 
 const PAGE: usize = 1000;
 
 /// Reads `room` from sequence > `after` to its end, handing each message to `on_message`
 /// in stream order as its page arrives (nothing is collected); retries each page until
-/// `deadline`. Returns how many messages were read and the last sequence.
+/// `deadline`. Returns how many messages were read and the last sequence. Every page is
+/// read from the stream leader: these reads count losses, and a replica rebuilding from its
+/// peers serves only a prefix (after a disk loss, none at all).
 pub async fn drain_room(
     client: &TalkClient,
     targets: &Targets,
@@ -29,7 +31,10 @@ pub async fn drain_room(
             ));
         }
         let target = pick(&targets.current(), t);
-        match client.history(&target, room, after, PAGE).await {
+        match client
+            .history(&target, room, after, PAGE, ReadFrom::Leader)
+            .await
+        {
             Ok(page) => {
                 for m in &page.messages {
                     on_message(m);

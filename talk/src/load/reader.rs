@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use super::client::TalkClient;
 use super::shared::Shared;
 use super::targets::{Targets, pick};
-use crate::wire::HistoryPage;
+use crate::wire::{HistoryPage, ReadFrom};
 
 const PAGE: usize = 1000;
 
@@ -29,7 +29,10 @@ pub async fn follow_room(
     while !*stop.borrow() {
         let target = pick(&targets.current(), t);
         let mut more = false;
-        match client.history(&target, &room, pos, PAGE).await {
+        match client
+            .history(&target, &room, pos, PAGE, ReadFrom::Any)
+            .await
+        {
             Ok(page) => {
                 match stream_view(epoch.as_deref(), pos, &page) {
                     View::Current => {}
@@ -153,6 +156,7 @@ mod tests {
             more: false,
             stream_last_seq: last,
             stream_created: created.map(str::to_owned),
+            served_by: None,
         }
     }
 

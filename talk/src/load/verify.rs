@@ -75,10 +75,10 @@ impl Verifier {
             let mut v = self.read_once(&stored, deadline).await?;
             v.rereads = rereads;
             v.seconds = started.elapsed().as_secs_f64();
-            // A history read is served by whichever replica holds the reading consumer; one
-            // still catching up (a wiped replica rebuilding from its peers) does not have
-            // every message yet. Lost means still missing once the replicas caught up: read
-            // again while messages are missing and there is time.
+            // The read is served by the stream leader (drain_room reads `from=leader`); a
+            // leader elected mid-read may still be applying what its predecessor
+            // committed. Lost means still missing once that settled: read again while
+            // messages are missing and there is time.
             let again = Instant::now() + REREAD_AFTER;
             let reread_by = started + REREAD_BUDGET.min(self.timeout);
             if v.lost_messages == 0 || rereads >= MAX_REREADS || again >= reread_by {

@@ -20,8 +20,8 @@ use super::state::AppState;
 use crate::room::{NameError, RoomName, validate_producer};
 use crate::store::StoreError;
 use crate::wire::{
-    BatchItem, ErrorBody, ErrorDetail, MessagePayload, SendBatchRequest, SendBatchResponse,
-    SendRequest, SendResponse, now_ms,
+    BatchItem, ErrorBody, ErrorDetail, MessagePayload, ReadFrom, SendBatchRequest,
+    SendBatchResponse, SendRequest, SendResponse, now_ms,
 };
 
 /// Every error talk-server answers with; each maps to a status and a code.
@@ -263,6 +263,9 @@ pub struct HistoryQuery {
     #[serde(default)]
     after: u64,
     limit: Option<usize>,
+    /// `leader` reads the stream leader's copy, which holds every acknowledged message.
+    #[serde(default)]
+    from: ReadFrom,
 }
 
 pub async fn history(
@@ -282,7 +285,7 @@ pub async fn history(
     }
     let page = state
         .store
-        .history(&room, q.after, limit)
+        .history(&room, q.after, limit, q.from)
         .await
         .map_err(|e| fail(&state, e.into()))?;
     state.metrics.history_reads.inc();
