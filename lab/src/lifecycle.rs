@@ -69,7 +69,9 @@ impl Programs {
             hint: hint.to_owned(),
         };
         let bin_dir = match &self.bin_dir {
-            Some(d) => d.clone(),
+            // The supervisor starts them from another directory: a relative path given
+            // here would name nothing there, and every process would fail to start.
+            Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
             None => std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(Path::to_path_buf))
