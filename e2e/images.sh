@@ -2,11 +2,13 @@
 # Builds the images firedrill's e2e tier runs and imports them into every node of the e2e
 # cluster (e2e/cluster/image.sh; there is no registry):
 #
-#   docker.io/firedrill/operator:TAG      target/release/firedrill-operator
-#   docker.io/firedrill/agent:TAG         target/agent/firedrill-agent + /usr/sbin/nft (the
-#                                         size-optimized `agent` profile: Cargo.toml)
-#   docker.io/firedrill/talk-server:TAG   target/release/talk-server
-#   docker.io/firedrill/talk-load:TAG     target/release/talk-load
+#   docker.io/firedrill/operator:TAG      images/Containerfile, target operator
+#   docker.io/firedrill/agent:TAG         images/Containerfile, target agent (with the
+#                                         release profile: the size-optimized `agent`
+#                                         profile, Cargo.toml)
+#   docker.io/firedrill/talk-server:TAG   images/Containerfile, target talk-server
+#   docker.io/firedrill/talk-load:TAG     images/Containerfile, target talk-load
+#   docker.io/firedrill/chaosctl:TAG      images/Containerfile, target chaosctl
 #   docker.io/firedrill/nats-server:TAG   the pinned nats-server build (scripts/install-deps.sh)
 #   docker.io/firedrill/prometheus:TAG    Debian's /usr/bin/prometheus (2.42 in bookworm, built
 #                                         without kubernetes_sd_configs: charts/talk's scrape
@@ -14,10 +16,12 @@
 #   docker.io/firedrill/alertmanager:TAG  Debian's /usr/bin/prometheus-alertmanager and its
 #                                         templates (/usr/share/prometheus/alertmanager)
 #
-# Each image is one layer: the binaries in /usr/local/bin (so a pod's `command: [name]`
-# finds them on PATH) with the shared libraries ldd names, /etc/passwd and /etc/group
-# (root, nonroot 65532, nobody 65534), /tmp, and nothing else (no shell). References are
-# fully qualified (docker.io/...) because containerd stores them so; the charts may say
+# firedrill's own five are built with buildah from images/Containerfile by its prebuilt
+# path (the binaries this script built, so the cluster runs what was tested), over a Debian
+# base made here by images/debian-base.sh. The other three are one layer each, assembled
+# here: the binary in /usr/local/bin with the shared libraries ldd names, /etc/passwd and
+# /etc/group (root, nonroot 65532, nobody 65534), /tmp. No image has a shell. References
+# are fully qualified (docker.io/...) because containerd stores them so; the charts may say
 # firedrill/operator, which the kubelet normalises the same way.
 #
 # usage: e2e/images.sh [--tag TAG] [--profile release|dev] [--no-build] [--no-import] [--only NAME]...
@@ -79,13 +83,13 @@ dev) OUT=debug AGENT_PROFILE=dev AGENT_OUT=debug ;;
 esac
 if ((BUILD)); then
 	if [[ $AGENT_PROFILE == "$PROFILE" ]]; then
-		log "cargo build --profile $PROFILE (operator, agent, talk)"
+		log "cargo build --profile $PROFILE (operator, agent, talk, chaosctl)"
 		cargo build --profile "$PROFILE" --locked --manifest-path "$ROOT/Cargo.toml" \
-			-p firedrill-operator -p firedrill-agent -p talk --bins
+			-p firedrill-operator -p firedrill-agent -p talk -p chaosctl --bins
 	else
-		log "cargo build --profile $PROFILE (operator, talk)"
+		log "cargo build --profile $PROFILE (operator, talk, chaosctl)"
 		cargo build --profile "$PROFILE" --locked --manifest-path "$ROOT/Cargo.toml" \
-			-p firedrill-operator -p talk --bins
+			-p firedrill-operator -p talk -p chaosctl --bins
 		if wanted agent; then
 			log "cargo build --profile $AGENT_PROFILE (agent)"
 			cargo build --profile "$AGENT_PROFILE" --locked --manifest-path "$ROOT/Cargo.toml" \
@@ -127,30 +131,48 @@ new_fs() {
 	echo "$fs"
 }
 
+# The images images/Containerfile defines.
+CONTAINERFILE_IMAGES=(operator agent talk-server talk-load chaosctl)
+
 # image NAME ENTRYPOINT FS: imports FS as $REPO/NAME:$TAG.
 image() {
 	local name=$1 entrypoint=$2 fs=$3
 	"$IMAGE_SH" "${IMPORT_ARGS[@]}" --entrypoint "$entrypoint" "$REPO/$name:$TAG" "$fs"
 }
 
-if wanted operator; then
-	fs=$(new_fs operator)
-	add "$fs" "$REL/firedrill-operator" /usr/local/bin/firedrill-operator
-	image operator /usr/local/bin/firedrill-operator "$fs"
-fi
-if wanted agent; then
-	fs=$(new_fs agent)
-	add "$fs" "$AGENT_REL/firedrill-agent" /usr/local/bin/firedrill-agent
-	# The agent runs nft with a fixed argv and JSON on stdin; nothing else.
-	add "$fs" "$NFT" /usr/sbin/nft
-	image agent /usr/local/bin/firedrill-agent "$fs"
-fi
-for bin in talk-server talk-load; do
-	wanted "$bin" || continue
-	fs=$(new_fs "$bin")
-	add "$fs" "$REL/$bin" "/usr/local/bin/$bin"
-	image "$bin" "/usr/local/bin/$bin" "$fs"
+# firedrill's own images come from images/Containerfile, as a user builds them, by its
+# prebuilt path: the binaries built above, staged in target/image-bin/ of the context.
+BUILT=()
+for name in "${CONTAINERFILE_IMAGES[@]}"; do
+	wanted "$name" && BUILT+=("$name")
 done
+if ((${#BUILT[@]})); then
+	command -v buildah >/dev/null || { echo "images.sh: buildah is not installed (make deps)" >&2; exit 1; }
+	stage=${CARGO_TARGET_DIR:-$ROOT/target}/image-bin
+	[[ $stage == "$ROOT/target/image-bin" ]] ||
+		{ echo "images.sh: the build context is $ROOT: CARGO_TARGET_DIR must be $ROOT/target" >&2; exit 1; }
+	rm -rf "$stage"
+	mkdir -p "$stage"
+	for bin in "$REL/firedrill-operator" "$AGENT_REL/firedrill-agent" "$REL/talk-server" \
+		"$REL/talk-load" "$REL/chaosctl"; do
+		[[ -x $bin ]] || { echo "images.sh: missing $bin (cargo build --profile $PROFILE?)" >&2; exit 1; }
+		cp -L "$bin" "$stage/"
+	done
+	base=$("$ROOT/images/debian-base.sh")
+	for name in "${BUILT[@]}"; do
+		log "buildah bud --target $name (images/Containerfile)"
+		# chroot isolation: no OCI runtime needed. --timestamp 0: the same files give the
+		# same image. --layers: the rootfs stage is built once for all five.
+		BUILDAH_ISOLATION=chroot buildah bud --quiet --layers --timestamp 0 \
+			-f "$ROOT/images/Containerfile" --target "$name" \
+			--build-arg BINARIES=prebuilt --build-arg "DEBIAN_IMAGE=$base" \
+			-t "$REPO/$name:$TAG" "$ROOT" >/dev/null
+		rm -f "$WORK/$name.tar"
+		buildah push --quiet "$REPO/$name:$TAG" "docker-archive:$WORK/$name.tar:$REPO/$name:$TAG"
+		"$IMAGE_SH" "${IMPORT_ARGS[@]}" --archive "$WORK/$name.tar" "$REPO/$name:$TAG"
+	done
+	rm -rf "$stage"
+fi
 if wanted nats-server; then
 	fs=$(new_fs nats-server)
 	add "$fs" "$NATS_SERVER" /usr/local/bin/nats-server

@@ -4,8 +4,10 @@
 set -euo pipefail
 
 # prometheus: promtool, which scripts/check-monitoring.sh checks the alert rules with; python3:
-# scripts/check-dashboards.py.
-packages=(nats-server prometheus prometheus-alertmanager nftables iproute2 procps jq python3)
+# scripts/check-dashboards.py; buildah, debootstrap: the images (images/Containerfile, built
+# from a Debian base made here, since there is no registry to pull one from).
+packages=(nats-server prometheus prometheus-alertmanager nftables iproute2 procps jq python3
+  buildah debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

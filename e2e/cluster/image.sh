@@ -10,11 +10,14 @@ usage() {
 	cat <<EOF
 usage: e2e/cluster/image.sh [options] NAME:TAG ROOTFS_DIR
        e2e/cluster/image.sh [options] NAME:TAG BINARY...
+       e2e/cluster/image.sh [options] --archive FILE NAME:TAG
 
 Builds a docker-archive tarball (one uncompressed layer, reproducible: sorted, owned by
 root, mtime 0) and imports it with 'ctr -n k8s.io images import' into each running node's
 containerd.
 
+With --archive the image is FILE, a docker-archive a builder wrote (buildah push
+IMAGE docker-archive:FILE:NAME:TAG), copied to --out and imported as it is.
 With ROOTFS_DIR the layer is that directory as it is. With BINARY... each binary goes to
 /<its name> with the shared libraries 'ldd' names (none for a static binary), and the layer
 gets /etc/passwd, /etc/group (root, nonroot 65532, nobody 65534) and /tmp.
@@ -26,6 +29,7 @@ options:
   --out FILE         where to write the tarball (default: $STATE_DIR/images/NAME_TAG.tar)
   --node NODE        import into this node only (repeatable; default: every running node)
   --no-import        only write the tarball
+  --archive FILE     import this docker-archive instead of building one
 EOF
 }
 
@@ -35,6 +39,7 @@ CA=0
 OUT=
 IMPORT=1
 NODES=()
+ARCHIVE=
 while (($#)); do
 	case $1 in
 	-h | --help) usage; exit 0 ;;
@@ -44,51 +49,22 @@ while (($#)); do
 	--out) OUT=$2; shift ;;
 	--node) NODES+=("$2"); shift ;;
 	--no-import) IMPORT=0 ;;
+	--archive) ARCHIVE=$2; shift ;;
 	--) shift; break ;;
 	-*) echo "image.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	*) break ;;
 	esac
 	shift
 done
-(($# >= 2)) || { usage >&2; exit 2; }
+if [[ -n $ARCHIVE ]]; then
+	(($# == 1)) || { usage >&2; exit 2; }
+else
+	(($# >= 2)) || { usage >&2; exit 2; }
+fi
 REF=$1
 shift
 [[ $REF == *:* ]] || die "image name needs a tag: $REF"
 OUT=${OUT:-$STATE_DIR/images/$(tr '/:' '__' <<<"$REF").tar}
-
-WORK=$(mktemp -d /tmp/fd-image.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-ROOT=$WORK/rootfs
-mkdir -p "$ROOT"
-
-if (($# == 1)) && [[ -d $1 ]]; then
-	cp -a "$1/." "$ROOT/"
-else
-	mkdir -p "$ROOT/etc" "$ROOT/tmp"
-	chmod 1777 "$ROOT/tmp"
-	printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' \
-		'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$ROOT/etc/passwd"
-	printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' 'nobody:x:65534:' >"$ROOT/etc/group"
-	for bin in "$@"; do
-		[[ -x $bin && -f $bin ]] || die "not an executable file: $bin"
-		cp "$bin" "$ROOT/$(basename "$bin")"
-		# A dynamic binary needs its loader and libraries at the same paths.
-		{ ldd "$bin" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
-			[[ -e $lib ]] || continue
-			mkdir -p "$ROOT$(dirname "$lib")"
-			cp -L "$lib" "$ROOT$lib"
-		done
-	done
-	ENTRYPOINT=${ENTRYPOINT:-/$(basename "$1")}
-	if ((CA)); then
-		mkdir -p "$ROOT/etc/ssl/certs"
-		cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/"
-	fi
-fi
-
-# The layer, made the same way every time so that the same files give the same digest.
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$ROOT" -cf "$WORK/layer.tar" .
-diff_id=$(sha256sum "$WORK/layer.tar" | cut -d' ' -f1)
 
 json_strings() {
 	local first=1 s
@@ -101,21 +77,68 @@ json_strings() {
 	done
 	printf ']'
 }
-ep=null
-[[ -n $ENTRYPOINT ]] && ep=$(json_strings "$ENTRYPOINT")
-config=$(printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Env":%s,"Entrypoint":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"firedrill e2e/cluster/image.sh"}]}' \
-	"$(json_strings "${ENVS[@]}")" "$ep" "$diff_id")
-config_id=$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
 
-A=$WORK/archive
-mkdir -p "$A/$diff_id"
-mv "$WORK/layer.tar" "$A/$diff_id/layer.tar"
-printf '%s' "$config" >"$A/$config_id.json"
-printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' "$config_id" "$REF" "$diff_id" >"$A/manifest.json"
-mkdir -p "$(dirname "$OUT")"
-tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$A" -cf "$OUT.tmp" .
-mv -f "$OUT.tmp" "$OUT"
-log "$REF: $OUT ($(du -h "$OUT" | cut -f1), image id sha256:${config_id:0:12})"
+# build_archive: the tarball at $OUT, from the rootfs or binaries in "$@".
+build_archive() {
+	WORK=$(mktemp -d /tmp/fd-image.XXXXXX)
+	trap 'rm -rf "$WORK"' EXIT
+	ROOT=$WORK/rootfs
+	mkdir -p "$ROOT"
+
+	if (($# == 1)) && [[ -d $1 ]]; then
+		cp -a "$1/." "$ROOT/"
+	else
+		mkdir -p "$ROOT/etc" "$ROOT/tmp"
+		chmod 1777 "$ROOT/tmp"
+		printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' \
+			'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' >"$ROOT/etc/passwd"
+		printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' 'nobody:x:65534:' >"$ROOT/etc/group"
+		for bin in "$@"; do
+			[[ -x $bin && -f $bin ]] || die "not an executable file: $bin"
+			cp "$bin" "$ROOT/$(basename "$bin")"
+			# A dynamic binary needs its loader and libraries at the same paths.
+			{ ldd "$bin" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
+				[[ -e $lib ]] || continue
+				mkdir -p "$ROOT$(dirname "$lib")"
+				cp -L "$lib" "$ROOT$lib"
+			done
+		done
+		ENTRYPOINT=${ENTRYPOINT:-/$(basename "$1")}
+		if ((CA)); then
+			mkdir -p "$ROOT/etc/ssl/certs"
+			cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/"
+		fi
+	fi
+
+	# The layer, made the same way every time so that the same files give the same digest.
+	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$ROOT" -cf "$WORK/layer.tar" .
+	diff_id=$(sha256sum "$WORK/layer.tar" | cut -d' ' -f1)
+
+	ep=null
+	[[ -n $ENTRYPOINT ]] && ep=$(json_strings "$ENTRYPOINT")
+	config=$(printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Env":%s,"Entrypoint":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"firedrill e2e/cluster/image.sh"}]}' \
+		"$(json_strings "${ENVS[@]}")" "$ep" "$diff_id")
+	config_id=$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
+
+	A=$WORK/archive
+	mkdir -p "$A/$diff_id"
+	mv "$WORK/layer.tar" "$A/$diff_id/layer.tar"
+	printf '%s' "$config" >"$A/$config_id.json"
+	printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' "$config_id" "$REF" "$diff_id" >"$A/manifest.json"
+	mkdir -p "$(dirname "$OUT")"
+	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$A" -cf "$OUT.tmp" .
+	mv -f "$OUT.tmp" "$OUT"
+	log "$REF: $OUT ($(du -h "$OUT" | cut -f1), image id sha256:${config_id:0:12})"
+}
+
+if [[ -n $ARCHIVE ]]; then
+	[[ -s $ARCHIVE ]] || die "no archive $ARCHIVE"
+	mkdir -p "$(dirname "$OUT")"
+	[[ $ARCHIVE -ef $OUT ]] || cp "$ARCHIVE" "$OUT"
+	log "$REF: $OUT ($(du -h "$OUT" | cut -f1))"
+else
+	build_archive "$@"
+fi
 
 ((IMPORT)) || exit 0
 ((${#NODES[@]})) || mapfile -t NODES < <(node_names)
