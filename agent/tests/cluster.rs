@@ -195,6 +195,71 @@ async fn the_agent_applies_reports_and_reverts_on_deletion_and_on_expiry() {
     h.finish().await;
 }
 
+/// Forty Injections arriving together (a burst of experiments) go through the batched
+/// paths: one read of the node's labels, the finalizers and the statuses together, the
+/// releases together on deletion. Every one must come out applied with its finalizer, and
+/// every one must be let go. Prints how long the burst took, which is not asserted.
+#[tokio::test]
+async fn a_burst_of_injections_is_applied_reported_and_released_together() {
+    let test = "a_burst_of_injections_is_applied_reported_and_released_together";
+    let Some(client) = client(test).await else {
+        return;
+    };
+    let h = Harness::start(client).await;
+    let (api, node) = (h.injections(), h.node.clone());
+    let names: Vec<String> = (0..40).map(|i| format!("burst-{i:02}")).collect();
+    let started = std::time::Instant::now();
+    futures_util::future::try_join_all(names.iter().map(|name| {
+        let api = api.clone();
+        let injection = injection(name, &node, 300);
+        async move { api.create(&PostParams::default(), &injection).await }
+    }))
+    .await
+    .unwrap();
+    let listed = || async {
+        api.list(&Default::default())
+            .await
+            .ok()
+            .map(|l| l.items)
+            .unwrap_or_default()
+    };
+    eventually("all forty applied", || async {
+        let items = listed().await;
+        let applied = items
+            .iter()
+            .filter(|i| {
+                state(i) == InjectionState::Applied
+                    && i.finalizers().iter().any(|f| f == AGENT_FINALIZER)
+            })
+            .count();
+        (applied == names.len()).then_some(())
+    })
+    .await;
+    println!(
+        "[{test}] BENCH 40 Injections created together: all applied and reported in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(h.journal.path().read_dir().unwrap().count(), names.len());
+
+    let started = std::time::Instant::now();
+    futures_util::future::try_join_all(names.iter().map(|name| {
+        let api = api.clone();
+        async move { api.delete(name, &DeleteParams::default()).await }
+    }))
+    .await
+    .unwrap();
+    eventually("all forty reverted and let go", || async {
+        listed().await.is_empty().then_some(())
+    })
+    .await;
+    println!(
+        "[{test}] BENCH 40 Injections deleted together: all reverted and released in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(h.journal.path().read_dir().unwrap().count(), 0);
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn the_agent_ignores_other_namespaces_and_refuses_protected_targets() {
     let test = "the_agent_ignores_other_namespaces_and_refuses_protected_targets";
