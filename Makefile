@@ -21,6 +21,9 @@ test: deps
 	# (the lab tests wait on game days); e2e/run.sh's build step waits for it and finds it
 	# cached. Its log: /tmp/firedrill-cluster-build.log.
 	nohup nice -n 19 e2e/cluster/build.sh >/tmp/firedrill-cluster-build.log 2>&1 &
+	# The Debian base the images are built over (images/debian-base.sh: a debootstrap,
+	# about 35 s cold, cached a month), made now so that e2e/images.sh finds it.
+	nohup nice -n 19 images/debian-base.sh >/tmp/firedrill-debian-base.log 2>&1 &
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo run -q --locked -p chaosctl -- crds --check charts/firedrill/crds
