@@ -391,6 +391,12 @@ impl Agent {
                 Some((key, name, injection, report))
             })
             .collect();
+        self.send_reports(due).await;
+    }
+
+    /// Writes each status, with the Warning Event a report makes, and remembers what was
+    /// told.
+    async fn send_reports(&mut self, due: Vec<(Key, String, Injection, Report)>) {
         let cluster = &self.cluster;
         let answers: Vec<_> = futures_util::stream::iter(due)
             .map(|(key, name, injection, report)| async move {
@@ -558,23 +564,7 @@ impl Agent {
             // A fault just cut this node off: the statuses go out on a later pass.
             return changed;
         }
-        let cluster = &self.cluster;
-        let answers: Vec<_> = futures_util::stream::iter(reports)
-            .map(|(key, name, injection, report)| async move {
-                let answer = cluster.report(&injection, &report).await;
-                (key, name, report, answer)
-            })
-            .buffer_unordered(CONCURRENT_CALLS)
-            .collect()
-            .await;
-        for (key, name, report, answer) in answers {
-            match answer {
-                Ok(()) => {
-                    self.memory.reported.insert(key, report.state());
-                }
-                Err(e) => self.api_failed("status report", &name, &e),
-            }
-        }
+        self.send_reports(reports).await;
         changed
     }
 
