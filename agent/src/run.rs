@@ -382,13 +382,11 @@ impl Agent {
         if self.api_quiet() {
             return;
         }
-        let mut asked: BTreeMap<Key, Report> = reports.into_iter().collect();
-        let due: Vec<(Key, String, Injection, Report)> = self
-            .known(asked.keys().cloned().collect::<Vec<_>>())
+        let due = reports
             .into_iter()
-            .filter_map(|(key, name, injection)| {
-                let report = asked.remove(&key)?;
-                Some((key, name, injection, report))
+            .filter_map(|(key, report)| {
+                let injection = self.store.get(&key)?.clone();
+                Some((key, display_name(&injection), injection, report))
             })
             .collect();
         self.send_reports(due).await;
@@ -561,7 +559,8 @@ impl Agent {
             }
         }
         if self.api_quiet() {
-            // A fault just cut this node off: the statuses go out on a later pass.
+            // A fault just cut this node off, or a call of this batch failed: the statuses
+            // go out on a later pass (the planner asks again for what is not reported).
             return changed;
         }
         self.send_reports(reports).await;
