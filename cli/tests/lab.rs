@@ -405,7 +405,8 @@ fn network_loss_between_two_zones_slows_talk_but_loses_nothing() {
     assert_eq!(e["verdict"], "Passed", "{e:#}");
     assert_eq!(e["messagesLost"], 0, "{e:#}");
     // The loss is real: retransmissions show in the worst p99 of the fault, well above the
-    // single-digit milliseconds of a healthy lab.
+    // single-digit milliseconds of a healthy lab. (With zone-a lossy towards both other zones,
+    // some sends cross the lossy link wherever the stream leader is; see the experiment.)
     let p99 = e["slis"]
         .as_array()
         .expect("per-SLI figures")
@@ -415,6 +416,7 @@ fn network_loss_between_two_zones_slows_talk_but_loses_nothing() {
     let worst = p99["worstValue"]
         .as_f64()
         .unwrap_or_else(|| panic!("{p99:#}"));
+    eprintln!("BENCH network loss 10 % zone-a <-> zones b, c: worst 2 s p99 {worst:.0} ms");
     assert!(worst >= 150.0, "10 % loss left p99 at {worst} ms: {e:#}");
     assert_eq!(out.status.code(), Some(0));
     assert_nothing_left(lab.path(), &[]);

@@ -303,9 +303,9 @@ impl Topology {
             };
             let listen = sa(addr_of(&node), port);
             talk_servers.push(listen);
-            // Each talk-server prefers its own zone's NATS, then the others.
-            let mut nats = nats_clients.clone();
-            nats.rotate_left(i);
+            // Every talk-server gets every NATS server; the client connects to one of them
+            // at random (async-nats shuffles the list), as behind a Kubernetes Service.
+            let nats = nats_clients.clone();
             processes.push(Process {
                 name: format!("talk-server-{}", zone_letter(zone)),
                 node,
