@@ -422,6 +422,60 @@ fn network_loss_between_two_zones_slows_talk_but_loses_nothing() {
     assert_nothing_left(lab.path(), &[]);
 }
 
+/// A program that cannot run is named, with the end of its log, as soon as it has failed a
+/// few times, instead of `lab up` waiting out its 120 s ready timeout.
+#[test]
+fn lab_up_gives_up_at_once_on_a_process_that_keeps_failing_and_shows_its_log() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let turn = LabTurn::take();
+    let bins = tempfile::tempdir().expect("bin dir");
+    let real = chaosctl().parent().expect("bin dir").to_path_buf();
+    for name in ["talk-load", "firedrill-powerloss"] {
+        symlink(real.join(name), bins.path().join(name)).expect("link");
+    }
+    let broken = bins.path().join("talk-server");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\necho 'talk-server: no such zone (a test stand-in that always fails)' >&2\nexit 3\n",
+    )
+    .expect("write stand-in");
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let started = Instant::now();
+    let out = Command::new(chaosctl())
+        .args(["lab", "up", "--dir"])
+        .arg(turn.lab.path())
+        .arg("--bin-dir")
+        .arg(bins.path())
+        .output()
+        .expect("run chaosctl lab up");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    eprintln!("BENCH lab up gave up on a failing process after {took:.1?}");
+    assert!(
+        !out.status.success(),
+        "lab up succeeded with a broken talk-server"
+    );
+    assert!(
+        stderr.contains("talk-server-") && stderr.contains("failed 3 times before it was ready"),
+        "the error does not name the failing process: {stderr}"
+    );
+    assert!(
+        stderr.contains("a test stand-in that always fails"),
+        "the error does not show the process's own words: {stderr}"
+    );
+    // The ready timeout is 120 s; the supervisor's backoff puts the third failure about
+    // 3.5 s after the first, the rest is the lab's network and NATS starting.
+    assert!(
+        took < Duration::from_secs(60),
+        "lab up took {took:?} to give up"
+    );
+    // It took itself down again, and the log it pointed at is still there to read.
+    assert_nothing_left(turn.lab.path(), &[]);
+    assert!(turn.lab.path().join("procs/talk-server-a/log").exists());
+}
+
 #[test]
 fn weakness_no_fsync_is_caught_by_site_power_loss() {
     weakened_in(

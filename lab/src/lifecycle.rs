@@ -202,7 +202,12 @@ pub async fn up(run: &RunDir, opts: &UpOptions, progress: &dyn Fn(&str)) -> Resu
     } else {
         opts.ready_timeout
     };
-    wait_ready(run, &state, timeout, progress).await?;
+    if let Err(e) = wait_ready(run, &state, timeout, progress).await {
+        // Nothing half-up stays behind; the processes' logs stay in the run directory.
+        progress("not ready: taking the lab down again");
+        let _ = down(run);
+        return Err(e);
+    }
     Ok(state)
 }
 
@@ -262,6 +267,43 @@ async fn answers(client: &reqwest::Client, url: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
+/// Failures before readiness after which `lab up` stops waiting for a process: a program
+/// that cannot start, or exits this often while the lab comes up, will not come up by
+/// itself (the supervisor's backoff puts the third about 3.5 s after the first).
+const FAILURES_BEFORE_GIVING_UP: u32 = 3;
+
+fn keeps_failing(run: &RunDir, process: &str) -> bool {
+    run.failures(process)
+        .ok()
+        .flatten()
+        .is_some_and(|f| f.count >= FAILURES_BEFORE_GIVING_UP)
+}
+
+/// Why `process` is given up on: the supervisor's count, its latest failure and the end of
+/// its log, which usually names the cause.
+fn failing_account(run: &RunDir, process: &str) -> String {
+    const TAIL: usize = 5;
+    let failures = run.failures(process).ok().flatten().unwrap_or_default();
+    let log = run.log_file(process);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(TAIL)..]
+        .iter()
+        .map(|l| format!("\n  | {l}"))
+        .collect::<String>();
+    format!(
+        "{process} failed {} times before it was ready (latest: {}); the end of its log {}:{}",
+        failures.count,
+        failures.last,
+        log.display(),
+        if tail.is_empty() {
+            "\n  | (empty)".to_owned()
+        } else {
+            tail
+        }
+    )
+}
+
 async fn wait_ready(
     run: &RunDir,
     state: &LabState,
@@ -281,6 +323,15 @@ async fn wait_ready(
         }
         if ready.len() == total {
             break;
+        }
+        if let Some(p) = state
+            .topology
+            .processes
+            .iter()
+            .filter(|p| !ready.contains(&p.name))
+            .find(|p| keeps_failing(run, &p.name))
+        {
+            return Err(LabError::NotReady(failing_account(run, &p.name)));
         }
         if Instant::now() >= deadline {
             let waiting: Vec<String> = state

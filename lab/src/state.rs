@@ -52,6 +52,15 @@ pub struct PidRecord {
     pub started_at: u64,
 }
 
+/// How often a process failed to start or exited, as the supervisor counts them: `lab up`
+/// gives up at once on a process that keeps failing instead of waiting out its timeout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    pub count: u32,
+    /// The latest, as said in the events log.
+    pub last: String,
+}
+
 /// Paths inside a run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -149,6 +158,22 @@ impl RunDir {
 
     fn pid_file(&self, process: &str) -> PathBuf {
         self.proc_dir(process).join("pid.json")
+    }
+
+    fn failures_file(&self, process: &str) -> PathBuf {
+        self.proc_dir(process).join("failures.json")
+    }
+
+    /// Counts one more failure of `process` (only the supervisor writes this file).
+    pub fn record_failure(&self, process: &str, what: &str) -> Result<()> {
+        let mut failures = self.failures(process)?.unwrap_or_default();
+        failures.count += 1;
+        what.clone_into(&mut failures.last);
+        write_atomic(&self.failures_file(process), &to_json(&failures)?)
+    }
+
+    pub fn failures(&self, process: &str) -> Result<Option<Failures>> {
+        read_json(&self.failures_file(process))
     }
 
     /// Creates the directories for `topology`.

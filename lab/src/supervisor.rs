@@ -160,11 +160,9 @@ fn reap(run: &RunDir, p: &Process, slot: &mut Slot) {
         Ok(None) => {}
         Ok(Some(status)) => {
             let ran = started.elapsed();
-            run.event(&format!(
-                "{} exited ({status}) after {:.1}s",
-                p.name,
-                ran.as_secs_f64()
-            ));
+            let what = format!("exited ({status}) after {:.1}s", ran.as_secs_f64());
+            run.event(&format!("{} {what}", p.name));
+            let _ = run.record_failure(&p.name, &what);
             run.clear_pid(&p.name);
             slot.child = None;
             slot.backoff = if ran >= HEALTHY_RUN {
@@ -204,6 +202,7 @@ fn start(run: &RunDir, state: &LabState, p: &Process, slot: &mut Slot) {
         }
         Err(e) => {
             run.event(&format!("starting {} failed: {e}", p.name));
+            let _ = run.record_failure(&p.name, &format!("could not be started: {e}"));
             slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
             slot.not_before = Instant::now() + slot.backoff;
         }
