@@ -391,7 +391,7 @@ fn site_power_loss_loses_nothing_when_every_write_is_fsynced() {
 }
 
 #[test]
-fn network_loss_between_two_zones_slows_talk_but_loses_nothing() {
+fn network_loss_between_a_zone_and_the_other_two_slows_talk_but_loses_nothing() {
     let turn = LabTurn::take();
     let (lab, reports) = (&turn.lab, &turn.reports);
     let out = game_day(

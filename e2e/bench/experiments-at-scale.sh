@@ -34,7 +34,9 @@ What it does, each step timed:
   6. prints the figures (below), deletes the Experiments, checks no Injection is left,
      deletes the namespaces
 Figures: apply (creationTimestamp, whole seconds) -> fault effective (status.injectedAt,
-the agents' latest appliedAt) p50/p99/max, and asked (injectRequestedAt) -> effective;
+the agents' latest appliedAt) p50/p99/max, and asked (injectRequestedAt) -> effective,
+split at each Injection's creation (a watch of the Injections during the run) into the
+operator's share and the agents';
 most held at once; revert asked -> reverted p50/p99/max; verdicts; reconciles and
 reconciles/s and failures (the operator's /metrics); operator RSS (highest sample, and
 VmHWM) and CPU; agents' RSS and CPU; kube-apiserver requests/s (apiserver_request_total
@@ -110,7 +112,7 @@ fi
 
 cleanup() {
 	local rc=$? left
-	kill "${sampler:-}" 2>/dev/null || true
+	kill "${sampler:-}" "${injection_watch:-}" 2>/dev/null || true
 	step "cleanup: the Experiments (their finalizers wait for the reverts)"
 	# One kubectl per namespace at once: one kubectl deleting 1,000 took over 300 s.
 	local ns deadline=$(($(date +%s) + 600))
@@ -309,6 +311,11 @@ for k in range(4):
         f.write("---\n".join([""] + docs[k::4]))
 EOF
 snapshot before
+# Every Injection as the watch shows it: when the operator created it (creationTimestamp)
+# and when its agent applied it (status.appliedAt) split "asked -> effective" between them.
+kc -n "$FD_NS" get injections.firedrill.dev --watch --output-watch-events -o json \
+	>"$OUT/injection-events.json" 2>"$OUT/injection-watch.err" &
+injection_watch=$!
 step "creating $N Experiments"
 t_apply=$(date +%s.%N)
 pids=()
@@ -337,7 +344,7 @@ while :; do
 	sleep 10
 done
 snapshot after
-kill "$sampler" 2>/dev/null || true
+kill "$sampler" "$injection_watch" 2>/dev/null || true
 sample >>"$OUT/samples.txt"
 for p in "$op_pid" "${agent_pids[@]}"; do grep -E '^(VmHWM|VmRSS)' "/proc/$p/status" | tr -s ' \t' ' ' | sed "s/^/$p /"; done >"$OUT/hwm.txt"
 kc get experiments.firedrill.dev -A -l "app.kubernetes.io/part-of=$PART_OF" -o json >"$OUT/experiments.json"
@@ -380,6 +387,35 @@ for e in items:
         rev.append(rd - rq)
     v = s.get("verdict", "none")
     verdicts[v] = verdicts.get(v, 0) + 1
+# The Injections: first creation and first appliedAt seen per UID, and their Experiment's
+# asked time (injectRequestedAt): the operator's share and the agents' share of the wait.
+asked_of = {f'{e["metadata"]["namespace"]}/{e["metadata"]["name"]}': ts(e.get("status", {}).get("injectRequestedAt")) for e in items}
+injections = {}
+text, pos, decoder = open(f"{out}/injection-events.json").read(), 0, json.JSONDecoder()
+while True:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if pos >= len(text):
+        break
+    try:
+        event, pos = decoder.raw_decode(text, pos)
+    except ValueError:
+        break  # the watch was killed mid-object
+    obj = event.get("object", {})
+    uid = obj.get("metadata", {}).get("uid")
+    if not uid:
+        continue
+    seen = injections.setdefault(uid, {"experiment": obj.get("spec", {}).get("experiment"), "created": ts(obj["metadata"].get("creationTimestamp")), "applied": None})
+    applied = ts(obj.get("status", {}).get("appliedAt"))
+    if applied and seen["applied"] is None:
+        seen["applied"] = applied
+ask_create, create_apply = [], []
+for seen in injections.values():
+    asked = asked_of.get(seen["experiment"])
+    if asked and seen["created"]:
+        ask_create.append(seen["created"] - asked)
+    if seen["created"] and seen["applied"]:
+        create_apply.append(seen["applied"] - seen["created"])
 events = sorted([(a, 1) for a, _ in held] + [(b, -1) for _, b in held])
 most = cur = 0
 for _, d in events:
@@ -447,6 +483,8 @@ print(f"created in                 {t_applied - t_apply:.1f} s ({n / (t_applied 
 print(f"apply -> fault effective   {dist(apply_eff)}  (apply: creationTimestamp, whole seconds)")
 print(f"apply -> fault asked for   {dist(apply_ask)}  (the steady-state window included)")
 print(f"asked -> fault effective   {dist(ask_eff)}")
+print(f"  asked -> Injection made  {dist(ask_create)}  (the operator; creationTimestamp, whole seconds)")
+print(f"  Injection made -> applied {dist(create_apply)}  (the agents: watch, pass, apply)")
 print(f"effective within 10 s      {sum(1 for x in apply_eff if x <= 10)} of {n}")
 print(f"held at once, most         {most} of {n}")
 print(f"revert asked -> reverted   {dist(rev)}")
