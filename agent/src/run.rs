@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use firedrill_core::api::{Injection, InjectionSpec, refusal};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use kube::runtime::watcher;
 
 use crate::cluster::Cluster;
@@ -102,6 +102,54 @@ impl Store {
     }
 }
 
+/// The most watch events taken in before a pass: the pass that follows a flood still comes
+/// soon enough for the expiry timer.
+pub const MAX_EVENTS_PER_PASS: usize = 1_000;
+
+/// Whether the watch can go on, after [`take_events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    Open,
+    Ended,
+}
+
+/// Takes in `first` and every event the watch holds already (up to
+/// [`MAX_EVENTS_PER_PASS`]) without waiting for more. One pass per event would plan a burst
+/// of new Injections one at a time, each pass seeing one more, and the batches would never
+/// hold more than one: 200 new Injections over three agents waited ~7 s for their apply.
+pub fn take_events<S>(
+    store: &mut Store,
+    first: Option<std::result::Result<watcher::Event<Injection>, watcher::Error>>,
+    mut events: std::pin::Pin<&mut S>,
+) -> Watch
+where
+    S: futures_util::Stream<Item = std::result::Result<watcher::Event<Injection>, watcher::Error>>
+        + ?Sized,
+{
+    let mut next = first;
+    let mut taken = 0;
+    loop {
+        match next {
+            Some(Ok(event)) => store.apply(event),
+            Some(Err(e)) => {
+                // The watcher backs off before its next try: nothing more is waiting.
+                tracing::warn!(category = "kube", error = %e, "watch failed; retrying");
+                return Watch::Open;
+            }
+            None => return Watch::Ended,
+        }
+        taken += 1;
+        // Only asked for when it will be taken in: an event polled out is not put back.
+        if taken == MAX_EVENTS_PER_PASS {
+            return Watch::Open;
+        }
+        match events.next().now_or_never() {
+            Some(event) => next = event,
+            None => return Watch::Open,
+        }
+    }
+}
+
 /// How long the loop sleeps before looking again: until `wake`, at once when `wake` has
 /// already passed (a pass that ran past an expiry must not sleep through it), and never
 /// longer than [`MAX_SLEEP`].
@@ -167,14 +215,12 @@ impl Agent {
             }
             let sleep = sleep_until(wake, Utc::now());
             tokio::select! {
-                event = events.next() => match event {
-                    Some(Ok(event)) => self.store.apply(event),
-                    Some(Err(e)) => tracing::warn!(category = "kube", error = %e, "watch failed; retrying"),
-                    None => {
+                event = events.next() => {
+                    if take_events(&mut self.store, event, events.as_mut()) == Watch::Ended {
                         tracing::warn!("watch ended; starting it again");
                         events.set(self.cluster.watch());
                     }
-                },
+                }
                 () = tokio::time::sleep(sleep) => {}
                 () = &mut shutdown => break,
             }
@@ -725,5 +771,53 @@ mod tests {
         // No usable UID: ignored, not a panic.
         store.apply(watcher::Event::Apply(inj("not a uid!", "n1")));
         assert_eq!(store.view("n1").unwrap().len(), 0);
+    }
+
+    type Item = std::result::Result<watcher::Event<Injection>, watcher::Error>;
+
+    fn uid(i: usize) -> String {
+        format!("{i:08x}")
+    }
+
+    #[test]
+    fn a_burst_of_watch_events_is_taken_in_whole_before_the_next_pass() {
+        let mut store = Store::default();
+        let first: Item = Ok(watcher::Event::Init);
+        // 200 new Injections the watch holds already, then nothing yet (a stream that
+        // stays pending).
+        let burst: Vec<Item> = (0..200)
+            .map(|i| Ok(watcher::Event::InitApply(inj(&uid(i), "n1"))))
+            .chain(std::iter::once(Ok(watcher::Event::InitDone)))
+            .collect();
+        let mut events = futures_util::stream::iter(burst).chain(futures_util::stream::pending());
+        let watch = take_events(&mut store, Some(first), std::pin::Pin::new(&mut events));
+        assert_eq!(watch, Watch::Open);
+        assert_eq!(
+            store.view("n1").map(|v| v.len()),
+            Some(200),
+            "one pass must see the whole burst"
+        );
+    }
+
+    #[tokio::test]
+    async fn taking_events_stops_at_the_cap_and_loses_none_and_sees_a_watch_end() {
+        let mut store = Store::default();
+        store.apply(watcher::Event::Init);
+        store.apply(watcher::Event::InitDone);
+        let n = MAX_EVENTS_PER_PASS + 5;
+        let mut events = futures_util::stream::iter(
+            (1..n).map(|i| Ok(watcher::Event::Apply(inj(&uid(i), "n1")))),
+        );
+        let first: Item = Ok(watcher::Event::Apply(inj(&uid(0), "n1")));
+        let mut events = std::pin::Pin::new(&mut events);
+        assert_eq!(
+            take_events(&mut store, Some(first), events.as_mut()),
+            Watch::Open
+        );
+        assert_eq!(store.view("n1").map(|v| v.len()), Some(MAX_EVENTS_PER_PASS));
+        // The next pass takes the rest, and then the end of the watch.
+        let next = events.next().await;
+        assert_eq!(take_events(&mut store, next, events.as_mut()), Watch::Ended);
+        assert_eq!(store.view("n1").map(|v| v.len()), Some(n));
     }
 }
