@@ -26,6 +26,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// held, and must not hold up the loop's reverts when the API server is out of reach.
 pub const HEARTBEAT_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What the watch of this node's Injections yields.
+pub type WatchEvent = std::result::Result<watcher::Event<Injection>, watcher::Error>;
+
 /// The API server, for one node's agent.
 #[derive(Clone)]
 pub struct Cluster {
@@ -95,10 +98,7 @@ impl Cluster {
     /// name cannot be a label value (so the operator sets none), every Injection there (the
     /// caller filters by `spec.nodeName` in any case). Injections anywhere else are never
     /// seen: RBAC lets tenants create none here, and the agent reads nothing else.
-    pub fn watch(
-        &self,
-    ) -> impl Stream<Item = std::result::Result<watcher::Event<Injection>, watcher::Error>> + Send + use<>
-    {
+    pub fn watch(&self) -> impl Stream<Item = WatchEvent> + Send + use<> {
         let api = self.api();
         let config = match node_selector(&self.node) {
             Some(selector) => watcher::Config::default().labels(&selector),

@@ -13,7 +13,7 @@ use firedrill_core::api::{Injection, InjectionSpec, refusal};
 use futures_util::{FutureExt, StreamExt};
 use kube::runtime::watcher;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, WatchEvent};
 use crate::contract::{display_name, own_expiry, show, wanted};
 use crate::driver::{self, Beat};
 use crate::error::Result;
@@ -119,12 +119,11 @@ pub enum Watch {
 /// hold more than one: 200 new Injections over three agents waited ~7 s for their apply.
 pub fn take_events<S>(
     store: &mut Store,
-    first: Option<std::result::Result<watcher::Event<Injection>, watcher::Error>>,
+    first: Option<WatchEvent>,
     mut events: std::pin::Pin<&mut S>,
 ) -> Watch
 where
-    S: futures_util::Stream<Item = std::result::Result<watcher::Event<Injection>, watcher::Error>>
-        + ?Sized,
+    S: futures_util::Stream<Item = WatchEvent> + ?Sized,
 {
     let mut next = first;
     let mut taken = 0;
@@ -773,8 +772,6 @@ mod tests {
         assert_eq!(store.view("n1").unwrap().len(), 0);
     }
 
-    type Item = std::result::Result<watcher::Event<Injection>, watcher::Error>;
-
     fn uid(i: usize) -> String {
         format!("{i:08x}")
     }
@@ -782,10 +779,10 @@ mod tests {
     #[test]
     fn a_burst_of_watch_events_is_taken_in_whole_before_the_next_pass() {
         let mut store = Store::default();
-        let first: Item = Ok(watcher::Event::Init);
+        let first: WatchEvent = Ok(watcher::Event::Init);
         // 200 new Injections the watch holds already, then nothing yet (a stream that
         // stays pending).
-        let burst: Vec<Item> = (0..200)
+        let burst: Vec<WatchEvent> = (0..200)
             .map(|i| Ok(watcher::Event::InitApply(inj(&uid(i), "n1"))))
             .chain(std::iter::once(Ok(watcher::Event::InitDone)))
             .collect();
@@ -808,7 +805,7 @@ mod tests {
         let mut events = futures_util::stream::iter(
             (1..n).map(|i| Ok(watcher::Event::Apply(inj(&uid(i), "n1")))),
         );
-        let first: Item = Ok(watcher::Event::Apply(inj(&uid(0), "n1")));
+        let first: WatchEvent = Ok(watcher::Event::Apply(inj(&uid(0), "n1")));
         let mut events = std::pin::Pin::new(&mut events);
         assert_eq!(
             take_events(&mut store, Some(first), events.as_mut()),

@@ -22,7 +22,7 @@ use talk::nats::{NatsBinary, SyncPolicy};
 use crate::error::{LabError, Result};
 use crate::net;
 use crate::render::Binaries;
-use crate::state::{LabState, RunDir};
+use crate::state::{Failures, LabState, RunDir};
 use crate::sweep;
 use crate::topology::{Kind, Process, Topology, Weakness};
 
@@ -272,18 +272,19 @@ async fn answers(client: &reqwest::Client, url: &str) -> bool {
 /// itself (the supervisor's backoff puts the third about 3.5 s after the first).
 const FAILURES_BEFORE_GIVING_UP: u32 = 3;
 
-fn keeps_failing(run: &RunDir, process: &str) -> bool {
+/// The supervisor's count of `process`'s failures, once it has reached
+/// [`FAILURES_BEFORE_GIVING_UP`].
+fn keeps_failing(run: &RunDir, process: &str) -> Option<Failures> {
     run.failures(process)
         .ok()
         .flatten()
-        .is_some_and(|f| f.count >= FAILURES_BEFORE_GIVING_UP)
+        .filter(|f| f.count >= FAILURES_BEFORE_GIVING_UP)
 }
 
 /// Why `process` is given up on: the supervisor's count, its latest failure and the end of
 /// its log, which usually names the cause.
-fn failing_account(run: &RunDir, process: &str) -> String {
+fn failing_account(run: &RunDir, process: &str, failures: &Failures) -> String {
     const TAIL: usize = 5;
-    let failures = run.failures(process).ok().flatten().unwrap_or_default();
     let log = run.log_file(process);
     let text = fs::read_to_string(&log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -324,14 +325,14 @@ async fn wait_ready(
         if ready.len() == total {
             break;
         }
-        if let Some(p) = state
+        if let Some((p, failures)) = state
             .topology
             .processes
             .iter()
             .filter(|p| !ready.contains(&p.name))
-            .find(|p| keeps_failing(run, &p.name))
+            .find_map(|p| Some((p, keeps_failing(run, &p.name)?)))
         {
-            return Err(LabError::NotReady(failing_account(run, &p.name)));
+            return Err(LabError::NotReady(failing_account(run, &p.name, &failures)));
         }
         if Instant::now() >= deadline {
             let waiting: Vec<String> = state
