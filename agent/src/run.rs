@@ -235,7 +235,8 @@ impl Agent {
         let mut wake = None;
         // A revert or apply changes the journal, which can make more due at once (report,
         // release, apply again); a few passes settle it.
-        for _ in 0..4 {
+        for pass in 0..4 {
+            let pass_start = std::time::Instant::now();
             let (held, unreadable) = match self.exec.held() {
                 Ok(h) => h,
                 Err(e) => {
@@ -261,6 +262,8 @@ impl Agent {
             self.memory.forget_gone(view.as_deref(), &held);
             let plan = planner::plan(view.as_deref(), &held, &self.memory, Utc::now());
             wake = plan.wake;
+            let planned = pass_start.elapsed();
+            let steps = plan.steps.len();
             let mut changed = false;
             let mut pending = plan.steps;
             while !pending.is_empty() {
@@ -277,6 +280,14 @@ impl Agent {
                 };
                 changed |= self.execute_all(batch).await;
             }
+            tracing::debug!(
+                pass,
+                held = held.len(),
+                steps,
+                plan_ms = planned.as_millis(),
+                pass_ms = pass_start.elapsed().as_millis(),
+                "pass done"
+            );
             if !changed {
                 break;
             }
@@ -550,6 +561,7 @@ impl Agent {
         let Some((_, first, _)) = due.first() else {
             return false;
         };
+        let mut clock = BatchClock::start(&due);
         // The last check before acting, on what the agent reads itself: this node's labels
         // now, and the pods' namespaces. A refusal is reported (next pass) and never applied.
         let labels = match self.cluster.node_labels().await {
@@ -573,6 +585,7 @@ impl Agent {
                 None => admitted.push((key, name, injection)),
             }
         }
+        clock.labels = clock.lap();
         // The finalizer first: an Injection deleted from now on waits for our revert. In
         // the planner's order, so that the faults go in in it too.
         let cluster = &self.cluster;
@@ -584,6 +597,7 @@ impl Agent {
             .buffered(CONCURRENT_CALLS)
             .collect()
             .await;
+        clock.finalizers = clock.lap();
         let mut reports = Vec::new();
         for (key, name, injection, answer) in finalized {
             match answer {
@@ -594,6 +608,7 @@ impl Agent {
                     continue;
                 }
             }
+            clock.applied += 1;
             match self.apply_one(&key, &name, &injection).await {
                 Applied::NotNow => {}
                 Applied::Told => changed = true,
@@ -603,12 +618,16 @@ impl Agent {
                 }
             }
         }
+        clock.faults = clock.lap();
         if self.api_quiet() {
             // A fault just cut this node off, or a call of this batch failed: the statuses
             // go out on a later pass (the planner asks again for what is not reported).
+            clock.log();
             return changed;
         }
         self.send_reports(reports).await;
+        clock.statuses = clock.lap();
+        clock.log();
         changed
     }
 
@@ -677,6 +696,64 @@ enum Applied {
     Told,
     /// Done (applied or failed); its status is to be written.
     Tell(Report),
+}
+
+/// Where one apply batch spends its time, logged once per batch: the agents' share of
+/// "asked -> effective" (operator/README.md, "Scale") is these phases and the waits between
+/// batches, and a figure per phase tells which one to work on.
+#[derive(Debug)]
+struct BatchClock {
+    due: usize,
+    applied: usize,
+    /// The longest any Injection of the batch has existed, at the batch's start.
+    oldest: Option<chrono::TimeDelta>,
+    lap_start: std::time::Instant,
+    labels: Duration,
+    finalizers: Duration,
+    faults: Duration,
+    statuses: Duration,
+}
+
+impl BatchClock {
+    fn start(due: &[(Key, String, Injection)]) -> Self {
+        let now = Utc::now();
+        let oldest = due
+            .iter()
+            .filter_map(|(_, _, i)| i.metadata.creation_timestamp.as_ref())
+            .filter_map(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+            .map(|created| now - created)
+            .max();
+        Self {
+            due: due.len(),
+            applied: 0,
+            oldest,
+            lap_start: std::time::Instant::now(),
+            labels: Duration::ZERO,
+            finalizers: Duration::ZERO,
+            faults: Duration::ZERO,
+            statuses: Duration::ZERO,
+        }
+    }
+
+    /// The time since the last lap (or the start).
+    fn lap(&mut self) -> Duration {
+        let now = std::time::Instant::now();
+        now.saturating_duration_since(std::mem::replace(&mut self.lap_start, now))
+    }
+
+    fn log(&self) {
+        let ms = |d: Duration| d.as_millis();
+        tracing::info!(
+            due = self.due,
+            applied = self.applied,
+            oldest_s = self.oldest.map(|d| d.num_seconds()),
+            labels_ms = ms(self.labels),
+            finalizers_ms = ms(self.finalizers),
+            faults_ms = ms(self.faults),
+            statuses_ms = ms(self.statuses),
+            "apply batch done"
+        );
+    }
 }
 
 /// Whether the steps of this kind run as one batch: the ones that are API calls (and the

@@ -347,6 +347,12 @@ snapshot after
 kill "$sampler" "$injection_watch" 2>/dev/null || true
 sample >>"$OUT/samples.txt"
 for p in "$op_pid" "${agent_pids[@]}"; do grep -E '^(VmHWM|VmRSS)' "/proc/$p/status" | tr -s ' \t' ' ' | sed "s/^/$p /"; done >"$OUT/hwm.txt"
+# Where the operator's resident memory is (heap and anonymous maps against the binary).
+cat "/proc/$op_pid/smaps_rollup" >"$OUT/operator-smaps-rollup.txt" 2>/dev/null || true
+# Each agent's log, without colours: its "apply batch done" lines time the agents' share.
+for pod in $(kc -n "$FD_NS" get pods -l app.kubernetes.io/name=firedrill-agent -o jsonpath='{.items[*].metadata.name}'); do
+	kc -n "$FD_NS" logs "$pod" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$OUT/agent-$pod.log" || true
+done
 kc get experiments.firedrill.dev -A -l "app.kubernetes.io/part-of=$PART_OF" -o json >"$OUT/experiments.json"
 kc -n "$FD_NS" logs "$leader" >"$OUT/operator.log" 2>&1 || true
 
@@ -494,5 +500,31 @@ print(f"operator leader            RSS highest {op[0]:.1f} MiB, VmHWM {op_hwm:.1
 print(f"agents ({len(agents)})                 RSS highest {', '.join(f'{a[0]:.1f}' for a in agents)} MiB; CPU {', '.join(f'{a[1]:.1f}' for a in agents)} s ({', '.join(f'{a[2]:.1f}' for a in agents)} %)")
 print(f"kube-apiserver             {req:.0f} requests, {req / span:.1f}/s ({', '.join(f'{k} {v:.0f}' for k, v in sorted(by_verb.items(), key=lambda kv: -kv[1]) if v)}); RSS highest {api[0]:.0f} MiB, CPU {api[2]:.0f} % of a core")
 print(f"throttling                 429s from the API server: {r429:.0f}; throttling in the operator's log: {throttled} lines (kube-rs has no client-side rate limiter)")
+# The agents' apply batches (agent/src/run.rs, BatchClock): how many Injections a batch
+# carried, and where its time went.
+import glob
+batches = []
+for path in glob.glob(f"{out}/agent-*.log"):
+    for line in open(path, errors="replace"):
+        if "apply batch done" in line:
+            f = dict(re.findall(r"(\w+)=(\d+)", line))
+            batches.append({k: int(v) for k, v in f.items()})
+if batches:
+    sizes = [b.get("applied", 0) for b in batches]
+    phase = {k: sum(b.get(f"{k}_ms", 0) for b in batches) / 1000 for k in ("labels", "finalizers", "faults", "statuses")}
+    busy = sum(phase.values())
+    print(f"agents' apply batches      {len(batches)}, Injections each p50 {pct(sizes, 50)}, max {max(sizes)}; "
+          f"{busy:.1f} s in them: {', '.join(f'{k} {v:.1f} s' for k, v in phase.items())}")
+smaps = {}
+try:
+    for line in open(f"{out}/operator-smaps-rollup.txt"):
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            smaps[parts[0].rstrip(":")] = int(parts[1]) / 1024
+except OSError:
+    pass
+if smaps:
+    print(f"operator memory at the end RSS {smaps.get('Rss', 0):.1f} MiB: anonymous {smaps.get('Anonymous', 0):.1f}, "
+          f"file-backed {smaps.get('Rss', 0) - smaps.get('Anonymous', 0):.1f} MiB")
 print(f"MemAvailable               {mem_before} MiB before the pods, {mem_pods} MiB with them, lowest {mem_low} MiB during the run")
 EOF
