@@ -56,6 +56,72 @@ pub enum BatchItem {
     Failed { error: ErrorDetail },
 }
 
+/// One send on the channel (`GET /channel`, a WebSocket text frame): a single send's
+/// body plus the room it goes to. (producer, counter) is its message id, as over HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChannelSend {
+    pub room: String,
+    pub producer: String,
+    pub counter: u64,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<u64>,
+}
+
+impl ChannelSend {
+    pub fn new(room: &str, req: SendRequest) -> Self {
+        Self {
+            room: room.to_owned(),
+            producer: req.producer,
+            counter: req.counter,
+            body: req.body,
+            sent_at_ms: req.sent_at_ms,
+        }
+    }
+
+    /// The room and the single send it stands for.
+    pub fn into_parts(self) -> (String, SendRequest) {
+        (
+            self.room,
+            SendRequest {
+                producer: self.producer,
+                counter: self.counter,
+                body: self.body,
+                sent_at_ms: self.sent_at_ms,
+            },
+        )
+    }
+}
+
+/// What the server answers on the channel, one frame per send, in the order the sends are
+/// stored (not the order they were sent). Each names the send's message id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ChannelReply {
+    /// Stored at `seq` (after the JetStream ack), exactly as a 200 to a single send.
+    Ack {
+        room: String,
+        producer: String,
+        counter: u64,
+        seq: u64,
+        duplicate: bool,
+    },
+    /// Not acknowledged: `error` is what the HTTP API answers the same send with, and
+    /// `status` its HTTP status (5xx: indeterminate, safe to send again with the same id).
+    /// The id is missing only when the frame was too broken to name one.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        producer: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        counter: Option<u64>,
+        status: u16,
+        error: ErrorDetail,
+    },
+}
+
 /// What the store keeps for each message (the JetStream payload).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

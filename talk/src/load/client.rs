@@ -24,6 +24,9 @@ pub enum ClientError {
     },
     #[error("bad reply: {0}")]
     Decode(String),
+    /// The send channel closed before the send's ack frame arrived.
+    #[error("channel closed before the ack: {0}")]
+    Closed(String),
 }
 
 impl From<reqwest::Error> for ClientError {

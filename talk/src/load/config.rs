@@ -38,6 +38,18 @@ impl Profile {
     }
 }
 
+/// How talk-load sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// One HTTP request per message (`POST /rooms/{room}/messages`).
+    #[default]
+    Http,
+    /// One send channel (`GET /channel`, a WebSocket) per producer and talk-server, sends
+    /// pipelined on it.
+    Channel,
+}
+
 /// talk-load: open-loop load generator, SLI prober and loss checker for talk.
 ///
 /// Sends messages at a fixed schedule (open loop: a slow server does not slow
@@ -71,6 +83,11 @@ pub struct LoadConfig {
     /// Load shape.
     #[arg(long, env = "TALK_PROFILE", value_enum, default_value = "steady")]
     pub profile: Profile,
+
+    /// How sends travel. Either way a send counts as acknowledged only on talk-server's
+    /// ack, and one still unanswered when its channel closes is indeterminate.
+    #[arg(long, env = "TALK_TRANSPORT", value_enum, default_value = "http")]
+    pub transport: Transport,
 
     /// Base send rate, messages per second (all producers together).
     #[arg(long, env = "TALK_RATE", default_value_t = 200.0)]

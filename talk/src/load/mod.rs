@@ -5,6 +5,7 @@
 //! reads everything back at the end and [`checker`] gives the verdict.
 
 pub mod balancer;
+pub mod channel;
 pub mod checker;
 pub mod client;
 pub mod config;
@@ -19,6 +20,6 @@ pub mod sli;
 pub mod targets;
 pub mod verify;
 
-pub use config::{LoadConfig, Profile};
+pub use config::{LoadConfig, Profile, Transport};
 pub use error::LoadError;
 pub use run::{LoadReport, run};

@@ -15,6 +15,7 @@ use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
+use super::config::ServerConfig;
 use super::metrics::{ErrorLabels, Outcome, OutcomeLabels};
 use super::state::AppState;
 use crate::room::{NameError, RoomName, validate_producer};
@@ -54,7 +55,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub(super) fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadName(NameError::BadRoom(_)) => (StatusCode::BAD_REQUEST, "bad_room"),
             Self::BadName(NameError::BadProducer(_)) => (StatusCode::BAD_REQUEST, "bad_producer"),
@@ -77,7 +78,7 @@ impl ApiError {
         self.status_and_code().1
     }
 
-    fn detail(&self) -> ErrorDetail {
+    pub(super) fn detail(&self) -> ErrorDetail {
         ErrorDetail {
             code: self.code().to_owned(),
             message: self.to_string(),
@@ -105,7 +106,7 @@ impl IntoResponse for ApiError {
 }
 
 // Records the error code in metrics before replying.
-fn fail(state: &AppState, e: ApiError) -> ApiError {
+pub(super) fn fail(state: &AppState, e: ApiError) -> ApiError {
     state
         .metrics
         .errors
@@ -133,7 +134,7 @@ pub async fn send_message(
     let room = RoomName::parse(&room).map_err(|e| fail(&state, e.into()))?;
     let Json(req) =
         body.map_err(|r| fail(&state, json_error(r, state.config.max_request_bytes)))?;
-    let payload = accept(&state, &room, req).map_err(|e| fail(&state, e))?;
+    let payload = accept(&state.config, &room, req).map_err(|e| fail(&state, e))?;
     let (seq, duplicate) = publish(&state, &room, &payload, started).await?;
     Ok(Json(SendResponse {
         room: room.to_string(),
@@ -170,7 +171,7 @@ pub async fn send_batch(
         .into_iter()
         .enumerate()
         .map(|(i, req)| {
-            accept(&state, &room, req).map_err(|e| ApiError::BadBatchItem(i, Box::new(e)))
+            accept(&state.config, &room, req).map_err(|e| ApiError::BadBatchItem(i, Box::new(e)))
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| fail(&state, e))?;
@@ -200,12 +201,16 @@ pub async fn send_batch(
 }
 
 /// Checks one message and stamps it with talk-server's clock.
-fn accept(state: &AppState, room: &RoomName, req: SendRequest) -> Result<MessagePayload, ApiError> {
+pub(super) fn accept(
+    config: &ServerConfig,
+    room: &RoomName,
+    req: SendRequest,
+) -> Result<MessagePayload, ApiError> {
     validate_producer(&req.producer)?;
-    if req.body.len() > state.config.max_body_bytes {
+    if req.body.len() > config.max_body_bytes {
         return Err(ApiError::BodyTooLarge {
             size: req.body.len(),
-            limit: state.config.max_body_bytes,
+            limit: config.max_body_bytes,
         });
     }
     Ok(MessagePayload {
@@ -219,7 +224,7 @@ fn accept(state: &AppState, room: &RoomName, req: SendRequest) -> Result<Message
 }
 
 /// Publishes one accepted message and records its outcome.
-async fn publish(
+pub(super) async fn publish(
     state: &AppState,
     room: &RoomName,
     payload: &MessagePayload,
@@ -361,7 +366,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<Result<u64, ApiError>> {
 }
 
 // Decrements the live-stream gauge when the stream is dropped.
-struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+pub(super) struct GaugeGuard(pub(super) prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {

@@ -19,6 +19,7 @@ use crate::store::StreamSpec;
 ///   POST /rooms/{room}/messages/batch  {"messages":[...]}   one result per message
 ///   GET  /rooms/{room}/messages?after=SEQ&limit=N   history
 ///   GET  /rooms/{room}/stream?after=SEQ              live (Server-Sent Events)
+///   GET  /channel   WebSocket: pipelined sends {"room",...} -> one ack/error frame each
 ///   GET  /healthz  /readyz  /metrics
 ///
 /// Room names are [a-z0-9-]{1,64}. Every error is JSON:
@@ -81,6 +82,11 @@ pub struct ServerConfig {
     #[arg(long, env = "TALK_MAX_BATCH_REQUEST_BYTES", default_value_t = 1 << 20)]
     pub max_batch_request_bytes: usize,
 
+    /// Sends one channel may have in flight (publishes awaiting their JetStream ack);
+    /// beyond it talk-server stops reading that channel until acks come back.
+    #[arg(long, env = "TALK_CHANNEL_WINDOW", default_value_t = 256)]
+    pub channel_window: usize,
+
     /// Largest `limit` a history request may ask for.
     #[arg(long, env = "TALK_HISTORY_MAX_LIMIT", default_value_t = 1000)]
     pub history_max_limit: usize,
@@ -117,6 +123,9 @@ impl ServerConfig {
         }
         if self.max_batch_request_bytes < self.max_request_bytes {
             return Err("--max-batch-request-bytes must be at least --max-request-bytes".into());
+        }
+        if self.channel_window == 0 {
+            return Err("--channel-window must be at least 1".into());
         }
         if self.history_max_limit == 0 {
             return Err("--history-max-limit must be at least 1".into());

@@ -32,6 +32,7 @@ pub struct ServerMetrics {
     pub publish_seconds: Histogram,
     pub history_reads: Counter,
     pub live_streams: Gauge,
+    pub channels: Gauge,
 }
 
 impl ServerMetrics {
@@ -43,11 +44,12 @@ impl ServerMetrics {
         let publish_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let history_reads = Counter::default();
         let live_streams = Gauge::default();
-        registry.register("sends", "Send requests by outcome", sends.clone());
+        let channels = Gauge::default();
+        registry.register("sends", "Sends (HTTP or channel) by outcome", sends.clone());
         registry.register("errors", "Error replies by code", errors.clone());
         registry.register(
             "publish_seconds",
-            "Time from request to JetStream ack",
+            "Time from request (or channel frame) to JetStream ack",
             publish_seconds.clone(),
         );
         registry.register(
@@ -56,6 +58,7 @@ impl ServerMetrics {
             history_reads.clone(),
         );
         registry.register("live_streams", "Open live streams", live_streams.clone());
+        registry.register("channels", "Open send channels", channels.clone());
         Self {
             registry,
             sends,
@@ -63,6 +66,7 @@ impl ServerMetrics {
             publish_seconds,
             history_reads,
             live_streams,
+            channels,
         }
     }
 

@@ -1,6 +1,8 @@
-//! talk-server: HTTP API for sending, reading and streaming room messages.
+//! talk-server: HTTP API for sending, reading and streaming room messages, and a WebSocket
+//! send channel for pipelined sends.
 
 mod api;
+mod channel;
 pub mod config;
 mod metrics;
 mod state;
@@ -120,6 +122,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(api::send_batch).layer(DefaultBodyLimit::max(batch_limit)),
         )
         .route("/rooms/{room}/stream", get(api::live_stream))
+        .route("/channel", get(channel::channel))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
