@@ -10,7 +10,13 @@
 //! TALK_BENCH_WORKERS (default 64: messages in flight), TALK_BENCH_BATCH (default 16:
 //! messages per batch request), TALK_BENCH_SYNC (default|always|1s),
 //! TALK_BENCH_CHECK_INTERVAL (talk-load's reader poll in the open-loop phase, default
-//! talk-load's own).
+//! talk-load's own), TALK_BENCH_CHANNELS (default 4: send channels in the channel phase,
+//! the workers' messages in flight spread over them).
+//!
+//! The channel phase sends over talk-server's send channel (`GET /channel`, one WebSocket
+//! per channel, sends pipelined, one ack frame each) on a new cluster, with the same number
+//! of messages in flight; then an open loop of talk-load `--transport channel` at half its
+//! maximum gives its p50/p99.
 //!
 //! "raw" publishes plain messages; "raw + msg id" also sets the Nats-Msg-Id header that
 //! talk-server sets for exactly-once retries (JetStream then tracks each id for its
@@ -27,11 +33,14 @@ use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use talk::load::channel::ChannelConn;
 use talk::load::client::TalkClient;
-use talk::load::{LoadConfig, Profile};
+use talk::load::{LoadConfig, Profile, Transport};
 use talk::nats::{LocalCluster, LocalClusterSpec, NatsBinary, SyncPolicy};
 use talk::store::{MessageStore, StreamSpec};
-use talk::wire::{SendBatchRequest, SendRequest};
+use talk::wire::{ChannelSend, SendBatchRequest, SendRequest};
 
 struct Guard(Child);
 impl Drop for Guard {
@@ -74,25 +83,9 @@ async fn main() {
     let raw_id = raw_phase("raw + msg id (R3):", sync, via_follower, workers, run, true).await;
 
     let lab = Lab::start(sync, via_follower).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = Guard(
-        Command::new(env!("CARGO_BIN_EXE_talk-server"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--nats-url", &lab.url])
-            .args(["--replicas", "3"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
+    let (http_server, base) = talk_server(&lab).await;
 
-    let cpu = CpuMeter::start(&lab.nats_pids, Some(_server.0.id()));
+    let cpu = CpuMeter::start(&lab.nats_pids, Some(http_server.0.id()));
     let talk_max = talk_closed_loop(&base, workers, 1, run).await;
     println!(
         "talk-server send (R3):       {talk_max:>10.0} msg/s   {}",
@@ -100,7 +93,7 @@ async fn main() {
     );
     // The same number of messages in flight as the other phases, in batches.
     let batch = batch_size.min(workers);
-    let cpu = CpuMeter::start(&lab.nats_pids, Some(_server.0.id()));
+    let cpu = CpuMeter::start(&lab.nats_pids, Some(http_server.0.id()));
     let talk_batched = talk_closed_loop(&base, workers / batch, batch, run).await;
     println!(
         "talk-server batch send (R3): {talk_batched:>10.0} msg/s   {}  ({} requests of {batch} in flight)",
@@ -118,9 +111,65 @@ async fn main() {
         );
     }
 
-    let half = (talk_max / 2.0).max(1.0);
-    let mut config = LoadConfig::for_targets(vec![base]);
+    open_loop(&base, Transport::Http, talk_max, workers, run).await;
+    drop(http_server);
+    drop(lab);
+
+    // The channel, on a cluster of its own like the raw phases.
+    let lab = Lab::start(sync, via_follower).await;
+    let (server, base) = talk_server(&lab).await;
+    let channels: usize = env_or("TALK_BENCH_CHANNELS", 4).clamp(1, workers);
+    let cpu = CpuMeter::start(&lab.nats_pids, Some(server.0.id()));
+    let (channel_max, latency) = channel_closed_loop(&base, channels, workers, run).await;
+    println!(
+        "talk-server channel (R3):    {channel_max:>10.0} msg/s   {}  ({channels} channels, {workers} in flight; p50 {:.2} ms, p99 {:.2} ms)",
+        cpu.per_message(channel_max, run),
+        latency.0,
+        latency.1,
+    );
+    let target = |ratio: f64| if ratio >= 0.9 { "met" } else { "NOT met" };
+    println!(
+        "ratio talk channel    / raw: {:>5.1} %; / (raw + msg id): {:.1} % (target >= 90 % or >= 45k msg/s: {})",
+        channel_max / raw * 100.0,
+        channel_max / raw_id * 100.0,
+        if channel_max >= 45_000.0 {
+            "met"
+        } else {
+            target(channel_max / raw_id)
+        },
+    );
+    open_loop(&base, Transport::Channel, channel_max, workers, run).await;
+}
+
+/// talk-server on `lab`'s server, ready.
+async fn talk_server(lab: &Lab) -> (Guard, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Guard(
+        Command::new(env!("CARGO_BIN_EXE_talk-server"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--nats-url", &lab.url])
+            .args(["--replicas", "3"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    (server, base)
+}
+
+/// talk-load (open loop, `workers` producers over `transport`) at half of `max`: prints
+/// its p50/p99.
+async fn open_loop(base: &str, transport: Transport, max: f64, workers: usize, run: Duration) {
+    let half = (max / 2.0).max(1.0);
+    let mut config = LoadConfig::for_targets(vec![base.to_owned()]);
     config.profile = Profile::Steady;
+    config.transport = transport;
     config.rate = half;
     config.connections = workers;
     config.duration = run;
@@ -134,8 +183,9 @@ async fn main() {
         .await
         .unwrap();
     let s = report.sli;
+    let transport = format!("{transport:?}").to_lowercase();
     println!(
-        "open loop at {half:.0} msg/s (half max): p50 {:.2} ms, p99 {:.2} ms  (target p99 < 50 ms: {}); acked {}, failed {}, lost {}",
+        "open loop ({transport}) at {half:.0} msg/s (half max): p50 {:.2} ms, p99 {:.2} ms  (target p99 < 50 ms: {}); acked {}, failed {}, lost {}",
         s.p50_latency_ms,
         s.p99_latency_ms,
         if s.p99_latency_ms < 50.0 {
@@ -147,6 +197,75 @@ async fn main() {
         report.check.total.indeterminate,
         report.check.total.lost,
     );
+}
+
+/// `workers` sends kept in flight over `channels` send channels until `run` is over:
+/// returns the rate of acknowledged messages and their (p50, p99) latency in ms.
+async fn channel_closed_loop(
+    base: &str,
+    channels: usize,
+    workers: usize,
+    run: Duration,
+) -> (f64, (f64, f64)) {
+    let start = Instant::now();
+    let until = start + run;
+    let tasks: Vec<_> = (0..channels)
+        .map(|c| {
+            let base = base.to_owned();
+            // The workers' messages in flight, spread over the channels.
+            let depth = workers / channels + usize::from(c < workers % channels);
+            tokio::spawn(async move {
+                let conn = ChannelConn::connect(&base, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let room = format!("bench-{}", c % 8);
+                let producer = format!("bench-channel-{c}");
+                let mut counter = 0u64;
+                let mut latencies = Vec::new();
+                let mut in_flight = FuturesUnordered::new();
+                let send = |counter: u64| {
+                    let conn = conn.clone();
+                    let frame = ChannelSend {
+                        room: room.clone(),
+                        producer: producer.clone(),
+                        counter,
+                        body: "x".repeat(64),
+                        sent_at_ms: None,
+                    };
+                    async move {
+                        let sent = Instant::now();
+                        let acked = match conn.send(&frame).await {
+                            Ok(reply) => matches!(reply.await, Ok(Ok(_))),
+                            Err(_) => false,
+                        };
+                        (acked, sent.elapsed())
+                    }
+                };
+                for _ in 0..depth {
+                    counter += 1;
+                    in_flight.push(send(counter));
+                }
+                while let Some((acked, latency)) = in_flight.next().await {
+                    if acked {
+                        latencies.push(latency.as_secs_f64() * 1e3);
+                    }
+                    if Instant::now() < until {
+                        counter += 1;
+                        in_flight.push(send(counter));
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let rate = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let p = |q: f64| talk::load::sli::percentile(&latencies, q);
+    (rate, (p(0.5), p(0.99)))
 }
 
 /// Runs `workers` closed-loop clients until `run` is over and returns the rate of
