@@ -218,3 +218,76 @@ async fn a_talk_server_killed_mid_pipeline_loses_no_acknowledged_send() {
     assert_eq!(total(&report, "duplicated"), 0);
     assert_eq!(total(&report, "unexpected"), 0);
 }
+
+/// SIGTERM with sends in flight on a channel: talk-server answers every send it read and
+/// closes the channel with a close frame (a client can tell that from a crash), and every
+/// ack it gave is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_talk_server_answers_what_it_read_and_closes_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), 1, SyncPolicy::ServerDefault);
+    let (mut server, base) = start_talk_server(dir.path(), &cluster.client_urls(), 1).await;
+    let url = talk::load::channel::channel_url(&base).unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let frame = |counter: u64| {
+        Message::Text(
+            format!(r#"{{"room":"general","producer":"t1","counter":{counter},"body":"hi"}}"#)
+                .into(),
+        )
+    };
+    // One round trip first, so that the channel is surely open in talk-server.
+    ws.send(frame(1)).await.unwrap();
+    assert!(matches!(reply(&mut ws).await, ChannelReply::Ack { .. }));
+    let n = 300;
+    for counter in 2..=n {
+        ws.feed(frame(counter)).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut acked = vec![1];
+    let mut errors = 0;
+    let closed_cleanly = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str(&text).unwrap() {
+                ChannelReply::Ack { counter, .. } => acked.push(counter),
+                ChannelReply::Error { .. } => errors += 1,
+            },
+            Ok(Some(Ok(Message::Close(_)))) => break true,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => {
+                eprintln!("channel broke: {e}");
+                break false;
+            }
+            Ok(None) => break false,
+            Err(_) => panic!("talk-server neither answered nor closed in 30 s"),
+        }
+    };
+    assert!(closed_cleanly, "the channel ended without a close frame");
+    server.wait(Duration::from_secs(30));
+    eprintln!("{} acked, {errors} errors before the close", acked.len());
+
+    // Every ack is in the room, once (read through another talk-server).
+    let (_reader, base) = start_talk_server(dir.path(), &cluster.client_urls(), 1).await;
+    let page: HistoryPage = reqwest::get(format!("{base}/rooms/general/messages?limit=1000"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut stored: Vec<u64> = page.messages.iter().map(|m| m.payload.counter).collect();
+    stored.sort_unstable();
+    let before = stored.len();
+    stored.dedup();
+    assert_eq!(before, stored.len(), "stored twice");
+    for counter in acked {
+        assert!(
+            stored.binary_search(&counter).is_ok(),
+            "t1:{counter} acked, not stored"
+        );
+    }
+}

@@ -17,7 +17,7 @@ pub enum Profile {
     /// `--surge-start + --surge-length`.
     NewYear,
     /// A big event: 10x `--connections` (producers, each with its own
-    /// HTTP connection pool) at `--rate`.
+    /// connections: an HTTP pool, or its send channels) at `--rate`.
     BigEvent,
 }
 

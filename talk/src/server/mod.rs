@@ -106,7 +106,19 @@ pub async fn serve(
             let _ = stop_tx.send(true);
         })
         .await
-        .map_err(ServerError::Serve)
+        .map_err(ServerError::Serve)?;
+    drain_channels(&state).await;
+    Ok(())
+}
+
+/// Waits (up to a publish timeout and a second) for the send channels to answer what they
+/// have in flight and close: they run apart from the HTTP connections that graceful
+/// shutdown waits for, and a channel cut off leaves its sends indeterminate.
+async fn drain_channels(state: &AppState) {
+    let deadline = tokio::time::Instant::now() + state.config.nats_timeout + Duration::from_secs(1);
+    while state.metrics.channels.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
