@@ -5,42 +5,20 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use talk::nats::{LocalCluster, SyncPolicy};
+use talk::nats::SyncPolicy;
 
-/// Waits for talk-load to end (150 s at most) and returns its report, which must say the
-/// drain was complete (else the cluster's logs say why not).
-fn drained_report(
-    load: &mut ChildGuard,
-    report_path: &Path,
-    cluster: &LocalCluster,
-) -> serde_json::Value {
-    let status = load.wait(Duration::from_secs(150));
-    assert!(status.success(), "talk-load failed: {status}");
-    let report = read_report(report_path);
-    eprintln!("{report:#}");
-    assert_eq!(
-        report["complete"],
-        true,
-        "drain incomplete:\n{}",
-        cluster.logs()
-    );
-    report
-}
-
-/// Replication 3, fsync always: kill the stream leader mid-load; no
-/// acknowledged message may be lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicated_cluster_loses_nothing_when_a_server_dies() {
+/// Replication 3, fsync always: kill the stream leader mid-load (talk-load at `rate` with
+/// `extra` flags); no acknowledged message may be lost or stored twice.
+async fn leader_killed_under_load(rate: u32, extra: &[&str], min_acked: u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = start_cluster(dir.path(), 3, SyncPolicy::Always);
     let urls = cluster.client_urls();
     let (_server, base) = start_talk_server(dir.path(), &urls, 3).await;
     let report_path = dir.path().join("report.json");
-    let mut load = start_load(&[base], "12s", 150, &report_path, &[]);
+    let mut load = start_load(&[base], "12s", rate, &report_path, extra);
 
     tokio::time::sleep(Duration::from_secs(4)).await;
     let leader = stream_leader(&urls).await;
@@ -50,12 +28,24 @@ async fn replicated_cluster_loses_nothing_when_a_server_dies() {
 
     let report = drained_report(&mut load, &report_path, &cluster);
     assert!(
-        total(&report, "acked") > 500,
+        total(&report, "acked") > min_acked,
         "too little load to mean anything"
     );
     assert_eq!(total(&report, "lost"), 0, "acknowledged messages lost");
     assert_eq!(total(&report, "duplicated"), 0);
     assert_eq!(total(&report, "unexpected"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_cluster_loses_nothing_when_a_server_dies() {
+    leader_killed_under_load(150, &[], 500).await;
+}
+
+/// The same over send channels: every message acknowledged by an ack frame is read back,
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_cluster_loses_nothing_under_channel_load_when_a_server_dies() {
+    leader_killed_under_load(300, &["--transport", "channel"], 1000).await;
 }
 
 /// Replication 1: kill the stream's only server, remove its data

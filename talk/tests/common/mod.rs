@@ -149,6 +149,26 @@ pub fn read_report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Waits for talk-load to end (150 s at most) and returns its report, which must say the
+/// drain was complete (else the cluster's logs say why not).
+pub fn drained_report(
+    load: &mut ChildGuard,
+    report_path: &Path,
+    cluster: &LocalCluster,
+) -> serde_json::Value {
+    let status = load.wait(Duration::from_secs(150));
+    assert!(status.success(), "talk-load failed: {status}");
+    let report = read_report(report_path);
+    eprintln!("{report:#}");
+    assert_eq!(
+        report["complete"],
+        true,
+        "drain incomplete:\n{}",
+        cluster.logs()
+    );
+    report
+}
+
 pub fn total(report: &serde_json::Value, field: &str) -> u64 {
     report["total"][field]
         .as_u64()
