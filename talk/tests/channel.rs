@@ -125,6 +125,12 @@ async fn bad_frames_are_answered_and_the_channel_stays_open() {
         assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
     }
     ws.close(None).await.unwrap();
+
+    // A plain GET is told what the endpoint is, in the API's error shape.
+    let plain = reqwest::get(format!("{base}/channel")).await.unwrap();
+    assert_eq!(plain.status().as_u16(), 426);
+    let body: serde_json::Value = plain.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_websocket", "{body}");
 }
 
 /// Two talk-servers; the one half the producers' channels lead to is killed mid-pipeline.

@@ -46,6 +46,8 @@ pub enum ApiError {
     BadLastEventId(String),
     #[error("no such route: {0}")]
     NotFound(String),
+    #[error("not a WebSocket upgrade: {0}")]
+    NotWebSocket(String),
     #[error("message store not ready: {0}")]
     NotReady(String),
     #[error("message store timed out: {0}")]
@@ -68,6 +70,7 @@ impl ApiError {
             Self::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
             Self::BadLastEventId(_) => (StatusCode::BAD_REQUEST, "bad_last_event_id"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotWebSocket(_) => (StatusCode::UPGRADE_REQUIRED, "not_websocket"),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "store_timeout"),
             Self::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_error"),

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -25,7 +26,14 @@ use crate::room::RoomName;
 use crate::wire::{ChannelReply, ChannelSend, MessagePayload};
 
 /// `GET /channel`: upgrades to the send channel.
-pub async fn channel(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+pub async fn channel(
+    State(state): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => return api::fail(&state, ApiError::NotWebSocket(r.body_text())).into_response(),
+    };
     // Frames up to this size are read and answered (over --max-request-bytes: with
     // request_too_large); a larger one ends the channel (close code 1009), since the
     // WebSocket library refuses to buffer it.
