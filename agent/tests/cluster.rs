@@ -260,6 +260,73 @@ async fn a_burst_of_injections_is_applied_reported_and_released_together() {
     h.finish().await;
 }
 
+/// The finalizer calls start from the copy the watch delivered (no read first). A copy
+/// someone changed since must still get the finalizer on and off, losing nothing of the
+/// other change; a copy of an Injection deleted and made again under its name must not put
+/// it on the new one (which this agent has not applied).
+#[tokio::test]
+async fn finalizers_go_on_and_off_from_a_stale_copy_and_never_onto_a_replaced_injection() {
+    let test = "finalizers_go_on_and_off_from_a_stale_copy_and_never_onto_a_replaced_injection";
+    let Some(client) = client(test).await else {
+        return;
+    };
+    crds::install_missing(&client).await.unwrap();
+    let namespace = unique_name("fdfinal");
+    let ns = TestNamespace::create(&client, &namespace, &[(TEST_LABEL, "agent")])
+        .await
+        .unwrap();
+    let api: Api<Injection> = Api::namespaced(client.clone(), &namespace);
+    // No agent runs for this node: only the calls are tested.
+    let cluster = Cluster::new(client.clone(), "no-agent-node", namespace.clone());
+    let has_ours = |i: &Injection| i.finalizers().iter().any(|f| f == AGENT_FINALIZER);
+    let touch = |value: &'static str| {
+        let api = api.clone();
+        async move {
+            let patch = serde_json::json!({"metadata": {"labels": {"touched": value}}});
+            api.patch("stale", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap()
+        }
+    };
+
+    let stale = api
+        .create(&PostParams::default(), &injection("stale", "no-agent-node", 600))
+        .await
+        .unwrap();
+    touch("before-add").await;
+    assert!(cluster.add_finalizer(&stale).await.unwrap());
+    let now = api.get("stale").await.unwrap();
+    assert!(has_ours(&now), "the finalizer is on: {:?}", now.finalizers());
+    assert_eq!(now.labels().get("touched").map(String::as_str), Some("before-add"));
+
+    // Released from a copy that shows the finalizer but is stale again.
+    let shows_it = now;
+    touch("before-release").await;
+    cluster.release(&shows_it).await.unwrap();
+    let now = api.get("stale").await.unwrap();
+    assert!(!has_ours(&now), "the finalizer is off: {:?}", now.finalizers());
+    assert_eq!(now.labels().get("touched").map(String::as_str), Some("before-release"));
+
+    // Released from the first copy, which does not show the finalizer put on since.
+    assert!(cluster.add_finalizer(&stale).await.unwrap());
+    assert!(has_ours(&api.get("stale").await.unwrap()));
+    cluster.release(&stale).await.unwrap();
+    assert!(!has_ours(&api.get("stale").await.unwrap()), "released from an older copy");
+
+    // Deleted and made again under the same name: the old copy is another Injection.
+    api.delete("stale", &DeleteParams::default()).await.unwrap();
+    eventually("the old one gone", || async {
+        api.get_opt("stale").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    api.create(&PostParams::default(), &injection("stale", "no-agent-node", 600))
+        .await
+        .unwrap();
+    assert!(!cluster.add_finalizer(&stale).await.unwrap(), "not the Injection it was");
+    assert!(!has_ours(&api.get("stale").await.unwrap()));
+    ns.delete().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_agent_ignores_other_namespaces_and_refuses_protected_targets() {
     let test = "the_agent_ignores_other_namespaces_and_refuses_protected_targets";

@@ -18,7 +18,7 @@ Runs as root, on the e2e cluster (e2e/cluster), which is shared: hold its lock t
 What it does, each step timed:
   1. e2e/cluster/build.sh, and e2e/cluster/up.sh unless a cluster answers already (then
      that one is used as it is; one this script brought up is taken down at the end)
-  2. e2e/images.sh --profile dev --only operator --only agent (tag "scale"), and firedrill
+  2. e2e/images.sh --profile PROFILE --only operator --only agent (tag "scale"), and firedrill
      alone from its chart as e2e/run.sh deploys it (e2e/deploy.sh up --firedrill-only),
      logging at info; operator and agents restarted on the new images
   3. target pods: pause containers (the nodes' own pause image, imagePullPolicy Never),
@@ -50,6 +50,10 @@ Options:
                           kubelets' maxPods 110 with room for the system's pods)
   --pods-per-namespace P  (default 10; at least 3, or one pod is over the 50 % blast radius)
   --timeout SECONDS       give up waiting for completion (default duration + 600)
+  --profile release|dev   the cargo profile of the operator's and agents' images (default
+                          dev, as e2e/run.sh builds them; release is what ships, and the
+                          one to read the operator's memory from: a dev build's resident
+                          set carries more of its own text)
   --no-deploy             use firedrill as deployed (no images, no helm)
   --keep                  leave the target namespaces and pods (a later run with as many
                           pods reuses them), and a cluster this script brought up
@@ -64,6 +68,7 @@ MAX_PODS=240
 PPN=10
 TIMEOUT=
 DEPLOY=1
+PROFILE=dev
 KEEP=0
 OUT=
 while (($#)); do
@@ -74,6 +79,7 @@ while (($#)); do
 	--max-pods) MAX_PODS=$2; shift ;;
 	--pods-per-namespace) PPN=$2; shift ;;
 	--timeout) TIMEOUT=$2; shift ;;
+	--profile) PROFILE=$2; shift ;;
 	--no-deploy) DEPLOY=0 ;;
 	--keep) KEEP=1 ;;
 	--out) OUT=$2; shift ;;
@@ -141,8 +147,8 @@ trap cleanup EXIT
 
 # 2. firedrill, as e2e/run.sh deploys it (firedrill alone).
 if ((DEPLOY)); then
-	step "images (dev build): operator, agent"
-	"$ROOT/e2e/images.sh" --profile dev --tag "$TAG" --only operator --only agent
+	step "images ($PROFILE build): operator, agent"
+	"$ROOT/e2e/images.sh" --profile "$PROFILE" --tag "$TAG" --only operator --only agent
 	cat >"$OUT/values.yaml" <<EOF
 # The e2e values log every reconciliation at debug: at scale that is the logging's cost,
 # not the operator's.
