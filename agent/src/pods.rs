@@ -128,6 +128,14 @@ impl ProcFs {
         }
     }
 
+    /// Whether `process` still runs: its pid is there with the same start time (a pid
+    /// reused since has another).
+    pub fn still_runs(&self, process: &PodProcess) -> Result<bool> {
+        Ok(self
+            .read(process.pid, "stat")?
+            .is_some_and(|stat| start_time(&stat) == Some(process.start_time)))
+    }
+
     /// The path of a process's network namespace link.
     pub fn netns_path(&self, pid: i32) -> PathBuf {
         self.root.join(pid.to_string()).join("ns/net")
@@ -421,6 +429,27 @@ mod tests {
         assert_eq!(sandbox.netns, fake.dir.path().join("30/ns/net"));
         assert_eq!(procfs.netns_identity(40).unwrap(), Some(sandbox.identity));
         assert_ne!(procfs.netns_identity(60).unwrap(), Some(sandbox.identity));
+    }
+
+    #[test]
+    fn a_process_found_earlier_still_runs_only_with_its_pid_and_start_time() {
+        let fake = FakeProc::new();
+        fake.process(30, "pause", &v1_cgroup(UID, "sandbox"), 'S', 100, "pod-a");
+        let procfs = fake.procfs();
+        let found = procfs.pod_processes(UID).unwrap();
+        assert!(procfs.still_runs(&found[0]).unwrap());
+        // The sandbox died and its pid went to another pod's process: not the same one.
+        fs::remove_dir_all(fake.dir.path().join("30")).unwrap();
+        assert!(!procfs.still_runs(&found[0]).unwrap(), "gone");
+        fake.process(
+            30,
+            "pause",
+            &v1_cgroup("aaaa-bbbb", "sandbox"),
+            'S',
+            700,
+            "pod-b",
+        );
+        assert!(!procfs.still_runs(&found[0]).unwrap(), "pid reused");
     }
 
     #[test]

@@ -58,6 +58,9 @@ Options:
   --keep                  leave the target namespaces and pods (a later run with as many
                           pods reuses them), and a cluster this script brought up
   --out DIR               keep the raw data there (default /var/tmp/fd-scale-N-<time>)
+
+Environment: AGENT_LOG, the agents' RUST_LOG (default info; "info,firedrill_agent::run=debug"
+adds a line per pass and per intake of watch events).
 EOF
 }
 
@@ -153,7 +156,7 @@ if ((DEPLOY)); then
 # The e2e values log every reconciliation at debug: at scale that is the logging's cost,
 # not the operator's.
 operator: {logLevel: info}
-agent: {logLevel: info}
+agent: {logLevel: "${AGENT_LOG:-info}"}
 EOF
 	step "deploy firedrill (e2e/deploy.sh up --firedrill-only)"
 	"$ROOT/e2e/deploy.sh" up --firedrill-only --tag "$TAG" --values "$OUT/values.yaml"
@@ -319,8 +322,19 @@ EOF
 snapshot before
 # Every Injection as the watch shows it: when the operator created it (creationTimestamp)
 # and when its agent applied it (status.appliedAt) split "asked -> effective" between them.
-kc -n "$FD_NS" get injections.firedrill.dev --watch --output-watch-events -o json \
-	>"$OUT/injection-events.json" 2>"$OUT/injection-watch.err" &
+# The API server may end a watch (kubectl then exits): start it again at once; a new one
+# lists everything again, which the figures take as they come.
+(
+	trap 'kill "$watching" 2>/dev/null; exit 0' TERM
+	while :; do
+		"$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" -n "$FD_NS" get injections.firedrill.dev \
+			--watch --output-watch-events -o json 2>>"$OUT/injection-watch.err" &
+		watching=$!
+		wait "$watching" || true
+		echo "watch ended at $(date +%s.%N), started again" >>"$OUT/injection-watch.err"
+		sleep 0.2
+	done
+) >"$OUT/injection-events.json" &
 injection_watch=$!
 step "creating $N Experiments"
 t_apply=$(date +%s.%N)
@@ -351,6 +365,7 @@ while :; do
 done
 snapshot after
 kill "$sampler" "$injection_watch" 2>/dev/null || true
+wait "$injection_watch" 2>/dev/null || true
 sample >>"$OUT/samples.txt"
 for p in "$op_pid" "${agent_pids[@]}"; do grep -E '^(VmHWM|VmRSS)' "/proc/$p/status" | tr -s ' \t' ' ' | sed "s/^/$p /"; done >"$OUT/hwm.txt"
 # Where the operator's resident memory is (heap and anonymous maps against the binary).
