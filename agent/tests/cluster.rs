@@ -290,28 +290,48 @@ async fn finalizers_go_on_and_off_from_a_stale_copy_and_never_onto_a_replaced_in
     };
 
     let stale = api
-        .create(&PostParams::default(), &injection("stale", "no-agent-node", 600))
+        .create(
+            &PostParams::default(),
+            &injection("stale", "no-agent-node", 600),
+        )
         .await
         .unwrap();
     touch("before-add").await;
     assert!(cluster.add_finalizer(&stale).await.unwrap());
     let now = api.get("stale").await.unwrap();
-    assert!(has_ours(&now), "the finalizer is on: {:?}", now.finalizers());
-    assert_eq!(now.labels().get("touched").map(String::as_str), Some("before-add"));
+    assert!(
+        has_ours(&now),
+        "the finalizer is on: {:?}",
+        now.finalizers()
+    );
+    assert_eq!(
+        now.labels().get("touched").map(String::as_str),
+        Some("before-add")
+    );
 
     // Released from a copy that shows the finalizer but is stale again.
     let shows_it = now;
     touch("before-release").await;
     cluster.release(&shows_it).await.unwrap();
     let now = api.get("stale").await.unwrap();
-    assert!(!has_ours(&now), "the finalizer is off: {:?}", now.finalizers());
-    assert_eq!(now.labels().get("touched").map(String::as_str), Some("before-release"));
+    assert!(
+        !has_ours(&now),
+        "the finalizer is off: {:?}",
+        now.finalizers()
+    );
+    assert_eq!(
+        now.labels().get("touched").map(String::as_str),
+        Some("before-release")
+    );
 
     // Released from the first copy, which does not show the finalizer put on since.
     assert!(cluster.add_finalizer(&stale).await.unwrap());
     assert!(has_ours(&api.get("stale").await.unwrap()));
     cluster.release(&stale).await.unwrap();
-    assert!(!has_ours(&api.get("stale").await.unwrap()), "released from an older copy");
+    assert!(
+        !has_ours(&api.get("stale").await.unwrap()),
+        "released from an older copy"
+    );
 
     // Deleted and made again under the same name: the old copy is another Injection.
     api.delete("stale", &DeleteParams::default()).await.unwrap();
@@ -319,10 +339,16 @@ async fn finalizers_go_on_and_off_from_a_stale_copy_and_never_onto_a_replaced_in
         api.get_opt("stale").await.unwrap().is_none().then_some(())
     })
     .await;
-    api.create(&PostParams::default(), &injection("stale", "no-agent-node", 600))
-        .await
-        .unwrap();
-    assert!(!cluster.add_finalizer(&stale).await.unwrap(), "not the Injection it was");
+    api.create(
+        &PostParams::default(),
+        &injection("stale", "no-agent-node", 600),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !cluster.add_finalizer(&stale).await.unwrap(),
+        "not the Injection it was"
+    );
     assert!(!has_ours(&api.get("stale").await.unwrap()));
     ns.delete().await.unwrap();
 }
