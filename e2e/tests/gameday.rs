@@ -118,6 +118,14 @@ impl StepWatch {
         }
     }
 
+    /// Whether the note saw the pod whose replacement is the evidence (true when the
+    /// evidence is another kind).
+    fn saw_pod(&self) -> bool {
+        self.replaced_before
+            .as_ref()
+            .is_none_or(|(pod, _)| pod.is_some())
+    }
+
     /// While the fault holds: look for it where the evidence says.
     async fn holding(&mut self, client: &Client, nodes: &[Node], image: &str) {
         self.seen_holding = true;
@@ -231,7 +239,15 @@ async fn watch_steps(
                 // A step's Experiment may wait Pending for its turn: talk is noted as the
                 // step begins, so an earlier step's restarts do not count for it.
                 if phase == Phase::Pending {
-                    waiting.insert(step, StepWatch::start(&client, evidence).await);
+                    let fresh = StepWatch::start(&client, evidence).await;
+                    // A read that found no pod to replace (gone for a moment after an earlier
+                    // step, or the read failed) does not overwrite a note that saw it.
+                    let keep = waiting
+                        .get(step)
+                        .is_some_and(|noted| noted.saw_pod() && !fresh.saw_pod());
+                    if !keep {
+                        waiting.insert(step, fresh);
+                    }
                     continue;
                 }
                 let watch = match (phase, waiting.remove(step)) {
