@@ -179,10 +179,16 @@ impl Executor {
             .filter_map(|spec| spec.action.network.as_ref())
             .flat_map(|cut| cut.pods.iter().map(|p| p.uid.clone()))
             .collect();
+        self.walk_for(uids, "finding the sandboxes of a batch")
+    }
+
+    /// The processes of the pods `uids`, from one bounded walk of `/proc` (none without
+    /// pods).
+    fn walk_for(&self, uids: Vec<String>, what: &str) -> Result<PodProcesses> {
         if uids.is_empty() {
             return Ok(PodProcesses::default());
         }
-        self.in_time("finding the sandboxes of a batch".into(), move |this| {
+        self.in_time(what.into(), move |this| {
             this.procfs
                 .processes_of_pods(uids.iter().map(String::as_str))
         })
@@ -196,7 +202,10 @@ impl Executor {
         if !known.is_empty() {
             let mut still = true;
             for process in known {
-                still &= self.procfs.still_runs(process)?;
+                if !self.procfs.still_runs(process)? {
+                    still = false;
+                    break;
+                }
             }
             if still && let Some(sandbox) = self.procfs.sandbox_among(known, &name)? {
                 return Ok(Some(sandbox));
@@ -358,14 +367,7 @@ impl Executor {
             .filter_map(|(_, spec)| spec.as_ref())
             .flat_map(|spec| followed_pods(spec).iter().map(|p| p.uid.clone()))
             .collect();
-        let pods = if uids.is_empty() {
-            PodProcesses::default()
-        } else {
-            self.in_time("finding the held pods' processes".into(), move |this| {
-                this.procfs
-                    .processes_of_pods(uids.iter().map(String::as_str))
-            })?
-        };
+        let pods = self.walk_for(uids, "finding the held pods' processes")?;
         Ok(items
             .iter()
             .map(|(key, spec)| {
