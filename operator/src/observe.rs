@@ -96,6 +96,21 @@ pub fn observations(
     }
 }
 
+/// Everything the Injections tell the engine in `fault_state`: [`observations`], and while
+/// the fault is held the lapses the agents measured since `last_held_at`.
+pub fn news(
+    fault_state: FaultState,
+    last_held_at: Option<DateTime<Utc>>,
+    injections: &[Injection],
+    now: DateTime<Utc>,
+) -> Vec<Observation> {
+    let mut news = observations(fault_state, injections, now);
+    if fault_state == FaultState::Injected {
+        news.extend(lapse_observations(injections, last_held_at, now));
+    }
+    news
+}
+
 /// A stretch without the whole fault in place: since, healed (`None`: still open), what.
 type Stretch<'a> = (DateTime<Utc>, Option<DateTime<Utc>>, Vec<&'a str>);
 

@@ -20,7 +20,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::runtime::reflector::ObjectRef;
 
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::plan;
@@ -127,7 +127,12 @@ async fn inject(
     let spec = &experiment.spec;
     let namespace = &ctx.injection_namespace;
     let existing = if plan::uses_injections(spec) {
-        let existing = cluster::injections(&ctx.client, namespace, &uid(experiment)?).await?;
+        let uid = uid(experiment)?;
+        // Injections are immutable: once the watch shows the whole plan, it is in place.
+        if ctx.seen.of(&uid).is_some_and(|seen| plan_in_place(&seen)) {
+            return Ok(vec![]);
+        }
+        let existing = cluster::injections(&ctx.client, namespace, &uid).await?;
         if plan_in_place(&existing) {
             return Ok(vec![]);
         }
@@ -178,17 +183,76 @@ async fn inject(
     Ok(vec![])
 }
 
+/// How a reconciliation reads an experiment's Injections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// As the controller's watch shows them ([`seen`]): enough to learn that nothing is new,
+    /// never enough to conclude that something is gone.
+    Watched,
+    /// From the API server, with what this reconciliation itself just wrote.
+    Fresh,
+}
+
+/// The Injections of the experiment with `uid`, and how they were read: from the watch when
+/// asked and it has listed, from the API server otherwise.
+async fn injections_of(
+    ctx: &Context,
+    uid: &str,
+    read: Read,
+) -> Result<(Vec<Injection>, Read), Error> {
+    if read == Read::Watched
+        && let Some(seen) = ctx.seen.of(uid)
+    {
+        return Ok((seen, Read::Watched));
+    }
+    let present = cluster::injections(&ctx.client, &ctx.injection_namespace, uid).await?;
+    Ok((present, Read::Fresh))
+}
+
+/// What the experiment's Injections tell the engine now. From the watch only "nothing new"
+/// is believed: news is read again from the API server before it counts, because a watch
+/// that lags this operator's own writes shows an Injection it just created as absent, and
+/// absent reads as reverted.
+async fn injection_news(
+    ctx: &Context,
+    uid: &str,
+    status: &ExperimentStatus,
+    read: Read,
+    now: DateTime<Utc>,
+) -> Result<Vec<Observation>, Error> {
+    let known = status.fault_check.as_ref().and_then(|c| c.last_held_at);
+    let (present, read) = injections_of(ctx, uid, read).await?;
+    let news = observe::news(status.fault_state, known, &present, now);
+    if news.is_empty() || read == Read::Fresh {
+        return Ok(news);
+    }
+    let (present, _) = injections_of(ctx, uid, Read::Fresh).await?;
+    Ok(observe::news(status.fault_state, known, &present, now))
+}
+
 /// Asks for every Injection of the experiment to be reverted (deleted), frees those whose
-/// node is gone, and returns those still present.
-async fn revert_all(ctx: &Context, experiment: &Experiment) -> Result<Vec<Injection>, Error> {
+/// node is gone, and returns those still present. Read [`Read::Watched`], what it returns
+/// is only a hint of whether the agents still work (the next read decides); read
+/// [`Read::Fresh`], an empty answer means nothing is left.
+async fn revert_all(
+    ctx: &Context,
+    experiment: &Experiment,
+    read: Read,
+) -> Result<Vec<Injection>, Error> {
     let namespace = ctx.injection_namespace.as_str();
     let uid = uid(experiment)?;
-    let present = cluster::injections(&ctx.client, namespace, &uid).await?;
+    let (present, read) = injections_of(ctx, &uid, read).await?;
     if present.is_empty() {
         return Ok(present);
     }
-    cluster::delete_injections(&ctx.client, namespace, &observe::to_delete(&present)).await?;
-    let present = cluster::injections(&ctx.client, namespace, &uid).await?;
+    let doomed = observe::to_delete(&present);
+    cluster::delete_injections(&ctx.client, namespace, &doomed).await?;
+    // Read fresh, look again: those no agent held are gone at once.
+    let present = if read == Read::Fresh && !doomed.is_empty() {
+        cluster::injections(&ctx.client, namespace, &uid).await?
+    } else {
+        present
+    };
     if present
         .iter()
         .any(|i| i.metadata.deletion_timestamp.is_some())
@@ -197,7 +261,7 @@ async fn revert_all(ctx: &Context, experiment: &Experiment) -> Result<Vec<Inject
         let orphans = observe::orphaned(&present, &nodes);
         if !orphans.is_empty() {
             cluster::release_orphans(&ctx.client, namespace, &orphans).await?;
-            return cluster::injections(&ctx.client, namespace, &uid).await;
+            return Ok(injections_of(ctx, &uid, read).await?.0);
         }
     }
     Ok(present)
@@ -226,16 +290,14 @@ async fn drive(
     // reconciliation's own inject or revert changes them meanwhile (the agents' reports
     // come with the next one), so a round after a probe sample does not read them again.
     let mut unread = true;
+    // How to read them: the watch shows what woke this reconciliation, but not yet what
+    // this reconciliation itself wrote.
+    let mut read = Read::Watched;
     for round in 0..=MAX_ROUNDS {
         let now = Utc::now();
         if uses_injections && status.fault_state.may_be_active() && unread {
             unread = false;
-            let present = cluster::injections(&ctx.client, &ctx.injection_namespace, &uid).await?;
-            observations.extend(observe::observations(status.fault_state, &present, now));
-            if status.fault_state == firedrill_core::api::FaultState::Injected {
-                let known = status.fault_check.as_ref().and_then(|c| c.last_held_at);
-                observations.extend(observe::lapse_observations(&present, known, now));
-            }
+            observations.extend(injection_news(ctx, &uid, status, read, now).await?);
         }
         let transition = step(spec, status, now, &observations);
         observations.clear();
@@ -263,6 +325,7 @@ async fn drive(
                 EngineAction::Inject { expires_at } => {
                     let news = inject(ctx, experiment, expires_at).await?;
                     unread = true;
+                    read = Read::Fresh;
                     // Nothing came of it at once: the Injections are the agents' to apply.
                     waiting |= uses_injections && news.is_empty();
                     observations.extend(news);
@@ -272,8 +335,9 @@ async fn drive(
                 }
                 EngineAction::Revert => {
                     if uses_injections {
-                        waiting |= !revert_all(ctx, experiment).await?.is_empty();
+                        waiting |= !revert_all(ctx, experiment, Read::Watched).await?.is_empty();
                         unread = true;
+                        read = Read::Fresh;
                         // Look once more: Injections no agent held are gone already.
                         again |= !reverted;
                         reverted = true;
@@ -387,8 +451,9 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
     let mut status = before.clone();
     status.observed_generation = experiment.meta().generation;
     if status.phase == Phase::Completed {
-        // Belt and braces: nothing of a completed experiment stays in place.
-        let left = revert_all(ctx, experiment).await?;
+        // Belt and braces: nothing of a completed experiment stays in place. The watch
+        // suffices: an Injection of it that appears wakes it, and is in the view when it does.
+        let left = revert_all(ctx, experiment, Read::Watched).await?;
         write_status(ctx, experiment, &before, &status).await?;
         return Ok(if left.is_empty() {
             Action::await_change()
@@ -479,7 +544,7 @@ fn key(experiment: &Experiment) -> String {
 /// Cleanup before the finalizer goes: every Injection reverted and gone. Idempotent; fails
 /// (keeping the finalizer) while anything remains.
 async fn cleanup(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> {
-    let remaining = revert_all(ctx, experiment).await?;
+    let remaining = revert_all(ctx, experiment, Read::Fresh).await?;
     if !remaining.is_empty() {
         return Err(Error::RevertPending {
             remaining: remaining.len(),
@@ -501,7 +566,7 @@ async fn abort_on_delete(experiment: &Experiment, ctx: &Context) -> Result<Vec<I
         drive(ctx, experiment, &mut status, vec![abort]).await?;
         write_status(ctx, experiment, &before, &status).await?;
     }
-    revert_all(ctx, experiment).await
+    revert_all(ctx, experiment, Read::Fresh).await
 }
 
 async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<Action, Error> {
@@ -581,8 +646,15 @@ pub fn controller(ctx: &Context) -> Controller<Experiment> {
     let (injections, written) = injection_watch(ctx);
     let only = ctx.watch_namespace.clone();
     let echoes = ctx.echoes.clone();
+    // One watch both wakes the experiments and fills the controller's view of their
+    // Injections, in that order: a woken reconciliation sees what woke it.
+    let trigger = watcher(injections, written)
+        .default_backoff()
+        .modify(seen::slim)
+        .reflect(ctx.seen.attach())
+        .touched_objects();
     Controller::new(experiments, watched)
-        .watches(injections, written, move |i: Injection| {
+        .watches_stream(trigger, move |i: Injection| {
             let (ns, name) = i.spec.experiment.split_once('/')?;
             if only.as_deref().is_some_and(|o| o != ns) {
                 return None;
@@ -601,6 +673,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
 }
 
 mod context;
+mod seen;
 #[cfg(test)]
 mod tests;
 

@@ -10,6 +10,7 @@ use firedrill_probes::Prober;
 use kube::Client;
 use kube::runtime::events::{Event, Recorder, Reporter};
 
+use super::seen::SeenInjections;
 use crate::echo::Echoes;
 use crate::metrics::Metrics;
 use crate::objects::KubeObjects;
@@ -41,6 +42,8 @@ pub struct Context {
     pub echoes: Arc<Echoes>,
     /// Reconciliations each controller runs at once ([`crate::requeue::CONCURRENCY`]).
     pub concurrency: u16,
+    /// The Injections as the Experiment controller's watch last delivered them.
+    pub(super) seen: SeenInjections,
     objects: Arc<KubeObjects>,
     probers: Mutex<HashMap<String, Prober>>,
     pub(super) http: reqwest::Client,
@@ -86,6 +89,7 @@ impl Context {
             experiment_selector: None,
             concurrency: crate::requeue::CONCURRENCY,
             echoes: Arc::default(),
+            seen: SeenInjections::default(),
             probers: Mutex::new(HashMap::new()),
             http,
         })

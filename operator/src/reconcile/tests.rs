@@ -116,3 +116,135 @@ fn a_plan_is_in_place_once_as_many_injections_exist_as_it_recorded() {
     );
     assert!(plan_in_place(&[injection("a", Some("1"))]));
 }
+
+/// A context whose API server lists `listed` as the Injections (and answers a deletion with
+/// the Injection it names), counting the requests, and whose watch view holds `watched`.
+fn context_with(
+    listed: Vec<Injection>,
+    watched: Vec<Injection>,
+) -> (Context, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let server = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let answer = if request.method() == http::Method::DELETE {
+            let name = request.uri().path().rsplit('/').next().unwrap_or_default();
+            serde_json::to_value(listed.iter().find(|i| i.name_any() == name)).unwrap()
+        } else {
+            serde_json::json!({
+                "apiVersion": "firedrill.dev/v1alpha1",
+                "kind": "InjectionList",
+                "metadata": {"resourceVersion": "7"},
+                "items": listed,
+            })
+        };
+        let response = http::Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(
+                serde_json::to_vec(&answer).unwrap(),
+            ));
+        async move { response }
+    });
+    let client = kube::Client::new(server, "default");
+    let ctx = Context::new(client, Arc::default(), "firedrill-system", "test").unwrap();
+    let mut writer = ctx.seen.attach();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for i in watched {
+        writer.apply_watcher_event(&watcher::Event::InitApply(i));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    (ctx, asked)
+}
+
+fn of_experiment(mut i: Injection, state: firedrill_core::api::InjectionState) -> Injection {
+    i.metadata.namespace = Some("firedrill-system".into());
+    i.labels_mut()
+        .insert(crate::EXPERIMENT_UID_LABEL.into(), "uid-1".into());
+    i.status = Some(firedrill_core::api::InjectionStatus {
+        state,
+        ..Default::default()
+    });
+    i
+}
+
+fn held() -> ExperimentStatus {
+    ExperimentStatus {
+        fault_state: firedrill_core::api::FaultState::Injected,
+        ..Default::default()
+    }
+}
+
+fn requests(asked: &std::sync::atomic::AtomicUsize) -> usize {
+    asked.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_watch_that_shows_nothing_new_costs_no_request() {
+    use firedrill_core::api::InjectionState::Applied;
+    let applied = of_experiment(injection("a", Some("1")), Applied);
+    let (ctx, asked) = context_with(vec![applied.clone()], vec![applied]);
+    let news = injection_news(&ctx, "uid-1", &held(), Read::Watched, Utc::now())
+        .await
+        .unwrap();
+    assert!(news.is_empty(), "{news:?}");
+    assert_eq!(requests(&asked), 0);
+}
+
+#[tokio::test]
+async fn a_watch_that_lags_never_makes_a_held_fault_reverted() {
+    use firedrill_core::api::InjectionState::Applied;
+    // The watch has not delivered the Injection yet: absent reads as reverted, so the
+    // API server is asked, and there the fault still holds.
+    let applied = of_experiment(injection("a", Some("1")), Applied);
+    let (ctx, asked) = context_with(vec![applied], vec![]);
+    let news = injection_news(&ctx, "uid-1", &held(), Read::Watched, Utc::now())
+        .await
+        .unwrap();
+    assert!(news.is_empty(), "the fault is held: {news:?}");
+    assert_eq!(requests(&asked), 1);
+    // Gone there too, it is reverted.
+    let (ctx, _) = context_with(vec![], vec![]);
+    let news = injection_news(&ctx, "uid-1", &held(), Read::Watched, Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(news[..], [Observation::FaultReverted { .. }]),
+        "{news:?}"
+    );
+}
+
+#[tokio::test]
+async fn after_its_own_write_a_reconciliation_reads_the_api_server() {
+    use firedrill_core::api::InjectionState::{Applied, Reverted};
+    let applied = of_experiment(injection("a", Some("1")), Applied);
+    let reverted = of_experiment(injection("a", Some("1")), Reverted);
+    let (ctx, asked) = context_with(vec![reverted], vec![applied]);
+    let news = injection_news(&ctx, "uid-1", &held(), Read::Fresh, Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(news[..], [Observation::FaultReverted { .. }]),
+        "{news:?}"
+    );
+    assert_eq!(requests(&asked), 1);
+}
+
+#[tokio::test]
+async fn what_keeps_a_deleted_experiment_is_read_from_the_api_server() {
+    use firedrill_core::api::InjectionState::Applied;
+    // The watch shows nothing, the API server an Injection still held.
+    let applied = of_experiment(injection("a", Some("1")), Applied);
+    let (ctx, asked) = context_with(vec![applied], vec![]);
+    let mut experiment = Experiment::new("e", crate::testing::catalog("network-partition"));
+    experiment.metadata.uid = Some("uid-1".into());
+    experiment.metadata.namespace = Some("talk".into());
+    let left = revert_all(&ctx, &experiment, Read::Fresh).await.unwrap();
+    assert_eq!(left.len(), 1, "the finalizer stays");
+    assert_eq!(requests(&asked), 3, "listed, deleted, listed again");
+    // The watch's view is a hint of whether to wait, and costs nothing.
+    let hint = revert_all(&ctx, &experiment, Read::Watched).await.unwrap();
+    assert!(hint.is_empty());
+    assert_eq!(requests(&asked), 3);
+}
