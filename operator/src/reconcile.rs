@@ -18,7 +18,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -653,7 +653,17 @@ pub fn controller(ctx: &Context) -> Controller<Experiment> {
         .modify(seen::slim)
         .reflect(ctx.seen.attach())
         .touched_objects();
-    Controller::new(experiments, watched)
+    // The controller's store of Experiments without their managed fields, which no
+    // reconciliation reads and which the status's server-side apply makes about as large as
+    // the status itself.
+    let experiments_store = reflector::store::Writer::default();
+    let experiments_view = experiments_store.as_reader();
+    let experiments = watcher(experiments, watched)
+        .default_backoff()
+        .modify(|e: &mut Experiment| e.managed_fields_mut().clear())
+        .reflect(experiments_store)
+        .applied_objects();
+    Controller::for_stream(experiments, experiments_view)
         .watches_stream(trigger, move |i: Injection| {
             let (ns, name) = i.spec.experiment.split_once('/')?;
             if only.as_deref().is_some_and(|o| o != ns) {
