@@ -17,7 +17,10 @@
 //!    full course (steady state, inject, the engine's 60 s inject timeout, revert,
 //!    recovery), the operator requeueing every injecting one each second; how far they get.
 //!
-//! `FD_BENCH_EXPERIMENTS` changes the count (default 1000).
+//! `FD_BENCH_EXPERIMENTS` changes the count (default 1000); `FD_BENCH_OPERATOR_ENV_X=v` sets
+//! `X=v` for the operator alone (a heap profile: `X` = `LD_PRELOAD` with heaptrack's
+//! `libheaptrack_preload.so` and `DUMP_HEAPTRACK_OUTPUT` a file, read afterwards with
+//! `heaptrack_interpret < file | gzip > profile.gz` and `heaptrack_print`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -224,7 +227,15 @@ impl Operator {
     fn start(servers: &Servers) -> Result<Self> {
         let log = servers.dir.join("logs").join("operator.log");
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(OPERATOR)
+        let mut command = Command::new(OPERATOR);
+        // FD_BENCH_OPERATOR_ENV_X=v sets X=v for the operator alone: a heap profiler's
+        // preload, an allocator's tuning.
+        for (key, value) in std::env::vars() {
+            if let Some(name) = key.strip_prefix("FD_BENCH_OPERATOR_ENV_") {
+                command.env(name, value);
+            }
+        }
+        let child = command
             .args([
                 "--metrics-addr",
                 METRICS_ADDR,
@@ -412,7 +423,7 @@ fn requests_between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64
     let total: f64 = delta.iter().map(|(_, d)| d).sum();
     let top: Vec<String> = delta
         .iter()
-        .take(6)
+        .take(8)
         .map(|(k, d)| format!("{k} {d:.0}"))
         .collect();
     format!("{total:.0} in all; {}", top.join(", "))
