@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod echo;
 pub mod error;
+pub mod events;
 pub mod gameday;
 pub mod inventory;
 pub mod lease;

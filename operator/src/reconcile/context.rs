@@ -8,10 +8,10 @@ use std::time::Duration;
 use firedrill_core::api::Heartbeat;
 use firedrill_probes::Prober;
 use kube::Client;
-use kube::runtime::events::{Event, Recorder, Reporter};
 
 use super::seen::SeenInjections;
 use crate::echo::Echoes;
+use crate::events::EventWriter;
 use crate::metrics::Metrics;
 use crate::objects::KubeObjects;
 use crate::pause::PauseReader;
@@ -22,7 +22,7 @@ use crate::{Error, FIELD_MANAGER};
 /// What a reconciliation needs.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventWriter,
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
     /// firedrill's own namespace, where every Injection lives: the agents follow no other,
@@ -66,10 +66,6 @@ impl Context {
         operator_namespace: &str,
         identity: &str,
     ) -> Result<Self, Error> {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: Some(identity.to_owned()),
-        };
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -77,7 +73,7 @@ impl Context {
             .build()
             .map_err(|e| Error::Setup(format!("http client: {e}")))?;
         Ok(Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventWriter::new(client.clone(), FIELD_MANAGER, identity),
             objects: Arc::new(KubeObjects::new(client.clone())),
             client,
             metrics,
@@ -122,14 +118,7 @@ impl Context {
     where
         K: kube::Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_: note.type_,
-            reason: note.reason.clone(),
-            note: Some(note.note.clone()),
-            action: note.action.clone(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        if let Err(e) = self.events.publish(note, &object.object_ref(&())).await {
             tracing::warn!(error = %e, "could not publish an event");
         }
     }
