@@ -365,7 +365,9 @@ while :; do
 done
 snapshot after
 kill "$sampler" "$injection_watch" 2>/dev/null || true
-wait "$injection_watch" 2>/dev/null || true
+wait "$sampler" "$injection_watch" 2>/dev/null || true
+# The loop may have been killed mid-line: end that line before the last sample.
+[[ -z $(tail -c 1 "$OUT/samples.txt") ]] || echo >>"$OUT/samples.txt"
 sample >>"$OUT/samples.txt"
 for p in "$op_pid" "${agent_pids[@]}"; do grep -E '^(VmHWM|VmRSS)' "/proc/$p/status" | tr -s ' \t' ' ' | sed "s/^/$p /"; done >"$OUT/hwm.txt"
 # Where the operator's resident memory is (heap and anonymous maps against the binary).
@@ -379,7 +381,7 @@ kc -n "$FD_NS" logs "$leader" >"$OUT/operator.log" 2>&1 || true
 
 # 6. Figures.
 python3 - "$OUT" "$N" "$PODS" "$t_apply" "$t_applied" "$mem_before" "$mem_pods" "$(getconf CLK_TCK)" <<'EOF' | tee "$OUT/figures.txt"
-import json, math, re, sys
+import collections, json, math, re, sys
 from datetime import datetime
 out, n, pods, t_apply, t_applied, mem_before, mem_pods, hz = sys.argv[1:]
 n, pods, t_apply, t_applied, hz = int(n), int(pods), float(t_apply), float(t_applied), int(hz)
@@ -484,7 +486,10 @@ for k, v in aa.items():
         verb = re.search(r'verb="([^"]*)"', k).group(1)
         by_verb[verb] = by_verb.get(verb, 0) + v - ab.get(k, 0)
 
+# A line torn by the sampler's end (killed while writing it) has another width than the rest.
 samples = [l.split() for l in open(f"{out}/samples.txt") if l.strip()]
+width = collections.Counter(len(s) for s in samples).most_common(1)[0][0]
+samples = [s for s in samples if len(s) == width]
 def proc(col):
     """(highest RSS MiB, CPU seconds, mean CPU %) of the process in column group col."""
     rows = [(float(s[0]), int(s[3 + 3 * col]), int(s[4 + 3 * col])) for s in samples if len(s) > 4 + 3 * col]
