@@ -75,16 +75,40 @@ impl PauseReader {
                 Some(why) => Pause::On(why),
                 None => Pause::Off,
             },
-            Err(e) => Pause::Unknown(e.to_string()),
+            Err(e) => Pause::Unknown(unreadable(&e)),
         };
         *last = Some((Instant::now(), pause.clone()));
         pause
     }
 }
 
+/// Why the marker could not be read, as a person would say it: the API server's own message
+/// (`namespaces "firedrill-system" not found`), not the debug dump of its whole answer.
+fn unreadable(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_marker_is_said_in_the_api_servers_words() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure",
+            "message": "namespaces \"firedrill-system\" not found",
+            "reason": "NotFound",
+            "code": 404,
+        }))
+        .unwrap();
+        let why = unreadable(&kube::Error::Api(Box::new(status)));
+        assert_eq!(why, "namespaces \"firedrill-system\" not found");
+        let why = Pause::Unknown(why).blocks_start().unwrap();
+        assert!(!why.contains("Status {"), "{why}");
+    }
 
     #[test]
     fn a_pause_blocks_starts_and_halts_runs_an_unreadable_one_only_blocks_starts() {
