@@ -286,17 +286,18 @@ async fn drive(
     let mut reverted = false;
     // Whether the last round left the agents with work whose reports will wake us.
     let mut waiting = false;
-    // Whether the Injections may have changed since they were last read here: only this
-    // reconciliation's own inject or revert changes them meanwhile (the agents' reports
-    // come with the next one), so a round after a probe sample does not read them again.
-    let mut unread = true;
-    // How to read them: the watch shows what woke this reconciliation, but not yet what
-    // this reconciliation itself wrote.
-    let mut read = Read::Watched;
+    // How the Injections are to be read, while they may have changed since they were last
+    // read here (`None` otherwise). Only this reconciliation's own inject or revert changes
+    // them meanwhile (the agents' reports come with the next one), so a round after a probe
+    // sample does not read them again. The watch shows what woke this reconciliation, not
+    // yet what this reconciliation itself wrote.
+    let mut to_read = Some(Read::Watched);
     for round in 0..=MAX_ROUNDS {
         let now = Utc::now();
-        if uses_injections && status.fault_state.may_be_active() && unread {
-            unread = false;
+        if uses_injections
+            && status.fault_state.may_be_active()
+            && let Some(read) = to_read.take()
+        {
             observations.extend(injection_news(ctx, &uid, status, read, now).await?);
         }
         let transition = step(spec, status, now, &observations);
@@ -324,8 +325,7 @@ async fn drive(
                 }
                 EngineAction::Inject { expires_at } => {
                     let news = inject(ctx, experiment, expires_at).await?;
-                    unread = true;
-                    read = Read::Fresh;
+                    to_read = Some(Read::Fresh);
                     // Nothing came of it at once: the Injections are the agents' to apply.
                     waiting |= uses_injections && news.is_empty();
                     observations.extend(news);
@@ -336,8 +336,7 @@ async fn drive(
                 EngineAction::Revert => {
                     if uses_injections {
                         waiting |= !revert_all(ctx, experiment, Read::Watched).await?.is_empty();
-                        unread = true;
-                        read = Read::Fresh;
+                        to_read = Some(Read::Fresh);
                         // Look once more: Injections no agent held are gone already.
                         again |= !reverted;
                         reverted = true;

@@ -41,10 +41,13 @@ impl SeenInjections {
         // Ready once the watch's first list is in; before that it would show nothing.
         let listed = store.wait_until_ready().now_or_never()?.is_ok();
         listed.then(|| {
+            // Filtered under the store's lock: a reconciliation copies its own few, not an
+            // `Arc` of every Injection of the cluster.
             store
-                .state()
+                .state_filter(|i| {
+                    i.labels().get(EXPERIMENT_UID_LABEL).map(String::as_str) == Some(uid)
+                })
                 .iter()
-                .filter(|i| i.labels().get(EXPERIMENT_UID_LABEL).map(String::as_str) == Some(uid))
                 .map(|i| Injection::clone(i))
                 .collect()
         })
