@@ -95,6 +95,10 @@ pub enum StoreError {
     Stream { stream: String, message: String },
     #[error("publish: {0}")]
     Publish(String),
+    /// JetStream has no stream for the subject: it was deleted, or lost with what a
+    /// power cut took from unsynced disks.
+    #[error("publish: no stream holds {0}")]
+    NoStream(String),
     #[error("timed out waiting for JetStream ({0})")]
     Timeout(String),
     /// The store answered a send as a duplicate of a copy it has not committed.
@@ -113,6 +117,7 @@ impl StoreError {
             Self::Connect(_) => "connect",
             Self::Stream { .. } => "stream",
             Self::Publish(_) => "publish",
+            Self::NoStream(_) => "no_stream",
             Self::Timeout(_) => "timeout",
             Self::Uncommitted(_) => "uncommitted",
             Self::Read(_) => "read",
@@ -317,6 +322,9 @@ impl MessageStore {
             Err(e) if duplicate_in_process(&e) => Ok(Published::Uncommitted),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::TimedOut => {
                 Err(StoreError::Timeout("publish ack".into()))
+            }
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                Err(StoreError::NoStream(subject.to_owned()))
             }
             Err(e) => Err(StoreError::Publish(e.to_string())),
         }

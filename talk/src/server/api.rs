@@ -260,6 +260,9 @@ pub(super) async fn publish(
                 })
                 .inc();
             tracing::warn!(%room, error = %e, "publish failed");
+            if matches!(e, StoreError::NoStream(_)) {
+                state.stream_gone();
+            }
             Err(fail(state, e.into()))
         }
     }

@@ -17,7 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub use api::ApiError;
 pub use config::ServerConfig;
@@ -85,6 +85,7 @@ pub async fn serve(
         store,
         metrics: ServerMetrics::new(),
         stream_ready: AtomicBool::new(false),
+        stream_lost: Notify::new(),
         shutdown: stop_rx,
         config,
     });
@@ -143,22 +144,26 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-// Retries until the stream exists; NATS may come up after us.
+// Retries until the stream exists (NATS may come up after us), and again each time a
+// publish finds it gone, for as long as the server runs.
 async fn ensure_stream_loop(state: Arc<AppState>) {
-    let mut delay = Duration::from_millis(200);
     loop {
-        match state.store.ensure_stream().await {
-            Ok(()) => {
-                state.stream_ready.store(true, Ordering::Release);
-                tracing::info!(stream = %state.config.stream, "stream ready");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "stream not ready yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match state.store.ensure_stream().await {
+                Ok(()) => {
+                    state.stream_ready.store(true, Ordering::Release);
+                    tracing::info!(stream = %state.config.stream, "stream ready");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream not ready yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
         }
+        state.stream_lost.notified().await;
     }
 }
 
