@@ -925,3 +925,29 @@ fn without_a_closing_read_the_end_waits_its_patience_then_takes_the_live_count()
         status.timeline
     );
 }
+
+#[test]
+fn a_run_that_never_recovered_still_says_what_it_lost() {
+    let spec = partition_spec();
+    // The whole stream gone (a power cut on unsynced disks): nothing recovers, and the
+    // closing read finds every acknowledged message missing.
+    let status = simulate_verified(
+        &spec,
+        |stage, _, _| match stage {
+            Stage::Recovery | Stage::After => Outcome::Unhealthy("still down".into()),
+            _ => Outcome::Measured(0.0),
+        },
+        |_, _| None,
+        reads(0, 4_000),
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed));
+    assert_eq!(status.messages_lost, Some(4_000));
+    let reason = status.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("did not recover within the recovery deadline")
+            && reason.ends_with("; 4000 acknowledged messages lost (RPO must be 0)"),
+        "{reason}"
+    );
+}

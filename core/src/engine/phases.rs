@@ -118,6 +118,7 @@ impl Run<'_> {
             return;
         }
         self.close_unhealthy();
+        let reason = self.with_loss(verdict, reason);
         self.s.verdict = Some(verdict);
         self.s.reason = Some(reason.clone());
         self.s.finished_at = Some(self.now);
@@ -376,6 +377,20 @@ impl Run<'_> {
         slowest
     }
 
+    /// A run that failed or was aborted for another reason still says what it lost: the
+    /// closing read's count is the experiment's RPO whatever else went wrong.
+    fn with_loss(&self, verdict: Verdict, reason: String) -> String {
+        match self.s.messages_lost.filter(|n| *n > 0) {
+            Some(lost)
+                if matches!(verdict, Verdict::Failed | Verdict::Aborted)
+                    && reason != loss_reason(lost) =>
+            {
+                format!("{reason}; {}", loss_reason(lost))
+            }
+            _ => reason,
+        }
+    }
+
     pub(super) fn final_verdict(&self) -> (Verdict, String) {
         if let Some(aborted) = &self.s.aborted_because {
             return (Verdict::Aborted, aborted.clone());
@@ -390,10 +405,7 @@ impl Run<'_> {
             );
         }
         if let Some(lost) = self.s.messages_lost.filter(|n| *n > 0) {
-            return (
-                Verdict::Failed,
-                format!("{lost} acknowledged messages lost (RPO must be 0)"),
-            );
+            return (Verdict::Failed, loss_reason(lost));
         }
         let recovered = match self.s.time_to_recover_seconds {
             Some(t) => format!("recovered in {t:.1}s"),
@@ -401,4 +413,8 @@ impl Run<'_> {
         };
         (Verdict::Passed, format!("the hypothesis held; {recovered}"))
     }
+}
+
+fn loss_reason(lost: u64) -> String {
+    format!("{lost} acknowledged messages lost (RPO must be 0)")
 }
