@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use firedrill_core::api::{
     Condition, Injection, InjectionSpec, InjectionState, InjectionStatus, JOURNAL_READABLE, Lapse,
-    ProcessSignal, fault_end, keep_longest_lapses,
+    ProcessSignal, keep_longest_lapses,
 };
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -162,9 +162,9 @@ pub fn show(at: DateTime<Utc>) -> String {
 }
 
 /// When the agent reverts a fault applied at `applied_at` on its own clock (see
-/// [`fault_end`]).
+/// [`InjectionSpec::node_end`]).
 pub fn own_expiry(spec: &InjectionSpec, applied_at: DateTime<Utc>) -> DateTime<Utc> {
-    fault_end(applied_at, spec.hold_for, spec.expires_at)
+    spec.node_end(applied_at)
 }
 
 #[cfg(test)]
@@ -216,6 +216,20 @@ mod tests {
         }
     }
 
+    fn cut_node_off() -> NodeAction {
+        NodeAction {
+            network: Some(NetworkCut {
+                pods: vec![],
+                all: true,
+                peers: vec![],
+                direction: Default::default(),
+                loss_percent: None,
+            }),
+            processes: None,
+            read_only_volume: None,
+        }
+    }
+
     #[test]
     fn the_agent_writes_under_its_own_field_manager() {
         // Server-side apply: the agent must never take over the operator's fields.
@@ -244,17 +258,7 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
-        inj.spec.action = NodeAction {
-            network: Some(NetworkCut {
-                pods: vec![],
-                all: true,
-                peers: vec![],
-                direction: Default::default(),
-                loss_percent: None,
-            }),
-            processes: None,
-            read_only_volume: None,
-        };
+        inj.spec.action = cut_node_off();
         inj.status = Some(InjectionStatus {
             state: InjectionState::Applied,
             ..InjectionStatus::default()
@@ -460,6 +464,18 @@ mod tests {
         );
         spec.hold_for = Some(std::time::Duration::MAX.into());
         assert_eq!(own_expiry(&spec, at(10)), at(600), "no overflow");
+        // A node the fault cuts off cannot hear the revert asked for: it ends the cut at
+        // the fault's duration, not the grace later.
+        let mut cut = injection("fd-a-1", cut_node_off()).spec;
+        assert!(cut.action.cuts_node_off());
+        cut.expires_at = at(600);
+        cut.hold_for = Some(std::time::Duration::from_secs(45).into());
+        assert_eq!(own_expiry(&cut, at(10)), at(10 + 45), "applied + holdFor");
+        assert_eq!(
+            own_expiry(&cut, at(590)),
+            at(600),
+            "expiresAt is the latest"
+        );
         // Once applied, the planner sees the fault's own end, journal or not: a fault
         // reverted at its duration is never applied again.
         let mut applied = injection("fd-a-1", kill());

@@ -951,3 +951,42 @@ fn a_run_that_never_recovered_still_says_what_it_lost() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_fault_its_node_ends_at_the_duration_before_the_revert_is_asked_for_is_no_lapse() {
+    let spec = partition_spec();
+    let held = spec.duration.to_chrono();
+    // The node reverted on its own clock the moment the duration was up (its clock a
+    // little ahead of the driver's), and the driver heard of it before asking (a node cut
+    // off gets no grace: it cannot hear the ask).
+    let status = simulate_checked(
+        &spec,
+        |_, _, _| Outcome::Measured(0.0),
+        |now, status| {
+            let injected = status.injected_at?;
+            Some(if now - injected >= held - TimeDelta::seconds(2) {
+                Observation::FaultReverted {
+                    at: injected + held,
+                }
+            } else {
+                Observation::FaultHeld { at: now }
+            })
+        },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Passed), "{:?}", status.reason);
+    assert!(
+        status.fault_check.as_ref().is_none_or(|c| c.lapses == 0),
+        "{:?}",
+        status.fault_check
+    );
+    assert!(
+        status
+            .timeline
+            .iter()
+            .any(|e| e.message.starts_with("the fault ended at its duration")),
+        "{:#?}",
+        status.timeline
+    );
+}

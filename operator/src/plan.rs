@@ -185,8 +185,9 @@ pub struct Lifetime {
     /// Every Injection's expiry: the engine's safety net.
     pub expires_at: DateTime<Utc>,
     /// The fault's duration: each agent reverts at its own apply time plus this (plus
-    /// [`firedrill_core::api::HOLD_GRACE`]) at the latest, on its own clock, so a node cut off by the fault ends
-    /// it on time without seeing the revert asked for.
+    /// [`firedrill_core::api::HOLD_GRACE`] unless the fault cuts its node off) at the
+    /// latest, on its own clock, so a node cut off by the fault ends it on time without
+    /// seeing the revert asked for.
     pub hold_for: Duration,
     /// The driver's heartbeat (a leader-elected operator's Lease): while it is not renewed
     /// the agents revert within its timeout.

@@ -64,13 +64,38 @@ pub fn fault_end(
     hold_for: Option<Duration>,
     expires_at: DateTime<Utc>,
 ) -> DateTime<Utc> {
+    held_until(applied_at, hold_for, HOLD_GRACE, expires_at)
+}
+
+/// `applied_at + hold_for + grace`, or `expires_at` if that is sooner (or the sum overflows).
+fn held_until(
+    applied_at: DateTime<Utc>,
+    hold_for: Option<Duration>,
+    grace: std::time::Duration,
+    expires_at: DateTime<Utc>,
+) -> DateTime<Utc> {
     let held_until = hold_for.and_then(|d| {
         let hold = d
             .to_chrono()
-            .checked_add(&chrono::TimeDelta::from_std(HOLD_GRACE).ok()?)?;
+            .checked_add(&chrono::TimeDelta::from_std(grace).ok()?)?;
         applied_at.checked_add_signed(hold)
     });
     held_until.map_or(expires_at, |t| t.min(expires_at))
+}
+
+impl InjectionSpec {
+    /// When the node ends this fault, applied at `applied_at` by its own clock: as
+    /// [`fault_end`] says, except that a node the fault cuts off waits for no revert, which
+    /// could not reach it: it ends the cut when `hold_for` is up, so the cut lasts the
+    /// fault's duration and not [`HOLD_GRACE`] more.
+    pub fn node_end(&self, applied_at: DateTime<Utc>) -> DateTime<Utc> {
+        let grace = if self.action.cuts_node_off() {
+            std::time::Duration::ZERO
+        } else {
+            HOLD_GRACE
+        };
+        held_until(applied_at, self.hold_for, grace, self.expires_at)
+    }
 }
 
 /// A `coordination.k8s.io/v1` Lease in the Injection's namespace that the experiment's

@@ -244,6 +244,18 @@ impl Run<'_> {
                     return self.enter(Phase::Reverting, format!("abort condition fired: {probe}"));
                 }
                 if self.s.fault_state == FaultState::Reverted {
+                    // A node cut off by its fault hears no revert: it ends the fault when
+                    // the duration is up by its own clock, and may say so first.
+                    let end = later(
+                        self.s.injected_at.unwrap_or(self.now),
+                        self.spec.duration.to_chrono(),
+                    );
+                    if self.s.reverted_at.unwrap_or(self.now) >= end {
+                        return self.enter(
+                            Phase::Recovering,
+                            "the fault ended at its duration (reverted on the node's own timer)",
+                        );
+                    }
                     self.ended_early();
                     return self.enter(
                         Phase::Recovering,
