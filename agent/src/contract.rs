@@ -172,7 +172,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use firedrill_core::api::MAX_LAPSES;
-    use firedrill_core::api::{NetworkCut, NodeAction, PodRef, ProcessAction};
+    use firedrill_core::api::{NodeAction, PodRef, ProcessAction};
     use kube::api::ObjectMeta;
 
     const UID: &str = "6f1c2a3b-0d4e-4f5a-8b9c-0123456789ab";
@@ -216,20 +216,6 @@ mod tests {
         }
     }
 
-    fn cut_node_off() -> NodeAction {
-        NodeAction {
-            network: Some(NetworkCut {
-                pods: vec![],
-                all: true,
-                peers: vec![],
-                direction: Default::default(),
-                loss_percent: None,
-            }),
-            processes: None,
-            read_only_volume: None,
-        }
-    }
-
     #[test]
     fn the_agent_writes_under_its_own_field_manager() {
         // Server-side apply: the agent must never take over the operator's fields.
@@ -258,7 +244,7 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
-        inj.spec.action = cut_node_off();
+        inj.spec.action = firedrill_core::planner::isolate(vec![]);
         inj.status = Some(InjectionStatus {
             state: InjectionState::Applied,
             ..InjectionStatus::default()
@@ -466,7 +452,7 @@ mod tests {
         assert_eq!(own_expiry(&spec, at(10)), at(600), "no overflow");
         // A node the fault cuts off cannot hear the revert asked for: it ends the cut at
         // the fault's duration, not the grace later.
-        let mut cut = injection("fd-a-1", cut_node_off()).spec;
+        let mut cut = injection("fd-a-1", firedrill_core::planner::isolate(vec![])).spec;
         assert!(cut.action.cuts_node_off());
         cut.expires_at = at(600);
         cut.hold_for = Some(std::time::Duration::from_secs(45).into());

@@ -812,7 +812,7 @@ fn warning(report: &Report) -> Option<(&'static str, &str)> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use firedrill_core::api::{InjectionSpec, NetworkCut, NodeAction};
+    use firedrill_core::api::InjectionSpec;
     use kube::api::ObjectMeta;
 
     fn inj(uid: &str, node: &str) -> Injection {
@@ -826,17 +826,7 @@ mod tests {
             spec: InjectionSpec {
                 node_name: node.into(),
                 experiment: "chaos/e".into(),
-                action: NodeAction {
-                    network: Some(NetworkCut {
-                        pods: vec![],
-                        all: true,
-                        peers: vec![],
-                        direction: Default::default(),
-                        loss_percent: None,
-                    }),
-                    processes: None,
-                    read_only_volume: None,
-                },
+                action: firedrill_core::planner::isolate(vec![]),
                 expires_at: Utc.timestamp_opt(2_000_000_000, 0).unwrap(),
                 hold_for: None,
                 heartbeat: None,

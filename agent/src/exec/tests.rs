@@ -56,17 +56,7 @@ fn a_network_cut_of_a_pod_with_no_process_fails_before_anything_is_applied() {
 fn the_node_itself_is_the_host_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let exec = executor(dir.path());
-    let action = NodeAction {
-        network: Some(NetworkCut {
-            pods: vec![],
-            all: true,
-            peers: vec![],
-            direction: Default::default(),
-            loss_percent: None,
-        }),
-        processes: None,
-        read_only_volume: None,
-    };
+    let action = firedrill_core::planner::isolate(vec![]);
     let faults = exec.faults("k", &spec(action)).unwrap();
     assert!(matches!(
         &faults[..],
