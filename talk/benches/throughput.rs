@@ -111,7 +111,8 @@ async fn main() {
         );
     }
 
-    open_loop(&base, Transport::Http, talk_max, workers, run).await;
+    let cpu = CpuMeter::start(&lab.nats_pids, Some(http_server.0.id()));
+    open_loop(&base, Transport::Http, talk_max, workers, run, cpu).await;
     drop(http_server);
     drop(lab);
 
@@ -138,7 +139,8 @@ async fn main() {
             target(channel_max / raw_id)
         },
     );
-    open_loop(&base, Transport::Channel, channel_max, workers, run).await;
+    let cpu = CpuMeter::start(&lab.nats_pids, Some(server.0.id()));
+    open_loop(&base, Transport::Channel, channel_max, workers, run, cpu).await;
 }
 
 /// talk-server on `lab`'s server, ready.
@@ -164,8 +166,16 @@ async fn talk_server(lab: &Lab) -> (Guard, String) {
 }
 
 /// talk-load (open loop, `workers` producers over `transport`) at half of `max`: prints
-/// its p50/p99.
-async fn open_loop(base: &str, transport: Transport, max: f64, workers: usize, run: Duration) {
+/// its p50/p99, and the CPU it took (`cpu` started just before): an open loop whose
+/// processes want both cores queues, and its latency says so.
+async fn open_loop(
+    base: &str,
+    transport: Transport,
+    max: f64,
+    workers: usize,
+    run: Duration,
+    cpu: CpuMeter,
+) {
     let half = (max / 2.0).max(1.0);
     let mut config = LoadConfig::for_targets(vec![base.to_owned()]);
     config.profile = Profile::Steady;
@@ -179,6 +189,7 @@ async fn open_loop(base: &str, transport: Transport, max: f64, workers: usize, r
     if let Ok(v) = std::env::var("TALK_BENCH_CHECK_INTERVAL") {
         config.check_interval = talk::duration::parse_duration(&v).unwrap();
     }
+    let started = Instant::now();
     let report = talk::load::run(config, std::future::pending(), |_| {})
         .await
         .unwrap();
@@ -196,6 +207,14 @@ async fn open_loop(base: &str, transport: Transport, max: f64, workers: usize, r
         report.check.total.acked,
         report.check.total.indeterminate,
         report.check.total.lost,
+    );
+    // The run plus its drain: what talk-load read back is part of the cost.
+    let took = started.elapsed();
+    println!(
+        "open loop ({transport}) CPU over {:.1} s: {}; {:.2} of 2 cores busy",
+        took.as_secs_f64(),
+        cpu.per_message(report.check.total.acked as f64 / took.as_secs_f64(), took),
+        cpu.cores(took),
     );
 }
 
@@ -495,6 +514,13 @@ impl CpuMeter {
             self.server.map_or(0.0, |p| cpu_seconds(&p.to_string())),
             cpu_seconds("self"),
         ]
+    }
+
+    /// Cores the measured processes kept busy on average over `run`.
+    fn cores(&self, run: Duration) -> f64 {
+        let now = self.now();
+        let used: f64 = now.iter().zip(self.start).map(|(n, s)| n - s).sum();
+        used / run.as_secs_f64().max(f64::EPSILON)
     }
 
     fn per_message(&self, rate: f64, run: Duration) -> String {
