@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use crate::access::{Kind, Scope, created, fault_of, fetch};
 use crate::cluster::{ClusterArgs, ClusterError, connect, runtime};
 use crate::output::{
-    Column, Table, count, due, indent, opt, seconds, sli_figure_cells, timestamp as ts,
+    Column, Table, count, due, indent, opt, recovery, seconds, sli_figure_cells, timestamp as ts,
     width_budget,
 };
 
@@ -93,7 +93,7 @@ pub fn describe_experiment(
         out,
         "Figures:      impact after {}, recovered in {}, lost {}, duplicated {}",
         seconds(s.time_to_impact_seconds),
-        seconds(s.time_to_recover_seconds),
+        recovery(s.time_to_recover_seconds, &s.slis),
         count(s.messages_lost),
         count(s.messages_duplicated)
     );

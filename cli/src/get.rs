@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::access::{Kind, Scope, created, fault_of, fetch};
 use crate::cluster::{ClusterArgs, ClusterError, connect, runtime};
-use crate::output::{Column, Format, Table, age, due, encode, opt, seconds, width_budget};
+use crate::output::{Column, Format, Table, age, due, encode, opt, recovery, width_budget};
 
 /// What a `get` table shows besides the objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,7 +179,7 @@ pub fn experiments_table(
                     None => "<unknown>".to_owned(),
                 },
                 e.spec.duration.to_string(),
-                seconds(s.time_to_recover_seconds),
+                recovery(s.time_to_recover_seconds, &s.slis),
                 s.messages_lost
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             ]

@@ -305,8 +305,14 @@ pub fn sli_figure_cells(f: &firedrill_core::api::SliFigures) -> [String; 4] {
         f.worst_value
             .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
         seconds(Some(f.unhealthy_seconds)),
-        seconds(f.time_to_recover_seconds),
+        recovery(f.time_to_recover_seconds, std::slice::from_ref(f)),
     ]
+}
+
+/// A time to recover as a cell, or `healed while held` when none was needed (see
+/// [`firedrill_core::report::recovery`]).
+pub fn recovery(time_to_recover: Option<f64>, slis: &[firedrill_core::api::SliFigures]) -> String {
+    firedrill_core::report::recovery(time_to_recover, slis, seconds)
 }
 
 /// A count, or `-`.

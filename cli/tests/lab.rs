@@ -268,13 +268,16 @@ fn default_game_day_passes_all_four_experiments() {
         assert!(!slis.is_empty(), "{name}: {e:#}");
         for sli in slis {
             assert!(sli["unhealthySeconds"].is_number(), "{name}: {sli:#}");
-            // A time to recover is measured for an SLI that left its tolerance, and only
-            // for one: one that never did had nothing to recover from.
+            // A time to recover is measured for an SLI that left its tolerance and was
+            // still out of it at the revert, and only for one: one that never left had
+            // nothing to recover from, and one back before the revert healed while held.
             let left = sli["unhealthySeconds"].as_f64().is_some_and(|s| s > 0.0)
                 || sli.get("timeToImpactSeconds").is_some();
+            let healed = sli["healedWhileHeld"] == true;
+            assert!(!healed || left, "{name}: {sli:#}");
             assert_eq!(
                 sli["timeToRecoverSeconds"].is_number(),
-                left,
+                left && !healed,
                 "{name}: {sli:#}"
             );
         }

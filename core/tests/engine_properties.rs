@@ -617,6 +617,24 @@ fn figures_are_measured_at_the_sample_interval_not_read_off_the_window() {
             sli.name
         );
         assert_eq!(sli.worst_value, Some(0.8), "{}", sli.name);
+        // Back 10 s into the fault, long before the revert: it healed while the fault
+        // held, and a time to recover read off the first sample after the revert would
+        // measure the sampler (0.0 s in every run).
+        assert!(sli.healed_while_held, "{sli:?}");
+        assert_eq!(sli.time_to_recover_seconds, None, "{}", sli.name);
+    }
+    assert_eq!(status.time_to_recover_seconds, None);
+    // Out of tolerance until the revert: the time to recover is measured from the revert,
+    // to the sample interval.
+    let held = spec.duration.to_chrono();
+    let status = simulate_over_time(
+        &spec,
+        out_between(TimeDelta::seconds(3), held + TimeDelta::minutes(1)),
+        true,
+        TimeDelta::minutes(10),
+    );
+    for sli in &status.slis {
+        assert!(!sli.healed_while_held, "{sli:?}");
         let recovered = sli.time_to_recover_seconds.expect("recovered");
         assert!(recovered <= 1.0, "{}: recovered {recovered}s", sli.name);
     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use firedrill_core::api::Verdict;
 use firedrill_core::report::{self, GameDayReport};
 
-use crate::output::{Column, Table, count, seconds, sli_figure_cells, width_budget};
+use crate::output::{Column, Table, count, recovery, seconds, sli_figure_cells, width_budget};
 
 /// Exit code of a game day that passed.
 pub const PASSED: u8 = 0;
@@ -102,7 +102,7 @@ pub fn summary(report: &GameDayReport, width: Option<usize>) -> String {
             e.fault.clone(),
             format!("{:?}", e.verdict),
             seconds(e.time_to_impact_seconds),
-            seconds(e.time_to_recover_seconds),
+            recovery(e.time_to_recover_seconds, &e.slis),
             count(e.messages_lost),
             count(e.messages_duplicated),
             if failed.is_empty() {

@@ -330,13 +330,21 @@ pub struct SliFigures {
     /// passing one (or the last sample, when it never passed again).
     #[serde(default)]
     pub unhealthy_seconds: f64,
-    /// Seconds from the revert to this SLI's first sample back within tolerance.
+    /// Seconds from the revert to this SLI's first sample back within tolerance (of the run
+    /// of samples in tolerance it stayed in). None when it never left its tolerance, and
+    /// when it was back before the revert (`healedWhileHeld`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_recover_seconds: Option<f64>,
+    /// It left its tolerance while the fault held and was back within it before the revert,
+    /// for good: the system healed itself while the fault still held, so there was nothing
+    /// to recover from when the fault ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub healed_while_held: bool,
     /// When the current out-of-tolerance episode began (bookkeeping for a restarted engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_since: Option<DateTime<Utc>>,
-    /// Since when this SLI has been back in tolerance after the revert (bookkeeping).
+    /// Since when this SLI has been in tolerance, while the fault held or after the revert
+    /// (bookkeeping).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_since: Option<DateTime<Utc>>,
     /// When this SLI was last sampled.

@@ -244,7 +244,9 @@ impl Run<'_> {
         }
         if ok {
             end_unhealthy(f, at);
-            if stage == Stage::Recovery {
+            // From the fault on: an SLI back in tolerance before the revert healed while
+            // the fault held.
+            if matches!(stage, Stage::During | Stage::Recovery) {
                 f.healthy_since.get_or_insert(at);
             }
         } else {

@@ -369,8 +369,9 @@ impl Run<'_> {
     /// Records each impacted SLI's time to recover (revert → the first sample of the run of
     /// samples in tolerance it is still in) and returns the slowest, once every impacted SLI
     /// has one. An SLI that never left its tolerance had nothing to recover from: it gets no
-    /// figure (its first sample after the revert, taken at once, would read 0.0 s), and a
-    /// run none of whose SLIs left tolerance has no time to recover at all.
+    /// figure (its first sample after the revert, taken at once, would read 0.0 s). Nor does
+    /// one whose run in tolerance began before the revert: it healed while the fault held,
+    /// and reading 0.0 s off its first sample after the revert would measure the sampler.
     pub(super) fn measured_recovery(&mut self) -> Option<f64> {
         let reverted = self.s.reverted_at?;
         let mut slowest: Option<f64> = None;
@@ -378,12 +379,18 @@ impl Run<'_> {
             let Some(f) = self.s.slis.iter_mut().find(|f| f.name == probe.name) else {
                 continue;
             };
+            f.time_to_recover_seconds = None;
+            f.healed_while_held = false;
             if !left_tolerance(f) {
-                f.time_to_recover_seconds = None;
                 continue;
             }
-            f.time_to_recover_seconds = f.healthy_since.map(|at| seconds(reverted, at));
-            let t = f.time_to_recover_seconds?;
+            let back = f.healthy_since?;
+            if back < reverted {
+                f.healed_while_held = true;
+                continue;
+            }
+            let t = seconds(reverted, back);
+            f.time_to_recover_seconds = Some(t);
             slowest = Some(slowest.map_or(t, |worst: f64| worst.max(t)));
         }
         slowest
@@ -421,6 +428,9 @@ impl Run<'_> {
         }
         let recovered = match self.s.time_to_recover_seconds {
             Some(t) => format!("recovered in {t:.1}s"),
+            None if self.s.slis.iter().any(|f| f.healed_while_held) => {
+                "every SLI that left its tolerance was back within it before the revert".to_owned()
+            }
             None => "no SLI left its tolerance".to_owned(),
         };
         (Verdict::Passed, format!("the hypothesis held; {recovered}"))

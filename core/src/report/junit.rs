@@ -109,9 +109,12 @@ fn failure_body(experiment: &ExperimentReport) -> String {
         ),
         (
             "time to recover (s)",
-            experiment
-                .time_to_recover_seconds
-                .map(|v| format!("{v:.1}")),
+            match experiment.time_to_recover_seconds {
+                None if experiment.slis.iter().any(|f| f.healed_while_held) => {
+                    Some(super::HEALED_WHILE_HELD.to_owned())
+                }
+                t => t.map(|v| format!("{v:.1}")),
+            },
         ),
         (
             "messages lost",
@@ -137,7 +140,11 @@ fn failure_body(experiment: &ExperimentReport) -> String {
             sli.worst_value
                 .map_or_else(|| "-".to_owned(), |v| v.to_string()),
             sli.unhealthy_seconds,
-            figure(sli.time_to_recover_seconds),
+            super::recovery(
+                sli.time_to_recover_seconds,
+                std::slice::from_ref(sli),
+                figure
+            ),
         );
     }
     for probe in &experiment.failed_probes {

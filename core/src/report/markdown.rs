@@ -45,7 +45,7 @@ pub fn markdown(report: &GameDayReport) -> String {
             md(&e.fault),
             verdict(e.verdict),
             seconds(e.time_to_impact_seconds),
-            seconds(e.time_to_recover_seconds),
+            super::recovery(e.time_to_recover_seconds, &e.slis, seconds),
             count(e.messages_lost),
             count(e.messages_duplicated),
             e.failed_probes.len(),
@@ -167,7 +167,11 @@ fn slis(out: &mut String, e: &ExperimentReport) {
             sli.worst_value
                 .map_or_else(|| MISSING.to_owned(), |v| md(&format!("{v}"))),
             seconds(Some(sli.unhealthy_seconds)),
-            seconds(sli.time_to_recover_seconds),
+            super::recovery(
+                sli.time_to_recover_seconds,
+                std::slice::from_ref(sli),
+                seconds
+            ),
         );
     }
 }

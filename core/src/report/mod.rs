@@ -17,3 +17,51 @@ pub use junit::junit;
 pub use markdown::markdown;
 pub use model::{ExperimentReport, FailedProbe, GameDayReport, Point, Series};
 pub use svg::timeline_svg;
+
+use crate::api::SliFigures;
+
+/// What stands for a time to recover that was not needed: the SLIs that left their
+/// tolerance were back within it before the revert.
+pub const HEALED_WHILE_HELD: &str = "healed while held";
+
+/// A time to recover written by `seconds`, or [`HEALED_WHILE_HELD`] when there is none
+/// because one of `slis` healed while the fault held (see
+/// [`SliFigures::healed_while_held`]). Every report and table says it the same way.
+pub fn recovery(
+    time_to_recover: Option<f64>,
+    slis: &[SliFigures],
+    seconds: impl Fn(Option<f64>) -> String,
+) -> String {
+    match time_to_recover {
+        None if slis.iter().any(|f| f.healed_while_held) => HEALED_WHILE_HELD.to_owned(),
+        t => seconds(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seconds(v: Option<f64>) -> String {
+        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}s"))
+    }
+
+    #[test]
+    fn a_time_to_recover_not_needed_says_why() {
+        let healed = SliFigures {
+            name: "p99-latency".into(),
+            unhealthy_seconds: 2.0,
+            healed_while_held: true,
+            ..SliFigures::default()
+        };
+        let steady = SliFigures {
+            name: "delivery".into(),
+            ..SliFigures::default()
+        };
+        let both = [steady.clone(), healed];
+        assert_eq!(recovery(None, &both, seconds), HEALED_WHILE_HELD);
+        assert_eq!(recovery(None, &[steady], seconds), "-");
+        // Another SLI's measured recovery is the experiment's figure.
+        assert_eq!(recovery(Some(4.25), &both, seconds), "4.2s");
+    }
+}
