@@ -13,9 +13,9 @@ per-experiment verdicts (from its JSON report), then
   game days: N, experiments: E, passed: P
 (E is 4N for the quarterly game day; P counts experiments that passed).
 
-With --weaken NAME (repeatable; `all` for every weakness) it then runs one game day with
-the lab deployed with that weakness and says whether it was caught, i.e. whether the
-experiment README.md's table names for it did not pass:
+With --weaken NAME (repeatable; `all` for every weakness) it then runs, with the lab deployed
+with that weakness, the one step of the game day that README.md's table names for it, and
+says whether it was caught (the step did not pass):
   stream-r1       quarterly game day, caught by disk-loss
   single-zone     quarterly game day, caught by zone-blackout
   single-monitor  quarterly game day, caught by ops-tool-outage
@@ -143,10 +143,40 @@ for ((i = 1; i <= n; i++)); do
   fi
 done
 
+# The figures of every default game day, per experiment: how often it passed, and the
+# spread (min / median / max) of each measured figure over the runs that have one. A figure
+# that comes out the same in every run is worth a second look.
+if [ "$n" -gt 0 ]; then
+  echo "figures over $n game day(s), min / median / max (runs with the figure):"
+  reports=()
+  for ((i = 1; i <= n; i++)); do
+    jq -e '.experiments' "$out/gameday-$i.json" >/dev/null 2>&1 && reports+=("$out/gameday-$i.json")
+  done
+  [ ${#reports[@]} -eq 0 ] || jq -rs '
+    def spread: map(select(. != null)) | sort
+      | if length == 0 then "-"
+        else "\(.[0] * 10 | round / 10) / \(.[length / 2 | floor] * 10 | round / 10) / \(.[-1] * 10 | round / 10) s (\(length))"
+        end;
+    [.[].experiments[]] | group_by(.name)[]
+    | "  \(.[0].name): passed \([.[] | select(.verdict == "Passed")] | length) of \(length);"
+      + " impact \([.[].timeToImpactSeconds] | spread);"
+      + " unhealthy \([.[] | [.slis[]?.unhealthySeconds] | max] | spread);"
+      + " recover \([.[].timeToRecoverSeconds] | spread);"
+      + " healed while held \([.[] | select(any(.slis[]?; .healedWhileHeld == true))] | length);"
+      + " lost \([.[].messagesLost // 0] | add)"' "${reports[@]}"
+fi
+
 caught=0
+declare -A tries=()
 for w in "${weaknesses[@]}"; do
-  run_game_day "weaken-$w" "${weak_plan[$w]}" --weaken "$w"
+  # One report per run, also when a weakness is named more than once.
+  tries[$w]=$((${tries[$w]:-0} + 1))
+  name="weaken-$w"
+  [ "${tries[$w]}" -eq 1 ] || name="weaken-$w-${tries[$w]}"
   expected=${catcher[$w]}
+  # Only the step that should catch it: a weakened lab can make another step's plan invalid
+  # (single-zone puts 7 of 10 pods in zone-a, past the partition's blast radius).
+  run_game_day "$name" "${weak_plan[$w]}" --weaken "$w" --only "$expected"
   verdict=""
   if [ -n "$report" ]; then
     verdict=$(jq -r --arg e "$expected" '.experiments[] | select(.name == $e) | .verdict' "$report")
