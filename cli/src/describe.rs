@@ -428,7 +428,7 @@ mod tests {
             .lines()
             .find(|l| l.contains("p99-latency"))
             .unwrap_or_else(|| panic!("{text}"));
-        for figure in ["41", "7.0s", "4808.000", "10.0s", "2.1s"] {
+        for figure in ["41", "7.0s", "4808", "10.0s", "2.1s"] {
             assert!(row.contains(figure), "{figure} in {row}");
         }
         assert!(

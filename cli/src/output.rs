@@ -303,7 +303,7 @@ pub fn sli_figure_cells(f: &firedrill_core::api::SliFigures) -> [String; 4] {
     [
         seconds(f.time_to_impact_seconds),
         f.worst_value
-            .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+            .map_or_else(|| "-".to_owned(), firedrill_core::report::measured),
         seconds(Some(f.unhealthy_seconds)),
         recovery(f.time_to_recover_seconds, std::slice::from_ref(f)),
     ]

@@ -256,7 +256,7 @@ mod tests {
             .iter()
             .find(|l| l.contains("p99-latency ") && l.contains("4808"))
             .unwrap();
-        for figure in ["7.0s", "4808.000", "10.0s", "2.1s"] {
+        for figure in ["7.0s", "4808", "10.0s", "2.1s"] {
             assert!(sli.contains(figure), "{figure} in {sli}");
         }
         assert!(

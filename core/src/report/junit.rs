@@ -138,7 +138,7 @@ fn failure_body(experiment: &ExperimentReport) -> String {
             sli.name,
             figure(sli.time_to_impact_seconds),
             sli.worst_value
-                .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                .map_or_else(|| "-".to_owned(), super::measured),
             sli.unhealthy_seconds,
             super::recovery(
                 sli.time_to_recover_seconds,

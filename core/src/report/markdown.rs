@@ -165,7 +165,7 @@ fn slis(out: &mut String, e: &ExperimentReport) {
             md(&sli.name),
             seconds(sli.time_to_impact_seconds),
             sli.worst_value
-                .map_or_else(|| MISSING.to_owned(), |v| md(&format!("{v}"))),
+                .map_or_else(|| MISSING.to_owned(), |v| md(&super::measured(v))),
             seconds(Some(sli.unhealthy_seconds)),
             super::recovery(
                 sli.time_to_recover_seconds,

@@ -38,9 +38,36 @@ pub fn recovery(
     }
 }
 
+/// A measured SLI value (a worst value) as every report and table writes it: a tenth for
+/// values of 100 and more (milliseconds), thousandths below (ratios), without trailing
+/// zeros. The raw float (`5509.270125000001`) claims a precision no sample has.
+pub fn measured(value: f64) -> String {
+    let decimals = if value.abs() >= 100.0 { 1 } else { 3 };
+    let text = format!("{value:.decimals$}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match text {
+        "-0" | "" => "0".to_owned(),
+        t => t.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measured_values_keep_the_digits_that_mean_something() {
+        assert_eq!(measured(5509.270125000001), "5509.3");
+        assert_eq!(measured(1008.14871), "1008.1");
+        assert_eq!(measured(4808.0), "4808");
+        assert_eq!(measured(15005.0), "15005");
+        assert_eq!(measured(0.95), "0.95");
+        assert_eq!(measured(0.9512345), "0.951");
+        assert_eq!(measured(1.0), "1");
+        assert_eq!(measured(0.0), "0");
+        assert_eq!(measured(-0.0001), "0");
+        assert_eq!(measured(-2.5), "-2.5");
+    }
 
     fn seconds(v: Option<f64>) -> String {
         v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}s"))
