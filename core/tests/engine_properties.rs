@@ -624,6 +624,32 @@ fn figures_are_measured_at_the_sample_interval_not_read_off_the_window() {
         assert_eq!(sli.time_to_recover_seconds, None, "{}", sli.name);
     }
     assert_eq!(status.time_to_recover_seconds, None);
+    // The timeline says the impact when the sample saw it, as the figure does, not when the
+    // next step learnt of it.
+    let impact_note = status
+        .timeline
+        .iter()
+        .find(|e| e.message.starts_with("impact:"))
+        .expect("an impact note");
+    let injected = status.injected_at.expect("injected");
+    let impact = status.time_to_impact_seconds.expect("impact");
+    assert_eq!(
+        (impact_note.at - injected).num_milliseconds(),
+        (impact * 1000.0).round() as i64,
+        "{:?}",
+        status.timeline
+    );
+    let effective_note = status
+        .timeline
+        .iter()
+        .find(|e| e.message == "fault effective")
+        .expect("an effective note");
+    assert_eq!(effective_note.at, injected, "{:?}", status.timeline);
+    assert!(
+        status.timeline.windows(2).all(|w| w[0].at <= w[1].at),
+        "{:?}",
+        status.timeline
+    );
     // Out of tolerance until the revert: the time to recover is measured from the revert,
     // to the sample interval.
     let held = spec.duration.to_chrono();

@@ -23,14 +23,14 @@ impl Run<'_> {
                 if self.s.fault_state == FaultState::Injecting {
                     self.s.fault_state = FaultState::Injected;
                     self.s.injected_at = Some(*at);
-                    self.note("fault effective");
+                    self.note_at(*at, "fault effective");
                 }
             }
             Observation::FaultReverted { at } => {
                 if self.s.fault_state.may_be_active() {
                     self.s.fault_state = FaultState::Reverted;
                     self.s.reverted_at = Some(*at);
-                    self.note("fault reverted");
+                    self.note_at(*at, "fault reverted");
                 }
             }
             Observation::FaultHeld { at } => self.observe_check(*at, None),
@@ -202,7 +202,7 @@ impl Run<'_> {
         {
             self.s.impact_at = Some(at);
             self.s.time_to_impact_seconds = Some(seconds(injected, at));
-            self.note(format!("impact: probe {name} failed"));
+            self.note_at(at, format!("impact: probe {name} failed"));
         }
     }
 

@@ -91,8 +91,16 @@ impl Run<'_> {
     }
 
     pub(super) fn note(&mut self, message: impl Into<String>) {
+        self.note_at(self.now, message);
+    }
+
+    /// A note of something that happened at `at` (a sample's time), which may be earlier
+    /// than the step that learns of it: the timeline then agrees with the figures read off
+    /// the same sample. Never before the previous entry, so the timeline stays in order.
+    pub(super) fn note_at(&mut self, at: DateTime<Utc>, message: impl Into<String>) {
+        let after_previous = self.s.timeline.last().map_or(at, |last| at.max(last.at));
         self.s.timeline.push(TimelineEntry {
-            at: self.now,
+            at: after_previous.min(self.now),
             phase: self.s.phase,
             message: message.into(),
         });
