@@ -13,7 +13,8 @@ usage() {
 usage: e2e/bench/experiments-at-scale.sh N [options]
 
 Runs as root, on the e2e cluster (e2e/cluster), which is shared: hold its lock throughout,
-  flock /tmp/firedrill-e2e.lock e2e/bench/experiments-at-scale.sh 200
+  flock -o /tmp/firedrill-e2e.lock e2e/bench/experiments-at-scale.sh 200
+(-o: the daemons of a cluster it brings up must not inherit the lock; with --keep they outlive it)
 
 What it does, each step timed:
   1. e2e/cluster/build.sh, and e2e/cluster/up.sh unless a cluster answers already (then
