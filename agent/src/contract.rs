@@ -35,7 +35,9 @@ pub fn display_name(injection: &Injection) -> String {
 }
 
 /// What the planner needs of `injection`; `Ok(None)` when it is for another node.
-pub fn wanted(injection: &Injection, node: &str) -> Result<Option<Wanted>> {
+/// `cut_off`: its experiment cuts the node off while it holds (see
+/// [`InjectionSpec::cut_off_among`]).
+pub fn wanted(injection: &Injection, node: &str, cut_off: bool) -> Result<Option<Wanted>> {
     if injection.spec.node_name != node {
         return Ok(None);
     }
@@ -45,7 +47,7 @@ pub fn wanted(injection: &Injection, node: &str) -> Result<Option<Wanted>> {
         // Once applied, the fault ends at its duration by the agent's clock even with
         // nothing left in the journal to say so (reverted, then restarted).
         expires_at: match injection.status.as_ref().and_then(|s| s.applied_at) {
-            Some(applied_at) => own_expiry(&injection.spec, applied_at),
+            Some(applied_at) => own_expiry(&injection.spec, applied_at, cut_off),
             None => injection.spec.expires_at,
         },
         deleting: injection.meta().deletion_timestamp.is_some(),
@@ -161,10 +163,10 @@ pub fn show(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// When the agent reverts a fault applied at `applied_at` on its own clock (see
-/// [`InjectionSpec::node_end`]).
-pub fn own_expiry(spec: &InjectionSpec, applied_at: DateTime<Utc>) -> DateTime<Utc> {
-    spec.node_end(applied_at)
+/// When the agent reverts a fault applied at `applied_at` on its own clock, on a node its
+/// experiment cuts off or not (see [`InjectionSpec::node_end`]).
+pub fn own_expiry(spec: &InjectionSpec, applied_at: DateTime<Utc>, cut_off: bool) -> DateTime<Utc> {
+    spec.node_end(applied_at, cut_off)
 }
 
 #[cfg(test)]
@@ -234,8 +236,12 @@ mod tests {
     #[test]
     fn wanted_reads_what_the_planner_needs() {
         let mut inj = injection("node-1", kill());
-        assert_eq!(wanted(&inj, "node-2").unwrap(), None, "another node's");
-        let w = wanted(&inj, "node-1").unwrap().unwrap();
+        assert_eq!(
+            wanted(&inj, "node-2", false).unwrap(),
+            None,
+            "another node's"
+        );
+        let w = wanted(&inj, "node-1", false).unwrap().unwrap();
         assert_eq!(w.key, "6f1c2a3b0d4e4f5a8b9c0123456789ab");
         assert!(w.kill && !w.deleting && !w.finalized);
         assert_eq!(w.state, InjectionState::Pending);
@@ -249,11 +255,14 @@ mod tests {
             state: InjectionState::Applied,
             ..InjectionStatus::default()
         });
-        let w = wanted(&inj, "node-1").unwrap().unwrap();
+        let w = wanted(&inj, "node-1", false).unwrap().unwrap();
         assert!(!w.kill && w.deleting && w.finalized);
         assert_eq!(w.state, InjectionState::Applied);
         inj.metadata.uid = None;
-        assert_eq!(wanted(&inj, "node-1").unwrap_err().category(), "invalid");
+        assert_eq!(
+            wanted(&inj, "node-1", false).unwrap_err().category(),
+            "invalid"
+        );
     }
 
     #[test]
@@ -436,45 +445,65 @@ mod tests {
     fn the_agent_reverts_at_the_end_of_hold_for_on_its_own_clock_or_at_expires_at() {
         let mut spec = injection("fd-a-1", kill()).spec;
         spec.expires_at = at(600);
-        assert_eq!(own_expiry(&spec, at(10)), at(600), "no holdFor: expiresAt");
+        assert_eq!(
+            own_expiry(&spec, at(10), false),
+            at(600),
+            "no holdFor: expiresAt"
+        );
         spec.hold_for = Some(std::time::Duration::from_secs(45).into());
         assert_eq!(
-            own_expiry(&spec, at(10)),
+            own_expiry(&spec, at(10), false),
             at(10 + 45 + 5),
             "applied + holdFor + grace"
         );
         assert_eq!(
-            own_expiry(&spec, at(590)),
+            own_expiry(&spec, at(590), false),
             at(600),
             "expiresAt is the latest"
         );
         spec.hold_for = Some(std::time::Duration::MAX.into());
-        assert_eq!(own_expiry(&spec, at(10)), at(600), "no overflow");
+        assert_eq!(own_expiry(&spec, at(10), false), at(600), "no overflow");
         // A node the fault cuts off cannot hear the revert asked for: it ends the cut at
         // the fault's duration, not the grace later.
         let mut cut = injection("fd-a-1", firedrill_core::planner::isolate(vec![])).spec;
         assert!(cut.action.cuts_node_off());
         cut.expires_at = at(600);
         cut.hold_for = Some(std::time::Duration::from_secs(45).into());
-        assert_eq!(own_expiry(&cut, at(10)), at(10 + 45), "applied + holdFor");
         assert_eq!(
-            own_expiry(&cut, at(590)),
+            own_expiry(&cut, at(10), cut.cut_off_among([])),
+            at(10 + 45),
+            "applied + holdFor"
+        );
+        assert_eq!(
+            own_expiry(&cut, at(590), true),
             at(600),
             "expiresAt is the latest"
         );
+        // The blackout's kill on that node cannot hear its revert either: it ends with the
+        // cut (the cluster measured the kill ending 4,957 ms after the revert was asked).
+        let mut killed = injection("fd-a-1", kill()).spec;
+        killed.expires_at = at(600);
+        killed.hold_for = cut.hold_for;
+        assert!(killed.cut_off_among([&cut]));
+        assert_eq!(own_expiry(&killed, at(10), true), at(10 + 45));
+        let mut elsewhere = cut.clone();
+        elsewhere.node_name = "fd-b-1".into();
+        let mut other_experiment = cut.clone();
+        other_experiment.experiment = "chaos/another".into();
+        assert!(!killed.cut_off_among([&elsewhere, &other_experiment]));
         // Once applied, the planner sees the fault's own end, journal or not: a fault
         // reverted at its duration is never applied again.
         let mut applied = injection("fd-a-1", kill());
         applied.spec.expires_at = at(600);
         applied.spec.hold_for = Some(std::time::Duration::from_secs(45).into());
-        let w = wanted(&applied, "fd-a-1").unwrap().unwrap();
+        let w = wanted(&applied, "fd-a-1", false).unwrap().unwrap();
         assert_eq!(w.expires_at, at(600), "not applied yet");
         applied.status = Some(InjectionStatus {
             state: InjectionState::Applied,
             applied_at: Some(at(10)),
             ..InjectionStatus::default()
         });
-        let w = wanted(&applied, "fd-a-1").unwrap().unwrap();
+        let w = wanted(&applied, "fd-a-1", false).unwrap().unwrap();
         assert_eq!(w.expires_at, at(60));
         let plan =
             crate::planner::plan(Some(&[w]), &[], &crate::planner::Memory::default(), at(61));

@@ -36,9 +36,9 @@ impl Beat {
                 read_at: now,
                 ..p.clone()
             },
-            (_, Some(a)) => Beat {
+            (previous, Some(a)) => Beat {
                 seen: Some(a),
-                since: now,
+                since: renewed_after(previous, now),
                 answered: true,
                 read_at: now,
             },
@@ -60,6 +60,20 @@ impl Beat {
     /// Since when the Lease has been unchanged, if the API server's last answer says so.
     pub fn unchanged_since(&self) -> Option<DateTime<Utc>> {
         (self.answered && self.seen.is_some()).then_some(self.since)
+    }
+}
+
+/// The earliest moment a change seen at `now` can have been made: just after the read
+/// before, which still showed the old answer. Counting the timeout from there ends the
+/// fault within the timeout of the driver's last renewal; counting from `now` would add up
+/// to one read interval (a 10 s timeout measured 11.8-12.2 s on the cluster). Never more
+/// than one read interval back, so a read that came late (a busy agent) does not date a
+/// fresh renewal as old; and from `now` when the read before had no answer, since the
+/// change may then be anywhere in the silence.
+fn renewed_after(previous: Option<&Beat>, now: DateTime<Utc>) -> DateTime<Utc> {
+    match previous {
+        Some(p) if p.answered && p.seen.is_some() => p.read_at.clamp(now - heartbeat_poll(), now),
+        _ => now,
     }
 }
 
@@ -119,7 +133,23 @@ mod tests {
         let b = Beat::read(Some(&b), renewed(1), at(2));
         assert_eq!(b.unchanged_since(), Some(at(0)), "the same renewal again");
         let b = Beat::read(Some(&b), renewed(2), at(4));
-        assert_eq!(b.unchanged_since(), Some(at(4)), "renewed");
+        assert_eq!(
+            b.unchanged_since(),
+            Some(at(2)),
+            "renewed after the read at 2 s, which still showed the old renewal"
+        );
+    }
+
+    #[test]
+    fn a_renewal_is_dated_no_earlier_than_one_read_interval_and_never_into_a_silence() {
+        // A late read (the agent was busy for 20 s) sees a renewal: it may be fresh.
+        let b = Beat::read(None, renewed(1), at(0));
+        let late = Beat::read(Some(&b), renewed(2), at(20));
+        assert_eq!(late.unchanged_since(), Some(at(18)));
+        // After reads the API server did not answer, the change is dated when it is seen.
+        let silent = Beat::read(Some(&b), None, at(2));
+        let back = Beat::read(Some(&silent), renewed(2), at(30));
+        assert_eq!(back.unchanged_since(), Some(at(30)));
     }
 
     #[test]
@@ -204,12 +234,13 @@ mod tests {
             !reverts_for_driver(&decide(applied, &renewing, 19)),
             "renewed"
         );
-        // Last renewal seen at 4 s; by 14 s it is ten seconds old.
+        // Last renewal seen at 4 s, so made after the read at 2 s: by 12 s it is at most
+        // ten seconds old, and the fault ends then, within the timeout of it.
         let stopped: Vec<_> = (0..8)
             .map(|n| (i64::from(n) * 2, renewed(n.min(2))))
             .collect();
-        assert!(!reverts_for_driver(&decide(applied, &stopped, 13)));
-        let plan = decide(applied, &stopped, 14);
+        assert!(!reverts_for_driver(&decide(applied, &stopped, 11)));
+        let plan = decide(applied, &stopped, 12);
         assert!(reverts_for_driver(&plan), "{plan:?}");
         // The planner wakes the loop when the timeout would run out.
         let waiting = decide(applied, &stopped[..5], 9);

@@ -83,21 +83,35 @@ impl Store {
         self.objects.get(key)
     }
 
+    /// Whether the experiment of `spec` cuts its node off while it holds.
+    pub fn cut_off(&self, spec: &InjectionSpec) -> bool {
+        spec.cut_off_among(self.objects.values().map(|i| &i.spec))
+    }
+
     /// What the planner needs of this node's Injections; `None` until a list is complete.
     pub fn view(&self, node: &str) -> Option<Vec<Wanted>> {
         if !self.known {
             return None;
         }
+        // Usually none or one: the cuts of this node, against which every Injection is told.
+        let cuts: Vec<&InjectionSpec> = self
+            .objects
+            .values()
+            .map(|i| &i.spec)
+            .filter(|s| s.node_name == node && s.action.cuts_node_off())
+            .collect();
         Some(
             self.objects
                 .values()
-                .filter_map(|i| match wanted(i, node) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::warn!(injection = %display_name(i), error = %e, "ignored");
-                        None
-                    }
-                })
+                .filter_map(
+                    |i| match wanted(i, node, i.spec.cut_off_among(cuts.iter().copied())) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::warn!(injection = %display_name(i), error = %e, "ignored");
+                            None
+                        }
+                    },
+                )
                 .collect(),
         )
     }
@@ -668,6 +682,7 @@ impl Agent {
         found: &PodProcesses,
     ) -> Applied {
         let expired = injection.spec.expires_at <= Utc::now();
+        let cut_off = self.store.cut_off(&injection.spec);
         // Cutting its own node off, the agent loses the API server with the last rule: it
         // says "applied" first, while it still can (a failure is reported after, with
         // nothing applied and the API server in reach again), and reverts at the expiry
@@ -676,7 +691,7 @@ impl Agent {
             let announced = Report::Applied { at: Utc::now() };
             match self.cluster.report(injection, &announced).await {
                 Ok(()) => {
-                    tracing::info!(injection = %name, reverts_at = %show(own_expiry(&injection.spec, Utc::now())), "cutting this node off: reported applied beforehand");
+                    tracing::info!(injection = %name, reverts_at = %show(own_expiry(&injection.spec, Utc::now(), cut_off)), "cutting this node off: reported applied beforehand");
                     self.memory
                         .reported
                         .insert(key.to_owned(), announced.state());
@@ -694,11 +709,11 @@ impl Agent {
                 show(injection.spec.expires_at)
             )))
         } else {
-            self.exec.apply_among(key, &injection.spec, found)
+            self.exec.apply_among(key, &injection.spec, found, cut_off)
         };
         let report = match result {
             Ok(summary) => {
-                let ends_at = own_expiry(&injection.spec, Utc::now());
+                let ends_at = own_expiry(&injection.spec, Utc::now(), cut_off);
                 tracing::info!(injection = %name, reverts_at = %show(ends_at), "applied: {summary}");
                 if injection.spec.action.cuts_node_off() {
                     self.cut_off.insert(key.to_owned(), ends_at);
@@ -845,6 +860,48 @@ mod tests {
         let far = now + chrono::TimeDelta::hours(1);
         assert_eq!(sleep_until(Some(far), now), MAX_SLEEP);
         assert_eq!(sleep_until(None, now), MAX_SLEEP);
+    }
+
+    #[test]
+    fn a_kill_on_a_node_its_experiment_cuts_off_ends_with_the_cut() {
+        let applied = |mut i: Injection| {
+            i.spec.hold_for = Some(std::time::Duration::from_secs(45).into());
+            i.status = Some(firedrill_core::api::InjectionStatus {
+                state: firedrill_core::api::InjectionState::Applied,
+                applied_at: Some(Utc.timestamp_opt(1_900_000_000, 0).unwrap()),
+                ..Default::default()
+            });
+            i
+        };
+        let mut kill = applied(inj("aaaa", "n1"));
+        kill.spec.action = firedrill_core::api::NodeAction {
+            network: None,
+            processes: Some(firedrill_core::api::ProcessAction {
+                pods: vec![],
+                signal: firedrill_core::api::ProcessSignal::Kill,
+            }),
+            read_only_volume: None,
+        };
+        let mut store = Store::default();
+        store.apply(watcher::Event::Init);
+        store.apply(watcher::Event::InitApply(kill.clone()));
+        store.apply(watcher::Event::InitDone);
+        let end = |store: &Store| store.view("n1").unwrap()[0].expires_at;
+        let applied_at = Utc.timestamp_opt(1_900_000_000, 0).unwrap();
+        assert_eq!(
+            end(&store),
+            applied_at + chrono::TimeDelta::seconds(50),
+            "the grace"
+        );
+        // The same experiment cuts n1 off: no revert can reach the kill before the cut ends.
+        store.apply(watcher::Event::Apply(applied(inj("bbbb", "n1"))));
+        let view = store.view("n1").unwrap();
+        assert!(
+            view.iter()
+                .all(|w| w.expires_at == applied_at + chrono::TimeDelta::seconds(45)),
+            "{view:?}"
+        );
+        assert!(store.cut_off(&kill.spec));
     }
 
     #[test]

@@ -166,9 +166,12 @@ pub fn lapse_observations(
     out
 }
 
-/// While the fault is held, an Injection its agent already reverted (its own timer, or its
-/// driver's heartbeat stopped) left that part of the fault gone since: an open lapse. Once
-/// every Injection is reverted the fault as a whole ended early, which the engine judges.
+/// While the fault is held, an Injection its agent already reverted before its own
+/// duration was up (its expiry, or its driver's heartbeat stopped) left that part of the
+/// fault gone since: an open lapse. One its node ended once it had held for its whole
+/// `holdFor` is the fault ending on time: a node cut off ends it a few milliseconds before
+/// the engine's duration, which counts from the latest node's apply. Once every Injection is
+/// reverted the fault as a whole ended, which the engine judges.
 fn reverted_early(injections: &[Injection]) -> Vec<Lapse> {
     if injections
         .iter()
@@ -182,6 +185,12 @@ fn reverted_early(injections: &[Injection]) -> Vec<Lapse> {
         .filter_map(|i| {
             let status = i.status.as_ref()?;
             let at = status.reverted_at?;
+            if status
+                .applied_at
+                .is_some_and(|applied| i.spec.held_its_duration(applied, at))
+            {
+                return None;
+            }
             Some(Lapse {
                 since: at,
                 seen_at: at,
@@ -393,6 +402,32 @@ mod tests {
             s.reverted_at = Some(at(55));
         }
         assert!(lapse_observations(&[both, early], Some(at(10)), at(60)).is_empty());
+    }
+
+    #[test]
+    fn a_part_its_node_ended_once_it_had_held_its_duration_is_no_lapse() {
+        // Applied at 3 for 45 s; a node that cut itself off ends it at 48, before the
+        // engine's duration, which counts from the latest apply, is up.
+        let held = inj("a", "n1", InjectionState::Applied, 2);
+        let mut on_time = inj("b", "n2", InjectionState::Reverted, 2);
+        on_time.spec.hold_for = Some(std::time::Duration::from_secs(45).into());
+        if let Some(s) = on_time.status.as_mut() {
+            s.reverted_at = Some(at(48));
+            s.message = Some("reverted by the agent's own timer".into());
+        }
+        assert!(
+            lapse_observations(&[held.clone(), on_time.clone()], Some(at(10)), at(49)).is_empty()
+        );
+        // A second short of its duration: early, a lapse.
+        if let Some(s) = on_time.status.as_mut() {
+            s.reverted_at = Some(at(47));
+        }
+        let obs = lapse_observations(&[held, on_time], Some(at(10)), at(49));
+        assert!(
+            obs.iter()
+                .any(|o| matches!(o, Observation::FaultLapsed { .. })),
+            "{obs:?}"
+        );
     }
 
     #[test]

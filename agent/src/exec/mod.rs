@@ -259,20 +259,23 @@ impl Executor {
     /// Applies `spec` as Injection `key`: every fault or none (a failure part-way reverts
     /// what was applied before returning the error). Returns a summary for the logs.
     pub fn apply(&self, key: &str, spec: &InjectionSpec) -> Result<String> {
-        self.apply_among(key, spec, &PodProcesses::default())
+        let cut_off = spec.action.cuts_node_off();
+        self.apply_among(key, spec, &PodProcesses::default(), cut_off)
     }
 
     /// [`Self::apply`], taking the sandboxes from `found` where they still run (see
-    /// [`Self::find_cut_pods`]).
+    /// [`Self::find_cut_pods`]), on a node its experiment cuts off or not (`cut_off`, for
+    /// the end journalled).
     pub fn apply_among(
         &self,
         key: &str,
         spec: &InjectionSpec,
         found: &PodProcesses,
+        cut_off: bool,
     ) -> Result<String> {
         let faults = self.faults_among(key, spec, found)?;
         // The journal keeps the agent's own end of the fault, so it holds across restarts.
-        let expires_at = unix(own_expiry(spec, Utc::now()));
+        let expires_at = unix(own_expiry(spec, Utc::now(), cut_off));
         let applied = self.injector.apply_all(&faults, expires_at)?;
         Ok(match faults.first() {
             Some((_, Fault::Network { .. })) => {

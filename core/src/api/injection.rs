@@ -85,16 +85,37 @@ fn held_until(
 
 impl InjectionSpec {
     /// When the node ends this fault, applied at `applied_at` by its own clock: as
-    /// [`fault_end`] says, except that a node the fault cuts off waits for no revert, which
-    /// could not reach it: it ends the cut when `hold_for` is up, so the cut lasts the
-    /// fault's duration and not [`HOLD_GRACE`] more.
-    pub fn node_end(&self, applied_at: DateTime<Utc>) -> DateTime<Utc> {
-        let grace = if self.action.cuts_node_off() {
+    /// [`fault_end`] says, except on a node its experiment cuts off (`cut_off`, see
+    /// [`Self::cut_off_among`]): no revert asked for can reach it, so it ends the fault when
+    /// `hold_for` is up, and the fault lasts its duration and not [`HOLD_GRACE`] more.
+    pub fn node_end(&self, applied_at: DateTime<Utc>, cut_off: bool) -> DateTime<Utc> {
+        let grace = if cut_off {
             std::time::Duration::ZERO
         } else {
             HOLD_GRACE
         };
         held_until(applied_at, self.hold_for, grace, self.expires_at)
+    }
+
+    /// Whether its experiment cuts this Injection's node off while it holds: it does so
+    /// itself, or one of `others` (any Injections; those of other experiments or nodes do
+    /// not count) does. A zone blackout's kills on a node share the cut's fate: the revert
+    /// asked for them cannot reach the node either.
+    pub fn cut_off_among<'a>(&self, others: impl IntoIterator<Item = &'a InjectionSpec>) -> bool {
+        self.action.cuts_node_off()
+            || others.into_iter().any(|o| {
+                o.node_name == self.node_name
+                    && o.experiment == self.experiment
+                    && o.action.cuts_node_off()
+            })
+    }
+
+    /// Whether a part applied at `applied_at` and reverted by its node at `reverted_at` held
+    /// for the whole of `hold_for`: then its node ended it at its duration, not early.
+    pub fn held_its_duration(&self, applied_at: DateTime<Utc>, reverted_at: DateTime<Utc>) -> bool {
+        self.hold_for
+            .and_then(|d| applied_at.checked_add_signed(d.to_chrono()))
+            .is_some_and(|end| reverted_at >= end)
     }
 }
 
@@ -102,7 +123,9 @@ impl InjectionSpec {
 /// driver (the operator's leader) renews while it is alive. While it holds the fault, the
 /// agent reads the Lease every [`HEARTBEAT_POLL`]; once the API server has answered and the
 /// renew time has not changed for `timeoutSeconds` by the agent's own clock (so clock skew
-/// does not matter), nobody is watching the hypothesis and the agent reverts. While the API
+/// does not matter), counted from the last read that still showed the renewal before (so
+/// within `timeoutSeconds` of the last renewal), nobody is watching the hypothesis and the
+/// agent reverts. While the API
 /// server does not answer (a node cut off), the agent cannot tell and holds the fault until
 /// `holdFor` ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
