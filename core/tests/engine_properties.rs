@@ -682,8 +682,11 @@ fn figures_are_measured_at_the_sample_interval_not_read_off_the_window() {
 
 #[test]
 fn a_heal_that_hurts_is_recovered_from_and_measured() {
-    // In tolerance while the fault holds, out for the first 4 s after the revert.
-    let spec = with_interval(partition_spec(), "1s");
+    // In tolerance while the fault holds, out for the first 4 s after the revert. Only the
+    // probes that can come back: a loss count out of tolerance never does.
+    let mut spec = with_interval(partition_spec(), "1s");
+    spec.hypothesis.probes.retain(|p| !p.cannot_recover());
+    assert!(!spec.hypothesis.probes.is_empty());
     let status = simulate_over_time(
         &spec,
         |stage, now, status: &ExperimentStatus| {
@@ -993,6 +996,55 @@ fn a_run_that_never_recovered_still_says_what_it_lost() {
         reason.starts_with("did not recover within the recovery deadline")
             && reason.ends_with("; 4000 acknowledged messages lost (RPO must be 0)"),
         "{reason}"
+    );
+}
+
+#[test]
+fn a_loss_measured_after_the_revert_fails_at_once_not_at_the_recovery_deadline() {
+    let spec = partition_spec();
+    // The loss checker counts 3 acknowledged messages lost once the fault is reverted: a
+    // count that never goes down, so waiting for it to recover only waits out the deadline.
+    let status = simulate_over_time(
+        &spec,
+        |stage, _, _| match stage {
+            Stage::Recovery | Stage::After => Outcome::Measured(3.0),
+            _ => Outcome::Measured(0.0),
+        },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert_eq!(status.verdict, Some(Verdict::Failed));
+    let reason = status.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("did not recover: probe no-acked-loss")
+            && reason.contains("a loss does not heal"),
+        "{reason}"
+    );
+    let reverted = status.reverted_at.expect("reverted");
+    let finished = status.finished_at.expect("finished");
+    assert!(
+        finished - reverted <= spec.hypothesis.interval.to_chrono() * 2,
+        "failed {} s after the revert (deadline {})",
+        (finished - reverted).num_seconds(),
+        spec.recovery_deadline
+    );
+    // A probe that could not be read is no measured loss: it waits for the deadline.
+    let unreadable = simulate_over_time(
+        &spec,
+        |stage, _, _| match stage {
+            Stage::Recovery | Stage::After => Outcome::Unhealthy("no answer".into()),
+            _ => Outcome::Measured(0.0),
+        },
+        true,
+        TimeDelta::minutes(10),
+    );
+    assert!(
+        unreadable
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("did not recover within the recovery deadline")),
+        "{:?}",
+        unreadable.reason
     );
 }
 

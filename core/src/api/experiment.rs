@@ -72,7 +72,9 @@ pub struct ExperimentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub abort_conditions: Vec<Probe>,
-    /// How long after the revert the system has to be back in steady state.
+    /// How long after the revert the system has to be back in steady state. A talk probe of
+    /// lost or duplicated messages measured over its ceiling fails the run at once: those
+    /// counts never go down, so there is nothing to wait for.
     #[serde(default = "default_recovery_deadline")]
     pub recovery_deadline: Duration,
     /// Limits on how much may be hit at once.

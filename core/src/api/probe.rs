@@ -115,6 +115,20 @@ pub enum ProbeKind<'a> {
 }
 
 impl Probe {
+    /// Whether a sample outside its tolerance means the probe can never be within it again:
+    /// a count that only grows (messages lost) held under a ceiling (`== 0`, `<= n`,
+    /// `< n`). Waiting for such a probe to recover only waits out the deadline.
+    pub fn cannot_recover(&self) -> bool {
+        let grows = self.talk.as_ref().is_some_and(|t| t.sli.only_grows());
+        let ceiling = self.tolerance.is_some_and(|t| {
+            matches!(
+                t.op,
+                Comparison::Equal | Comparison::AtMost | Comparison::LessThan
+            )
+        });
+        grows && ceiling
+    }
+
     /// The probe's kind, or `None` when not exactly one is set (refused by validation).
     pub fn kind(&self) -> Option<ProbeKind<'_>> {
         let kinds: Vec<ProbeKind<'_>> = [
@@ -243,6 +257,12 @@ pub enum TalkSli {
 }
 
 impl TalkSli {
+    /// A running count since talk-load started, which never goes down: lost and
+    /// duplicated messages do not come back.
+    pub fn only_grows(self) -> bool {
+        matches!(self, Self::LostMessages | Self::DuplicatedMessages)
+    }
+
     /// The field of the prober's JSON document that holds this indicator.
     pub fn json_field(self) -> &'static str {
         match self {

@@ -309,22 +309,34 @@ impl Run<'_> {
                     self.s.time_to_recover_seconds = self.measured_recovery();
                     return self.enter(Phase::SteadyStateAfter, "recovered; checking steady state");
                 }
+                // Lost messages do not come back: a failed sample of such a count ends the
+                // wait for recovery at once instead of at the deadline.
+                let beyond = self
+                    .spec
+                    .hypothesis
+                    .probes
+                    .iter()
+                    .filter(|p| p.cannot_recover())
+                    .find_map(|p| {
+                        // Measured: a probe that could not be read says nothing of a loss.
+                        let r = self.record(&p.name, Stage::Recovery)?;
+                        (r.last_ok == Some(false) && r.last_value.is_some()).then(|| describe(r))
+                    });
+                if let Some(why) = beyond {
+                    return self.not_recovered(format!(
+                        "did not recover: {why}, and a loss does not heal"
+                    ));
+                }
                 let deadline = later(reverted, self.spec.recovery_deadline.to_chrono());
                 if self.now > deadline {
                     let why = self
                         .all_healthy(Stage::Recovery, Some(settled))
                         .err()
                         .unwrap_or_default();
-                    let reason = format!(
+                    return self.not_recovered(format!(
                         "did not recover within the recovery deadline of {}: {why}",
                         self.spec.recovery_deadline
-                    );
-                    return match self.s.aborted_because.clone() {
-                        Some(aborted) => {
-                            self.finish(Verdict::Aborted, format!("{aborted}; then {reason}"))
-                        }
-                        None => self.finish(Verdict::Failed, reason),
-                    };
+                    ));
                 }
                 self.sample(&[Stage::Recovery], deadline);
             }
@@ -347,6 +359,14 @@ impl Run<'_> {
                 self.sample(&[Stage::After], deadline.max(self.now));
             }
             Phase::Completed => {}
+        }
+    }
+
+    /// Ends a run that will not recover: Failed, or Aborted if it was already aborting.
+    fn not_recovered(&mut self, reason: String) {
+        match self.s.aborted_because.clone() {
+            Some(aborted) => self.finish(Verdict::Aborted, format!("{aborted}; then {reason}")),
+            None => self.finish(Verdict::Failed, reason),
         }
     }
 
