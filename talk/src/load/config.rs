@@ -48,8 +48,8 @@ pub enum Transport {
     Http,
     /// One send channel (`GET /channel`, a WebSocket) per producer and talk-server, sends
     /// pipelined on it. The default: it is how a chat app's client sends (one connection it
-    /// keeps), and it costs talk-server and talk-load a third of what a request per message
-    /// costs.
+    /// keeps), and it costs far less CPU per message (throughput bench, 2026-12-07:
+    /// talk-server 14-15 us and its client 6, against 35-40 and 33-35 per HTTP request).
     #[default]
     Channel,
 }
