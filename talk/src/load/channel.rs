@@ -230,7 +230,11 @@ fn close(waiting: &Mutex<Waiting>, why: &str) {
 /// opened again on the next send.
 #[derive(Debug, Default)]
 pub struct ChannelPool {
-    conns: tokio::sync::Mutex<HashMap<String, ChannelConn>>,
+    /// Each target's channel behind a lock of its own: opening a channel to a server that
+    /// does not answer (a blacked-out zone drops the SYN) takes the whole attempt, and under
+    /// one lock for every target the producer's sends to the healthy servers waited for it,
+    /// timed out and got those servers ejected too.
+    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<ChannelConn>>>>>,
 }
 
 impl ChannelPool {
@@ -244,17 +248,26 @@ impl ChannelPool {
         timeout: Duration,
     ) -> Result<u64, ClientError> {
         let started = Instant::now();
-        let conn = {
-            let mut conns = self.conns.lock().await;
-            match conns.get(target) {
-                Some(conn) if !conn.is_closed() => conn.clone(),
+        let slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target.to_owned())
+            .or_default()
+            .clone();
+        let conn = tokio::time::timeout(timeout, async {
+            let mut slot = slot.lock().await;
+            match slot.as_ref() {
+                Some(conn) if !conn.is_closed() => Ok::<_, ClientError>(conn.clone()),
                 _ => {
                     let conn = ChannelConn::connect(target, timeout).await?;
-                    conns.insert(target.to_owned(), conn.clone());
-                    conn
+                    *slot = Some(conn.clone());
+                    Ok(conn)
                 }
             }
-        };
+        })
+        .await
+        .map_err(|_| ClientError::Timeout)??;
         conn.send_within(room, req, timeout.saturating_sub(started.elapsed()))
             .await
     }
@@ -357,6 +370,76 @@ mod tests {
         assert!(conn.is_closed());
         let late = conn.send(&ChannelSend::new("general", req(99))).await;
         assert!(matches!(late, Err(ClientError::Closed(_))), "{late:?}");
+    }
+
+    /// A server that accepts TCP connections and never answers the WebSocket handshake (as
+    /// one whose zone went dark mid-connect): says when the first connection is in.
+    async fn never_answers(listener: TcpListener, accepted: oneshot::Sender<()>) {
+        let mut held = Vec::new();
+        let mut accepted = Some(accepted);
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+            if let Some(tx) = accepted.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Acks every send on every channel.
+    async fn acks_everything(listener: TcpListener) {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                while let Some(Ok(frame)) = ws.next().await {
+                    let Message::Text(t) = frame else { continue };
+                    let s: ChannelSend = serde_json::from_str(&t).unwrap();
+                    let ack = ChannelReply::Ack {
+                        room: s.room,
+                        producer: s.producer,
+                        counter: s.counter,
+                        seq: s.counter,
+                        duplicate: false,
+                    };
+                    let text = serde_json::to_string(&ack).unwrap();
+                    if ws.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_channel_still_opening_to_one_server_does_not_hold_sends_to_another() {
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_base = format!("http://{}", dead.local_addr().unwrap());
+        let (accepted_tx, accepted) = oneshot::channel();
+        tokio::spawn(never_answers(dead, accepted_tx));
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_base = format!("http://{}", live.local_addr().unwrap());
+        tokio::spawn(acks_everything(live));
+
+        let pool = Arc::new(ChannelPool::default());
+        let opening = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.send_within(&dead_base, "general", &req(1), Duration::from_secs(600))
+                    .await
+            })
+        };
+        // The channel to the dead server is being opened (its handshake unanswered).
+        accepted.await.unwrap();
+        let sent = tokio::time::timeout(
+            Duration::from_secs(20),
+            pool.send_within(&live_base, "general", &req(2), Duration::from_secs(600)),
+        )
+        .await;
+        assert!(
+            matches!(sent, Ok(Ok(2))),
+            "the send to the live server waited for the other's handshake: {sent:?}"
+        );
+        assert!(!opening.is_finished());
+        opening.abort();
     }
 
     #[tokio::test]
