@@ -15,7 +15,8 @@
 //! `raw,http,channel`: which phases run; the channel ratio needs raw),
 //! TALK_BENCH_OPEN_PRODUCERS (talk-load's producers in the open loops, default the workers),
 //! TALK_BENCH_TIMELINE (default 500ms: the open loops print talk-load's p99 over each such
-//! slice, read from its own `/sli?window=`, to tell a stall from steady queueing).
+//! slice, read from its own `/sli?window=`, to tell a stall from steady queueing; `off`:
+//! not read).
 //!
 //! The channel phase sends over talk-server's send channel (`GET /channel`, one WebSocket
 //! per channel, sends pipelined, one ack frame each) on a new cluster, with the same number
@@ -287,6 +288,9 @@ async fn timeline(
     let Ok(addr) = bound.await else {
         return Vec::new();
     };
+    if slice == "off" {
+        return Vec::new();
+    }
     let every = talk::duration::parse_duration(&slice).unwrap();
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/sli?window={slice}");
