@@ -241,6 +241,7 @@ async fn open_loop(
     let slice = std::env::var("TALK_BENCH_TIMELINE").unwrap_or_else(|_| "500ms".into());
     let (bound_tx, bound) = tokio::sync::oneshot::channel();
     let timeline = tokio::spawn(timeline(bound, slice.clone(), run));
+    let publishes_before = publish_buckets(base).await;
     let started = Instant::now();
     let producers = config.connections;
     let report = talk::load::run(config, std::future::pending(), |addr| {
@@ -268,6 +269,34 @@ async fn open_loop(
         "open loop ({transport}) {producers} producers; p99 ms per {slice}: {}",
         slices.join(" ")
     );
+    // talk-server's own view of the same sends (publish to JetStream ack): when it is fast
+    // while talk-load's p99 is not, the time goes outside the store.
+    let publishes = publish_buckets(base).await;
+    let delta: Vec<(f64, u64)> = publishes
+        .iter()
+        .zip(&publishes_before)
+        .map(|((le, n), (_, before))| (*le, n.saturating_sub(*before)))
+        .collect();
+    let total = delta.last().map_or(0, |(_, n)| *n).max(1);
+    let over = |ms: f64| {
+        let within = delta
+            .iter()
+            .filter(|(le, _)| *le * 1e3 <= ms)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        (total - within) as f64 / total as f64 * 100.0
+    };
+    let p99_bucket = delta
+        .iter()
+        .find(|(_, n)| *n as f64 >= 0.99 * total as f64)
+        .map_or(f64::INFINITY, |(le, _)| le * 1e3);
+    println!(
+        "open loop ({transport}) talk-server publish -> ack: p99 <= {p99_bucket} ms (bucket); over 16 ms {:.2} %, over 32 ms {:.2} %, over 64 ms {:.2} % of {total}",
+        over(16.0),
+        over(32.0),
+        over(64.0),
+    );
     // The run plus its drain: what talk-load read back is part of the cost.
     let took = started.elapsed();
     println!(
@@ -276,6 +305,32 @@ async fn open_loop(
         cpu.per_message(report.check.total.acked as f64 / took.as_secs_f64(), took),
         cpu.cores(took),
     );
+}
+
+/// talk-server's `talk_server_publish_seconds` histogram: cumulative (le seconds, count),
+/// ascending, `+Inf` last.
+async fn publish_buckets(base: &str) -> Vec<(f64, u64)> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("talk_server_publish_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
 }
 
 /// talk-load's p99 over each `slice` of a `run`-long open loop, read from its
