@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::client::ClientError;
-use crate::wire::{ChannelReply, ChannelSend, SendRequest};
+use crate::wire::{CHANNEL_READ_BUFFER, ChannelReply, ChannelSend, SendRequest};
 
 /// Frames a connection holds for its writer before a send waits: the server's window
 /// (256 by default) and as many again on their way.
@@ -57,7 +58,8 @@ impl ChannelConn {
     pub async fn connect(base: &str, timeout: Duration) -> Result<Self, ClientError> {
         let url = channel_url(base)?;
         // Acks are small writes: without TCP_NODELAY, Nagle holds each back.
-        let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let config = WebSocketConfig::default().read_buffer_size(CHANNEL_READ_BUFFER);
+        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
         let (socket, _) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout)?
