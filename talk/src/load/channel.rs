@@ -27,12 +27,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 type Reply = Result<u64, ClientError>;
 
-/// The sends waiting for their frame, by message id (producer, counter).
+/// The sends written to the channel and not answered yet, by message id (producer,
+/// counter), with whoever waits for the answer (nobody, once that attempt gave up).
 #[derive(Debug, Default)]
 struct Waiting {
     /// Set once the channel is gone: no send may wait on it any more.
     closed: bool,
-    sends: HashMap<(String, u64), oneshot::Sender<Reply>>,
+    sends: HashMap<(String, u64), Option<oneshot::Sender<Reply>>>,
 }
 
 /// One channel to one talk-server. Cheap to clone; the connection ends when the last clone
@@ -126,11 +127,18 @@ impl ChannelConn {
             if waiting.closed {
                 return Err(ClientError::Closed("channel already closed".into()));
             }
-            // A retry of a send still waiting here replaces it; the one replaced had
-            // given up (timed out), and the one ack answers either.
-            waiting
-                .sends
-                .insert((send.producer.clone(), send.counter), tx);
+            // A retry of a send this channel already carries and talk-server has not
+            // answered waits for that frame's answer instead of writing a second one: the
+            // first is still in talk-server's window, being published, and a copy behind it
+            // only doubles the work of a server already too slow to answer in time (in the
+            // throughput bench's open loop, every send retried after a second turned a
+            // slow patch into a collapse that never recovered).
+            let key = (send.producer.clone(), send.counter);
+            if let Some(waiter) = waiting.sends.get_mut(&key) {
+                *waiter = Some(tx);
+                return Ok(rx);
+            }
+            waiting.sends.insert(key, Some(tx));
         }
         self.frames
             .send(text)
@@ -157,11 +165,14 @@ impl ChannelConn {
         match answered {
             Ok(reply) => reply,
             Err(_) => {
-                // Forget it unless a retry has taken its place.
+                // Nobody waits for its answer now, unless a retry has taken its place; the
+                // frame stays known until answered, so that a retry does not write it again.
                 let mut waiting = lock(&self.waiting);
                 let key = (send.producer, send.counter);
-                if waiting.sends.get(&key).is_some_and(|tx| tx.is_closed()) {
-                    waiting.sends.remove(&key);
+                if let Some(waiter) = waiting.sends.get_mut(&key)
+                    && waiter.as_ref().is_some_and(|tx| tx.is_closed())
+                {
+                    *waiter = None;
                 }
                 Err(ClientError::Timeout)
             }
@@ -208,7 +219,7 @@ fn answer(waiting: &Mutex<Waiting>, frame: &[u8]) {
             return;
         }
     };
-    if let Some(tx) = lock(waiting).sends.remove(&key) {
+    if let Some(Some(tx)) = lock(waiting).sends.remove(&key) {
         let _ = tx.send(outcome);
     }
 }
@@ -223,7 +234,7 @@ fn close(waiting: &Mutex<Waiting>, why: &str) {
     if !sends.is_empty() {
         tracing::debug!(waiting = sends.len(), %why, "channel closed before these acks");
     }
-    for (_, tx) in sends {
+    for tx in sends.into_values().flatten() {
         let _ = tx.send(Err(ClientError::Closed(why.to_owned())));
     }
 }
@@ -409,6 +420,85 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// A server that holds its answers until told, then acks every frame it read, and
+    /// reports what it read when it reads counter 99.
+    async fn acks_when_told(
+        listener: TcpListener,
+        go: oneshot::Receiver<()>,
+        read: oneshot::Sender<Vec<u64>>,
+    ) {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut go = Some(go);
+        let mut seen = Vec::new();
+        let mut read = Some(read);
+        loop {
+            let s = loop {
+                if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
+                    break serde_json::from_str::<ChannelSend>(&t).unwrap();
+                }
+            };
+            seen.push(s.counter);
+            if s.counter == 99 {
+                if let Some(read) = read.take() {
+                    let _ = read.send(seen.clone());
+                }
+                continue;
+            }
+            if let Some(go) = go.take() {
+                go.await.unwrap();
+            }
+            let ack = ChannelReply::Ack {
+                room: s.room,
+                producer: s.producer,
+                counter: s.counter,
+                seq: 7,
+                duplicate: false,
+            };
+            let text = serde_json::to_string(&ack).unwrap();
+            ws.send(Message::Text(text.into())).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_on_the_channel_still_carrying_the_send_waits_for_its_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (go_tx, go) = oneshot::channel();
+        let (read_tx, read) = oneshot::channel();
+        tokio::spawn(acks_when_told(listener, go, read_tx));
+        let conn = ChannelConn::connect(&base, Duration::from_secs(30))
+            .await
+            .unwrap();
+        // The first attempt gives up before talk-server answers.
+        let first = conn
+            .send_within("general", &req(1), Duration::from_millis(50))
+            .await;
+        assert!(matches!(first, Err(ClientError::Timeout)), "{first:?}");
+        // The retry, on the same channel: answered by the first frame's ack.
+        let retry = conn
+            .send(&ChannelSend::new("general", req(1)))
+            .await
+            .unwrap();
+        go_tx.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 7);
+        // Once answered, a new attempt writes the send again.
+        assert_eq!(
+            conn.send_within("general", &req(1), Duration::from_secs(30))
+                .await
+                .unwrap(),
+            7
+        );
+        conn.send(&ChannelSend::new("general", req(99)))
+            .await
+            .unwrap();
+        assert_eq!(
+            read.await.unwrap(),
+            vec![1, 1, 99],
+            "frames talk-server read"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
