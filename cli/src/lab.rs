@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use firedrill_lab::lifecycle::{self, ProcessStatus, Programs, UpOptions};
-use firedrill_lab::{LabError, RunDir, Weakness};
+use firedrill_lab::{LabError, RunDir, TalkSettings, TalkTransport, Weakness};
 
 use crate::output::{Column, Table, width_budget};
 
@@ -33,6 +33,8 @@ pub enum LabCommand {
         /// How long to wait for every process to be ready.
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         timeout: u64,
+        #[command(flatten)]
+        talk: TalkArgs,
     },
     /// Stop everything and remove every namespace, rule, mount and process of the lab.
     ///
@@ -69,6 +71,36 @@ pub enum LabCommand {
     Supervise,
 }
 
+/// How the lab launches talk-load and talk-server; unset, their own defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TalkArgs {
+    /// How talk-load sends: channel (a send channel per talk-server, sends pipelined) or
+    /// http (a request per send). Default: talk-load's own (channel).
+    #[arg(long, value_name = "TRANSPORT")]
+    pub talk_transport: Option<TalkTransport>,
+    /// Sends one talk-server send channel may hold in flight. Default: talk-server's own.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub talk_channel_window: Option<u64>,
+}
+
+impl TalkArgs {
+    /// Whether any was given (they mean nothing on a cluster).
+    pub fn is_set(&self) -> bool {
+        self.talk_transport.is_some() || self.talk_channel_window.is_some()
+    }
+
+    pub fn settings(&self) -> TalkSettings {
+        let defaults = TalkSettings::default();
+        TalkSettings {
+            transport: self.talk_transport.unwrap_or(defaults.transport),
+            channel_window: self
+                .talk_channel_window
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(defaults.channel_window),
+        }
+    }
+}
+
 pub fn progress_line(line: &str) {
     eprintln!("lab: {line}");
 }
@@ -87,12 +119,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, LabError> {
 pub fn up(
     run: &RunDir,
     weakness: Option<Weakness>,
+    talk: TalkSettings,
     bin_dir: Option<PathBuf>,
     timeout: Duration,
 ) -> Result<(), LabError> {
     let exe = std::env::current_exe().map_err(|e| LabError::io("/proc/self/exe", e))?;
     let opts = UpOptions {
         weakness,
+        talk,
         programs: Programs { bin_dir },
         supervisor_exe: exe,
         ready_timeout: timeout,
@@ -117,8 +151,15 @@ pub fn run(command: LabCommand, dir: &Path) -> Result<ExitCode, LabError> {
             weaken,
             bin_dir,
             timeout,
+            talk,
         } => {
-            up(&run, weaken, bin_dir, Duration::from_secs(timeout))?;
+            up(
+                &run,
+                weaken,
+                talk.settings(),
+                bin_dir,
+                Duration::from_secs(timeout),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Down => {

@@ -18,4 +18,5 @@ pub mod topology;
 
 pub use error::{LabError, Result};
 pub use state::RunDir;
-pub use topology::{Topology, Weakness};
+pub use talk::load::Transport as TalkTransport;
+pub use topology::{TalkSettings, Topology, Weakness};

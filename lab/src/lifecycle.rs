@@ -24,7 +24,7 @@ use crate::net;
 use crate::render::Binaries;
 use crate::state::{Failures, LabState, RunDir};
 use crate::sweep;
-use crate::topology::{Kind, Process, Topology, Weakness};
+use crate::topology::{Kind, Process, TalkSettings, Topology, Weakness};
 
 mod os_path {
     use std::path::{Path, PathBuf};
@@ -146,6 +146,8 @@ pub fn check_privileges() -> Result<()> {
 #[derive(Debug, Clone, Default)]
 pub struct UpOptions {
     pub weakness: Option<Weakness>,
+    /// talk-load's transport and talk-server's channel window.
+    pub talk: TalkSettings,
     pub programs: Programs,
     /// The program to run as `<exe> lab supervise --dir <dir>` (chaosctl itself).
     pub supervisor_exe: PathBuf,
@@ -169,7 +171,7 @@ pub async fn up(run: &RunDir, opts: &UpOptions, progress: &dyn Fn(&str)) -> Resu
         ));
     }
     net::check_address_range_free()?;
-    let topology = Topology::new(opts.weakness);
+    let topology = Topology::new(opts.weakness).with_talk(opts.talk);
     // A fresh deployment: no data or logs from an earlier one.
     for dir in [run.root().join("procs"), run.holds_dir()] {
         match fs::remove_dir_all(&dir) {

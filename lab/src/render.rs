@@ -90,6 +90,7 @@ pub fn launch(
                 format!("--zone={zone}"),
                 // Fail over within the talk probe's tolerance when a zone goes dark.
                 "--nats-timeout=2s".to_owned(),
+                format!("--channel-window={}", topology.talk.channel_window),
             ];
             if let Some(z) = placement_zone {
                 args.push(format!("--placement-tag=zone:{z}"));
@@ -107,6 +108,7 @@ pub fn launch(
                 format!("--sli-listen={listen}"),
                 format!("--rate={LOAD_RATE}"),
                 "--connections=6".to_owned(),
+                format!("--transport={}", topology.talk.transport.as_str()),
                 "--duration=0s".to_owned(),
                 // Like a phone that keeps retrying "sending...": a send rides out a stream
                 // leader election (NATS takes 4-9 s) by failing over between servers.
@@ -234,7 +236,8 @@ receivers:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::Weakness;
+    use crate::topology::{TalkSettings, Weakness};
+    use talk::load::Transport;
 
     fn bins() -> Binaries {
         Binaries {
@@ -277,6 +280,46 @@ mod tests {
                 .iter()
                 .any(|a| a.starts_with("--placement-tag"))
         );
+    }
+
+    #[test]
+    fn talk_load_and_talk_server_get_the_lab_s_talk_settings() {
+        let default = Topology::new(None);
+        let load = launch_of(&default, "talk-load");
+        assert!(
+            load.args.contains(&"--transport=channel".to_owned()),
+            "{:?}",
+            load.args
+        );
+        let server = launch_of(&default, "talk-server-a");
+        assert!(
+            server.args.contains(&"--channel-window=256".to_owned()),
+            "{:?}",
+            server.args
+        );
+
+        let http = Topology::new(None).with_talk(TalkSettings {
+            transport: Transport::Http,
+            channel_window: 16,
+        });
+        assert!(
+            launch_of(&http, "talk-load")
+                .args
+                .contains(&"--transport=http".to_owned())
+        );
+        assert!(
+            launch_of(&http, "talk-server-c")
+                .args
+                .contains(&"--channel-window=16".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_state_recorded_before_talk_settings_reads_with_talk_s_defaults() {
+        let mut json = serde_json::to_value(Topology::new(None)).unwrap();
+        json.as_object_mut().unwrap().remove("talk");
+        let old: Topology = serde_json::from_value(json).unwrap();
+        assert_eq!(old.talk, TalkSettings::default());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use talk::load::Transport;
+use talk::server::config::DEFAULT_CHANNEL_WINDOW;
 
 /// The three zones; `topology.kubernetes.io/zone` values of the lab.
 pub const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
@@ -180,10 +182,33 @@ impl Process {
     }
 }
 
+/// How talk-load sends (`--transport`) and how many sends one talk-server channel holds in
+/// flight (`--channel-window`). The defaults are talk's own, so they are written once, in
+/// talk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TalkSettings {
+    pub transport: Transport,
+    pub channel_window: usize,
+}
+
+impl Default for TalkSettings {
+    fn default() -> Self {
+        Self {
+            transport: Transport::default(),
+            channel_window: DEFAULT_CHANNEL_WINDOW,
+        }
+    }
+}
+
 /// The whole lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     pub weakness: Option<Weakness>,
+    /// talk-load's transport and talk-server's channel window (absent from a lab state
+    /// recorded before they were settable: talk's defaults).
+    #[serde(default)]
+    pub talk: TalkSettings,
     pub nodes: Vec<Node>,
     pub processes: Vec<Process>,
     /// Host names the catalog's probes use (`talk-load.talk`) and where they point.
@@ -386,10 +411,17 @@ impl Topology {
 
         Self {
             weakness,
+            talk: TalkSettings::default(),
             nodes,
             processes,
             hosts,
         }
+    }
+
+    /// The same lab with talk-load and talk-server launched with `talk`.
+    pub fn with_talk(mut self, talk: TalkSettings) -> Self {
+        self.talk = talk;
+        self
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {

@@ -89,6 +89,7 @@ fn lab_topology(nodes: &[GenNode]) -> Topology {
     }
     Topology {
         weakness: None,
+        talk: Default::default(),
         nodes: nodes
             .iter()
             .enumerate()

@@ -11,7 +11,12 @@
 //! messages per batch request), TALK_BENCH_SYNC (default|always|1s),
 //! TALK_BENCH_CHECK_INTERVAL (talk-load's reader poll in the open-loop phase, default
 //! talk-load's own), TALK_BENCH_CHANNELS (default 4: send channels in the channel phase,
-//! the workers' messages in flight spread over them).
+//! the workers' messages in flight spread over them), TALK_BENCH_PHASES (default
+//! `raw,http,channel`: which phases run; the channel ratio needs raw),
+//! TALK_BENCH_OPEN_PRODUCERS (talk-load's producers in the open loops, default the workers),
+//! TALK_BENCH_TIMELINE (default 500ms: the open loops print talk-load's p99 over each such
+//! slice, read from its own `/sli?window=`, to tell a stall from steady queueing; `off`:
+//! not read).
 //!
 //! The channel phase sends over talk-server's send channel (`GET /channel`, one WebSocket
 //! per channel, sends pipelined, one ack frame each) on a new cluster, with the same number
@@ -71,17 +76,50 @@ async fn main() {
 
     // Each phase gets a new cluster: JetStream's duplicate-tracking map and the stream's
     // files then start empty for every phase, not full of the phase before.
-    let raw = raw_phase(
-        "raw JetStream publish (R3):",
-        sync,
-        via_follower,
-        workers,
-        run,
-        false,
-    )
-    .await;
-    let raw_id = raw_phase("raw + msg id (R3):", sync, via_follower, workers, run, true).await;
+    let phases = std::env::var("TALK_BENCH_PHASES").unwrap_or_else(|_| "raw,http,channel".into());
+    let runs = |phase: &str| phases.split(',').any(|p| p.trim() == phase);
+    let (raw, raw_id) = if runs("raw") {
+        let raw = raw_phase(
+            "raw JetStream publish (R3):",
+            sync,
+            via_follower,
+            workers,
+            run,
+            false,
+        )
+        .await;
+        let raw_id = raw_phase("raw + msg id (R3):", sync, via_follower, workers, run, true).await;
+        (Some(raw), Some(raw_id))
+    } else {
+        (None, None)
+    };
+    if runs("http") {
+        http_phases(
+            sync,
+            via_follower,
+            workers,
+            batch_size,
+            run,
+            raw.zip(raw_id),
+        )
+        .await;
+    }
+    if runs("channel") {
+        channel_phase(sync, via_follower, workers, run, raw.zip(raw_id)).await;
+    }
+}
 
+/// talk-server over HTTP: one message per request, batches, and the open loop.
+async fn http_phases(
+    sync: SyncPolicy,
+    via_follower: bool,
+    workers: usize,
+    batch_size: usize,
+    run: Duration,
+    raw: Option<(f64, f64)>,
+) {
+    // Each phase gets a new cluster: JetStream's duplicate-tracking map and the stream's
+    // files then start empty for every phase, not full of the phase before.
     let lab = Lab::start(sync, via_follower).await;
     let (http_server, base) = talk_server(&lab).await;
 
@@ -101,22 +139,31 @@ async fn main() {
         workers / batch
     );
     let met = |ratio: f64| if ratio >= 0.7 { "met" } else { "NOT met" };
-    for (name, talk) in [("send", talk_max), ("batch send", talk_batched)] {
-        println!(
-            "ratio talk {name:<10} / raw: {:>5.1} %  (target >= 70 %: {}); / (raw + msg id): {:.1} % ({})",
-            talk / raw * 100.0,
-            met(talk / raw),
-            talk / raw_id * 100.0,
-            met(talk / raw_id),
-        );
+    if let Some((raw, raw_id)) = raw {
+        for (name, talk) in [("send", talk_max), ("batch send", talk_batched)] {
+            println!(
+                "ratio talk {name:<10} / raw: {:>5.1} %  (target >= 70 %: {}); / (raw + msg id): {:.1} % ({})",
+                talk / raw * 100.0,
+                met(talk / raw),
+                talk / raw_id * 100.0,
+                met(talk / raw_id),
+            );
+        }
     }
 
     let cpu = CpuMeter::start(&lab.nats_pids, Some(http_server.0.id()));
     open_loop(&base, Transport::Http, talk_max, workers, run, cpu).await;
-    drop(http_server);
-    drop(lab);
+}
 
-    // The channel, on a cluster of its own like the raw phases.
+/// talk-server's send channel: closed loop, its ratio to raw, and the open loop.
+async fn channel_phase(
+    sync: SyncPolicy,
+    via_follower: bool,
+    workers: usize,
+    run: Duration,
+    raw: Option<(f64, f64)>,
+) {
+    // On a cluster of its own like the raw phases.
     let lab = Lab::start(sync, via_follower).await;
     let (server, base) = talk_server(&lab).await;
     let channels: usize = env_or("TALK_BENCH_CHANNELS", 4).clamp(1, workers);
@@ -129,16 +176,18 @@ async fn main() {
         latency.1,
     );
     let target = |ratio: f64| if ratio >= 0.9 { "met" } else { "NOT met" };
-    println!(
-        "ratio talk channel    / raw: {:>5.1} %; / (raw + msg id): {:.1} % (target >= 90 % or >= 45k msg/s: {})",
-        channel_max / raw * 100.0,
-        channel_max / raw_id * 100.0,
-        if channel_max >= 45_000.0 {
-            "met"
-        } else {
-            target(channel_max / raw_id)
-        },
-    );
+    if let Some((raw, raw_id)) = raw {
+        println!(
+            "ratio talk channel    / raw: {:>5.1} %; / (raw + msg id): {:.1} % (target >= 90 % or >= 45k msg/s: {})",
+            channel_max / raw * 100.0,
+            channel_max / raw_id * 100.0,
+            if channel_max >= 45_000.0 {
+                "met"
+            } else {
+                target(channel_max / raw_id)
+            },
+        );
+    }
     let cpu = CpuMeter::start(&lab.nats_pids, Some(server.0.id()));
     open_loop(&base, Transport::Channel, channel_max, workers, run, cpu).await;
 }
@@ -181,18 +230,26 @@ async fn open_loop(
     config.profile = Profile::Steady;
     config.transport = transport;
     config.rate = half;
-    config.connections = workers;
+    config.connections = env_or("TALK_BENCH_OPEN_PRODUCERS", workers).max(1);
     config.duration = run;
     config.sli_window = run + Duration::from_secs(5);
-    config.sli_listen = "off".into();
+    config.sli_listen = "127.0.0.1:0".into();
     config.report = "-".into();
     if let Ok(v) = std::env::var("TALK_BENCH_CHECK_INTERVAL") {
         config.check_interval = talk::duration::parse_duration(&v).unwrap();
     }
+    let slice = std::env::var("TALK_BENCH_TIMELINE").unwrap_or_else(|_| "500ms".into());
+    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    let timeline = tokio::spawn(timeline(bound, slice.clone(), run));
+    let publishes_before = publish_buckets(base).await;
     let started = Instant::now();
-    let report = talk::load::run(config, std::future::pending(), |_| {})
-        .await
-        .unwrap();
+    let producers = config.connections;
+    let report = talk::load::run(config, std::future::pending(), |addr| {
+        let _ = bound_tx.send(addr);
+    })
+    .await
+    .unwrap();
+    let slices = timeline.await.unwrap_or_default();
     let s = report.sli;
     let transport = format!("{transport:?}").to_lowercase();
     println!(
@@ -208,6 +265,38 @@ async fn open_loop(
         report.check.total.indeterminate,
         report.check.total.lost,
     );
+    println!(
+        "open loop ({transport}) {producers} producers; p99 ms per {slice}: {}",
+        slices.join(" ")
+    );
+    // talk-server's own view of the same sends (publish to JetStream ack): when it is fast
+    // while talk-load's p99 is not, the time goes outside the store.
+    let publishes = publish_buckets(base).await;
+    let delta: Vec<(f64, u64)> = publishes
+        .iter()
+        .zip(&publishes_before)
+        .map(|((le, n), (_, before))| (*le, n.saturating_sub(*before)))
+        .collect();
+    let total = delta.last().map_or(0, |(_, n)| *n).max(1);
+    let over = |ms: f64| {
+        let within = delta
+            .iter()
+            .filter(|(le, _)| *le * 1e3 <= ms)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        (total - within) as f64 / total as f64 * 100.0
+    };
+    let p99_bucket = delta
+        .iter()
+        .find(|(_, n)| *n as f64 >= 0.99 * total as f64)
+        .map_or(f64::INFINITY, |(le, _)| le * 1e3);
+    println!(
+        "open loop ({transport}) talk-server publish -> ack: p99 <= {p99_bucket} ms (bucket); over 16 ms {:.2} %, over 32 ms {:.2} %, over 64 ms {:.2} % of {total}",
+        over(16.0),
+        over(32.0),
+        over(64.0),
+    );
     // The run plus its drain: what talk-load read back is part of the cost.
     let took = started.elapsed();
     println!(
@@ -216,6 +305,66 @@ async fn open_loop(
         cpu.per_message(report.check.total.acked as f64 / took.as_secs_f64(), took),
         cpu.cores(took),
     );
+}
+
+/// talk-server's `talk_server_publish_seconds` histogram: cumulative (le seconds, count),
+/// ascending, `+Inf` last.
+async fn publish_buckets(base: &str) -> Vec<(f64, u64)> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("talk_server_publish_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// talk-load's p99 over each `slice` of a `run`-long open loop, read from its
+/// `/sli?window=<slice>` once it is bound.
+async fn timeline(
+    bound: tokio::sync::oneshot::Receiver<std::net::SocketAddr>,
+    slice: String,
+    run: Duration,
+) -> Vec<String> {
+    let Ok(addr) = bound.await else {
+        return Vec::new();
+    };
+    if slice == "off" {
+        return Vec::new();
+    }
+    let every = talk::duration::parse_duration(&slice).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/sli?window={slice}");
+    let mut out = Vec::new();
+    let start = tokio::time::Instant::now();
+    let mut next = start + every;
+    while next <= start + run {
+        tokio::time::sleep_until(next).await;
+        next += every;
+        let p99 = match http.get(&url).send().await {
+            Ok(reply) => match reply.json::<talk::load::sli::SliSnapshot>().await {
+                Ok(s) => format!("{:.0}", s.p99_latency_ms),
+                Err(_) => "?".to_owned(),
+            },
+            Err(_) => "?".to_owned(),
+        };
+        out.push(p99);
+    }
+    out
 }
 
 /// `workers` sends kept in flight over `channels` send channels until `run` is over:

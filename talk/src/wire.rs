@@ -2,6 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How much a send channel's WebSocket reads at a time, on both ends. The library's
+/// default, 128 KiB, is zeroed before every read, the ones that find nothing included; on a
+/// channel that carries one small frame at a time (a client sending a few hundred a second)
+/// that memset was the largest single cost per message in talk-server (perf of the throughput
+/// bench's open loop, 2026-12-07). A burst of a full window (256 frames of a few hundred
+/// bytes) still takes only a few reads, and a larger frame is read whole all the same.
+pub const CHANNEL_READ_BUFFER: usize = 16 * 1024;
+
 /// Body of `POST /rooms/{room}/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

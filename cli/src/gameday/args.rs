@@ -51,6 +51,9 @@ pub struct GameDayArgs {
     /// see which experiment catches it.
     #[arg(long, value_name = "NAME")]
     pub(crate) weaken: Option<Weakness>,
+    /// How the lab launches talk-load and talk-server.
+    #[command(flatten)]
+    pub(crate) talk: crate::lab::TalkArgs,
     /// Run only this step of the game day (repeatable).
     #[arg(long, value_name = "STEP")]
     pub(crate) only: Vec<String>,

@@ -26,6 +26,11 @@ pub fn run(args: GameDayArgs, cluster: ClusterArgs) -> Result<ExitCode, ClusterE
             "--weaken {w} is for the lab; on a cluster deploy the weakness with the talk chart's ci/ values instead"
         )));
     }
+    if args.talk.is_set() {
+        return Err(ClusterError::Usage(
+            "--talk-transport and --talk-channel-window are for the lab; on a cluster set the talk chart's talkLoad.transport and talkServer.channelWindow".to_owned(),
+        ));
+    }
     if args.keep_lab || args.bin_dir.is_some() {
         return Err(ClusterError::Usage(
             "--keep-lab and --bin-dir are for the lab, not a cluster".to_owned(),

@@ -80,6 +80,7 @@ pub fn run(args: GameDayArgs, lab_dir: &Path) -> Result<ExitCode, LabError> {
     crate::lab::up(
         &run,
         args.weaken,
+        args.talk.settings(),
         args.bin_dir.clone(),
         Duration::from_secs(120),
     )?;

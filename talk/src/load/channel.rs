@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::client::ClientError;
-use crate::wire::{ChannelReply, ChannelSend, SendRequest};
+use crate::wire::{CHANNEL_READ_BUFFER, ChannelReply, ChannelSend, SendRequest};
 
 /// Frames a connection holds for its writer before a send waits: the server's window
 /// (256 by default) and as many again on their way.
@@ -26,12 +27,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 type Reply = Result<u64, ClientError>;
 
-/// The sends waiting for their frame, by message id (producer, counter).
+/// The sends written to the channel and not answered yet, by message id (producer,
+/// counter), with whoever waits for the answer (nobody, once that attempt gave up).
 #[derive(Debug, Default)]
 struct Waiting {
     /// Set once the channel is gone: no send may wait on it any more.
     closed: bool,
-    sends: HashMap<(String, u64), oneshot::Sender<Reply>>,
+    sends: HashMap<(String, u64), Option<oneshot::Sender<Reply>>>,
 }
 
 /// One channel to one talk-server. Cheap to clone; the connection ends when the last clone
@@ -57,7 +59,8 @@ impl ChannelConn {
     pub async fn connect(base: &str, timeout: Duration) -> Result<Self, ClientError> {
         let url = channel_url(base)?;
         // Acks are small writes: without TCP_NODELAY, Nagle holds each back.
-        let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let config = WebSocketConfig::default().read_buffer_size(CHANNEL_READ_BUFFER);
+        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
         let (socket, _) = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout)?
@@ -124,11 +127,18 @@ impl ChannelConn {
             if waiting.closed {
                 return Err(ClientError::Closed("channel already closed".into()));
             }
-            // A retry of a send still waiting here replaces it; the one replaced had
-            // given up (timed out), and the one ack answers either.
-            waiting
-                .sends
-                .insert((send.producer.clone(), send.counter), tx);
+            // A retry of a send this channel already carries and talk-server has not
+            // answered waits for that frame's answer instead of writing a second one: the
+            // first is still in talk-server's window, being published, and a copy behind it
+            // only doubles the work of a server already too slow to answer in time (in the
+            // throughput bench's open loop, every send retried after a second turned a
+            // slow patch into a collapse that never recovered).
+            let key = (send.producer.clone(), send.counter);
+            if let Some(waiter) = waiting.sends.get_mut(&key) {
+                *waiter = Some(tx);
+                return Ok(rx);
+            }
+            waiting.sends.insert(key, Some(tx));
         }
         self.frames
             .send(text)
@@ -155,11 +165,14 @@ impl ChannelConn {
         match answered {
             Ok(reply) => reply,
             Err(_) => {
-                // Forget it unless a retry has taken its place.
+                // Nobody waits for its answer now, unless a retry has taken its place; the
+                // frame stays known until answered, so that a retry does not write it again.
                 let mut waiting = lock(&self.waiting);
                 let key = (send.producer, send.counter);
-                if waiting.sends.get(&key).is_some_and(|tx| tx.is_closed()) {
-                    waiting.sends.remove(&key);
+                if let Some(waiter) = waiting.sends.get_mut(&key)
+                    && waiter.as_ref().is_some_and(|tx| tx.is_closed())
+                {
+                    *waiter = None;
                 }
                 Err(ClientError::Timeout)
             }
@@ -206,7 +219,7 @@ fn answer(waiting: &Mutex<Waiting>, frame: &[u8]) {
             return;
         }
     };
-    if let Some(tx) = lock(waiting).sends.remove(&key) {
+    if let Some(Some(tx)) = lock(waiting).sends.remove(&key) {
         let _ = tx.send(outcome);
     }
 }
@@ -221,7 +234,7 @@ fn close(waiting: &Mutex<Waiting>, why: &str) {
     if !sends.is_empty() {
         tracing::debug!(waiting = sends.len(), %why, "channel closed before these acks");
     }
-    for (_, tx) in sends {
+    for tx in sends.into_values().flatten() {
         let _ = tx.send(Err(ClientError::Closed(why.to_owned())));
     }
 }
@@ -230,7 +243,11 @@ fn close(waiting: &Mutex<Waiting>, why: &str) {
 /// opened again on the next send.
 #[derive(Debug, Default)]
 pub struct ChannelPool {
-    conns: tokio::sync::Mutex<HashMap<String, ChannelConn>>,
+    /// Each target's channel behind a lock of its own: opening a channel to a server that
+    /// does not answer (a blacked-out zone drops the SYN) takes the whole attempt, and under
+    /// one lock for every target the producer's sends to the healthy servers waited for it,
+    /// timed out and got those servers ejected too.
+    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<ChannelConn>>>>>,
 }
 
 impl ChannelPool {
@@ -244,17 +261,26 @@ impl ChannelPool {
         timeout: Duration,
     ) -> Result<u64, ClientError> {
         let started = Instant::now();
-        let conn = {
-            let mut conns = self.conns.lock().await;
-            match conns.get(target) {
-                Some(conn) if !conn.is_closed() => conn.clone(),
+        let slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target.to_owned())
+            .or_default()
+            .clone();
+        let conn = tokio::time::timeout(timeout, async {
+            let mut slot = slot.lock().await;
+            match slot.as_ref() {
+                Some(conn) if !conn.is_closed() => Ok::<_, ClientError>(conn.clone()),
                 _ => {
                     let conn = ChannelConn::connect(target, timeout).await?;
-                    conns.insert(target.to_owned(), conn.clone());
-                    conn
+                    *slot = Some(conn.clone());
+                    Ok(conn)
                 }
             }
-        };
+        })
+        .await
+        .map_err(|_| ClientError::Timeout)??;
         conn.send_within(room, req, timeout.saturating_sub(started.elapsed()))
             .await
     }
@@ -357,6 +383,155 @@ mod tests {
         assert!(conn.is_closed());
         let late = conn.send(&ChannelSend::new("general", req(99))).await;
         assert!(matches!(late, Err(ClientError::Closed(_))), "{late:?}");
+    }
+
+    /// A server that accepts TCP connections and never answers the WebSocket handshake (as
+    /// one whose zone went dark mid-connect): says when the first connection is in.
+    async fn never_answers(listener: TcpListener, accepted: oneshot::Sender<()>) {
+        let mut held = Vec::new();
+        let mut accepted = Some(accepted);
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+            if let Some(tx) = accepted.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Acks every send on every channel.
+    async fn acks_everything(listener: TcpListener) {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                while let Some(Ok(frame)) = ws.next().await {
+                    let Message::Text(t) = frame else { continue };
+                    let s: ChannelSend = serde_json::from_str(&t).unwrap();
+                    let ack = ChannelReply::Ack {
+                        room: s.room,
+                        producer: s.producer,
+                        counter: s.counter,
+                        seq: s.counter,
+                        duplicate: false,
+                    };
+                    let text = serde_json::to_string(&ack).unwrap();
+                    if ws.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// A server that holds its answers until told, then acks every frame it read, and
+    /// reports what it read when it reads counter 99.
+    async fn acks_when_told(
+        listener: TcpListener,
+        go: oneshot::Receiver<()>,
+        read: oneshot::Sender<Vec<u64>>,
+    ) {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut go = Some(go);
+        let mut seen = Vec::new();
+        let mut read = Some(read);
+        loop {
+            let s = loop {
+                if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
+                    break serde_json::from_str::<ChannelSend>(&t).unwrap();
+                }
+            };
+            seen.push(s.counter);
+            if s.counter == 99 {
+                if let Some(read) = read.take() {
+                    let _ = read.send(seen.clone());
+                }
+                continue;
+            }
+            if let Some(go) = go.take() {
+                go.await.unwrap();
+            }
+            let ack = ChannelReply::Ack {
+                room: s.room,
+                producer: s.producer,
+                counter: s.counter,
+                seq: 7,
+                duplicate: false,
+            };
+            let text = serde_json::to_string(&ack).unwrap();
+            ws.send(Message::Text(text.into())).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_on_the_channel_still_carrying_the_send_waits_for_its_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (go_tx, go) = oneshot::channel();
+        let (read_tx, read) = oneshot::channel();
+        tokio::spawn(acks_when_told(listener, go, read_tx));
+        let conn = ChannelConn::connect(&base, Duration::from_secs(30))
+            .await
+            .unwrap();
+        // The first attempt gives up before talk-server answers.
+        let first = conn
+            .send_within("general", &req(1), Duration::from_millis(50))
+            .await;
+        assert!(matches!(first, Err(ClientError::Timeout)), "{first:?}");
+        // The retry, on the same channel: answered by the first frame's ack.
+        let retry = conn
+            .send(&ChannelSend::new("general", req(1)))
+            .await
+            .unwrap();
+        go_tx.send(()).unwrap();
+        assert_eq!(retry.await.unwrap().unwrap(), 7);
+        // Once answered, a new attempt writes the send again.
+        assert_eq!(
+            conn.send_within("general", &req(1), Duration::from_secs(30))
+                .await
+                .unwrap(),
+            7
+        );
+        conn.send(&ChannelSend::new("general", req(99)))
+            .await
+            .unwrap();
+        assert_eq!(
+            read.await.unwrap(),
+            vec![1, 1, 99],
+            "frames talk-server read"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_channel_still_opening_to_one_server_does_not_hold_sends_to_another() {
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_base = format!("http://{}", dead.local_addr().unwrap());
+        let (accepted_tx, accepted) = oneshot::channel();
+        tokio::spawn(never_answers(dead, accepted_tx));
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_base = format!("http://{}", live.local_addr().unwrap());
+        tokio::spawn(acks_everything(live));
+
+        let pool = Arc::new(ChannelPool::default());
+        let opening = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.send_within(&dead_base, "general", &req(1), Duration::from_secs(600))
+                    .await
+            })
+        };
+        // The channel to the dead server is being opened (its handshake unanswered).
+        accepted.await.unwrap();
+        let sent = tokio::time::timeout(
+            Duration::from_secs(20),
+            pool.send_within(&live_base, "general", &req(2), Duration::from_secs(600)),
+        )
+        .await;
+        assert!(
+            matches!(sent, Ok(Ok(2))),
+            "the send to the live server waited for the other's handshake: {sent:?}"
+        );
+        assert!(!opening.is_finished());
+        opening.abort();
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ pub async fn channel(
     let hard_limit = state.config.max_batch_request_bytes;
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
+        .read_buffer_size(crate::wire::CHANNEL_READ_BUFFER)
         .on_upgrade(move |socket| serve_channel(state, socket))
 }
 

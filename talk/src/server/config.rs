@@ -8,6 +8,11 @@ use clap::Parser;
 use crate::duration::parse_duration;
 use crate::store::StreamSpec;
 
+/// `--channel-window`'s default, for whatever launches talk-server (the lab): 256 is the
+/// batch endpoint's limit, and about what one channel needs in flight to carry the seed's
+/// 45k msg/s at a few milliseconds per replicated ack.
+pub const DEFAULT_CHANNEL_WINDOW: usize = 256;
+
 /// talk-server: a miniature messenger backed by NATS JetStream.
 ///
 /// A send is acknowledged (200 with the stream sequence) only after
@@ -84,7 +89,7 @@ pub struct ServerConfig {
 
     /// Sends one channel may have in flight (publishes awaiting their JetStream ack);
     /// beyond it talk-server stops reading that channel until acks come back.
-    #[arg(long, env = "TALK_CHANNEL_WINDOW", default_value_t = 256)]
+    #[arg(long, env = "TALK_CHANNEL_WINDOW", default_value_t = DEFAULT_CHANNEL_WINDOW)]
     pub channel_window: usize,
 
     /// Largest `limit` a history request may ask for.
