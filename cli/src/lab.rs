@@ -71,11 +71,12 @@ pub enum LabCommand {
     Supervise,
 }
 
-/// How the lab launches talk-load and talk-server; unset, their own defaults.
+/// How the lab launches talk-load and talk-server; unset, the lab's defaults.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TalkArgs {
     /// How talk-load sends: channel (a send channel per talk-server, sends pipelined) or
-    /// http (a request per send). Default: talk-load's own (channel).
+    /// http (a request per send). Default: http, until the lab's game days have run over
+    /// the channel.
     #[arg(long, value_name = "TRANSPORT")]
     pub talk_transport: Option<TalkTransport>,
     /// Sends one talk-server send channel may hold in flight. Default: talk-server's own.
