@@ -125,9 +125,8 @@ impl InjectionSpec {
 /// renew time has not changed for `timeoutSeconds` by the agent's own clock (so clock skew
 /// does not matter), counted from the last read that still showed the renewal before (so
 /// within `timeoutSeconds` of the last renewal), nobody is watching the hypothesis and the
-/// agent reverts. While the API
-/// server does not answer (a node cut off), the agent cannot tell and holds the fault until
-/// `holdFor` ends.
+/// agent reverts. While the API server does not answer (a node cut off), the agent cannot
+/// tell and holds the fault until `holdFor` ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Heartbeat {

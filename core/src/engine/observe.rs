@@ -9,6 +9,7 @@ use crate::api::{
 
 use super::run::{Run, end_lapse, end_unhealthy, seconds, stages_of};
 use super::types::{Observation, Outcome, VERIFY_PATIENCE};
+use crate::report::measured;
 
 impl Run<'_> {
     pub(super) fn observe(&mut self, observation: &Observation) {
@@ -147,7 +148,7 @@ impl Run<'_> {
                 Some(t) if !t.admits(*v) => (
                     false,
                     Some(*v),
-                    Some(format!("measured {v}, tolerance {t}")),
+                    Some(format!("measured {}, tolerance {t}", measured(*v))),
                 ),
                 _ => (true, Some(*v), None),
             },
