@@ -310,6 +310,31 @@ mod tests {
         }
     }
 
+    type ServerSide = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+    /// The next send a fake server reads (other frames skipped); `None` once the channel
+    /// ends.
+    async fn next_send(ws: &mut ServerSide) -> Option<ChannelSend> {
+        while let Some(Ok(frame)) = ws.next().await {
+            if let Message::Text(t) = frame {
+                return Some(serde_json::from_str(&t).unwrap());
+            }
+        }
+        None
+    }
+
+    /// The ack frame of `s`, with sequence `seq`.
+    fn ack_of(s: ChannelSend, seq: u64) -> Message {
+        let ack = ChannelReply::Ack {
+            room: s.room,
+            producer: s.producer,
+            counter: s.counter,
+            seq,
+            duplicate: false,
+        };
+        Message::Text(serde_json::to_string(&ack).unwrap().into())
+    }
+
     /// A server that reads `n` sends, acks the odd counters (even ones after the odd),
     /// answers counter 2 with an error, and then drops the connection without a word.
     async fn ack_odd_then_drop(listener: TcpListener, n: usize) {
@@ -403,18 +428,9 @@ mod tests {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-                while let Some(Ok(frame)) = ws.next().await {
-                    let Message::Text(t) = frame else { continue };
-                    let s: ChannelSend = serde_json::from_str(&t).unwrap();
-                    let ack = ChannelReply::Ack {
-                        room: s.room,
-                        producer: s.producer,
-                        counter: s.counter,
-                        seq: s.counter,
-                        duplicate: false,
-                    };
-                    let text = serde_json::to_string(&ack).unwrap();
-                    if ws.send(Message::Text(text.into())).await.is_err() {
+                while let Some(s) = next_send(&mut ws).await {
+                    let seq = s.counter;
+                    if ws.send(ack_of(s, seq)).await.is_err() {
                         return;
                     }
                 }
@@ -435,11 +451,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut read = Some(read);
         loop {
-            let s = loop {
-                if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
-                    break serde_json::from_str::<ChannelSend>(&t).unwrap();
-                }
-            };
+            let s = next_send(&mut ws).await.unwrap();
             seen.push(s.counter);
             if s.counter == 99 {
                 if let Some(read) = read.take() {
@@ -450,15 +462,7 @@ mod tests {
             if let Some(go) = go.take() {
                 go.await.unwrap();
             }
-            let ack = ChannelReply::Ack {
-                room: s.room,
-                producer: s.producer,
-                counter: s.counter,
-                seq: 7,
-                duplicate: false,
-            };
-            let text = serde_json::to_string(&ack).unwrap();
-            ws.send(Message::Text(text.into())).await.unwrap();
+            ws.send(ack_of(s, 7)).await.unwrap();
         }
     }
 
@@ -543,21 +547,9 @@ mod tests {
             for _ in 0..2 {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-                let s = loop {
-                    if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
-                        break serde_json::from_str::<ChannelSend>(&t).unwrap();
-                    }
-                };
-                let ack = ChannelReply::Ack {
-                    room: s.room,
-                    producer: s.producer,
-                    counter: s.counter,
-                    seq: s.counter,
-                    duplicate: false,
-                };
-                ws.send(Message::Text(serde_json::to_string(&ack).unwrap().into()))
-                    .await
-                    .unwrap();
+                let s = next_send(&mut ws).await.unwrap();
+                let seq = s.counter;
+                ws.send(ack_of(s, seq)).await.unwrap();
                 ws.close(None).await.unwrap();
                 // Read to the end so that the close handshake completes.
                 while let Some(Ok(_)) = ws.next().await {}
