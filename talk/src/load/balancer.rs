@@ -47,7 +47,7 @@ impl Balancer {
     pub fn order(&self, preferred: usize, now: Instant) -> Vec<Arc<str>> {
         let targets = self.targets.current();
         let n = targets.len();
-        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let mut health = super::lock(&self.health);
         // Forget targets that are gone, so a pod IP used again later starts healthy.
         if health.len() > n {
             health.retain(|url, _| targets.contains(url));
@@ -71,7 +71,7 @@ impl Balancer {
 
     /// `target` could not be reached: eject it, longer each time in a row.
     pub fn failed(&self, target: &str, now: Instant) {
-        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let mut health = super::lock(&self.health);
         if let Some(h) = health.get_mut(target) {
             h.consecutive_failures = h.consecutive_failures.saturating_add(1);
             let factor = 1u32 << (h.consecutive_failures - 1).min(4);
@@ -81,7 +81,7 @@ impl Balancer {
 
     /// `target` answered.
     pub fn succeeded(&self, target: &str) {
-        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let mut health = super::lock(&self.health);
         if let Some(h) = health.get_mut(target) {
             *h = Health::default();
         }

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::client::ClientError;
+use super::lock;
 use crate::wire::{CHANNEL_READ_BUFFER, ChannelReply, ChannelSend, SendRequest};
 
 /// Frames a connection holds for its writer before a send waits: the server's window
@@ -180,10 +181,6 @@ impl ChannelConn {
     }
 }
 
-fn lock(waiting: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
-    waiting.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Hands a reply frame to the send it names.
 fn answer(waiting: &Mutex<Waiting>, frame: &[u8]) {
     let reply = match serde_json::from_slice::<ChannelReply>(frame) {
@@ -261,10 +258,7 @@ impl ChannelPool {
         timeout: Duration,
     ) -> Result<u64, ClientError> {
         let started = Instant::now();
-        let slot = self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let slot = lock(&self.conns)
             .entry(target.to_owned())
             .or_default()
             .clone();

@@ -21,5 +21,11 @@ pub mod targets;
 pub mod verify;
 
 pub use config::{LoadConfig, Profile, Transport};
+
+/// Locks `m`, ignoring poisoning: a panicked holder cannot leave talk-load's shared state
+/// half-updated in a way that matters more than losing the run.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 pub use error::LoadError;
 pub use run::{LoadReport, run};

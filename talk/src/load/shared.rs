@@ -30,9 +30,7 @@ impl Shared {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    // A panicked holder cannot leave it half-updated in a way that
-    // matters more than losing the whole run, so poisoning is ignored.
     pub fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock(&self.ledger)
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::lock;
+
 /// The exact JSON shape firedrill's `talk` probe reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -161,12 +163,6 @@ impl SliWindow {
             deadline_seconds: deadline.as_secs_f64(),
         }
     }
-}
-
-// A panicked holder cannot leave these half-updated in a way that matters more than
-// losing the run, so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn prune(recent: &mut VecDeque<(Instant, Option<f64>)>, now: Instant, window: Duration) {

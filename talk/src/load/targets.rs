@@ -133,7 +133,7 @@ impl Targets {
             }
         }
         let mut next = {
-            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut answers = super::lock(&self.answers);
             for (answer, found) in answers.iter_mut().zip(looked_up) {
                 if let Some(found) = found {
                     *answer = found;
