@@ -36,9 +36,12 @@ impl Beat {
                 read_at: now,
                 ..p.clone()
             },
-            (previous, Some(a)) => Beat {
+            // A new answer is dated when it is seen, never earlier: the renewal may have
+            // come just before this read, so dating it back would end a fault before
+            // `timeoutSeconds` had passed since it (2.3 s for a 4 s timeout in CI).
+            (_, Some(a)) => Beat {
                 seen: Some(a),
-                since: renewed_after(previous, now),
+                since: now,
                 answered: true,
                 read_at: now,
             },
@@ -60,20 +63,6 @@ impl Beat {
     /// Since when the Lease has been unchanged, if the API server's last answer says so.
     pub fn unchanged_since(&self) -> Option<DateTime<Utc>> {
         (self.answered && self.seen.is_some()).then_some(self.since)
-    }
-}
-
-/// The earliest moment a change seen at `now` can have been made: just after the read
-/// before, which still showed the old answer. Counting the timeout from there ends the
-/// fault within the timeout of the driver's last renewal; counting from `now` would add up
-/// to one read interval (a 10 s timeout measured 11.8-12.2 s on the cluster). Never more
-/// than one read interval back, so a read that came late (a busy agent) does not date a
-/// fresh renewal as old; and from `now` when the read before had no answer, since the
-/// change may then be anywhere in the silence.
-fn renewed_after(previous: Option<&Beat>, now: DateTime<Utc>) -> DateTime<Utc> {
-    match previous {
-        Some(p) if p.answered && p.seen.is_some() => p.read_at.clamp(now - heartbeat_poll(), now),
-        _ => now,
     }
 }
 
@@ -135,20 +124,12 @@ mod tests {
         let b = Beat::read(Some(&b), renewed(2), at(4));
         assert_eq!(
             b.unchanged_since(),
-            Some(at(2)),
-            "renewed after the read at 2 s, which still showed the old renewal"
+            Some(at(4)),
+            "the renewal may have come just before this read: dated when seen"
         );
-    }
-
-    #[test]
-    fn a_renewal_is_dated_no_earlier_than_one_read_interval_and_never_into_a_silence() {
-        // A late read (the agent was busy for 20 s) sees a renewal: it may be fresh.
-        let b = Beat::read(None, renewed(1), at(0));
-        let late = Beat::read(Some(&b), renewed(2), at(20));
-        assert_eq!(late.unchanged_since(), Some(at(18)));
         // After reads the API server did not answer, the change is dated when it is seen.
-        let silent = Beat::read(Some(&b), None, at(2));
-        let back = Beat::read(Some(&silent), renewed(2), at(30));
+        let silent = Beat::read(Some(&b), None, at(6));
+        let back = Beat::read(Some(&silent), renewed(3), at(30));
         assert_eq!(back.unchanged_since(), Some(at(30)));
     }
 
@@ -234,17 +215,64 @@ mod tests {
             !reverts_for_driver(&decide(applied, &renewing, 19)),
             "renewed"
         );
-        // Last renewal seen at 4 s, so made after the read at 2 s: by 12 s it is at most
-        // ten seconds old, and the fault ends then, within the timeout of it.
+        // Last renewal seen at 4 s: the fault ends ten seconds later, not before.
         let stopped: Vec<_> = (0..8)
             .map(|n| (i64::from(n) * 2, renewed(n.min(2))))
             .collect();
-        assert!(!reverts_for_driver(&decide(applied, &stopped, 11)));
-        let plan = decide(applied, &stopped, 12);
+        assert!(!reverts_for_driver(&decide(applied, &stopped, 13)));
+        let plan = decide(applied, &stopped, 14);
         assert!(reverts_for_driver(&plan), "{plan:?}");
         // The planner wakes the loop when the timeout would run out.
         let waiting = decide(applied, &stopped[..5], 9);
         assert!(waiting.wake.is_some_and(|w| w <= at(11)), "{waiting:?}");
+    }
+
+    /// When the agent reverts, reading on the 2 s grid, for a driver that renews every
+    /// `every` ms from `offset` ms until `stops` ms; `None` if it holds to 120 s.
+    fn reverted_at(every: i64, offset: i64, stops: i64) -> Option<DateTime<Utc>> {
+        let ms = TimeDelta::milliseconds;
+        let mut beats = BTreeMap::new();
+        let mut read = at(0);
+        while read < at(120) {
+            let since_start = (read - at(0)).num_milliseconds();
+            let last = (since_start.min(stops) - offset).div_euclid(every);
+            let beat = Beat::read(beats.get("firedrill-operator"), renewed_ms(last), read);
+            beats.insert("firedrill-operator".to_owned(), beat);
+            let mut view = vec![wanted(InjectionState::Applied)];
+            annotate(&mut view, &beats);
+            let plan = planner::plan(Some(&view), &[held()], &Memory::default(), read);
+            if reverts_for_driver(&plan) {
+                return Some(read);
+            }
+            read = next_tick(read + ms(1), heartbeat_poll());
+        }
+        None
+    }
+
+    fn renewed_ms(n: i64) -> Option<Answer> {
+        Some(format!("operator-0 renewal {n}"))
+    }
+
+    #[test]
+    fn the_switch_ends_a_fault_between_the_timeout_and_one_read_after_the_last_renewal() {
+        let (timeout, poll) = (10_000, heartbeat_poll().num_milliseconds());
+        for every in [500, 2_140, 5_000, timeout - poll] {
+            for offset in [0, 1, 300, 1_999] {
+                assert_eq!(
+                    reverted_at(every, offset, i64::MAX),
+                    None,
+                    "a driver renewing every {every} ms (offset {offset}) is alive"
+                );
+                let stops = 40_000 + offset;
+                let last = stops - (stops - offset).rem_euclid(every);
+                let ended = reverted_at(every, offset, stops).expect("reverted");
+                let after = (ended - at(0)).num_milliseconds() - last;
+                assert!(
+                    (timeout..=timeout + poll).contains(&after),
+                    "renewing every {every} ms, offset {offset}: reverted {after} ms after the last renewal"
+                );
+            }
+        }
     }
 
     #[test]

@@ -245,12 +245,13 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                 // and the agents' revertedAt compare directly.
                 let after_renewal = (reverted - renewed).as_seconds_f64();
                 note(format!(
-                    "BENCH {test}: dead man's switch: every fault reverted {after:.1}s after the operator was scaled to 0, {after_renewal:.1}s after its Lease's last renewal (timeout 10 s)"
+                    "BENCH {test}: dead man's switch: every fault reverted {after:.1}s after the operator was scaled to 0, {after_renewal:.1}s after its Lease's last renewal (timeout 8 s, read every 2 s)"
                 ));
+                // Never before the timeout; at most one read (and half a second to act) after.
                 assert!(
-                    after_renewal <= 11.0,
-                    "reverted {after_renewal:.1}s after the last renewal: the timeout is 10 s \
-                     from it (and a second to act)"
+                    (8.0..=10.5).contains(&after_renewal),
+                    "reverted {after_renewal:.1}s after the last renewal: the timeout is 8 s \
+                     from it, read every 2 s"
                 );
             }
             Crash::Experiment => {

@@ -123,9 +123,9 @@ impl InjectionSpec {
 /// driver (the operator's leader) renews while it is alive. While it holds the fault, the
 /// agent reads the Lease every [`HEARTBEAT_POLL`]; once the API server has answered and the
 /// renew time has not changed for `timeoutSeconds` by the agent's own clock (so clock skew
-/// does not matter), counted from the last read that still showed the renewal before (so
-/// within `timeoutSeconds` of the last renewal), nobody is watching the hypothesis and the
-/// agent reverts. While the API server does not answer (a node cut off), the agent cannot
+/// does not matter), counted from the read that saw it change, nobody is watching the
+/// hypothesis and the agent reverts: never before `timeoutSeconds` after the last renewal,
+/// and at most one [`HEARTBEAT_POLL`] after that. While the API server does not answer (a node cut off), the agent cannot
 /// tell and holds the fault until `holdFor` ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -133,7 +133,8 @@ pub struct Heartbeat {
     /// The Lease's name.
     #[schemars(length(min = 1, max = 253))]
     pub lease: String,
-    /// Seconds without a renewal after which the agent reverts.
+    /// Seconds without a renewal after which the agent reverts (it reads every 2 s, so the
+    /// revert comes 0-2 s after that).
     #[schemars(range(min = 2, max = 600))]
     pub timeout_seconds: u32,
 }
