@@ -166,6 +166,7 @@ pub struct Metrics {
     pub messages_lost: Counter,
     pub injections_created: Counter,
     pub echoes_skipped: Counter,
+    pub status_writes_held_back: Counter,
     pub leader: Gauge,
     completions: Mutex<Completions>,
     inventory: Arc<RwLock<Option<Inventory>>>,
@@ -187,6 +188,7 @@ impl Default for Metrics {
         let inventory = InventoryGauges::default();
         let injections_created = Counter::default();
         let echoes_skipped = Counter::default();
+        let status_writes_held_back = Counter::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
@@ -231,6 +233,12 @@ impl Default for Metrics {
             echoes_skipped.clone(),
         );
         registry.register(
+            "status_writes_held_back",
+            "Experiment status changes of routine sampling (passing samples) not written at \
+             once; the next change beyond sampling, or 30 s, writes them",
+            status_writes_held_back.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
@@ -248,6 +256,7 @@ impl Default for Metrics {
             messages_lost,
             injections_created,
             echoes_skipped,
+            status_writes_held_back,
             leader,
             completions: Mutex::default(),
             inventory: shared,

@@ -53,14 +53,22 @@ fn uid(experiment: &Experiment) -> Result<String, Error> {
     experiment.uid().ok_or(Error::MissingField("uid"))
 }
 
-/// Writes the status if it changed; returns the Experiment's resourceVersion after.
+/// Writes the status if it changed from `before` (as the API server shows it) by more than
+/// routine sampling, or routine sampling has waited long enough (see [`unwritten`]);
+/// returns the Experiment's resourceVersion after.
 async fn write_status(
     ctx: &Context,
     experiment: &Experiment,
     before: &ExperimentStatus,
     after: &ExperimentStatus,
 ) -> Result<Option<String>, Error> {
+    let uid = uid(experiment)?;
     if before == after {
+        ctx.unwritten.forget(&uid);
+        return Ok(experiment.resource_version());
+    }
+    if ctx.unwritten.hold_back(&uid, before, after, Utc::now()) {
+        ctx.metrics.status_writes_held_back.inc();
         return Ok(experiment.resource_version());
     }
     let patch = status::patch(after)?;
@@ -447,7 +455,8 @@ async fn wait_for_resume(
 /// Reconciles a live (not deleted) experiment.
 async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> {
     let before = experiment.status.clone().unwrap_or_default();
-    let mut status = before.clone();
+    // The engine continues from its routine samples not written yet.
+    let mut status = ctx.unwritten.resume(&uid(experiment)?, &before);
     status.observed_generation = experiment.meta().generation;
     if status.phase == Phase::Completed {
         // Belt and braces: nothing of a completed experiment stays in place. The watch
@@ -523,6 +532,7 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
     let key = key(experiment);
     if status.phase == Phase::Completed {
         ctx.echoes.forget(&key);
+        ctx.unwritten.forget(&uid(experiment)?);
         return Ok(Action::await_change());
     }
     let now = Utc::now();
@@ -685,5 +695,6 @@ mod context;
 mod seen;
 #[cfg(test)]
 mod tests;
+mod unwritten;
 
 pub use context::Context;

@@ -313,6 +313,35 @@ pub struct ExperimentStatus {
     pub observed_generation: Option<i64>,
 }
 
+impl ExperimentStatus {
+    /// Whether `self` and `other` differ only in what every routine sample rewrites: when
+    /// probes were last sampled, sample counts, probes' last values and times, and when the
+    /// fault was last found whole. A failing sample, a phase, a verdict, a figure (impact,
+    /// worst value, time unhealthy or to recover), a lapse or a loss all differ here. The
+    /// operator holds back status writes that differ only so (see its `unwritten` module).
+    pub fn differs_only_by_routine_sampling(&self, other: &ExperimentStatus) -> bool {
+        self != other && self.without_routine_sampling() == other.without_routine_sampling()
+    }
+
+    fn without_routine_sampling(&self) -> ExperimentStatus {
+        let mut routine = self.clone();
+        routine.last_sampled_at = None;
+        for probe in &mut routine.probes {
+            probe.samples = 0;
+            probe.last_value = None;
+            probe.last_at = None;
+        }
+        for sli in &mut routine.slis {
+            sli.samples = 0;
+            sli.last_at = None;
+        }
+        if let Some(check) = &mut routine.fault_check {
+            check.last_held_at = None;
+        }
+        routine
+    }
+}
+
 /// One hypothesis SLI's figures for one experiment, each a measurement at the sample
 /// interval.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -485,5 +514,80 @@ mod tests {
         ] {
             assert_eq!(verification_url(sli).as_deref(), verify, "{sli}");
         }
+    }
+}
+
+#[cfg(test)]
+mod routine_sampling {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    fn holding() -> ExperimentStatus {
+        let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).single();
+        ExperimentStatus {
+            phase: Phase::Holding,
+            last_sampled_at: at(10),
+            probes: vec![ProbeRecord {
+                name: "p99".into(),
+                stage: Stage::During,
+                samples: 5,
+                failures: 0,
+                consecutive_failures: 0,
+                tripped: false,
+                last_value: Some(20.0),
+                last_ok: Some(true),
+                last_failure: None,
+                last_at: at(10),
+            }],
+            slis: vec![SliFigures {
+                name: "p99".into(),
+                samples: 5,
+                last_at: at(10),
+                ..SliFigures::default()
+            }],
+            fault_check: Some(FaultCheck {
+                last_held_at: at(9),
+                ..FaultCheck::default()
+            }),
+            ..ExperimentStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_passing_sample_is_routine_and_a_failing_one_or_a_phase_is_not() {
+        let before = holding();
+        let mut sampled = before.clone();
+        sampled.last_sampled_at = Utc.timestamp_opt(1_700_000_012, 0).single();
+        sampled.probes[0].samples = 6;
+        sampled.probes[0].last_value = Some(23.0);
+        sampled.slis[0].samples = 6;
+        sampled.fault_check = Some(FaultCheck {
+            last_held_at: sampled.last_sampled_at,
+            ..FaultCheck::default()
+        });
+        assert!(sampled.differs_only_by_routine_sampling(&before));
+        assert!(
+            !before.differs_only_by_routine_sampling(&before),
+            "no change at all"
+        );
+
+        let mut failing = sampled.clone();
+        failing.probes[0].failures = 1;
+        failing.probes[0].consecutive_failures = 1;
+        failing.probes[0].last_ok = Some(false);
+        assert!(!failing.differs_only_by_routine_sampling(&before));
+        let mut worse = sampled.clone();
+        worse.slis[0].worst_value = Some(23.0);
+        assert!(!worse.differs_only_by_routine_sampling(&before));
+        let mut lapsed = sampled.clone();
+        lapsed.fault_check = Some(FaultCheck {
+            lapses: 1,
+            ..FaultCheck::default()
+        });
+        assert!(!lapsed.differs_only_by_routine_sampling(&before));
+        let mut next = sampled;
+        next.phase = Phase::Reverting;
+        assert!(!next.differs_only_by_routine_sampling(&before));
     }
 }

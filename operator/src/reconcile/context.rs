@@ -10,6 +10,7 @@ use firedrill_probes::Prober;
 use kube::Client;
 
 use super::seen::SeenInjections;
+use super::unwritten::Unwritten;
 use crate::echo::Echoes;
 use crate::events::EventWriter;
 use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct Context {
     pub concurrency: u16,
     /// The Injections as the Experiment controller's watch last delivered them.
     pub(super) seen: SeenInjections,
+    /// Status changes of routine sampling not written yet.
+    pub(super) unwritten: Unwritten,
     objects: Arc<KubeObjects>,
     probers: Mutex<HashMap<String, Prober>>,
     pub(super) http: reqwest::Client,
@@ -86,6 +89,7 @@ impl Context {
             concurrency: crate::requeue::CONCURRENCY,
             echoes: Arc::default(),
             seen: SeenInjections::default(),
+            unwritten: Unwritten::default(),
             probers: Mutex::new(HashMap::new()),
             http,
         })
