@@ -133,6 +133,36 @@ async fn bad_frames_are_answered_and_the_channel_stays_open() {
     assert_eq!(body["error"]["code"], "not_websocket", "{body}");
 }
 
+/// talk-load's keepalive closes a channel silent for `SILENCE_LIMIT`: a live talk-server's
+/// channel must stay open through a longer idle spell, its pongs proving it alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_to_a_live_talk_server_stays_open_on_its_pongs() {
+    use talk::load::channel::{ChannelConn, PING_AFTER, SILENCE_LIMIT};
+    use talk::wire::SendRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path(), 1, SyncPolicy::ServerDefault);
+    let (_server, base) = start_talk_server(dir.path(), &cluster.client_urls(), 1).await;
+    let conn = ChannelConn::connect(&base, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let req = |counter: u64| SendRequest {
+        producer: "idle".into(),
+        counter,
+        body: "hi".into(),
+        sent_at_ms: None,
+    };
+    let long = Duration::from_secs(30);
+    conn.send_within("general", &req(1), long).await.unwrap();
+    tokio::time::sleep(SILENCE_LIMIT + PING_AFTER).await;
+    assert!(
+        !conn.is_closed(),
+        "a live talk-server's idle channel was closed"
+    );
+    conn.send_within("general", &req(2), long).await.unwrap();
+    assert!(!conn.is_closed());
+}
+
 /// Two talk-servers; the one half the producers' channels lead to is killed mid-pipeline.
 /// Its channels break with sends unanswered: each ends indeterminate or acknowledged by a
 /// retry (same message id) on the other server, and nothing acknowledged is lost or stored

@@ -5,6 +5,13 @@
 //! A send counts as acknowledged only when its ack frame arrives. When the channel closes
 //! or breaks first, every send still waiting gets [`ClientError::Closed`]: indeterminate,
 //! as a failed HTTP send is, never acknowledged.
+//!
+//! A partition that drops packets without a reset leaves the socket open, and TCP takes
+//! minutes to give up on it. So the client also closes a channel on which talk-server has
+//! gone silent: pinged after [`PING_AFTER`] without a frame, it is closed after
+//! [`SILENCE_LIMIT`], and at once when an attempt times out without any frame (not even
+//! the pong of the ping sent halfway through it) arriving since the attempt began. A
+//! talk-server that is only slow to ack still answers pings, and keeps its channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -26,23 +34,116 @@ const OUTBOX: usize = 512;
 /// How long a closing channel waits for the server to end the connection.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// A channel on which talk-server has sent nothing for this long is pinged, and pinged
+/// again as often while it stays silent, whether sends wait on it or not: a busy channel's
+/// acks make pings needless, an idle one is found dead before a send needs it.
+pub const PING_AFTER: Duration = Duration::from_secs(1);
+
+/// A channel silent for this long (no ack, no pong, no frame at all) is taken for dead and
+/// closed. talk-server answers a ping as soon as it reads it, slow JetStream acks or not
+/// (it stops reading only while its window is full, until an ack frees a place), and a
+/// round trip here takes milliseconds; 3 s gives the ping sent after 1 s of silence 2 s to
+/// come back, enough for TCP to resend it three times in a row (200 + 400 + 800 ms), so a
+/// few lost packets do not close a channel, while a dead one goes in seconds rather than
+/// in the minutes TCP takes.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+
+/// An attempt shorter than this that hears nothing leaves its channel open: the ping it
+/// sends halfway has under 50 ms to come back, and a send's last attempt before its
+/// deadline can be a few milliseconds long, too short to tell a dead channel from a live
+/// one that has nothing to say.
+const MIN_SILENT_ATTEMPT: Duration = Duration::from_millis(100);
+
 type Reply = Result<u64, ClientError>;
 
 /// The sends written to the channel and not answered yet, by message id (producer,
-/// counter), with whoever waits for the answer (nobody, once that attempt gave up).
-#[derive(Debug, Default)]
+/// counter), with whoever waits for the answer (nobody, once that attempt gave up), and
+/// what shows whether the server is still there.
+#[derive(Debug)]
 struct Waiting {
     /// Set once the channel is gone: no send may wait on it any more.
     closed: bool,
     sends: HashMap<(String, u64), Option<oneshot::Sender<Reply>>>,
+    /// When the last frame of any kind arrived (or the channel opened).
+    heard: Instant,
+    /// When a ping was last asked for.
+    pinged: Option<Instant>,
+}
+
+/// What a channel's handles and its two tasks share.
+#[derive(Debug)]
+struct Shared {
+    waiting: Mutex<Waiting>,
+    /// Asks the writer for a ping; one pending request is enough.
+    pings: mpsc::Sender<()>,
+    /// The writer and the reader, aborted when the channel is found dead: the socket goes
+    /// with them instead of lingering until TCP gives up.
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl Shared {
+    /// Marks the server as heard from now.
+    fn heard(&self) {
+        lock(&self.waiting).heard = Instant::now();
+    }
+
+    /// Asks for a ping unless the server has been heard from since `since` or a ping asked
+    /// for since then is still unanswered (its pong is the next frame anyway).
+    fn ping_unless_heard_since(&self, since: Instant) {
+        let mut waiting = lock(&self.waiting);
+        let unanswered = waiting.pinged.is_some_and(|at| at > waiting.heard);
+        if waiting.heard >= since || unanswered {
+            return;
+        }
+        waiting.pinged = Some(Instant::now());
+        // Full: a ping is already on its way to the writer.
+        let _ = self.pings.try_send(());
+    }
+
+    /// The keepalive's check at `now`: pings a channel silent for [`PING_AFTER`] (again
+    /// every [`PING_AFTER`] while it stays silent); returns when to check next, or why the
+    /// channel is dead once silent for [`SILENCE_LIMIT`].
+    fn keep_alive(&self, now: Instant) -> Result<Instant, String> {
+        let mut waiting = lock(&self.waiting);
+        let silent = now.saturating_duration_since(waiting.heard);
+        if silent >= SILENCE_LIMIT {
+            return Err(format!(
+                "talk-server silent for {silent:?}, pings unanswered"
+            ));
+        }
+        if silent < PING_AFTER {
+            return Ok(waiting.heard + PING_AFTER);
+        }
+        // Silent for PING_AFTER, so a ping asked for less than PING_AFTER ago is unanswered.
+        let pinged = match waiting.pinged {
+            Some(at) if now.saturating_duration_since(at) < PING_AFTER => at,
+            _ => {
+                waiting.pinged = Some(now);
+                let _ = self.pings.try_send(());
+                now
+            }
+        };
+        Ok((pinged + PING_AFTER).min(waiting.heard + SILENCE_LIMIT))
+    }
+
+    /// The channel is dead: every send still waiting is indeterminate, and the connection
+    /// is dropped.
+    fn abandon(&self, why: &str) {
+        tracing::debug!(%why, "abandoning a silent channel");
+        close(&self.waiting, why);
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
 }
 
 /// One channel to one talk-server. Cheap to clone; the connection ends when the last clone
-/// is dropped (after the server answered what it was sent).
+/// is dropped (after the server answered what it was sent), or once the channel is found
+/// dead.
 #[derive(Debug, Clone)]
 pub struct ChannelConn {
     frames: mpsc::Sender<String>,
-    waiting: Arc<Mutex<Waiting>>,
+    shared: Arc<Shared>,
 }
 
 /// `http://host:port` -> `ws://host:port/channel`.
@@ -68,54 +169,88 @@ impl ChannelConn {
             .map_err(|e| ClientError::Transport(format!("opening channel to {base}: {e}")))?;
         let (mut sink, mut replies) = socket.split();
         let (frames, mut outbox) = mpsc::channel::<String>(OUTBOX);
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let (pings, mut ping_requests) = mpsc::channel::<()>(1);
+        let shared = Arc::new(Shared {
+            waiting: Mutex::new(Waiting {
+                closed: false,
+                sends: HashMap::new(),
+                heard: Instant::now(),
+                pinged: None,
+            }),
+            pings,
+            tasks: Mutex::default(),
+        });
 
-        let on_write_error = waiting.clone();
-        tokio::spawn(async move {
-            // Everything that has gathered, then one flush.
+        let on_write_error = shared.clone();
+        let writer = tokio::spawn(async move {
             let written = async {
-                while let Some(first) = outbox.recv().await {
-                    sink.feed(Message::Text(first.into())).await?;
-                    while let Ok(next) = outbox.try_recv() {
-                        sink.feed(Message::Text(next.into())).await?;
+                loop {
+                    tokio::select! {
+                        first = outbox.recv() => {
+                            // Every handle dropped: the server answers what it has, then
+                            // closes.
+                            let Some(first) = first else { break };
+                            // Everything that has gathered, then one flush.
+                            sink.feed(Message::Text(first.into())).await?;
+                            while let Ok(next) = outbox.try_recv() {
+                                sink.feed(Message::Text(next.into())).await?;
+                            }
+                            sink.flush().await?;
+                        }
+                        Some(()) = ping_requests.recv() => {
+                            sink.send(Message::Ping(Default::default())).await?;
+                        }
                     }
-                    sink.flush().await?;
                 }
-                // Every handle dropped: the server answers what it has, then closes.
                 sink.close().await
             };
             if let Err(e) = written.await {
-                close(&on_write_error, &format!("writing to the channel: {e}"));
+                close(
+                    &on_write_error.waiting,
+                    &format!("writing to the channel: {e}"),
+                );
             }
         });
 
-        let on_reply = waiting.clone();
-        tokio::spawn(async move {
+        let watched = shared.clone();
+        let reader = tokio::spawn(async move {
+            let mut check = std::pin::pin!(tokio::time::sleep(PING_AFTER));
             let why = loop {
-                match replies.next().await {
-                    Some(Ok(Message::Text(text))) => answer(&on_reply, text.as_bytes()),
-                    Some(Ok(Message::Binary(bytes))) => answer(&on_reply, &bytes),
-                    Some(Ok(Message::Close(frame))) => {
-                        break format!("channel closed by the server ({frame:?})");
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break format!("channel broken: {e}"),
-                    None => break "channel ended".to_owned(),
+                tokio::select! {
+                    reply = replies.next() => match reply {
+                        Some(Ok(Message::Text(text))) => answer(&watched.waiting, text.as_bytes()),
+                        Some(Ok(Message::Binary(bytes))) => answer(&watched.waiting, &bytes),
+                        Some(Ok(Message::Close(frame))) => {
+                            break format!("channel closed by the server ({frame:?})");
+                        }
+                        // A pong, or any other frame: the server is there.
+                        Some(Ok(_)) => watched.heard(),
+                        Some(Err(e)) => break format!("channel broken: {e}"),
+                        None => break "channel ended".to_owned(),
+                    },
+                    () = &mut check => match watched.keep_alive(Instant::now()) {
+                        Ok(next) => check.as_mut().reset(next.into()),
+                        Err(why) => {
+                            watched.abandon(&why);
+                            return;
+                        }
+                    },
                 }
             };
-            close(&on_reply, &why);
+            close(&watched.waiting, &why);
             // Reading on sends the reply to a close frame and ends the connection cleanly.
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
                 while replies.next().await.is_some() {}
             })
             .await;
         });
-        Ok(Self { frames, waiting })
+        lock(&shared.tasks).extend([writer.abort_handle(), reader.abort_handle()]);
+        Ok(Self { frames, shared })
     }
 
     /// Whether the channel is gone (a new one is needed).
     pub fn is_closed(&self) -> bool {
-        self.frames.is_closed() || lock(&self.waiting).closed
+        self.frames.is_closed() || lock(&self.shared.waiting).closed
     }
 
     /// Writes one send; the receiver gets its stream sequence once its ack frame arrives,
@@ -124,7 +259,7 @@ impl ChannelConn {
         let text = serde_json::to_string(send).map_err(|e| ClientError::Decode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         {
-            let mut waiting = lock(&self.waiting);
+            let mut waiting = lock(&self.shared.waiting);
             if waiting.closed {
                 return Err(ClientError::Closed("channel already closed".into()));
             }
@@ -149,31 +284,53 @@ impl ChannelConn {
     }
 
     /// Sends `req` to `room` and waits up to `timeout` for its ack; returns its sequence.
+    /// An attempt that times out without a frame from talk-server since it began closes the
+    /// channel (unless shorter than [`MIN_SILENT_ATTEMPT`]): every send still waiting on it
+    /// gets [`ClientError::Closed`].
     pub async fn send_within(
         &self,
         room: &str,
         req: &SendRequest,
         timeout: Duration,
     ) -> Result<u64, ClientError> {
+        let began = Instant::now();
         let send = ChannelSend::new(room, req.clone());
         let answered = tokio::time::timeout(timeout, async {
-            let reply = self.send(&send).await?;
-            reply
-                .await
-                .map_err(|_| ClientError::Closed("channel dropped the send".into()))?
+            let mut reply = self.send(&send).await?;
+            // Half the attempt without a word from talk-server: a ping now gives a live one
+            // the other half to show itself, so that only a dead channel stays silent
+            // through the whole attempt.
+            let halfway = (timeout / 2).saturating_sub(began.elapsed());
+            let reply = match tokio::time::timeout(halfway, &mut reply).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    self.shared.ping_unless_heard_since(began);
+                    reply.await
+                }
+            };
+            reply.map_err(|_| ClientError::Closed("channel dropped the send".into()))?
         })
         .await;
         match answered {
             Ok(reply) => reply,
             Err(_) => {
-                // Nobody waits for its answer now, unless a retry has taken its place; the
-                // frame stays known until answered, so that a retry does not write it again.
-                let mut waiting = lock(&self.waiting);
-                let key = (send.producer, send.counter);
-                if let Some(waiter) = waiting.sends.get_mut(&key)
-                    && waiter.as_ref().is_some_and(|tx| tx.is_closed())
-                {
-                    *waiter = None;
+                let silent = {
+                    // Nobody waits for its answer now, unless a retry has taken its place;
+                    // the frame stays known until answered, so that a retry does not write
+                    // it again.
+                    let mut waiting = lock(&self.shared.waiting);
+                    let key = (send.producer, send.counter);
+                    if let Some(waiter) = waiting.sends.get_mut(&key)
+                        && waiter.as_ref().is_some_and(|tx| tx.is_closed())
+                    {
+                        *waiter = None;
+                    }
+                    waiting.heard < began
+                };
+                if silent && timeout >= MIN_SILENT_ATTEMPT {
+                    // Reused, it would fail every attempt until TCP gives up.
+                    self.shared
+                        .abandon(&format!("talk-server silent through a {timeout:?} attempt"));
                 }
                 Err(ClientError::Timeout)
             }
@@ -183,40 +340,46 @@ impl ChannelConn {
 
 /// Hands a reply frame to the send it names.
 fn answer(waiting: &Mutex<Waiting>, frame: &[u8]) {
-    let reply = match serde_json::from_slice::<ChannelReply>(frame) {
-        Ok(reply) => reply,
-        Err(e) => {
-            tracing::warn!(error = %e, "unreadable channel reply; ignored");
-            return;
-        }
-    };
-    let (key, outcome) = match reply {
-        ChannelReply::Ack {
+    let answered = match serde_json::from_slice::<ChannelReply>(frame) {
+        Ok(ChannelReply::Ack {
             producer,
             counter,
             seq,
             ..
-        } => ((producer, counter), Ok(seq)),
-        ChannelReply::Error {
+        }) => Some(((producer, counter), Ok(seq))),
+        Ok(ChannelReply::Error {
             producer: Some(producer),
             counter: Some(counter),
             status,
             error,
             ..
-        } => (
+        }) => Some((
             (producer, counter),
             Err(ClientError::Status {
                 status,
                 code: error.code,
                 message: error.message,
             }),
-        ),
-        ChannelReply::Error { error, .. } => {
+        )),
+        Ok(ChannelReply::Error { error, .. }) => {
             tracing::warn!(code = %error.code, message = %error.message, "channel error naming no send");
-            return;
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable channel reply; ignored");
+            None
         }
     };
-    if let Some(Some(tx)) = lock(waiting).sends.remove(&key) {
+    let tx = {
+        let mut waiting = lock(waiting);
+        // Any frame shows the server is there, even one naming no send.
+        waiting.heard = Instant::now();
+        match &answered {
+            Some((key, _)) => waiting.sends.remove(key).flatten(),
+            None => None,
+        }
+    };
+    if let (Some(tx), Some((_, outcome))) = (tx, answered) {
         let _ = tx.send(outcome);
     }
 }
@@ -236,8 +399,8 @@ fn close(waiting: &Mutex<Waiting>, why: &str) {
     }
 }
 
-/// One producer's channels, one per talk-server it has sent to; a channel that closed is
-/// opened again on the next send.
+/// One producer's channels, one per talk-server it has sent to; a channel that closed, or
+/// that was found silent and closed here, is replaced by a new connection on the next send.
 #[derive(Debug, Default)]
 pub struct ChannelPool {
     /// Each target's channel behind a lock of its own: opening a channel to a server that
@@ -283,6 +446,7 @@ impl ChannelPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
 
     #[test]
@@ -304,11 +468,13 @@ mod tests {
         }
     }
 
-    type ServerSide = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-    /// The next send a fake server reads (other frames skipped); `None` once the channel
-    /// ends.
-    async fn next_send(ws: &mut ServerSide) -> Option<ChannelSend> {
+    /// The next send a fake server reads (other frames skipped, pings answered); `None`
+    /// once the channel ends.
+    async fn next_send<S>(ws: &mut S) -> Option<ChannelSend>
+    where
+        S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+            + Unpin,
+    {
         while let Some(Ok(frame)) = ws.next().await {
             if let Message::Text(t) = frame {
                 return Some(serde_json::from_str(&t).unwrap());
@@ -420,43 +586,253 @@ mod tests {
     /// Acks every send on every channel.
     async fn acks_everything(listener: TcpListener) {
         while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(ack_all(tcp));
+        }
+    }
+
+    /// Acks every send on one channel, with its counter as its sequence.
+    async fn ack_all(tcp: tokio::net::TcpStream) {
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        while let Some(s) = next_send(&mut ws).await {
+            let seq = s.counter;
+            if ws.send(ack_of(s, seq)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A server whose first channel acks one send and then falls silent, as behind a
+    /// partition that drops packets without a reset: its socket stays open and nothing more
+    /// is read or written on it. Every later channel acks everything. Counts the connections
+    /// it accepts.
+    async fn first_channel_falls_silent(listener: TcpListener, accepted: Arc<AtomicUsize>) {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if accepted.fetch_add(1, Ordering::SeqCst) > 0 {
+                tokio::spawn(ack_all(tcp));
+                continue;
+            }
             tokio::spawn(async move {
                 let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-                while let Some(s) = next_send(&mut ws).await {
-                    let seq = s.counter;
-                    if ws.send(ack_of(s, seq)).await.is_err() {
-                        return;
+                let s = next_send(&mut ws).await.unwrap();
+                let seq = s.counter;
+                ws.send(ack_of(s, seq)).await.unwrap();
+                // Held open, never read again: no pong, no ack, no close.
+                std::future::pending::<()>().await;
+                drop(ws);
+            });
+        }
+    }
+
+    /// A server slow to publish but alive: it reads on (answering pings as it reads them,
+    /// as talk-server does) and acks each send `delay` after reading it. Counts the
+    /// connections it accepts.
+    async fn acks_late(listener: TcpListener, delay: Duration, accepted: Arc<AtomicUsize>) {
+        while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let (mut sink, mut stream) = ws.split();
+                let (due, mut acks) = mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(ack) = acks.recv().await {
+                        if sink.send(ack).await.is_err() {
+                            return;
+                        }
                     }
+                });
+                while let Some(s) = next_send(&mut stream).await {
+                    let due = due.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let seq = s.counter;
+                        let _ = due.send(ack_of(s, seq));
+                    });
                 }
             });
         }
     }
 
-    /// A server that holds its answers until told, then acks every frame it read, and
-    /// reports what it read when it reads counter 99.
+    /// A listener on 127.0.0.1 and its base URL.
+    async fn listen() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        (listener, base)
+    }
+
+    /// A channel to a server that acked counter 1 on it and then fell silent.
+    async fn channel_gone_silent() -> ChannelConn {
+        let (listener, base) = listen().await;
+        tokio::spawn(first_channel_falls_silent(listener, Arc::default()));
+        let conn = ChannelConn::connect(&base, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let acked = conn
+            .send_within("general", &req(1), Duration::from_secs(30))
+            .await;
+        assert_eq!(acked.unwrap(), 1);
+        conn
+    }
+
+    #[tokio::test]
+    async fn sends_waiting_on_a_channel_gone_silent_end_unacknowledged_within_the_silence_limit() {
+        let conn = channel_gone_silent().await;
+        let silent_since = Instant::now();
+        let mut waiting = Vec::new();
+        for c in 2..=10 {
+            let reply = conn.send(&ChannelSend::new("general", req(c))).await;
+            waiting.push(reply.unwrap());
+        }
+        // No attempt timeout here: only the keepalive can end them.
+        for reply in waiting {
+            let ended = tokio::time::timeout(SILENCE_LIMIT + Duration::from_secs(2), reply)
+                .await
+                .expect("a send still waits on a channel silent past the limit");
+            assert!(
+                matches!(ended, Ok(Err(ClientError::Closed(_)))),
+                "{ended:?}"
+            );
+        }
+        let took = silent_since.elapsed();
+        assert!(
+            took < SILENCE_LIMIT + Duration::from_millis(500),
+            "{took:?}"
+        );
+        assert!(conn.is_closed());
+        let late = conn.send(&ChannelSend::new("general", req(11))).await;
+        assert!(matches!(late, Err(ClientError::Closed(_))), "{late:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_channel_gone_silent_is_closed_before_a_send_needs_it() {
+        let conn = channel_gone_silent().await;
+        tokio::time::sleep(SILENCE_LIMIT + Duration::from_millis(500)).await;
+        assert!(conn.is_closed(), "a silent idle channel is kept");
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_hears_nothing_closes_the_channel_and_ends_every_send_on_it() {
+        let conn = channel_gone_silent().await;
+        let mut waiting = Vec::new();
+        for c in 2..=5 {
+            let reply = conn.send(&ChannelSend::new("general", req(c))).await;
+            waiting.push(reply.unwrap());
+        }
+        // Too short to tell anything: the channel stays.
+        let short = conn
+            .send_within("general", &req(6), MIN_SILENT_ATTEMPT / 2)
+            .await;
+        assert!(matches!(short, Err(ClientError::Timeout)), "{short:?}");
+        assert!(!conn.is_closed());
+        // Shorter than PING_AFTER: the attempt alone must find the channel dead.
+        let attempt = conn
+            .send_within("general", &req(6), Duration::from_millis(500))
+            .await;
+        assert!(matches!(attempt, Err(ClientError::Timeout)), "{attempt:?}");
+        assert!(
+            conn.is_closed(),
+            "a channel silent through an attempt is kept"
+        );
+        for reply in waiting {
+            let ended = tokio::time::timeout(Duration::from_millis(200), reply)
+                .await
+                .expect("a send still waits on a channel found dead");
+            assert!(
+                matches!(ended, Ok(Err(ClientError::Closed(_)))),
+                "{ended:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pool_replaces_a_channel_gone_silent_with_a_new_connection() {
+        let (listener, base) = listen().await;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(first_channel_falls_silent(listener, accepted.clone()));
+        let pool = ChannelPool::default();
+        let long = Duration::from_secs(30);
+        let acked = pool.send_within(&base, "general", &req(1), long).await;
+        assert_eq!(acked.unwrap(), 1);
+        // The partition: one attempt hears nothing.
+        let lost = pool
+            .send_within(&base, "general", &req(2), Duration::from_millis(500))
+            .await;
+        assert!(matches!(lost, Err(ClientError::Timeout)), "{lost:?}");
+        // The retry (same id) goes on a new connection and is acked there.
+        let retried = tokio::time::timeout(
+            Duration::from_secs(10),
+            pool.send_within(&base, "general", &req(2), Duration::from_secs(5)),
+        )
+        .await;
+        assert!(matches!(retried, Ok(Ok(2))), "{retried:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "connections accepted");
+    }
+
+    #[tokio::test]
+    async fn a_channel_whose_server_answers_pings_but_acks_late_stays_open() {
+        let (listener, base) = listen().await;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let delay = SILENCE_LIMIT + Duration::from_secs(1);
+        tokio::spawn(acks_late(listener, delay, accepted.clone()));
+        let conn = ChannelConn::connect(&base, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        // An attempt as long as talk-load's gives up first, having heard its ping's pong.
+        let first = conn
+            .send_within("general", &req(1), Duration::from_secs(1))
+            .await;
+        assert!(matches!(first, Err(ClientError::Timeout)), "{first:?}");
+        assert!(
+            !conn.is_closed(),
+            "a live channel closed after one slow attempt"
+        );
+        // The retry waits on the same channel through more than the silence limit.
+        let acked = conn
+            .send_within("general", &req(1), Duration::from_secs(30))
+            .await;
+        assert_eq!(acked.unwrap(), 1);
+        assert!(started.elapsed() >= delay);
+        assert!(!conn.is_closed());
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections accepted");
+    }
+
+    /// A server that holds its answers until told (reading on meanwhile, so that it answers
+    /// pings as talk-server does while its publishes are slow), then acks every frame it
+    /// read, and reports what it read when it reads counter 99.
     async fn acks_when_told(
         listener: TcpListener,
-        go: oneshot::Receiver<()>,
+        mut go: oneshot::Receiver<()>,
         read: oneshot::Sender<Vec<u64>>,
     ) {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let mut go = Some(go);
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let (mut sink, mut stream) = ws.split();
+        let mut told = false;
+        let mut held = Vec::new();
         let mut seen = Vec::new();
         let mut read = Some(read);
         loop {
-            let s = next_send(&mut ws).await.unwrap();
-            seen.push(s.counter);
-            if s.counter == 99 {
-                if let Some(read) = read.take() {
-                    let _ = read.send(seen.clone());
+            tokio::select! {
+                s = next_send(&mut stream) => {
+                    let s = s.unwrap();
+                    seen.push(s.counter);
+                    if s.counter == 99 {
+                        if let Some(read) = read.take() {
+                            let _ = read.send(seen.clone());
+                        }
+                    } else if told {
+                        sink.send(ack_of(s, 7)).await.unwrap();
+                    } else {
+                        held.push(s);
+                    }
                 }
-                continue;
+                _ = &mut go, if !told => {
+                    told = true;
+                    for s in held.drain(..) {
+                        sink.send(ack_of(s, 7)).await.unwrap();
+                    }
+                }
             }
-            if let Some(go) = go.take() {
-                go.await.unwrap();
-            }
-            ws.send(ack_of(s, 7)).await.unwrap();
         }
     }
 
@@ -470,11 +846,13 @@ mod tests {
         let conn = ChannelConn::connect(&base, Duration::from_secs(30))
             .await
             .unwrap();
-        // The first attempt gives up before talk-server answers.
+        // The first attempt gives up before talk-server answers (its ping answered: the
+        // channel stays).
         let first = conn
-            .send_within("general", &req(1), Duration::from_millis(50))
+            .send_within("general", &req(1), Duration::from_millis(400))
             .await;
         assert!(matches!(first, Err(ClientError::Timeout)), "{first:?}");
+        assert!(!conn.is_closed());
         // The retry, on the same channel: answered by the first frame's ack.
         let retry = conn
             .send(&ChannelSend::new("general", req(1)))

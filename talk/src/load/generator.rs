@@ -297,8 +297,11 @@ mod tests {
                         f = ws.next() => f,
                         _ = gone.wait_for(|g| *g) => return,
                     };
-                    let Some(Ok(Message::Text(text))) = frame else {
-                        return;
+                    let text = match frame {
+                        Some(Ok(Message::Text(text))) => text,
+                        // The client's pings: answered as they are read.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        _ => return,
                     };
                     let s: ChannelSend = serde_json::from_str(&text).unwrap();
                     if read.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= frames {
