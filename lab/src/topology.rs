@@ -185,9 +185,8 @@ impl Process {
 /// How talk-load sends (`--transport`) and how many sends one talk-server channel holds in
 /// flight (`--channel-window`). The window is talk's own default. The transport stays HTTP
 /// in the lab until its game days and tests have run over the send channel (talk-load's own
-/// default): a channel whose packets are dropped without a reset, as in a partition, is
-/// reused after the heal until TCP recovers, which keeps that talk-server ejected longer
-/// than HTTP's new connections do (talk/README.md).
+/// default; a channel a partition silences is closed within 3 s and opened again, see
+/// talk/README.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TalkSettings {
