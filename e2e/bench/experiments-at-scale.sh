@@ -516,6 +516,9 @@ print(f"created in                 {t_applied - t_apply:.1f} s ({n / (t_applied 
 print(f"apply -> fault effective   {dist(apply_eff)}  (apply: creationTimestamp, whole seconds)")
 print(f"apply -> fault asked for   {dist(apply_ask)}  (the steady-state window included)")
 print(f"asked -> fault effective   {dist(ask_eff)}")
+# Effective before it was asked for: the status was stepped again from a stale copy and
+# entered Injecting a second time (it must be 0; the operator's status write is conditional).
+print(f"  effective before asked  {sum(1 for x in ask_eff if x < 0)} of {len(ask_eff)}  (a status rewound from a stale copy)")
 print(f"  asked -> Injection made  {dist(ask_create)}  (the operator; creationTimestamp, whole seconds)")
 print(f"  Injection made -> applied {dist(create_apply)}  (the agents: watch, pass, apply)")
 print(f"effective within 10 s      {sum(1 for x in apply_eff if x <= 10)} of {n}")

@@ -70,6 +70,18 @@ pub fn patch(status: &ExperimentStatus) -> Result<Value, serde_json::Error> {
     firedrill_core::api::status_patch::<firedrill_core::api::Experiment>(status)
 }
 
+/// [`patch`], written only over the Experiment at `resource_version`, the copy the status
+/// was stepped from (see `firedrill_core::api::status_patch_over`).
+pub fn patch_of(
+    status: &ExperimentStatus,
+    resource_version: Option<String>,
+) -> Result<Value, serde_json::Error> {
+    firedrill_core::api::status_patch_over::<firedrill_core::api::Experiment>(
+        status,
+        resource_version,
+    )
+}
+
 /// A Kubernetes Event to publish about an experiment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
@@ -175,6 +187,15 @@ mod tests {
         assert_eq!(value["status"]["phase"], "Pending");
         // None is skipped, never sent as null (it would clear another manager's field).
         assert!(value["status"].get("verdict").is_none());
+    }
+
+    #[test]
+    fn the_patch_is_written_only_over_the_copy_it_was_stepped_from() {
+        let value = patch_of(&ExperimentStatus::default(), Some("42".into())).expect("patch");
+        assert_eq!(value["metadata"]["resourceVersion"], "42");
+        assert_eq!(value["kind"], "Experiment");
+        let value = patch_of(&ExperimentStatus::default(), None).expect("patch");
+        assert!(value.get("metadata").is_none());
     }
 
     #[test]

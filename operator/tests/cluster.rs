@@ -540,3 +540,42 @@ async fn the_spec_of_a_started_experiment_cannot_change() {
     );
     ns.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_stepped_from_a_stale_copy_is_refused_not_forced_over_a_newer_one() {
+    let test = "a_status_stepped_from_a_stale_copy_is_refused_not_forced_over_a_newer_one";
+    let Some((client, node)) = setup(test).await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "stale", true).await;
+    let exp = experiment("stale", &ns.name, &node, json!({"podKill": {}}), json!({}));
+    let api = create(&client, &exp).await;
+    // No operator watches this one: the test writes as the operator does.
+    let stale = api.get("stale").await.unwrap();
+    let apply = PatchParams::apply(firedrill_operator::FIELD_MANAGER).force();
+    let status_at = |phase: Phase| firedrill_core::api::ExperimentStatus {
+        phase,
+        ..Default::default()
+    };
+    let fresh = status::patch_of(&status_at(Phase::Injecting), stale.resource_version()).unwrap();
+    api.patch_status("stale", &apply, &Patch::Apply(&fresh))
+        .await
+        .expect("written over the copy it was stepped from");
+    // Stepped from the copy before that write: refused, and the newer status stays.
+    let rewound = status::patch_of(
+        &status_at(Phase::SteadyStateBefore),
+        stale.resource_version(),
+    )
+    .unwrap();
+    let refused = api
+        .patch_status("stale", &apply, &Patch::Apply(&rewound))
+        .await
+        .expect_err("a status from a stale copy must not be forced over a newer one");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 409),
+        "{refused}"
+    );
+    let now = api.get("stale").await.unwrap();
+    assert_eq!(now.status.unwrap().phase, Phase::Injecting);
+    ns.delete().await;
+}

@@ -145,7 +145,11 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
             .patch_status(
                 &schedule.name_any(),
                 &params,
-                &Patch::Apply(&status_patch(&status)?),
+                // Only over the copy it was stepped from: a stale copy must not rewind it.
+                &Patch::Apply(&firedrill_core::api::status_patch_over::<DrillSchedule>(
+                    &status,
+                    schedule.resource_version(),
+                )?),
             )
             .await?;
     }
