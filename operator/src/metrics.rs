@@ -167,6 +167,7 @@ pub struct Metrics {
     pub injections_created: Counter,
     pub echoes_skipped: Counter,
     pub status_writes_held_back: Counter,
+    pub stale_copies_skipped: Counter,
     pub leader: Gauge,
     completions: Mutex<Completions>,
     inventory: Arc<RwLock<Option<Inventory>>>,
@@ -189,6 +190,7 @@ impl Default for Metrics {
         let injections_created = Counter::default();
         let echoes_skipped = Counter::default();
         let status_writes_held_back = Counter::default();
+        let stale_copies_skipped = Counter::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
@@ -239,6 +241,12 @@ impl Default for Metrics {
             status_writes_held_back.clone(),
         );
         registry.register(
+            "reconcile_stale_copies_skipped",
+            "Reconciliations that met a copy of the Experiment older than their last status \
+             write and waited for the watch instead (counted in reconciles too)",
+            stale_copies_skipped.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
@@ -257,6 +265,7 @@ impl Default for Metrics {
             injections_created,
             echoes_skipped,
             status_writes_held_back,
+            stale_copies_skipped,
             leader,
             completions: Mutex::default(),
             inventory: shared,

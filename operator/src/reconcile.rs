@@ -29,11 +29,14 @@ use crate::requeue::{self, FAST_RETRY, PLAN_RETRY};
 use crate::status::{self, INVALID, Note, PAUSED, TARGETS};
 use crate::{
     ABORT_ANNOTATION, Error, ErrorCategory, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
-    PLAN_SIZE_ANNOTATION, cluster, observe,
+    PLAN_SIZE_ANNOTATION, cluster, echo, observe,
 };
 
 /// Steps per reconciliation: each absorbs what the previous one's actions produced.
 const MAX_ROUNDS: usize = 4;
+/// How soon a reconciliation that met a copy older than its last status write looks again,
+/// should the watch not bring that write first.
+const STALE_RECHECK: Duration = Duration::from_secs(1);
 /// How often a Pending experiment looks whether the pause was lifted.
 const PAUSE_RECHECK: Duration = Duration::from_secs(3);
 /// How soon a running experiment whose engine names no next time is looked at again.
@@ -55,21 +58,22 @@ fn uid(experiment: &Experiment) -> Result<String, Error> {
 
 /// Writes the status if it changed from `before` (as the API server shows it) by more than
 /// routine sampling, or routine sampling has waited long enough (see [`unwritten`]);
-/// returns the Experiment's resourceVersion after.
+/// returns the Experiment's resourceVersion after, and the digest of the status written and
+/// when, if one was (see [`crate::echo`]).
 async fn write_status(
     ctx: &Context,
     experiment: &Experiment,
     before: &ExperimentStatus,
     after: &ExperimentStatus,
-) -> Result<Option<String>, Error> {
+) -> Result<(Option<String>, Option<(u64, DateTime<Utc>)>), Error> {
     let uid = uid(experiment)?;
     if before == after {
         ctx.unwritten.forget(&uid);
-        return Ok(experiment.resource_version());
+        return Ok((experiment.resource_version(), None));
     }
     if ctx.unwritten.hold_back(&uid, before, after, Utc::now()) {
         ctx.metrics.status_writes_held_back.inc();
-        return Ok(experiment.resource_version());
+        return Ok((experiment.resource_version(), None));
     }
     let patch = status::patch_of(after, experiment.resource_version())?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -84,7 +88,8 @@ async fn write_status(
         let key = experiment.uid().unwrap_or_else(|| experiment.name_any());
         ctx.metrics.completed(&key, after);
     }
-    Ok(written.resource_version())
+    let wrote = echo::digest(&written.status).map(|d| (d, Utc::now()));
+    Ok((written.resource_version(), wrote))
 }
 
 async fn read_workload(ctx: &Context, spec: &ExperimentSpec) -> Option<Observation> {
@@ -528,7 +533,7 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
         observations.push(Observation::AbortRequested { reason });
     }
     let next = drive(ctx, experiment, &mut status, observations).await?;
-    let written = write_status(ctx, experiment, &before, &status).await?;
+    let (written, wrote) = write_status(ctx, experiment, &before, &status).await?;
     let key = key(experiment);
     if status.phase == Phase::Completed {
         ctx.echoes.forget(&key);
@@ -537,7 +542,7 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
     }
     let now = Utc::now();
     let wait = requeue_wait(next, now);
-    ctx.echoes.done(&key, written, now + wait);
+    ctx.echoes.done(&key, written, wrote, now + wait);
     Ok(requeue::after(wait))
 }
 
@@ -589,6 +594,18 @@ async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<A
     {
         ctx.metrics.echoes_skipped.inc();
         return Ok(requeue::at(due, now));
+    }
+    if !deleting
+        && ctx.echoes.stale(
+            &key,
+            experiment.resource_version().as_deref(),
+            echo::digest(&experiment.status),
+            now,
+        )
+    {
+        // The watch brings the write, and that wakes it; the requeue is the backstop.
+        ctx.metrics.stale_copies_skipped.inc();
+        return Ok(requeue::after(STALE_RECHECK));
     }
     ctx.echoes.begin(&key);
     if deleting && experiment.finalizers().iter().any(|f| f == FINALIZER) {
