@@ -247,9 +247,10 @@ async fn crash_mid_fault(test: &'static str, file: &'static str, crash: Crash) {
                 note(format!(
                     "BENCH {test}: dead man's switch: every fault reverted {after:.1}s after the operator was scaled to 0, {after_renewal:.1}s after its Lease's last renewal (timeout 8 s, read every 2 s)"
                 ));
-                // Never before the timeout; at most one read (and half a second to act) after.
+                // Never before the timeout; at most one read (and a second to act) after. The
+                // figure printed above is the benchmark (target: within 10 s).
                 assert!(
-                    (8.0..=10.5).contains(&after_renewal),
+                    (8.0..=11.0).contains(&after_renewal),
                     "reverted {after_renewal:.1}s after the last renewal: the timeout is 8 s \
                      from it, read every 2 s"
                 );
