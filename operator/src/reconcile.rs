@@ -75,7 +75,7 @@ async fn write_status(
         ctx.metrics.status_writes_held_back.inc();
         return Ok((experiment.resource_version(), None));
     }
-    let patch = status::patch_of(after, experiment.resource_version())?;
+    let patch = status::patch(after, experiment.resource_version())?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let written = api(ctx, experiment)?
         .patch_status(&experiment.name_any(), &params, &Patch::Apply(&patch))

@@ -65,14 +65,10 @@ pub fn is_true(status: &ExperimentStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// The server-side-apply patch for the status subresource: apiVersion and kind are required.
-pub fn patch(status: &ExperimentStatus) -> Result<Value, serde_json::Error> {
-    firedrill_core::api::status_patch::<firedrill_core::api::Experiment>(status)
-}
-
-/// [`patch`], written only over the Experiment at `resource_version`, the copy the status
+/// The server-side-apply patch for the status subresource (apiVersion and kind are
+/// required), written only over the Experiment at `resource_version`, the copy the status
 /// was stepped from (see `firedrill_core::api::status_patch_over`).
-pub fn patch_of(
+pub fn patch(
     status: &ExperimentStatus,
     resource_version: Option<String>,
 ) -> Result<Value, serde_json::Error> {
@@ -181,7 +177,7 @@ mod tests {
 
     #[test]
     fn the_patch_names_its_kind() {
-        let value = patch(&ExperimentStatus::default()).expect("patch");
+        let value = patch(&ExperimentStatus::default(), None).expect("patch");
         assert_eq!(value["apiVersion"], "firedrill.dev/v1alpha1");
         assert_eq!(value["kind"], "Experiment");
         assert_eq!(value["status"]["phase"], "Pending");
@@ -191,10 +187,10 @@ mod tests {
 
     #[test]
     fn the_patch_is_written_only_over_the_copy_it_was_stepped_from() {
-        let value = patch_of(&ExperimentStatus::default(), Some("42".into())).expect("patch");
+        let value = patch(&ExperimentStatus::default(), Some("42".into())).expect("patch");
         assert_eq!(value["metadata"]["resourceVersion"], "42");
         assert_eq!(value["kind"], "Experiment");
-        let value = patch_of(&ExperimentStatus::default(), None).expect("patch");
+        let value = patch(&ExperimentStatus::default(), None).expect("patch");
         assert!(value.get("metadata").is_none());
     }
 

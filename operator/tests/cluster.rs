@@ -557,12 +557,12 @@ async fn a_status_stepped_from_a_stale_copy_is_refused_not_forced_over_a_newer_o
         phase,
         ..Default::default()
     };
-    let fresh = status::patch_of(&status_at(Phase::Injecting), stale.resource_version()).unwrap();
+    let fresh = status::patch(&status_at(Phase::Injecting), stale.resource_version()).unwrap();
     api.patch_status("stale", &apply, &Patch::Apply(&fresh))
         .await
         .expect("written over the copy it was stepped from");
     // Stepped from the copy before that write: refused, and the newer status stays.
-    let rewound = status::patch_of(
+    let rewound = status::patch(
         &status_at(Phase::SteadyStateBefore),
         stale.resource_version(),
     )

@@ -78,9 +78,7 @@ async fn write_status(
     if before == after {
         return Ok(());
     }
-    // Only over the copy it was stepped from: a stale copy must not rewind a game day.
-    let patch =
-        firedrill_core::api::status_patch_over::<GameDay>(after, game_day.resource_version())?;
+    let patch = status_patch(after, game_day.resource_version())?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Api::<GameDay>::namespaced(ctx.client.clone(), &namespace(game_day)?)
         .patch_status(&game_day.name_any(), &params, &Patch::Apply(&patch))

@@ -102,9 +102,14 @@ pub fn halt_reason(game_day: &GameDay, pause: &crate::pause::Pause) -> Option<St
         .or_else(|| pause.halts())
 }
 
-/// The status patch (server-side apply needs apiVersion and kind).
-pub fn status_patch(status: &GameDayStatus) -> Result<serde_json::Value, serde_json::Error> {
-    firedrill_core::api::status_patch::<firedrill_core::api::GameDay>(status)
+/// The status patch (server-side apply needs apiVersion and kind), written only over the
+/// GameDay at `resource_version`, the copy it was stepped from: a stale copy must not
+/// rewind a game day (see `firedrill_core::api::status_patch_over`).
+pub fn status_patch(
+    status: &GameDayStatus,
+    resource_version: Option<String>,
+) -> Result<serde_json::Value, serde_json::Error> {
+    firedrill_core::api::status_patch_over::<firedrill_core::api::GameDay>(status, resource_version)
 }
 
 /// The Events a change of status deserves: each step that started or finished, and the end.

@@ -338,7 +338,7 @@ fn events_tell_each_step_and_the_end() {
         .map(|n| n.reason)
         .collect();
     assert_eq!(first, ["StepStarted"]);
-    let patch = status_patch(&after).expect("patch");
+    let patch = status_patch(&after, None).expect("patch");
     assert_eq!(patch["kind"], "GameDay");
     assert!(patch["status"].get("report").is_none());
 }

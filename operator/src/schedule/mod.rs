@@ -145,11 +145,7 @@ async fn apply(schedule: &DrillSchedule, ctx: &Context) -> Result<Action, Error>
             .patch_status(
                 &schedule.name_any(),
                 &params,
-                // Only over the copy it was stepped from: a stale copy must not rewind it.
-                &Patch::Apply(&firedrill_core::api::status_patch_over::<DrillSchedule>(
-                    &status,
-                    schedule.resource_version(),
-                )?),
+                &Patch::Apply(&status_patch(&status, schedule.resource_version())?),
             )
             .await?;
     }

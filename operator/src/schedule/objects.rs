@@ -8,9 +8,14 @@ use crate::{Error, FIELD_MANAGER, MANAGED_BY_LABEL};
 
 pub use firedrill_core::api::{SCHEDULE_LABEL, SCHEDULE_UID_LABEL};
 
-/// The status patch (server-side apply needs apiVersion and kind).
-pub fn status_patch(status: &DrillScheduleStatus) -> Result<serde_json::Value, serde_json::Error> {
-    firedrill_core::api::status_patch::<DrillSchedule>(status)
+/// The status patch (server-side apply needs apiVersion and kind), written only over the
+/// DrillSchedule at `resource_version`, the copy it was stepped from: a stale copy must not
+/// rewind it (see `firedrill_core::api::status_patch_over`).
+pub fn status_patch(
+    status: &DrillScheduleStatus,
+    resource_version: Option<String>,
+) -> Result<serde_json::Value, serde_json::Error> {
+    firedrill_core::api::status_patch_over::<DrillSchedule>(status, resource_version)
 }
 
 /// The GameDay of a drill.
@@ -39,7 +44,7 @@ mod tests {
 
     #[test]
     fn the_patch_names_its_kind() {
-        let patch = status_patch(&DrillScheduleStatus::default()).expect("patch");
+        let patch = status_patch(&DrillScheduleStatus::default(), None).expect("patch");
         assert_eq!(patch["kind"], "DrillSchedule");
         assert!(patch["status"].get("active").is_none());
     }
