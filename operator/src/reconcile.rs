@@ -599,7 +599,7 @@ async fn reconcile_inner(experiment: Arc<Experiment>, ctx: &Context) -> Result<A
         && ctx.echoes.stale(
             &key,
             experiment.resource_version().as_deref(),
-            echo::digest(&experiment.status),
+            &experiment.status,
             now,
         )
     {
