@@ -65,13 +65,14 @@ impl Unwritten {
         current: &ExperimentStatus,
         now: DateTime<Utc>,
     ) -> bool {
+        // Compared outside the lock, which every reconciliation shares.
+        let routine = current.differs_only_by_routine_sampling(written);
         self.with(|waiting| {
             let since = waiting
                 .get(uid)
                 .filter(|w| w.written == *written)
                 .map_or(now, |w| w.since);
-            let hold =
-                current.differs_only_by_routine_sampling(written) && now - since < HOLD_AT_MOST;
+            let hold = routine && now - since < HOLD_AT_MOST;
             if hold {
                 waiting.insert(
                     uid.to_owned(),
