@@ -538,8 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn sends_whose_channel_drops_before_their_ack_are_indeterminate() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, base) = listen().await;
         let n = 20u64;
         let server = tokio::spawn(ack_odd_then_drop(listener, n as usize));
         let conn = ChannelConn::connect(&base, Duration::from_secs(30))
@@ -838,8 +837,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_on_the_channel_still_carrying_the_send_waits_for_its_answer() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, base) = listen().await;
         let (go_tx, go) = oneshot::channel();
         let (read_tx, read) = oneshot::channel();
         tokio::spawn(acks_when_told(listener, go, read_tx));
@@ -879,12 +877,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_channel_still_opening_to_one_server_does_not_hold_sends_to_another() {
-        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead_base = format!("http://{}", dead.local_addr().unwrap());
+        let (dead, dead_base) = listen().await;
         let (accepted_tx, accepted) = oneshot::channel();
         tokio::spawn(never_answers(dead, accepted_tx));
-        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let live_base = format!("http://{}", live.local_addr().unwrap());
+        let (live, live_base) = listen().await;
         tokio::spawn(acks_everything(live));
 
         let pool = Arc::new(ChannelPool::default());
@@ -912,8 +908,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pool_opens_a_new_channel_after_one_dropped() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, base) = listen().await;
         let server = tokio::spawn(async move {
             // First channel: acks counter 1 and drops. Second: acks counter 3.
             for _ in 0..2 {
