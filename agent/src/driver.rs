@@ -227,24 +227,17 @@ mod tests {
         assert!(waiting.wake.is_some_and(|w| w <= at(11)), "{waiting:?}");
     }
 
-    /// When the agent reverts, reading on the 2 s grid, for a driver that renews every
-    /// `every` ms from `offset` ms until `stops` ms; `None` if it holds to 120 s.
+    /// When the agent reverts, reading on the [`heartbeat_poll`] grid, for a driver that
+    /// renews every `every` ms from `offset` ms until `stops` ms; `None` if it holds to 120 s.
     fn reverted_at(every: i64, offset: i64, stops: i64) -> Option<DateTime<Utc>> {
-        let ms = TimeDelta::milliseconds;
-        let mut beats = BTreeMap::new();
-        let mut read = at(0);
-        while read < at(120) {
-            let since_start = (read - at(0)).num_milliseconds();
-            let last = (since_start.min(stops) - offset).div_euclid(every);
-            let beat = Beat::read(beats.get("firedrill-operator"), renewed_ms(last), read);
-            beats.insert("firedrill-operator".to_owned(), beat);
-            let mut view = vec![wanted(InjectionState::Applied)];
-            annotate(&mut view, &beats);
-            let plan = planner::plan(Some(&view), &[held()], &Memory::default(), read);
-            if reverts_for_driver(&plan) {
-                return Some(read);
+        let poll = heartbeat_poll().num_seconds();
+        let mut reads = Vec::new();
+        for read in (0..120).step_by(usize::try_from(poll).unwrap()) {
+            let last = ((read * 1_000).min(stops) - offset).div_euclid(every);
+            reads.push((read, renewed_ms(last)));
+            if reverts_for_driver(&decide(InjectionState::Applied, &reads, read)) {
+                return Some(at(read));
             }
-            read = next_tick(read + ms(1), heartbeat_poll());
         }
         None
     }
