@@ -287,7 +287,7 @@ mod tests {
         let default = Topology::new(None);
         let load = launch_of(&default, "talk-load");
         assert!(
-            load.args.contains(&"--transport=http".to_owned()),
+            load.args.contains(&"--transport=channel".to_owned()),
             "{:?}",
             load.args
         );

@@ -183,10 +183,9 @@ impl Process {
 }
 
 /// How talk-load sends (`--transport`) and how many sends one talk-server channel holds in
-/// flight (`--channel-window`). The window is talk's own default. The transport stays HTTP
-/// in the lab until its game days and tests have run over the send channel (talk-load's own
-/// default; a channel a partition silences is closed within 3 s and opened again, see
-/// talk/README.md).
+/// flight (`--channel-window`). Both are talk's own defaults: a send channel per producer, as
+/// a chat app's client keeps one (a channel a partition silences is closed within 3 s and
+/// opened again, see talk/README.md). `--talk-transport http` gives one request per send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TalkSettings {
@@ -197,7 +196,7 @@ pub struct TalkSettings {
 impl Default for TalkSettings {
     fn default() -> Self {
         Self {
-            transport: Transport::Http,
+            transport: Transport::Channel,
             channel_window: DEFAULT_CHANNEL_WINDOW,
         }
     }
