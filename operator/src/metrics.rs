@@ -345,6 +345,11 @@ impl Metrics {
         }
     }
 
+    /// The stores the gauges count from, once both have listed (`None` before).
+    pub fn inventory(&self) -> Option<Inventory> {
+        self.inventory.read().ok()?.clone()
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

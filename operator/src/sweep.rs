@@ -4,6 +4,12 @@
 //! their faults, until `expiresAt` — behind. Every [`SWEEP_EVERY`] the leader deletes the
 //! Injections whose Experiment no longer exists (or is another one of the same name), which
 //! asks their agents to revert now.
+//!
+//! It looks in the operator's own stores first (the inventory's watches, on every replica):
+//! an Injection whose Experiment the store holds is not an orphan, and costs no request.
+//! Only an owner the store lacks is read from the API server, and only that answer can get
+//! Injections deleted. At 1,000 live Experiments that is no read a sweep instead of 1,000
+//! (one at a time, so a sweep took 20-30 s and the API server 15 % of its requests).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +17,10 @@ use std::time::Duration;
 
 use firedrill_core::api::{Experiment, Injection};
 use kube::api::{DeleteParams, ListParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 
+use crate::cluster::list_all;
 use crate::reconcile::Context;
 use crate::{EXPERIMENT_UID_LABEL, Error, FIELD_MANAGER, MANAGED_BY_LABEL};
 
@@ -30,7 +38,7 @@ pub struct Owner {
 /// The Injections by the Experiment they belong to; those of other namespaces than `only`
 /// (when the operator watches one) are none of this operator's business.
 pub fn by_owner<'a>(
-    injections: &'a [Injection],
+    injections: impl IntoIterator<Item = &'a Injection>,
     only: Option<&str>,
 ) -> BTreeMap<Owner, Vec<&'a Injection>> {
     let mut owners: BTreeMap<Owner, Vec<&Injection>> = BTreeMap::new();
@@ -56,16 +64,41 @@ pub fn by_owner<'a>(
     owners
 }
 
+/// Whether `experiments` (a store of the Experiments this operator watches) holds the
+/// Experiment that `owner` names, the same one (UID).
+fn stored(experiments: &Store<Experiment>, owner: &Owner) -> bool {
+    let key = ObjectRef::new(&owner.name).within(&owner.namespace);
+    experiments
+        .get(&key)
+        .is_some_and(|e| e.uid().as_deref() == Some(owner.uid.as_str()))
+}
+
 /// One sweep: deletes the Injections whose Experiment is gone. Returns how many it deleted.
 pub async fn sweep(ctx: &Context) -> Result<usize, Error> {
     let api: Api<Injection> = Api::namespaced(ctx.client.clone(), &ctx.injection_namespace);
-    let selector = format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}");
-    let injections = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
+    let inventory = ctx.metrics.inventory();
+    let injections: Vec<Arc<Injection>> = match &inventory {
+        Some(inventory) => inventory.injections.state(),
+        None => {
+            let selector = format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}");
+            let listed = list_all(&api, &ListParams::default().labels(&selector)).await?;
+            listed.into_iter().map(Arc::new).collect()
+        }
+    };
     let mut deleted = 0;
-    for (owner, orphans) in by_owner(&injections, ctx.watch_namespace.as_deref()) {
+    let owners = by_owner(
+        injections.iter().map(AsRef::as_ref),
+        ctx.watch_namespace.as_deref(),
+    );
+    for (owner, orphans) in owners {
+        if inventory
+            .as_ref()
+            .is_some_and(|i| stored(&i.experiments, &owner))
+        {
+            continue;
+        }
+        // The store may lag (or not watch that Experiment): only the API server's answer
+        // makes an orphan.
         let experiments: Api<Experiment> = Api::namespaced(ctx.client.clone(), &owner.namespace);
         let alive = experiments
             .get_opt(&owner.name)
@@ -154,5 +187,28 @@ mod tests {
         let only_talk = by_owner(&all, Some("talk"));
         assert!(only_talk.keys().all(|o| o.namespace == "talk"));
         assert_eq!(only_talk.len(), 2);
+    }
+
+    #[test]
+    fn only_the_same_experiment_in_the_store_spares_its_injections_a_read() {
+        use kube::runtime::reflector;
+        use kube::runtime::watcher::Event;
+
+        let (store, mut writer) = reflector::store();
+        let mut stored_one = Experiment::new("a", crate::testing::catalog("zone-blackout"));
+        stored_one.metadata.namespace = Some("talk".into());
+        stored_one.metadata.uid = Some("u1".into());
+        writer.apply_watcher_event(&Event::Apply(stored_one));
+        let owner = |namespace: &str, uid: &str| Owner {
+            namespace: namespace.into(),
+            name: "a".into(),
+            uid: uid.into(),
+        };
+        assert!(stored(&store, &owner("talk", "u1")));
+        assert!(
+            !stored(&store, &owner("talk", "u0")),
+            "another Experiment of the same name"
+        );
+        assert!(!stored(&store, &owner("team", "u1")), "another namespace");
     }
 }

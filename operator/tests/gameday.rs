@@ -316,6 +316,12 @@ async fn injections_of_an_experiment_removed_without_its_finalizer_are_swept() {
             .len(),
         1
     );
+    // The sweep reads the operator's stores, as it does in production once they have listed.
+    let stores = eventually(Duration::from_secs(30), || async {
+        operator.ctx.metrics.inventory().map(|_| ())
+    })
+    .await;
+    assert!(stores.is_some(), "the inventory's stores never listed");
     // Someone removes the finalizer by hand and deletes it: no revert through the engine.
     let clear = json!({"metadata": {"finalizers": null}});
     experiments

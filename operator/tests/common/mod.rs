@@ -12,7 +12,7 @@ use chrono::Utc;
 use firedrill_core::api::{Experiment, Injection};
 use firedrill_operator::metrics::Metrics;
 use firedrill_operator::reconcile::{self, Context};
-use firedrill_operator::{AGENT_FINALIZER, OPT_IN_LABEL, OPT_IN_VALUE, controllers};
+use firedrill_operator::{AGENT_FINALIZER, OPT_IN_LABEL, OPT_IN_VALUE, controllers, inventory};
 use firedrill_testkit::{TEST_LABEL, unique_name};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -77,6 +77,7 @@ pub struct Operator {
     pub ctx: Arc<Context>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    inventory: tokio::task::JoinHandle<()>,
 }
 
 impl Operator {
@@ -101,12 +102,20 @@ impl Operator {
             Controllers::Experiments => tokio::spawn(reconcile::run(ctx.clone(), stopped)),
             Controllers::All => tokio::spawn(controllers::run(ctx.clone(), stopped)),
         };
-        Self { ctx, stop, task }
+        // As on every replica: the stores the gauges and the sweep read.
+        let inventory = tokio::spawn(inventory::run(ctx.clone()));
+        Self {
+            ctx,
+            stop,
+            task,
+            inventory,
+        }
     }
 
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        self.inventory.abort();
     }
 }
 
