@@ -75,8 +75,7 @@ pub enum LabCommand {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TalkArgs {
     /// How talk-load sends: channel (a send channel per talk-server, sends pipelined) or
-    /// http (a request per send). Default: http, until the lab's game days have run over
-    /// the channel.
+    /// http (a request per send). Default: channel, as a chat app's client sends.
     #[arg(long, value_name = "TRANSPORT")]
     pub talk_transport: Option<TalkTransport>,
     /// Sends one talk-server send channel may hold in flight. Default: talk-server's own.
