@@ -292,7 +292,10 @@ impl Run<'_> {
                 check.longest_lapse_seconds = check.longest_lapse_seconds.max(seconds(since, at));
                 if first {
                     check.lapses = check.lapses.saturating_add(1);
-                    self.note(format!("the fault lapsed: {what}; re-applying"));
+                    // Not "re-applying": an agent re-applies a rule that went missing, but
+                    // not an Injection it reverted itself (its heartbeat or expiry), and
+                    // `what` says when re-applying failed. A heal is its own entry.
+                    self.note(format!("the fault lapsed: {what}"));
                 }
             }
             None => {
