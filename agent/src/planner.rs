@@ -202,6 +202,11 @@ pub struct Memory {
     pub checks: BTreeMap<Key, Checks>,
     /// When this process last reverted each Injection's faults.
     pub reverted_at: BTreeMap<Key, DateTime<Utc>>,
+    /// Injections whose finalizer this process removed (or found gone with its object):
+    /// not released again while the watch still shows the copy from before. At 1,000
+    /// reverts each was patched again on every pass until its watch event came, ~11
+    /// times, the API server answering 404 to 10,876 patches (operator/README.md, "Scale").
+    pub released: BTreeSet<Key>,
 }
 
 impl Memory {
@@ -226,6 +231,7 @@ impl Memory {
         self.salvaged.retain(|k, _| keep(k));
         self.checks.retain(|k, _| keep(k));
         self.reverted_at.retain(|k, _| keep(k));
+        self.released.retain(|k| keep(k));
     }
 }
 
@@ -487,7 +493,7 @@ fn decide(
         if let Some(report) = report {
             out.steps.push(Step::Report { key: key(), report });
         }
-        if w.finalized {
+        if w.finalized && !memory.released.contains(&w.key) {
             out.steps.push(Step::Release(key()));
         }
         return;

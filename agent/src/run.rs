@@ -522,14 +522,20 @@ impl Agent {
         }
         let due = self.known(keys);
         let cluster = &self.cluster;
-        let answers: Vec<_> = futures_util::stream::iter(due)
-            .map(|(_, name, injection)| async move { (name, cluster.release(&injection).await) })
-            .buffer_unordered(CONCURRENT_CALLS)
-            .collect()
-            .await;
-        for (name, answer) in answers {
-            if let Err(e) = answer {
-                self.api_failed("finalizer removal", &name, &e);
+        let answers: Vec<_> =
+            futures_util::stream::iter(due)
+                .map(|(key, name, injection)| async move {
+                    (key, name, cluster.release(&injection).await)
+                })
+                .buffer_unordered(CONCURRENT_CALLS)
+                .collect()
+                .await;
+        for (key, name, answer) in answers {
+            match answer {
+                Ok(()) => {
+                    self.memory.released.insert(key);
+                }
+                Err(e) => self.api_failed("finalizer removal", &name, &e),
             }
         }
     }

@@ -464,3 +464,20 @@ fn the_recheck_period_is_not_longer_than_the_default_sample_interval() {
         serde_json::from_value(serde_json::json!({"probes": [{"name": "x"}]})).unwrap();
     assert!(RECHECK_EVERY <= h.interval.to_chrono());
 }
+
+#[test]
+fn a_released_injection_is_not_released_again_while_the_view_is_stale() {
+    let mut deleted = wanted("a", Reverted);
+    deleted.deleting = true;
+    let p = plan(Some(&[deleted.clone()]), &[], &Memory::default(), at(101));
+    assert_eq!(p.steps, vec![Step::Release("a".into())]);
+    // Released: the watch has not brought the deletion yet, and the view still shows the
+    // finalizer. Nothing to do, no second patch.
+    let mut memory = Memory::default();
+    memory.released.insert("a".into());
+    let p = plan(Some(&[deleted.clone()]), &[], &memory, at(102));
+    assert_eq!(p.steps, vec![]);
+    // Once the view no longer has it, it is forgotten.
+    memory.forget_gone(Some(&[]), &[]);
+    assert!(memory.released.is_empty());
+}

@@ -439,10 +439,18 @@ pub fn report(test: &str, t0: Instant, status: &ExperimentStatus) {
         ));
     }
     if let (Some(asked), Some(reverted)) = (status.revert_requested_at, status.reverted_at) {
-        note(format!(
-            "BENCH {test}: reverted {} ms after it was asked for",
-            (reverted - asked).num_milliseconds()
-        ));
+        let ms = (reverted - asked).num_milliseconds();
+        // revertRequestedAt is when the operator's engine asked. chaosctl stop-all deletes
+        // the Injections itself, so the agents may revert before the engine asks: that is
+        // no latency of the engine's revert (the test times stop-all on its own).
+        note(if ms < 0 {
+            format!(
+                "{test}: reverted {} ms before the operator asked (someone else asked first)",
+                -ms
+            )
+        } else {
+            format!("BENCH {test}: reverted {ms} ms after it was asked for")
+        });
     }
 }
 
