@@ -31,11 +31,14 @@ fn plan_size(injections: &[Injection]) -> usize {
 /// - While injecting: any `Failed` or `Refused` is an injection failure; every planned Injection present
 ///   and `Applied` is the fault applied, at the latest `appliedAt`.
 /// - While injected or reverting: every Injection gone or `Reverted` is the fault reverted
-///   (asked for, or expired on the agent's own timer), at the latest `revertedAt`. A `Failed`
-///   one is an injection failure (the engine then aborts).
+///   (asked for, or expired on the agent's own timer), at the latest `revertedAt`, that of
+///   the Injections already gone (`gone_reverted_at`, their agents' own time) included; `now`
+///   only when no agent said when. A `Failed` one is an injection failure (the engine then
+///   aborts).
 pub fn observations(
     fault_state: FaultState,
     injections: &[Injection],
+    gone_reverted_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Vec<Observation> {
     let failed = injections
@@ -86,6 +89,7 @@ pub fn observations(
                 let at = injections
                     .iter()
                     .filter_map(|i| i.status.as_ref()?.reverted_at)
+                    .chain(gone_reverted_at)
                     .max()
                     .unwrap_or(now);
                 return vec![Observation::FaultReverted { at }];
@@ -102,9 +106,10 @@ pub fn news(
     fault_state: FaultState,
     last_held_at: Option<DateTime<Utc>>,
     injections: &[Injection],
+    gone_reverted_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Vec<Observation> {
-    let mut news = observations(fault_state, injections, now);
+    let mut news = observations(fault_state, injections, gone_reverted_at, now);
     if fault_state == FaultState::Injected {
         news.extend(lapse_observations(injections, last_held_at, now));
     }
@@ -253,6 +258,15 @@ mod tests {
     use super::*;
     use crate::testing::at;
 
+    /// [`observations`] with no Injection gone before this read.
+    fn observed(
+        fault_state: FaultState,
+        injections: &[Injection],
+        now: DateTime<Utc>,
+    ) -> Vec<Observation> {
+        observations(fault_state, injections, None, now)
+    }
+
     fn inj(name: &str, node: &str, state: InjectionState, plan_size: usize) -> Injection {
         Injection {
             metadata: ObjectMeta {
@@ -286,23 +300,23 @@ mod tests {
     fn applied_only_when_every_planned_injection_reports_applied() {
         let a = inj("a", "n1", InjectionState::Applied, 2);
         let b = inj("b", "n2", InjectionState::Pending, 2);
-        assert!(observations(FaultState::Injecting, &[], at(5)).is_empty());
-        assert!(observations(FaultState::Injecting, &[a.clone(), b], at(5)).is_empty());
+        assert!(observed(FaultState::Injecting, &[], at(5)).is_empty());
+        assert!(observed(FaultState::Injecting, &[a.clone(), b], at(5)).is_empty());
         // One of two created so far: not applied, even though it reports Applied.
-        assert!(observations(FaultState::Injecting, std::slice::from_ref(&a), at(5)).is_empty());
+        assert!(observed(FaultState::Injecting, std::slice::from_ref(&a), at(5)).is_empty());
         let mut b = inj("b", "n2", InjectionState::Applied, 2);
         if let Some(s) = b.status.as_mut() {
             s.applied_at = Some(at(4));
         }
         assert_eq!(
-            observations(FaultState::Injecting, &[a, b], at(5)),
+            observed(FaultState::Injecting, &[a, b], at(5)),
             vec![Observation::FaultApplied { at: at(4) }]
         );
     }
 
     #[test]
     fn a_failed_injection_is_reported_with_the_agents_reason() {
-        let obs = observations(
+        let obs = observed(
             FaultState::Injecting,
             &[
                 inj("a", "n1", InjectionState::Applied, 2),
@@ -436,7 +450,7 @@ mod tests {
         if let Some(s) = refused.status.as_mut() {
             s.message = Some("pod kube-system/coredns is in a protected namespace".into());
         }
-        let obs = observations(
+        let obs = observed(
             FaultState::Injecting,
             &[inj("a", "n1", InjectionState::Applied, 2), refused],
             at(5),
@@ -452,14 +466,29 @@ mod tests {
 
     #[test]
     fn reverted_when_all_are_gone_or_report_reverted() {
-        // All gone (deleted, the agents removed their finalizers).
+        // All gone (deleted, the agents removed their finalizers): when their agents said
+        // they reverted them, and only if none said, when it is seen.
         assert_eq!(
-            observations(FaultState::Reverting, &[], at(60)),
+            observed(FaultState::Reverting, &[], at(60)),
             vec![Observation::FaultReverted { at: at(60) }]
+        );
+        assert_eq!(
+            observations(FaultState::Reverting, &[], Some(at(52)), at(120)),
+            vec![Observation::FaultReverted { at: at(52) }]
+        );
+        // Some gone, the rest reverted and still there: the latest of all.
+        assert_eq!(
+            observations(
+                FaultState::Reverting,
+                &[inj("a", "n1", InjectionState::Reverted, 1)],
+                Some(at(52)),
+                at(120)
+            ),
+            vec![Observation::FaultReverted { at: at(52) }]
         );
         // Expired on the agent's own timer while holding.
         assert_eq!(
-            observations(
+            observed(
                 FaultState::Injected,
                 &[inj("a", "n1", InjectionState::Reverted, 1)],
                 at(60)
@@ -468,7 +497,7 @@ mod tests {
         );
         // One still applied: not reverted.
         assert!(
-            observations(
+            observed(
                 FaultState::Reverting,
                 &[
                     inj("a", "n1", InjectionState::Reverted, 2),
@@ -479,8 +508,8 @@ mod tests {
             .is_empty()
         );
         // Nothing is observed before injecting or after the revert.
-        assert!(observations(FaultState::NotInjected, &[], at(1)).is_empty());
-        assert!(observations(FaultState::Reverted, &[], at(1)).is_empty());
+        assert!(observed(FaultState::NotInjected, &[], at(1)).is_empty());
+        assert!(observed(FaultState::Reverted, &[], at(1)).is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use firedrill_core::api::{
 };
 use firedrill_core::engine::{Action as EngineAction, INJECT_TIMEOUT, Observation, step};
 use firedrill_core::manifest::check_experiment;
+use futures_util::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -234,13 +235,24 @@ async fn injection_news(
     now: DateTime<Utc>,
 ) -> Result<Vec<Observation>, Error> {
     let known = status.fault_check.as_ref().and_then(|c| c.last_held_at);
+    // Reverts of this fault by Injections gone since (not of an earlier one).
+    let gone = ctx
+        .seen
+        .reverted_and_gone(uid)
+        .filter(|at| status.injected_at.is_none_or(|injected| *at >= injected));
     let (present, read) = injections_of(ctx, uid, read).await?;
-    let news = observe::news(status.fault_state, known, &present, now);
+    let news = observe::news(status.fault_state, known, &present, gone, now);
     if news.is_empty() || read == Read::Fresh {
         return Ok(news);
     }
     let (present, _) = injections_of(ctx, uid, Read::Fresh).await?;
-    Ok(observe::news(status.fault_state, known, &present, now))
+    Ok(observe::news(
+        status.fault_state,
+        known,
+        &present,
+        gone,
+        now,
+    ))
 }
 
 /// Asks for every Injection of the experiment to be reverted (deleted), frees those whose
@@ -537,7 +549,9 @@ async fn apply(experiment: &Experiment, ctx: &Context) -> Result<Action, Error> 
     let key = key(experiment);
     if status.phase == Phase::Completed {
         ctx.echoes.forget(&key);
-        ctx.unwritten.forget(&uid(experiment)?);
+        let uid = uid(experiment)?;
+        ctx.unwritten.forget(&uid);
+        ctx.seen.forget(&uid);
         return Ok(Action::await_change());
     }
     let now = Utc::now();
@@ -565,6 +579,7 @@ async fn cleanup(experiment: &Experiment, ctx: &Context) -> Result<Action, Error
             what: observe::describe(&remaining),
         });
     }
+    ctx.seen.forget(&uid(experiment)?);
     Ok(Action::await_change())
 }
 
@@ -677,6 +692,14 @@ pub fn controller(ctx: &Context) -> Controller<Experiment> {
     let trigger = watcher(injections, written)
         .default_backoff()
         .modify(seen::slim)
+        .inspect({
+            let record = ctx.seen.recorder();
+            move |event| {
+                if let Ok(event) = event {
+                    record(event);
+                }
+            }
+        })
         .reflect(ctx.seen.attach())
         .touched_objects();
     // The controller's store of Experiments without their managed fields, which no
