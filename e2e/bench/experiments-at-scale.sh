@@ -401,6 +401,12 @@ def dist(xs):
 
 items = json.load(open(f"{out}/experiments.json"))["items"]
 apply_eff, apply_ask, ask_eff, rev, held, verdicts = [], [], [], [], [], {}
+# How long each fault stayed past its duration (revertedAt - injectedAt - spec.duration), and
+# how many the nodes' own timers ended before the operator asked (no revertRequestedAt, or a
+# later one): "revert asked -> reverted" leaves those out or counts them negative.
+overrun, ended_first = [], 0
+def seconds_of(d):
+    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in re.findall(r"([0-9.]+)([hms])", d or ""))
 for e in items:
     s = e.get("status", {})
     created = ts(e["metadata"]["creationTimestamp"])
@@ -415,6 +421,10 @@ for e in items:
         held.append((inj, rq or rd or float("inf")))
     if rq and rd:
         rev.append(rd - rq)
+    if inj and rd:
+        overrun.append(rd - inj - seconds_of(e["spec"].get("duration")))
+    if rd and (not rq or rd < rq):
+        ended_first += 1
     v = s.get("verdict", "none")
     verdicts[v] = verdicts.get(v, 0) + 1
 # The Injections: first creation and first appliedAt seen per UID, and their Experiment's
@@ -524,6 +534,8 @@ print(f"  Injection made -> applied {dist(create_apply)}  (the agents: watch, pa
 print(f"effective within 10 s      {sum(1 for x in apply_eff if x <= 10)} of {n}")
 print(f"held at once, most         {most} of {n}")
 print(f"revert asked -> reverted   {dist(rev)}")
+print(f"  ended before asked       {ended_first} of {n}  (the nodes' own timers, at the duration, before the operator asked)")
+print(f"held past the duration     {dist(overrun)}  (revertedAt - injectedAt - spec.duration)")
 print(f"verdicts                   {', '.join(f'{k} {v}' for k, v in sorted(verdicts.items()))}")
 print(f"reconciles                 {rec:.0f} ({rec / max(n, 1):.1f} each), {rec / span:.1f}/s over the run, {echoes:.0f} of them echoes (no API call); failures {fails or 'none'}")
 held_back = total(oa, "firedrill_operator_status_writes_held_back_total") - total(ob, "firedrill_operator_status_writes_held_back_total")
