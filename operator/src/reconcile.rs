@@ -235,10 +235,11 @@ async fn injection_news(
     now: DateTime<Utc>,
 ) -> Result<Vec<Observation>, Error> {
     let known = status.fault_check.as_ref().and_then(|c| c.last_held_at);
-    // Reverts of this fault by Injections gone since (not of an earlier one).
+    // When the agents reverted this fault (not an earlier one), as the watch showed it: what
+    // dates the revert when a fresh read finds the Injections gone.
     let gone = ctx
         .seen
-        .reverted_and_gone(uid)
+        .reverted_at(uid)
         .filter(|at| status.injected_at.is_none_or(|injected| *at >= injected));
     let (present, read) = injections_of(ctx, uid, read).await?;
     let news = observe::news(status.fault_state, known, &present, gone, now);

@@ -84,8 +84,22 @@ impl SeenInjections {
 
     /// The latest time an agent reverted an Injection of the experiment with `uid` that is
     /// gone now, if the watch saw one go with that time.
-    pub fn reverted_and_gone(&self, uid: &str) -> Option<DateTime<Utc>> {
+    fn reverted_and_gone(&self, uid: &str) -> Option<DateTime<Utc>> {
         self.reverted_and_gone.lock().ok()?.get(uid).copied()
+    }
+
+    /// The latest time an agent said it reverted an Injection of the experiment with `uid`,
+    /// as the watch showed it: the last copy of those gone, and those it still shows. A
+    /// fresh read can find every Injection gone before the watch has delivered their
+    /// deletions (it lags under load), but the agent's status report comes before its
+    /// finalizer is let go, so the watch has nearly always delivered that.
+    pub fn reverted_at(&self, uid: &str) -> Option<DateTime<Utc>> {
+        let shown = self
+            .of(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.status?.reverted_at);
+        shown.chain(self.reverted_and_gone(uid)).max()
     }
 
     /// Forgets the experiment with `uid` (it completed or is gone).
@@ -203,5 +217,30 @@ mod tests {
         seen.forget("u1");
         assert_eq!(seen.reverted_and_gone("u1"), None);
         assert_eq!(seen.reverted_and_gone("u2"), Some(at(70)));
+    }
+
+    #[test]
+    fn a_revert_is_known_from_the_watch_before_its_deletion_arrives() {
+        use firedrill_core::api::{InjectionState, InjectionStatus};
+        let mut reverted = injection("a-1", "u1");
+        reverted.status = Some(InjectionStatus {
+            state: InjectionState::Reverted,
+            reverted_at: Some(at(58)),
+            ..InjectionStatus::default()
+        });
+        let seen = SeenInjections::default();
+        let mut writer = seen.attach();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(injection("a-0", "u1")));
+        writer.apply_watcher_event(&Event::InitDone);
+        assert_eq!(seen.reverted_at("u1"), None, "nothing reverted yet");
+        // The agent's report is in; its deletion is not (a fresh read may already miss it).
+        writer.apply_watcher_event(&Event::Apply(reverted.clone()));
+        assert_eq!(seen.reverted_at("u1"), Some(at(58)));
+        // Gone: the recorder keeps what the store forgets.
+        seen.recorder()(&Event::Delete(reverted.clone()));
+        writer.apply_watcher_event(&Event::Delete(reverted));
+        assert_eq!(seen.reverted_at("u1"), Some(at(58)));
+        assert_eq!(seen.reverted_at("u2"), None);
     }
 }
