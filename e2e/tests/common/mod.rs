@@ -440,12 +440,13 @@ pub fn report(test: &str, t0: Instant, status: &ExperimentStatus) {
     }
     if let (Some(asked), Some(reverted)) = (status.revert_requested_at, status.reverted_at) {
         let ms = (reverted - asked).num_milliseconds();
-        // revertRequestedAt is when the operator's engine asked. chaosctl stop-all deletes
-        // the Injections itself, so the agents may revert before the engine asks: that is
-        // no latency of the engine's revert (the test times stop-all on its own).
+        // revertRequestedAt is when the operator's engine asked. The agents may revert
+        // before it does: chaosctl stop-all deletes the Injections itself (the test times
+        // stop-all on its own), and a node that a blackout cuts off ends its part on its own
+        // timer at the duration. Neither is a latency of the engine's revert.
         note(if ms < 0 {
             format!(
-                "{test}: reverted {} ms before the operator asked (someone else asked first)",
+                "{test}: reverted {} ms before the operator asked (stop-all, or the node's own timer at the duration, came first)",
                 -ms
             )
         } else {
