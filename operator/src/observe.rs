@@ -32,13 +32,13 @@ fn plan_size(injections: &[Injection]) -> usize {
 ///   and `Applied` is the fault applied, at the latest `appliedAt`.
 /// - While injected or reverting: every Injection gone or `Reverted` is the fault reverted
 ///   (asked for, or expired on the agent's own timer), at the latest `revertedAt`, that of
-///   the Injections already gone (`gone_reverted_at`, their agents' own time) included; `now`
-///   only when no agent said when. A `Failed` one is an injection failure (the engine then
+///   the Injections already gone (`gone_reverted_at`, their agents' own time, asked for only
+///   then) included; `now` only when no agent said when. A `Failed` one is an injection failure (the engine then
 ///   aborts).
 pub fn observations(
     fault_state: FaultState,
     injections: &[Injection],
-    gone_reverted_at: Option<DateTime<Utc>>,
+    gone_reverted_at: impl Fn() -> Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Vec<Observation> {
     let failed = injections
@@ -89,7 +89,7 @@ pub fn observations(
                 let at = injections
                     .iter()
                     .filter_map(|i| i.status.as_ref()?.reverted_at)
-                    .chain(gone_reverted_at)
+                    .chain(gone_reverted_at())
                     .max()
                     .unwrap_or(now);
                 return vec![Observation::FaultReverted { at }];
@@ -106,7 +106,7 @@ pub fn news(
     fault_state: FaultState,
     last_held_at: Option<DateTime<Utc>>,
     injections: &[Injection],
-    gone_reverted_at: Option<DateTime<Utc>>,
+    gone_reverted_at: impl Fn() -> Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Vec<Observation> {
     let mut news = observations(fault_state, injections, gone_reverted_at, now);
@@ -264,7 +264,7 @@ mod tests {
         injections: &[Injection],
         now: DateTime<Utc>,
     ) -> Vec<Observation> {
-        observations(fault_state, injections, None, now)
+        observations(fault_state, injections, || None, now)
     }
 
     fn inj(name: &str, node: &str, state: InjectionState, plan_size: usize) -> Injection {
@@ -473,7 +473,7 @@ mod tests {
             vec![Observation::FaultReverted { at: at(60) }]
         );
         assert_eq!(
-            observations(FaultState::Reverting, &[], Some(at(52)), at(120)),
+            observations(FaultState::Reverting, &[], || Some(at(52)), at(120)),
             vec![Observation::FaultReverted { at: at(52) }]
         );
         // Some gone, the rest reverted and still there: the latest of all.
@@ -481,7 +481,7 @@ mod tests {
             observations(
                 FaultState::Reverting,
                 &[inj("a", "n1", InjectionState::Reverted, 1)],
-                Some(at(52)),
+                || Some(at(52)),
                 at(120)
             ),
             vec![Observation::FaultReverted { at: at(52) }]

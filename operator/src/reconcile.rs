@@ -236,11 +236,13 @@ async fn injection_news(
 ) -> Result<Vec<Observation>, Error> {
     let known = status.fault_check.as_ref().and_then(|c| c.last_held_at);
     // When the agents reverted this fault (not an earlier one), as the watch showed it: what
-    // dates the revert when a fresh read finds the Injections gone.
-    let gone = ctx
-        .seen
-        .reverted_at(uid)
-        .filter(|at| status.injected_at.is_none_or(|injected| *at >= injected));
+    // dates the revert when a fresh read finds the Injections gone. Looked up only then: it
+    // walks the watch's store, and every sample of a held fault comes through here.
+    let gone = || {
+        ctx.seen
+            .reverted_at(uid)
+            .filter(|at| status.injected_at.is_none_or(|injected| *at >= injected))
+    };
     let (present, read) = injections_of(ctx, uid, read).await?;
     let news = observe::news(status.fault_state, known, &present, gone, now);
     if news.is_empty() || read == Read::Fresh {
