@@ -30,6 +30,10 @@ pub const API_BACKOFF: Duration = Duration::from_secs(5);
 /// once when many Injections fall due together. One at a time, each waited its round trip:
 /// 200 new Injections took a minute to apply over three agents (operator/README.md, "Scale").
 pub const CONCURRENT_CALLS: usize = 16;
+/// How often a batch of API calls in flight stops to take in the watch and revert what
+/// came due meanwhile. A pass's batches took up to 10 s at the end of 1,000 experiments,
+/// and a fault whose time ran out waited for them all (operator/README.md, "Scale").
+pub const LOOK_BETWEEN_CALLS: Duration = Duration::from_millis(200);
 
 /// This node's Injections as the watch last showed them, by journal key.
 #[derive(Debug, Default)]
@@ -191,6 +195,15 @@ pub fn sleep_until(wake: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration 
     }
 }
 
+/// The watch of this node's Injections, while it runs.
+struct Events(std::pin::Pin<Box<dyn futures_util::Stream<Item = WatchEvent> + Send>>);
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
 /// The agent: executor, API, view and memory.
 #[derive(Debug)]
 pub struct Agent {
@@ -209,6 +222,12 @@ pub struct Agent {
     /// API server is out of reach, and a call would only hold up the loop for its deadline
     /// (and the revert with it).
     cut_off: BTreeMap<Key, DateTime<Utc>>,
+    /// The watch; `None` before the loop starts and once it ended (the loop starts it again).
+    events: Option<Events>,
+    /// The next time something falls due, as the last plan said.
+    due: Option<DateTime<Utc>>,
+    /// A revert made while a pass's API calls were in flight: the pass plans again.
+    reverted_between_calls: bool,
 }
 
 impl Agent {
@@ -223,6 +242,9 @@ impl Agent {
             heartbeat: None,
             beats: BTreeMap::new(),
             cut_off: BTreeMap::new(),
+            events: None,
+            due: None,
+            reverted_between_calls: false,
         }
     }
 
@@ -235,7 +257,6 @@ impl Agent {
     /// Runs until `shutdown` completes; then reverts everything it holds (a new agent
     /// applies again what is still wanted; an agent that is uninstalled leaves nothing).
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let mut events = std::pin::pin!(self.cluster.watch());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let wake = self.tick().await;
@@ -245,11 +266,15 @@ impl Agent {
                 tracing::warn!(path = %path.display(), error = %e, "cannot stamp the heartbeat; the liveness probe will restart the agent");
             }
             let sleep = sleep_until(wake, Utc::now());
+            let events = match &mut self.events {
+                Some(events) => events,
+                None => self.events.insert(Events(Box::pin(self.cluster.watch()))),
+            };
             tokio::select! {
-                event = events.next() => {
-                    if take_events(&mut self.store, event, events.as_mut()).await == Watch::Ended {
+                event = events.0.next() => {
+                    if take_events(&mut self.store, event, events.0.as_mut()).await == Watch::Ended {
                         tracing::warn!("watch ended; starting it again");
-                        events.set(self.cluster.watch());
+                        self.events = None;
                     }
                 }
                 () = tokio::time::sleep(sleep) => {}
@@ -294,6 +319,7 @@ impl Agent {
             self.memory.forget_gone(view.as_deref(), &held);
             let plan = planner::plan(view.as_deref(), &held, &self.memory, Utc::now());
             wake = plan.wake;
+            self.due = plan.wake;
             let planned = pass_start.elapsed();
             let steps = plan.steps.len();
             let mut changed = false;
@@ -311,6 +337,11 @@ impl Agent {
                     vec![first]
                 };
                 changed |= self.execute_all(batch).await;
+            }
+            if std::mem::take(&mut self.reverted_between_calls) {
+                changed = true;
+                // Its report and release are due now, even after the last pass.
+                wake = Some(Utc::now());
             }
             tracing::debug!(
                 pass,
@@ -347,6 +378,68 @@ impl Agent {
             self.beats.insert(lease, beat);
         }
         driver::annotate(view, &self.beats);
+    }
+
+    /// Collects the answers of API calls in flight; every [`LOOK_BETWEEN_CALLS`] meanwhile,
+    /// takes in the watch and reverts what came due (see [`Self::revert_what_came_due`]).
+    /// The calls must not borrow the agent: they go on while it reverts.
+    async fn while_calls<R>(&mut self, calls: impl futures_util::Stream<Item = R>) -> Vec<R> {
+        let mut calls = std::pin::pin!(calls);
+        let mut look = tokio::time::interval_at(
+            tokio::time::Instant::now() + LOOK_BETWEEN_CALLS,
+            LOOK_BETWEEN_CALLS,
+        );
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut answers = Vec::new();
+        loop {
+            tokio::select! {
+                answer = calls.next() => match answer {
+                    Some(answer) => answers.push(answer),
+                    None => return answers,
+                },
+                _ = look.tick() => self.revert_what_came_due().await,
+            }
+        }
+    }
+
+    /// Between the API calls of a pass: takes in what the watch holds, and when it held
+    /// something or a time came due, reverts what the planner says must end now (deleted,
+    /// expired, ended, its driver gone). Nothing else: reports, releases and applies wait
+    /// for the next pass, as does what only a read of the API server would tell.
+    async fn revert_what_came_due(&mut self) {
+        let mut news = false;
+        if let Some(events) = &mut self.events
+            && let Some(first) = events.0.next().now_or_never()
+        {
+            news = true;
+            if take_events(&mut self.store, first, events.0.as_mut()).await == Watch::Ended {
+                tracing::warn!("watch ended; starting it again after this pass");
+                self.events = None;
+            }
+        }
+        let now = Utc::now();
+        if !news && self.due.is_none_or(|due| due > now) {
+            return;
+        }
+        // An unreadable journal is the pass's to handle (it reverts from the last read).
+        let Ok((held, _)) = self.exec.held() else {
+            return;
+        };
+        let mut view = self.store.view(&self.node);
+        if let Some(view) = view.as_mut() {
+            driver::annotate(view, &self.beats);
+        }
+        let plan = planner::plan(view.as_deref(), &held, &self.memory, now);
+        self.due = plan.wake;
+        for step in plan.steps {
+            // An interrupted apply is put right by a whole pass, not in the middle of one.
+            if let Step::Revert { reason, .. } = &step
+                && *reason != RevertReason::Interrupted
+                && self.execute(step)
+            {
+                self.reverted_between_calls = true;
+            }
+        }
     }
 
     fn api_quiet(&self) -> bool {
@@ -484,8 +577,8 @@ impl Agent {
     /// Writes each status, with the Warning Event a report makes, and remembers what was
     /// told.
     async fn send_reports(&mut self, due: Vec<(Key, String, Injection, Report)>) {
-        let cluster = &self.cluster;
-        let answers: Vec<_> = futures_util::stream::iter(due)
+        let cluster = &self.cluster.clone();
+        let calls = futures_util::stream::iter(due)
             .map(|(key, name, injection, report)| async move {
                 let answer = cluster.report(&injection, &report).await;
                 // What a person must act on is also an Event, where they look.
@@ -496,9 +589,8 @@ impl Agent {
                 }
                 (key, name, report, answer)
             })
-            .buffer_unordered(CONCURRENT_CALLS)
-            .collect()
-            .await;
+            .buffer_unordered(CONCURRENT_CALLS);
+        let answers = self.while_calls(calls).await;
         for (key, name, report, answer) in answers {
             match answer {
                 Ok(()) => {
@@ -521,15 +613,14 @@ impl Agent {
             return;
         }
         let due = self.known(keys);
-        let cluster = &self.cluster;
-        let answers: Vec<_> =
+        let cluster = &self.cluster.clone();
+        let calls =
             futures_util::stream::iter(due)
                 .map(|(key, name, injection)| async move {
                     (key, name, cluster.release(&injection).await)
                 })
-                .buffer_unordered(CONCURRENT_CALLS)
-                .collect()
-                .await;
+                .buffer_unordered(CONCURRENT_CALLS);
+        let answers = self.while_calls(calls).await;
         for (key, name, answer) in answers {
             match answer {
                 Ok(()) => {
@@ -627,15 +718,14 @@ impl Agent {
         clock.labels = clock.lap();
         // The finalizer first: an Injection deleted from now on waits for our revert. In
         // the planner's order, so that the faults go in in it too.
-        let cluster = &self.cluster;
-        let finalized: Vec<_> = futures_util::stream::iter(admitted)
+        let cluster = &self.cluster.clone();
+        let calls = futures_util::stream::iter(admitted)
             .map(|(key, name, injection)| async move {
                 let answer = cluster.add_finalizer(&injection).await;
                 (key, name, injection, answer)
             })
-            .buffered(CONCURRENT_CALLS)
-            .collect()
-            .await;
+            .buffered(CONCURRENT_CALLS);
+        let finalized = self.while_calls(calls).await;
         clock.finalizers = clock.lap();
         // One walk of /proc for the batch's sandboxes; an apply whose pods it missed, or
         // whose processes changed since, looks again for itself.
@@ -655,6 +745,17 @@ impl Agent {
                     self.api_failed("adding the finalizer", &name, &e);
                     continue;
                 }
+            }
+            // Deleted while the finalizers went on (the watch was taken in meanwhile): a
+            // fault asked to end before it went in is never applied.
+            if self
+                .store
+                .get(&key)
+                .is_none_or(|i| i.metadata.deletion_timestamp.is_some())
+            {
+                tracing::info!(injection = %name, "deleted before it was applied: not applied");
+                changed = true;
+                continue;
             }
             clock.applied += 1;
             match self.apply_one(&key, &name, &injection, &found).await {
@@ -833,7 +934,7 @@ fn warning(report: &Report) -> Option<(&'static str, &str)> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use firedrill_core::api::InjectionSpec;
+    use firedrill_core::api::{InjectionSpec, InjectionState};
     use kube::api::ObjectMeta;
 
     fn inj(uid: &str, node: &str) -> Injection {
@@ -854,6 +955,149 @@ mod tests {
             },
             status: None,
         }
+    }
+
+    /// A client whose API server takes `delay` to answer anything, with an Injection.
+    fn slow_api(delay: Duration) -> kube::Client {
+        let answer = serde_json::to_vec(&inj("aaaa", "n1")).unwrap();
+        let server = tower::service_fn(move |_: http::Request<kube::client::Body>| {
+            let answer = answer.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(answer))
+            }
+        });
+        kube::Client::new(server, "chaos")
+    }
+
+    /// A freeze of a pod with no process: a real journalled fault that touches nothing.
+    fn freeze(uid: &str, expires_at: DateTime<Utc>, state: InjectionState) -> Injection {
+        let mut i = inj(uid, "n1");
+        i.spec.expires_at = expires_at;
+        i.spec.action = firedrill_core::api::NodeAction {
+            network: None,
+            processes: Some(firedrill_core::api::ProcessAction {
+                pods: vec![firedrill_core::api::PodRef {
+                    namespace: "chaos".into(),
+                    name: "gone".into(),
+                    uid: format!("{uid}-pod"),
+                }],
+                signal: firedrill_core::api::ProcessSignal::Freeze,
+            }),
+            read_only_volume: None,
+        };
+        i.status = Some(firedrill_core::api::InjectionStatus {
+            state,
+            ..Default::default()
+        });
+        i
+    }
+
+    /// An agent for node n1 whose API server answers after [`SLOW_ANSWER`], holding 96
+    /// faults still to report applied (six rounds of calls, about 3 s) and the fault
+    /// `timed`, reported applied, ending at `timed_ends`. Returns the key of `timed`.
+    fn busy_agent(dir: &std::path::Path, timed: &Injection) -> (Agent, Key) {
+        std::fs::create_dir_all(dir.join("proc")).unwrap();
+        let exec = Executor::new(
+            &dir.join("journal"),
+            &dir.join("kubelet"),
+            crate::ProcFs::new(dir.join("proc")),
+        )
+        .unwrap();
+        let api = slow_api(SLOW_ANSWER);
+        let mut agent = Agent::new("n1", exec, Cluster::new(api, "n1", "chaos"));
+        let far = Utc::now() + chrono::TimeDelta::minutes(5);
+        let mut injections: Vec<Injection> = (0..96)
+            .map(|i| freeze(&uid(i + 1), far, InjectionState::Pending))
+            .collect();
+        injections.push(timed.clone());
+        agent.store.apply(watcher::Event::Init);
+        for i in &injections {
+            let key = key_of(i.metadata.uid.as_deref().unwrap()).unwrap();
+            agent.exec.apply(&key, &i.spec).unwrap();
+            agent.memory.complete.insert(key);
+            agent.store.apply(watcher::Event::InitApply(i.clone()));
+        }
+        agent.store.apply(watcher::Event::InitDone);
+        (
+            agent,
+            key_of(timed.metadata.uid.as_deref().unwrap()).unwrap(),
+        )
+    }
+
+    const SLOW_ANSWER: Duration = Duration::from_millis(500);
+    /// The executor's kernel work is one at a time in the process: a test applying 97
+    /// faults alongside another would find it busy.
+    static ONE_BUSY_AGENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// How long after `since` the agent reverted `key`, and that nothing else was.
+    fn reverted_after(agent: &Agent, key: &str, since: DateTime<Utc>) -> chrono::TimeDelta {
+        let (held, _) = agent.exec.held().unwrap();
+        assert!(held.iter().all(|h| h.key != key), "still held");
+        assert_eq!(held.len(), 96);
+        let at = agent.memory.reverted_at.get(key).copied();
+        at.expect("reverted") - since
+    }
+
+    /// A fault whose time runs out while a pass waits on a slow API server is reverted
+    /// then, not after the pass: 1,000 experiments ending together held faults up to 10 s
+    /// past their end while the agents' passes reported and released the others.
+    #[tokio::test]
+    async fn a_fault_due_while_api_calls_are_in_flight_is_reverted_on_time() {
+        let _alone = ONE_BUSY_AGENT.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        // On a whole second, as the journal keeps it: 0.7-1.7 s from now.
+        let soon = Utc::now() + chrono::TimeDelta::milliseconds(1700);
+        let ends = DateTime::from_timestamp(soon.timestamp(), 0).unwrap();
+        let timed = freeze(&uid(1000), ends, InjectionState::Applied);
+        let (mut agent, key) = busy_agent(dir.path(), &timed);
+        let started = std::time::Instant::now();
+        agent.tick().await;
+        let took = started.elapsed();
+        assert!(took >= 6 * SLOW_ANSWER, "the reports took {took:?}");
+        let late = reverted_after(&agent, &key, ends);
+        eprintln!("reports took {took:?}; the due fault was reverted {late} after its end");
+        assert!(
+            late >= chrono::TimeDelta::zero() && late < chrono::TimeDelta::milliseconds(600),
+            "reverted {late} after its end, behind the API calls"
+        );
+    }
+
+    /// The same for a deletion the watch delivers while the calls are in flight.
+    #[tokio::test]
+    async fn a_fault_deleted_while_api_calls_are_in_flight_is_reverted_at_once() {
+        let _alone = ONE_BUSY_AGENT.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let far = Utc::now() + chrono::TimeDelta::minutes(5);
+        let timed = freeze(&uid(1000), far, InjectionState::Applied);
+        let (mut agent, key) = busy_agent(dir.path(), &timed);
+        let (send, receive) = tokio::sync::mpsc::unbounded_channel::<WatchEvent>();
+        agent.events = Some(Events(Box::pin(futures_util::stream::unfold(
+            receive,
+            |mut receive| async move { receive.recv().await.map(|e| (e, receive)) },
+        ))));
+        let deleter = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let mut deleted = timed;
+            deleted.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ));
+            let asked = Utc::now();
+            send.send(Ok(watcher::Event::Apply(deleted))).unwrap();
+            asked
+        });
+        agent.tick().await;
+        let asked = deleter.await.unwrap();
+        let late = reverted_after(&agent, &key, asked);
+        eprintln!("the deleted fault was reverted {late} after the watch delivered it");
+        assert!(
+            late >= chrono::TimeDelta::zero() && late < chrono::TimeDelta::milliseconds(600),
+            "reverted {late} after its deletion, behind the API calls"
+        );
     }
 
     #[test]

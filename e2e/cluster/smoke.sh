@@ -77,7 +77,11 @@ spec:
 EOF
 } | kc apply -f - >/dev/null
 log "waiting for one pod per zone"
-kc -n "$NS" wait --for=condition=Ready pod -l app=fd-smoke --timeout=120s >/dev/null
+if ! kc -n "$NS" wait --for=condition=Ready pod -l app=fd-smoke --timeout=120s >/dev/null; then
+	# Say why (an eviction for disk, an image not imported) rather than only that it timed out.
+	kc -n "$NS" get pods -o custom-columns='POD:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,REASON:.status.reason,MESSAGE:.status.message' >&2 || true
+	die "the probe pods were not Ready within 120 s"
+fi
 
 PASS=0
 FAIL=0

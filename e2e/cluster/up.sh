@@ -38,6 +38,15 @@ while (($#)); do
 done
 [[ $(id -u) == 0 ]] || die "run as root: it makes namespaces, cgroups and mounts"
 
+# The three kubelets share this machine's disk and evict every pod below 1 GiB free
+# (templates/kubelet.yaml): a cluster started nearer than that fails later, in a smoke test
+# or a game day, with nothing but an eviction in a kubelet's log to say why.
+mkdir -p "$STATE_DIR"
+free_mib=$(df --output=avail -BM "$STATE_DIR" | tail -n 1 | tr -dc 0-9)
+MIN_FREE_MIB=${MIN_FREE_MIB:-4096}
+((free_mib >= MIN_FREE_MIB)) || die "only ${free_mib} MiB free on $(df --output=target "$STATE_DIR" | tail -n 1) ($STATE_DIR); the cluster needs ${MIN_FREE_MIB} MiB: its kubelets evict every pod below 1 GiB, and images, logs and pods take the rest. Free some (old cargo targets: cargo clean) and run again"
+log "disk: ${free_mib} MiB free for $STATE_DIR (needs ${MIN_FREE_MIB})"
+
 # ---------------------------------------------------------------------------------------
 # Tools: our builds and Debian's packages.
 # ---------------------------------------------------------------------------------------
