@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::api::{DuringPolicy, FaultCheck, FaultState, Phase, Stage, Verdict};
 
 use super::run::{Run, describe, end_lapse, later, left_tolerance, plus, seconds};
-use super::types::{Action, EXPIRY_GRACE, INJECT_TIMEOUT, RETRY};
+use super::types::{Action, EXPIRY_GRACE, INJECT_TIMEOUT, RETRY, VERIFY_PATIENCE};
 
 impl Run<'_> {
     /// A fault reverted before its duration was up (its node's own timer, or its driver's
@@ -418,8 +418,10 @@ impl Run<'_> {
 
     /// A run that failed or was aborted for another reason still says what it lost: the
     /// closing read's count is the experiment's RPO whatever else went wrong.
+    /// A closing read given up leaves only the live count, which never sees a message it
+    /// read and the store lost afterwards; the reason says so, whatever the verdict.
     fn with_loss(&self, verdict: Verdict, reason: String) -> String {
-        match self.s.messages_lost.filter(|n| *n > 0) {
+        let reason = match self.s.messages_lost.filter(|n| *n > 0) {
             Some(lost)
                 if matches!(verdict, Verdict::Failed | Verdict::Aborted)
                     && reason != loss_reason(lost) =>
@@ -427,7 +429,19 @@ impl Run<'_> {
                 format!("{reason}; {}", loss_reason(lost))
             }
             _ => reason,
+        };
+        let unverified = self.s.loss_verification.as_ref().is_some_and(|v| {
+            v.baseline.is_some() && v.closing_asked_at.is_some() && v.closing.is_none()
+        });
+        if !unverified {
+            return reason;
         }
+        format!(
+            "{reason}; loss not verified: no verification read within {}s, so the {} lost \
+             counted live is only a lower bound",
+            VERIFY_PATIENCE.num_seconds(),
+            self.s.messages_lost.unwrap_or(0)
+        )
     }
 
     pub(super) fn final_verdict(&self) -> (Verdict, String) {
