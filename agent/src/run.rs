@@ -737,7 +737,14 @@ impl Agent {
                 PodProcesses::default()
             });
         let mut reports = Vec::new();
-        for (key, name, injection, answer) in finalized {
+        let (finalized, first_cut) = cuts_last(finalized, |(_, _, i, _)| i);
+        for (index, (key, name, injection, answer)) in finalized.into_iter().enumerate() {
+            // Once this node is cut off nothing reaches the API server until the cut ends:
+            // what went in before the cut is told first, or its experiment could not see it
+            // effective (a blackout's kill and cut of one node).
+            if index == first_cut && !reports.is_empty() && !self.api_quiet() {
+                self.send_reports(std::mem::take(&mut reports)).await;
+            }
             match answer {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -910,6 +917,17 @@ impl BatchClock {
             "apply batch done"
         );
     }
+}
+
+/// `items` with the Injections that cut their node off moved to the end (each kind in
+/// its order), and the index of the first of those.
+fn cuts_last<T>(items: Vec<T>, injection: impl Fn(&T) -> &Injection) -> (Vec<T>, usize) {
+    let (mut rest, cuts): (Vec<T>, Vec<T>) = items
+        .into_iter()
+        .partition(|item| !injection(item).spec.action.cuts_node_off());
+    let first_cut = rest.len();
+    rest.extend(cuts);
+    (rest, first_cut)
 }
 
 /// Whether the steps of this kind run as one batch: the ones that are API calls (and the
@@ -1098,6 +1116,27 @@ mod tests {
             late >= chrono::TimeDelta::zero() && late < chrono::TimeDelta::milliseconds(600),
             "reverted {late} after its deletion, behind the API calls"
         );
+    }
+
+    #[test]
+    fn the_injections_that_cut_their_node_off_go_in_last() {
+        let kill = |uid: &str| freeze(uid, Utc::now(), InjectionState::Pending);
+        // `inj` isolates its node.
+        let batch = vec![
+            inj("aaaa", "n1"),
+            kill("bbbb"),
+            inj("cccc", "n1"),
+            kill("dddd"),
+        ];
+        let (ordered, first_cut) = cuts_last(batch, |i| i);
+        let uids: Vec<_> = ordered
+            .iter()
+            .map(|i| i.metadata.uid.clone().unwrap())
+            .collect();
+        assert_eq!(uids, ["bbbb", "dddd", "aaaa", "cccc"]);
+        assert_eq!(first_cut, 2);
+        let (none_cut, first_cut) = cuts_last(vec![kill("bbbb")], |i| i);
+        assert_eq!((none_cut.len(), first_cut), (1, 1));
     }
 
     #[test]
