@@ -452,15 +452,23 @@ fn decide(
     let ended = state.is_final();
     let driver_gone_at = w.driver.as_ref().and_then(Driver::gone_at);
     let driver_gone = driver_gone_at.is_some_and(|at| at <= now);
-    if w.deleting || expired || ended || driver_gone {
+    // Reverted here and not held since: it ended (an interrupted apply, the one revert
+    // meant to be applied again, leaves no revert time). Never applied again, even while
+    // the watch still shows a copy older than its own report: a node its blackout cut off
+    // sees no update until the cut ends, and its own timer ends the fault first.
+    let reverted_here = h.is_none() && memory.reverted_at.contains_key(&w.key);
+    if w.deleting || expired || ended || driver_gone || reverted_here {
         let reason = if w.deleting {
             RevertReason::Deleted
         } else if expired {
             RevertReason::Expired
         } else if ended {
             RevertReason::Ended
-        } else {
+        } else if driver_gone {
             RevertReason::DriverGone
+        } else {
+            // Only the journal's own end comes before the copy's: its duration was up.
+            RevertReason::Expired
         };
         if h.is_some() {
             // Report and release once nothing is held any more (the next plan).
@@ -468,13 +476,15 @@ fn decide(
             return;
         }
         let report = match state {
-            InjectionState::Applied => Some(Report::Reverted {
-                at: memory.reverted_at.get(&w.key).copied().unwrap_or(now),
-                why: match (&w.driver, reason) {
-                    (Some(d), RevertReason::DriverGone) => d.gone(),
-                    _ => reason.describe().to_owned(),
-                },
-            }),
+            _ if state == InjectionState::Applied || (reverted_here && !ended) => {
+                Some(Report::Reverted {
+                    at: memory.reverted_at.get(&w.key).copied().unwrap_or(now),
+                    why: match (&w.driver, reason) {
+                        (Some(d), RevertReason::DriverGone) => d.gone(),
+                        _ => reason.describe().to_owned(),
+                    },
+                })
+            }
             InjectionState::Pending if !w.deleting => Some(Report::Failed {
                 message: memory.failed.get(&w.key).cloned().unwrap_or_else(|| {
                     match (&w.driver, reason) {

@@ -507,10 +507,13 @@ impl Agent {
                     self.memory.complete.remove(&key);
                     self.memory.checks.remove(&key);
                     self.cut_off.remove(&key);
-                    // The status says when it was reverted, not when that could be told.
-                    self.memory.reverted_at.insert(key.clone(), Utc::now());
                     if reason == RevertReason::Interrupted {
+                        // To be applied again whole: not an end.
                         self.memory.reported.remove(&key);
+                    } else {
+                        // The status says when it was reverted, not when that could be
+                        // told; and the planner never applies it again.
+                        self.memory.reverted_at.insert(key.clone(), Utc::now());
                     }
                     true
                 }

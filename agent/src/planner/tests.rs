@@ -481,3 +481,65 @@ fn a_released_injection_is_not_released_again_while_the_view_is_stale() {
     memory.forget_gone(Some(&[]), &[]);
     assert!(memory.released.is_empty());
 }
+
+/// A blackout's node, cut off by its own fault, sees no watch update until the cut ends:
+/// its copies of the Injections are older than its own reports (no `appliedAt`, so the
+/// copy's end is the far `expiresAt`). Its own timer ends the faults at their duration from
+/// the journal. Nothing may then apply them again: the e2e cluster's agents killed the
+/// zone's pods and cut the node off again for up to 0.8 s after the fault's end.
+#[test]
+fn a_fault_its_own_timer_ended_is_never_applied_again_from_an_old_copy() {
+    let mut held_until_10 = held("a");
+    held_until_10.expires_at = at(10);
+    let stale = wanted("a", Pending);
+    let mut memory = Memory::default();
+    memory.reported.insert("a".into(), Applied);
+    memory.complete.insert("a".into());
+    // Held to the journal's end: reverted then, by its own timer.
+    let p = plan(
+        Some(std::slice::from_ref(&stale)),
+        &[held_until_10],
+        &memory,
+        at(10),
+    );
+    assert_eq!(p.steps, vec![revert("a", RevertReason::Expired)]);
+    // The revert done (as the shell records it), the stale copy still says nothing of it.
+    memory.complete.remove("a");
+    memory.reverted_at.insert("a".into(), at(10));
+    let p = plan(Some(std::slice::from_ref(&stale)), &[], &memory, at(11));
+    assert!(
+        !p.steps.contains(&Step::Apply("a".into())),
+        "applied again: {:?}",
+        p.steps
+    );
+    assert_eq!(
+        p.steps,
+        vec![Step::Report {
+            key: "a".into(),
+            report: Report::Reverted {
+                at: at(10),
+                why: RevertReason::Expired.describe().to_owned(),
+            },
+        }]
+    );
+    // Reported once, and released when the operator deletes it.
+    memory.reported.insert("a".into(), Reverted);
+    let p = plan(Some(std::slice::from_ref(&stale)), &[], &memory, at(12));
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    let deleting = Wanted {
+        deleting: true,
+        finalized: true,
+        ..stale
+    };
+    let p = plan(Some(&[deleting]), &[], &memory, at(13));
+    assert_eq!(p.steps, vec![Step::Release("a".into())]);
+}
+
+/// An apply a crash interrupted is reverted to be applied whole again: that revert is no
+/// end, and leaves no revert time behind.
+#[test]
+fn an_interrupted_apply_reverted_here_is_still_applied_again() {
+    let memory = Memory::default();
+    let p = plan(Some(&[wanted("a", Pending)]), &[], &memory, at(11));
+    assert_eq!(p.steps, vec![Step::Apply("a".into())]);
+}
