@@ -271,12 +271,7 @@ impl Agent {
                 None => self.events.insert(Events(Box::pin(self.cluster.watch()))),
             };
             tokio::select! {
-                event = events.0.next() => {
-                    if take_events(&mut self.store, event, events.0.as_mut()).await == Watch::Ended {
-                        tracing::warn!("watch ended; starting it again");
-                        self.events = None;
-                    }
-                }
+                event = events.0.next() => self.take_in(event).await,
                 () = tokio::time::sleep(sleep) => {}
                 () = &mut shutdown => break,
             }
@@ -380,6 +375,18 @@ impl Agent {
         driver::annotate(view, &self.beats);
     }
 
+    /// Takes in `first` and what else the watch holds (see [`take_events`]); a watch that
+    /// ended is started again by the loop.
+    async fn take_in(&mut self, first: Option<WatchEvent>) {
+        let Some(events) = &mut self.events else {
+            return;
+        };
+        if take_events(&mut self.store, first, events.0.as_mut()).await == Watch::Ended {
+            tracing::warn!("watch ended; starting it again");
+            self.events = None;
+        }
+    }
+
     /// Collects the answers of API calls in flight; every [`LOOK_BETWEEN_CALLS`] meanwhile,
     /// takes in the watch and reverts what came due (see [`Self::revert_what_came_due`]).
     /// The calls must not borrow the agent: they go on while it reverts.
@@ -407,15 +414,13 @@ impl Agent {
     /// expired, ended, its driver gone). Nothing else: reports, releases and applies wait
     /// for the next pass, as does what only a read of the API server would tell.
     async fn revert_what_came_due(&mut self) {
-        let mut news = false;
-        if let Some(events) = &mut self.events
-            && let Some(first) = events.0.next().now_or_never()
-        {
-            news = true;
-            if take_events(&mut self.store, first, events.0.as_mut()).await == Watch::Ended {
-                tracing::warn!("watch ended; starting it again after this pass");
-                self.events = None;
-            }
+        let waiting = self
+            .events
+            .as_mut()
+            .and_then(|events| events.0.next().now_or_never());
+        let news = waiting.is_some();
+        if let Some(first) = waiting {
+            self.take_in(first).await;
         }
         let now = Utc::now();
         if !news && self.due.is_none_or(|due| due > now) {
